@@ -1,0 +1,38 @@
+//! Who a verified request acts for.
+
+use crate::scope::Scopes;
+
+/// The kind of credential a principal was established by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// A managed API key.
+    ApiKey,
+    /// A user (password, session, or a token issued to a user).
+    User,
+    /// An OAuth2 client (client credentials).
+    Client,
+}
+
+impl PrincipalKind {
+    /// The value sent upstream in `X-Portcullis-Kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::ApiKey => "api_key",
+            PrincipalKind::User => "user",
+            PrincipalKind::Client => "client",
+        }
+    }
+}
+
+/// A verified identity: who, how, and with which scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The principal's name: a key's owner, a user name, a client id.
+    pub subject: String,
+    /// How it was established.
+    pub kind: PrincipalKind,
+    /// Scopes granted.
+    pub scopes: Scopes,
+    /// The id of the credential used (`key_…`), safe to log.
+    pub credential_id: String,
+}

@@ -1,0 +1,238 @@
+//! Route matching: exact paths and `/**` prefixes, with methods.
+//!
+//! The most specific pattern that matches the path decides: an exact path
+//! beats any prefix, and a longer prefix beats a shorter one. Within that
+//! pattern, the first route listing the method wins; if none lists it the
+//! answer is 405 with the methods that would have been allowed. A path no
+//! pattern matches is 404: nothing is proxied unless a route says so.
+
+use http::Method;
+use std::collections::HashMap;
+
+/// A path pattern from config.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PathPattern {
+    /// Matches this path only.
+    Exact(String),
+    /// Matches the base path and everything below it (`/api/**`).
+    Prefix(String),
+}
+
+/// A route pattern that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// Must start with `/`.
+    #[error("a route path must start with '/'")]
+    NoLeadingSlash,
+    /// `*` is allowed only as a final `/**`.
+    #[error("'*' is allowed only as a final '/**'")]
+    Wildcard,
+    /// Dot segments or empty segments.
+    #[error("a route path must not contain '.', '..' or empty segments")]
+    NotNormal,
+}
+
+impl PathPattern {
+    /// Parses `/exact` or `/prefix/**` (and `/**` for everything).
+    pub fn parse(s: &str) -> Result<PathPattern, PatternError> {
+        if !s.starts_with('/') {
+            return Err(PatternError::NoLeadingSlash);
+        }
+        let (base, prefix) = match s.strip_suffix("/**") {
+            Some(b) => (b, true),
+            None => (s, false),
+        };
+        if base.contains('*') {
+            return Err(PatternError::Wildcard);
+        }
+        if !base.is_empty() && base != "/" && check_path(base).is_err() {
+            return Err(PatternError::NotNormal);
+        }
+        Ok(if prefix {
+            PathPattern::Prefix(base.trim_end_matches('/').to_owned())
+        } else {
+            PathPattern::Exact(base.to_owned())
+        })
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            PathPattern::Exact(p) => p == path,
+            PathPattern::Prefix(base) => {
+                base.is_empty()
+                    || path == base
+                    || (path.starts_with(base.as_str())
+                        && path.as_bytes().get(base.len()) == Some(&b'/'))
+            }
+        }
+    }
+}
+
+/// Why a request path was refused before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotNormalized;
+
+/// Refuses paths that a proxy and an upstream could read differently: dot
+/// segments, empty segments, backslashes and encoded `/`, `\` or `.`.
+/// Matching on such a path and forwarding it as-is would let `/public/../admin`
+/// through a `/public/**` route.
+pub fn check_path(path: &str) -> Result<(), NotNormalized> {
+    if !path.starts_with('/') || path.contains('\\') {
+        return Err(NotNormalized);
+    }
+    let lower_has = |needle: &str| {
+        path.as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    };
+    if lower_has("%2f") || lower_has("%5c") || lower_has("%2e") || lower_has("%00") {
+        return Err(NotNormalized);
+    }
+    let body = path.get(1..).unwrap_or("");
+    if body.is_empty() {
+        return Ok(());
+    }
+    for seg in body.split('/') {
+        if seg == "." || seg == ".." {
+            return Err(NotNormalized);
+        }
+    }
+    // An empty segment anywhere but a trailing slash.
+    if body.trim_end_matches('/').contains("//") || body.starts_with('/') {
+        return Err(NotNormalized);
+    }
+    Ok(())
+}
+
+/// The result of matching.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteMatch<'a, R> {
+    /// A route accepts this method and path.
+    Found(&'a R),
+    /// The path is routed, but not for this method.
+    MethodNotAllowed(Vec<Method>),
+    /// No route matches the path.
+    NotFound,
+}
+
+struct Entry<R> {
+    methods: Option<Vec<Method>>,
+    route: R,
+}
+
+/// Routes grouped by pattern, ready to match.
+pub struct RouteTable<R> {
+    exact: HashMap<String, Vec<Entry<R>>>,
+    // Longest base first.
+    prefixes: Vec<(String, Vec<Entry<R>>)>,
+}
+
+impl<R> Default for RouteTable<R> {
+    fn default() -> Self {
+        RouteTable {
+            exact: HashMap::new(),
+            prefixes: Vec::new(),
+        }
+    }
+}
+
+impl<R> RouteTable<R> {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a route. `methods: None` accepts every method.
+    pub fn add(&mut self, pattern: PathPattern, methods: Option<Vec<Method>>, route: R) {
+        let e = Entry { methods, route };
+        match pattern {
+            PathPattern::Exact(p) => self.exact.entry(p).or_default().push(e),
+            PathPattern::Prefix(base) => {
+                if let Some((_, v)) = self.prefixes.iter_mut().find(|(b, _)| *b == base) {
+                    v.push(e);
+                } else {
+                    self.prefixes.push((base, vec![e]));
+                    self.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                }
+            }
+        }
+    }
+
+    /// Matches a normalised path and a method.
+    pub fn find(&self, method: &Method, path: &str) -> RouteMatch<'_, R> {
+        let group = self.exact.get(path).map(Vec::as_slice).or_else(|| {
+            self.prefixes
+                .iter()
+                .find(|(base, _)| PathPattern::Prefix(base.clone()).matches(path))
+                .map(|(_, v)| v.as_slice())
+        });
+        let Some(group) = group else {
+            return RouteMatch::NotFound;
+        };
+        let head_as_get = *method == Method::HEAD;
+        for e in group {
+            match &e.methods {
+                None => return RouteMatch::Found(&e.route),
+                Some(ms) if ms.contains(method) || (head_as_get && ms.contains(&Method::GET)) => {
+                    return RouteMatch::Found(&e.route);
+                }
+                Some(_) => {}
+            }
+        }
+        let mut allowed: Vec<Method> = Vec::new();
+        for e in group {
+            for m in e.methods.iter().flatten() {
+                if !allowed.contains(m) {
+                    allowed.push(m.clone());
+                }
+            }
+        }
+        RouteMatch::MethodNotAllowed(allowed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable<&'static str> {
+        let mut t = RouteTable::new();
+        t.add(PathPattern::parse("/data").unwrap(), Some(vec![Method::GET]), "data");
+        t.add(PathPattern::parse("/data").unwrap(), Some(vec![Method::POST]), "data-post");
+        t.add(PathPattern::parse("/api/**").unwrap(), None, "api");
+        t.add(PathPattern::parse("/api/v2/**").unwrap(), Some(vec![Method::GET]), "v2");
+        t
+    }
+
+    #[test]
+    fn matching() {
+        let t = table();
+        assert_eq!(t.find(&Method::GET, "/data"), RouteMatch::Found(&"data"));
+        assert_eq!(t.find(&Method::HEAD, "/data"), RouteMatch::Found(&"data"));
+        assert_eq!(t.find(&Method::POST, "/data"), RouteMatch::Found(&"data-post"));
+        assert_eq!(
+            t.find(&Method::DELETE, "/data"),
+            RouteMatch::MethodNotAllowed(vec![Method::GET, Method::POST])
+        );
+        assert_eq!(t.find(&Method::GET, "/data/x"), RouteMatch::NotFound);
+        assert_eq!(t.find(&Method::DELETE, "/api"), RouteMatch::Found(&"api"));
+        assert_eq!(t.find(&Method::GET, "/api/x/y"), RouteMatch::Found(&"api"));
+        assert_eq!(t.find(&Method::GET, "/apix"), RouteMatch::NotFound);
+        assert_eq!(t.find(&Method::GET, "/api/v2/z"), RouteMatch::Found(&"v2"));
+        assert!(matches!(t.find(&Method::POST, "/api/v2/z"), RouteMatch::MethodNotAllowed(_)));
+    }
+
+    #[test]
+    fn patterns_and_paths() {
+        assert!(PathPattern::parse("data").is_err());
+        assert!(PathPattern::parse("/a/*/b").is_err());
+        assert!(PathPattern::parse("/a/../b").is_err());
+        assert_eq!(PathPattern::parse("/**"), Ok(PathPattern::Prefix(String::new())));
+        for bad in ["/a/../b", "/a/./b", "/a//b", "/a/%2e%2e/b", "/a%2Fb", "/a\\b", "//a", "/.."] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        for good in ["/", "/a", "/a/", "/a/b.c", "/a/..b", "/%41"] {
+            assert!(check_path(good).is_ok(), "{good}");
+        }
+    }
+}
