@@ -27,3 +27,4 @@ pub use principal::{Principal, PrincipalKind};
 pub use route::{RouteMatch, RouteTable};
 pub use scope::Scopes;
 pub use secret::Secret;
+pub mod net;

@@ -1,1 +1,16 @@
-pub fn x(){}
+//! Portcullis, the library: the store, the verification cache, the
+//! request guard shared by the gateway and in-process services, and the
+//! admin API.
+//!
+//! The decisions themselves live in [`portcullis_core`]; this crate does
+//! the I/O around them.
+
+pub mod admin;
+pub mod clock;
+pub mod guard;
+pub mod keys;
+pub mod response;
+pub mod store;
+pub mod verify;
+
+pub use portcullis_core as core;

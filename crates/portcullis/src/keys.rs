@@ -1,0 +1,322 @@
+//! Managing keys: create, rotate, revoke, disable — each with its audit
+//! event, committed before the caller is told it happened.
+
+use crate::clock::SharedClock;
+use crate::store::{KeyChange, KeyFilter, KeyRecord, NewAudit, NewKey, Store, StoreError};
+use crate::verify::Verifier;
+use portcullis_core::key::{RANDOM_BYTES, valid_env};
+use portcullis_core::{ApiKey, Scopes, base62};
+use std::sync::Arc;
+
+/// Why a key operation failed. Messages are safe to show the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A field is invalid; the message names it.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such key.
+    #[error("no key with id {0:?}")]
+    NotFound(String),
+    /// The key's state forbids the change.
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+    /// The OS random source failed.
+    #[error("the system random source failed")]
+    Random,
+}
+
+impl KeyError {
+    fn from_store(e: StoreError, id: &str) -> KeyError {
+        match e {
+            StoreError::NotFound => KeyError::NotFound(id.chars().take(64).collect()),
+            StoreError::Conflict(m) => KeyError::Conflict(m),
+            e => KeyError::Store(e),
+        }
+    }
+}
+
+/// What a new key should be.
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    /// A name for people.
+    pub name: String,
+    /// Who the key acts for.
+    pub owner: String,
+    /// Scopes.
+    pub scopes: Scopes,
+    /// Environment label (`live`).
+    pub env: String,
+    /// Lifetime in seconds from now.
+    pub expires_in: Option<i64>,
+    /// Number of uses.
+    pub uses: Option<i64>,
+    /// Rate-limit override (`100/minute`).
+    pub rate_limit: Option<String>,
+    /// Free JSON metadata (an object).
+    pub metadata: serde_json::Value,
+}
+
+impl KeySpec {
+    /// A spec with defaults: env `live`, no expiry, unlimited uses.
+    pub fn new(name: impl Into<String>, owner: impl Into<String>, scopes: Scopes) -> KeySpec {
+        KeySpec {
+            name: name.into(),
+            owner: owner.into(),
+            scopes,
+            env: "live".into(),
+            expires_in: None,
+            uses: None,
+            rate_limit: None,
+            metadata: serde_json::json!({}),
+        }
+    }
+
+    fn check(&self) -> Result<(), KeyError> {
+        check_label("name", &self.name)?;
+        check_label("owner", &self.owner)?;
+        if !valid_env(&self.env) {
+            return Err(KeyError::Invalid(
+                "env: use 1-16 lowercase letters or digits, like live or test".into(),
+            ));
+        }
+        if self.expires_in.is_some_and(|s| s <= 0) {
+            return Err(KeyError::Invalid("expires: must be in the future".into()));
+        }
+        if self.uses.is_some_and(|u| u < 1) {
+            return Err(KeyError::Invalid("uses: must be at least 1".into()));
+        }
+        if let Some(r) = &self.rate_limit {
+            check_rate(r)?;
+        }
+        if !self.metadata.is_object() {
+            return Err(KeyError::Invalid("metadata: must be a JSON object".into()));
+        }
+        if self.metadata.to_string().len() > 4096 {
+            return Err(KeyError::Invalid("metadata: at most 4096 bytes of JSON".into()));
+        }
+        Ok(())
+    }
+}
+
+fn check_label(field: &str, v: &str) -> Result<(), KeyError> {
+    if v.trim().is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
+        return Err(KeyError::Invalid(format!(
+            "{field}: must be 1-128 characters with no control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the `N/unit[; N/unit]` rate syntax (slowapi's).
+pub fn check_rate(r: &str) -> Result<(), KeyError> {
+    let bad = || {
+        KeyError::Invalid(format!(
+            "rate_limit: {:?} is not like 100/minute or 10/second; 1000/hour",
+            r.chars().take(64).collect::<String>()
+        ))
+    };
+    if r.len() > 128 {
+        return Err(bad());
+    }
+    for part in r.split(';') {
+        let (n, unit) = part.trim().split_once('/').ok_or_else(bad)?;
+        let n: u64 = n.trim().parse().map_err(|_| bad())?;
+        let unit = unit.trim();
+        let unit = unit.split_once(' ').map_or(unit, |(_, u)| u);
+        if n == 0 || !matches!(unit.trim_end_matches('s'), "second" | "minute" | "hour" | "day") {
+            return Err(bad());
+        }
+    }
+    Ok(())
+}
+
+/// A created key: the plaintext (shown once) and its record.
+#[derive(Debug)]
+pub struct CreatedKey {
+    /// The key. Show it once; it cannot be recovered.
+    pub key: ApiKey,
+    /// What was stored.
+    pub record: KeyRecord,
+}
+
+/// Key management over a store.
+#[derive(Clone)]
+pub struct KeyService {
+    store: Store,
+    clock: SharedClock,
+    verifier: Option<Arc<Verifier>>,
+}
+
+impl KeyService {
+    /// A service; with `verifier`, changes also drop that process's cache
+    /// entries at once.
+    pub fn new(store: Store, clock: SharedClock, verifier: Option<Arc<Verifier>>) -> KeyService {
+        KeyService { store, clock, verifier }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn fresh(&self, spec: &KeySpec) -> Result<(ApiKey, NewKey), KeyError> {
+        spec.check()?;
+        let mut random = [0u8; RANDOM_BYTES];
+        getrandom::fill(&mut random).map_err(|_| KeyError::Random)?;
+        let key = ApiKey::generate(&spec.env, &random).map_err(|e| KeyError::Invalid(e.to_string()))?;
+        let now = self.clock.now();
+        let new = NewKey {
+            id: new_id("key_")?,
+            hash: key.hash(),
+            prefix: key.display_prefix(),
+            env: spec.env.clone(),
+            owner: spec.owner.clone(),
+            name: spec.name.clone(),
+            scopes: spec.scopes.clone(),
+            created_at: now,
+            expires_at: spec.expires_in.map(|s| now.saturating_add(s)),
+            remaining_uses: spec.uses,
+            rate_limit: spec.rate_limit.clone(),
+            metadata: spec.metadata.clone(),
+            rotated_from: None,
+        };
+        Ok((key, new))
+    }
+
+    fn audit(&self, actor: &str, action: &'static str, target: &str, detail: serde_json::Value) -> NewAudit {
+        NewAudit {
+            at: self.clock.now(),
+            actor: actor.to_owned(),
+            action,
+            target: Some(target.to_owned()),
+            detail,
+        }
+    }
+
+    /// Applies the change log to this process's cache now, so an admin
+    /// change takes effect before the caller hears it is done.
+    async fn sync(&self) {
+        if let Some(v) = &self.verifier {
+            v.sync_changes().await;
+        }
+    }
+
+    /// Creates a key. Returns only after the row is committed.
+    pub async fn create(&self, actor: &str, spec: &KeySpec) -> Result<CreatedKey, KeyError> {
+        let (key, new) = self.fresh(spec)?;
+        let audit = self.audit(
+            actor,
+            "key.create",
+            &new.id,
+            serde_json::json!({"owner": new.owner, "name": new.name, "scopes": new.scopes.to_space_separated()}),
+        );
+        let record = self.store.insert_key(&new, &audit).await.map_err(KeyError::Store)?;
+        self.sync().await;
+        Ok(CreatedKey { key, record })
+    }
+
+    /// One key.
+    pub async fn show(&self, id: &str) -> Result<KeyRecord, KeyError> {
+        self.store.get_key(id).await.map_err(|e| KeyError::from_store(e, id))
+    }
+
+    /// Keys by filter.
+    pub async fn list(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>, KeyError> {
+        self.store.list_keys(filter).await.map_err(KeyError::Store)
+    }
+
+    /// Revokes now. Final.
+    pub async fn revoke(&self, actor: &str, id: &str) -> Result<KeyRecord, KeyError> {
+        let audit = self.audit(actor, "key.revoke", id, serde_json::json!({}));
+        let r = self
+            .store
+            .change_key(id, KeyChange::Revoke(audit.at), &audit)
+            .await
+            .map_err(|e| KeyError::from_store(e, id))?;
+        self.sync().await;
+        Ok(r)
+    }
+
+    /// Switches a key off (or back on).
+    pub async fn set_disabled(&self, actor: &str, id: &str, disabled: bool) -> Result<KeyRecord, KeyError> {
+        let (change, action) = if disabled {
+            (KeyChange::Disable, "key.disable")
+        } else {
+            (KeyChange::Enable, "key.enable")
+        };
+        let audit = self.audit(actor, action, id, serde_json::json!({}));
+        let r = self
+            .store
+            .change_key(id, change, &audit)
+            .await
+            .map_err(|e| KeyError::from_store(e, id))?;
+        self.sync().await;
+        Ok(r)
+    }
+
+    /// Issues a replacement with the same settings; the old key keeps
+    /// working for `grace` seconds (0 = ends now).
+    pub async fn rotate(&self, actor: &str, id: &str, grace: i64) -> Result<CreatedKey, KeyError> {
+        if grace < 0 {
+            return Err(KeyError::Invalid("grace: must not be negative".into()));
+        }
+        let old = self.show(id).await?;
+        let now = self.clock.now();
+        let spec = KeySpec {
+            name: old.name.clone(),
+            owner: old.owner.clone(),
+            scopes: Scopes::parse(&old.scopes).map_err(|e| KeyError::Invalid(e.to_string()))?,
+            env: old.env.clone(),
+            // The replacement keeps the old key's end of life, if it had one.
+            expires_in: old.expires_at.map(|e| e - now).filter(|s| *s > 0).or(None),
+            uses: old.remaining_uses.map(|u| u.max(1)),
+            rate_limit: old.rate_limit.clone(),
+            metadata: old.metadata.clone(),
+        };
+        if old.expires_at.is_some_and(|e| e <= now) {
+            return Err(KeyError::Conflict("an expired key cannot be rotated"));
+        }
+        let (key, mut new) = self.fresh(&spec)?;
+        new.rotated_from = Some(old.id.clone());
+        let audit = self.audit(
+            actor,
+            "key.rotate",
+            id,
+            serde_json::json!({"replacement": new.id, "grace_seconds": grace}),
+        );
+        let record = self
+            .store
+            .rotate_key(id, &new, now.saturating_add(grace), &audit)
+            .await
+            .map_err(|e| KeyError::from_store(e, id))?;
+        self.sync().await;
+        Ok(CreatedKey { key, record })
+    }
+}
+
+/// A fresh public id: `prefix` and 16 base62 characters (95 bits).
+pub fn new_id(prefix: &str) -> Result<String, KeyError> {
+    let mut b = [0u8; 12];
+    getrandom::fill(&mut b).map_err(|_| KeyError::Random)?;
+    let mut s = String::with_capacity(prefix.len() + 17);
+    s.push_str(prefix);
+    base62::encode_fixed(&b, 17, &mut s);
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn rates() {
+        for ok in ["100/minute", "10/second; 1000/hour", "5/day", "2/minutes", "1 / hour"] {
+            assert!(check_rate(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "0/minute", "x/minute", "10/fortnight", "10"] {
+            assert!(check_rate(bad).is_err(), "{bad}");
+        }
+    }
+}

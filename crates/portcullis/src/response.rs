@@ -1,0 +1,22 @@
+//! Turning a [`Problem`] into an HTTP response.
+
+use axum::body::Body;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+use portcullis_core::Problem;
+use portcullis_core::error::PROBLEM_JSON;
+
+/// The problem+json response for `p`.
+pub fn problem_response(p: &Problem, request_id: Option<&str>) -> Response<Body> {
+    let mut r = Response::new(Body::from(p.to_json(request_id)));
+    *r.status_mut() = StatusCode::from_u16(p.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(c) = &p.challenge {
+        if let Ok(v) = HeaderValue::from_str(c) {
+            h.insert(WWW_AUTHENTICATE, v);
+        }
+    }
+    r
+}

@@ -1,0 +1,332 @@
+//! SQLite: one file, WAL, migrations at open, bound parameters only.
+
+use super::{AuditEvent, KeyChange, KeyFilter, KeyRecord, NewAudit, NewKey, StoreError};
+use portcullis_core::{KeyGrant, KeyHash, Scopes};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+const KEY_COLUMNS: &str = "id, prefix, env, owner, name, scopes, created_at, expires_at, revoked_at, disabled, remaining_uses, rate_limit, metadata, last_used_at, rotated_from, rotated_to";
+
+impl SqliteStore {
+    /// Opens (and with `create`, creates) the database file.
+    pub async fn open(path: &str, create: bool) -> Result<SqliteStore, StoreError> {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+            .filename(Path::new(path))
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        // IMMEDIATE takes the write lock up front, so a read-then-write
+        // transaction cannot fail half-way when another process writes.
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    pub(super) async fn insert_key(&self, k: &NewKey, audit: &NewAudit) -> Result<KeyRecord, StoreError> {
+        let mut tx = self.begin().await?;
+        insert_key_tx(&mut tx, k).await?;
+        log_change(&mut tx, &k.hash, k.created_at).await?;
+        write_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        self.get_key(&k.id).await
+    }
+
+    pub(super) async fn get_key(&self, id: &str) -> Result<KeyRecord, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        key_record(&row)
+    }
+
+    pub(super) async fn list_keys(&self, f: &KeyFilter) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys
+             WHERE (?1 IS NULL OR owner = ?1)
+               AND (?2 OR revoked_at IS NULL)
+               AND (?3 IS NULL OR id > ?3)
+             ORDER BY id LIMIT ?4"
+        )))
+        .bind(f.owner.as_deref())
+        .bind(f.include_revoked)
+        .bind(f.after.as_deref())
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_record).collect()
+    }
+
+    pub(super) async fn grant_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyGrant>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, owner, scopes, expires_at, revoked_at, disabled, remaining_uses, rate_limit
+             FROM api_keys WHERE key_hash = ?1",
+        )
+        .bind(&hash.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(KeyGrant {
+            key_id: r.try_get("id")?,
+            owner: r.try_get("owner")?,
+            scopes: Scopes::parse(r.try_get::<&str, _>("scopes")?)
+                .map_err(|_| StoreError::Corrupt("api_keys.scopes"))?,
+            expires_at: r.try_get("expires_at")?,
+            revoked_at: r.try_get("revoked_at")?,
+            disabled: r.try_get("disabled")?,
+            remaining_uses: r.try_get("remaining_uses")?,
+            rate_limit: r.try_get("rate_limit")?,
+        }))
+    }
+
+    pub(super) async fn change_key(&self, id: &str, change: KeyChange, audit: &NewAudit) -> Result<KeyRecord, StoreError> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT key_hash, revoked_at FROM api_keys WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let hash = hash_of(&row)?;
+        let revoked: Option<i64> = row.try_get("revoked_at")?;
+        if revoked.is_some() {
+            return Err(StoreError::Conflict("the key is revoked; revocation is final"));
+        }
+        match change {
+            KeyChange::Revoke(at) => {
+                sqlx::query("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1")
+                    .bind(id)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            KeyChange::Disable | KeyChange::Enable => {
+                sqlx::query("UPDATE api_keys SET disabled = ?2 WHERE id = ?1")
+                    .bind(id)
+                    .bind(change == KeyChange::Disable)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        log_change(&mut tx, &hash, audit.at).await?;
+        write_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        self.get_key(id).await
+    }
+
+    pub(super) async fn rotate_key(&self, old_id: &str, new: &NewKey, grace_until: i64, audit: &NewAudit) -> Result<KeyRecord, StoreError> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT key_hash, revoked_at, rotated_to, expires_at FROM api_keys WHERE id = ?1")
+            .bind(old_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let old_hash = hash_of(&row)?;
+        if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
+            return Err(StoreError::Conflict("a revoked key cannot be rotated"));
+        }
+        if row.try_get::<Option<String>, _>("rotated_to")?.is_some() {
+            return Err(StoreError::Conflict("the key was already rotated; rotate its replacement"));
+        }
+        if row.try_get::<Option<i64>, _>("expires_at")?.is_some_and(|e| e <= new.created_at) {
+            return Err(StoreError::Conflict("an expired key cannot be rotated"));
+        }
+        insert_key_tx(&mut tx, new).await?;
+        sqlx::query(
+            "UPDATE api_keys SET rotated_to = ?2,
+                 expires_at = CASE WHEN expires_at IS NULL OR expires_at > ?3 THEN ?3 ELSE expires_at END
+             WHERE id = ?1",
+        )
+        .bind(old_id)
+        .bind(&new.id)
+        .bind(grace_until)
+        .execute(&mut *tx)
+        .await?;
+        log_change(&mut tx, &old_hash, audit.at).await?;
+        log_change(&mut tx, &new.hash, audit.at).await?;
+        write_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        self.get_key(&new.id).await
+    }
+
+    pub(super) async fn consume_use(&self, hash: &KeyHash) -> Result<Option<i64>, StoreError> {
+        // One statement: the check and the decrement cannot be split by a
+        // concurrent request, in this process or another.
+        let left: Option<i64> = sqlx::query_scalar(
+            "UPDATE api_keys SET remaining_uses = remaining_uses - 1
+             WHERE key_hash = ?1 AND remaining_uses > 0 RETURNING remaining_uses",
+        )
+        .bind(&hash.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(left)
+    }
+
+    pub(super) async fn touch_last_used(&self, batch: &[(String, i64)]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for (id, at) in batch {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn changes_since(&self, seq: i64) -> Result<(i64, Vec<KeyHash>), StoreError> {
+        let rows = sqlx::query("SELECT seq, key_hash FROM key_changes WHERE seq > ?1 ORDER BY seq LIMIT 10000")
+            .bind(seq)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut last = seq;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            last = last.max(r.try_get("seq")?);
+            out.push(hash_of(r)?);
+        }
+        if rows.is_empty() && seq == 0 {
+            // First call: start from the newest change, not from history.
+            last = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM key_changes")
+                .fetch_one(&self.pool)
+                .await?;
+        }
+        Ok((last, out))
+    }
+
+    pub(super) async fn prune_changes(&self, before: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM key_changes WHERE changed_at < ?1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn list_audit(&self, before: Option<i64>, limit: i64) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, target, detail FROM audit_events
+             WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEvent {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    detail: serde_json::from_str(r.try_get::<&str, _>("detail")?)
+                        .map_err(|_| StoreError::Corrupt("audit_events.detail"))?,
+                })
+            })
+            .collect()
+    }
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+async fn insert_key_tx(tx: &mut Tx, k: &NewKey) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, key_hash, prefix, env, owner, name, scopes, created_at, expires_at,
+                               remaining_uses, rate_limit, metadata, rotated_from)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )
+    .bind(&k.id)
+    .bind(&k.hash.0[..])
+    .bind(&k.prefix)
+    .bind(&k.env)
+    .bind(&k.owner)
+    .bind(&k.name)
+    .bind(k.scopes.to_space_separated())
+    .bind(k.created_at)
+    .bind(k.expires_at)
+    .bind(k.remaining_uses)
+    .bind(k.rate_limit.as_deref())
+    .bind(k.metadata.to_string())
+    .bind(k.rotated_from.as_deref())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn log_change(tx: &mut Tx, hash: &KeyHash, at: i64) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO key_changes (key_hash, changed_at) VALUES (?1, ?2)")
+        .bind(&hash.0[..])
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn write_audit(tx: &mut Tx, a: &NewAudit) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO audit_events (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .bind(a.at)
+        .bind(&a.actor)
+        .bind(a.action)
+        .bind(a.target.as_deref())
+        .bind(a.detail.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn hash_of(row: &SqliteRow) -> Result<KeyHash, StoreError> {
+    let b: &[u8] = row.try_get("key_hash")?;
+    let arr: [u8; 32] = b.try_into().map_err(|_| StoreError::Corrupt("key_hash"))?;
+    Ok(KeyHash(arr))
+}
+
+fn key_record(r: &SqliteRow) -> Result<KeyRecord, StoreError> {
+    Ok(KeyRecord {
+        id: r.try_get("id")?,
+        prefix: r.try_get("prefix")?,
+        env: r.try_get("env")?,
+        owner: r.try_get("owner")?,
+        name: r.try_get("name")?,
+        scopes: r.try_get("scopes")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+        disabled: r.try_get("disabled")?,
+        remaining_uses: r.try_get("remaining_uses")?,
+        rate_limit: r.try_get("rate_limit")?,
+        metadata: serde_json::from_str(r.try_get::<&str, _>("metadata")?)
+            .map_err(|_| StoreError::Corrupt("api_keys.metadata"))?,
+        last_used_at: r.try_get("last_used_at")?,
+        rotated_from: r.try_get("rotated_from")?,
+        rotated_to: r.try_get("rotated_to")?,
+    })
+}

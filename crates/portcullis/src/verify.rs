@@ -1,0 +1,281 @@
+//! Verifying an API key: format check, cache, then store.
+//!
+//! The order is what keeps the store off the hot path:
+//! 1. the format and CRC32 checksum (no allocation, no lookup) — a made-up
+//!    key never reaches a cache or the store;
+//! 2. the positive cache (a hit costs one SHA-256 and one lookup);
+//! 3. the negative cache of well-formed keys the store does not know,
+//!    held for `negative_ttl`, so a flood of unknown keys costs at most one
+//!    store query per key per `negative_ttl`;
+//! 4. the store.
+//!
+//! Changes made anywhere (this process's admin API, or the CLI in another
+//! process) are appended to the store's change log; a watcher applies it to
+//! the caches every `sync_interval` (250 ms by default), which bounds how
+//! long a revoked key can still pass to that interval plus one query.
+
+use crate::clock::SharedClock;
+use crate::store::{Store, StoreError};
+use moka::sync::Cache;
+use portcullis_core::key::{KeyFormatError, check_format};
+use portcullis_core::{KeyGrant, KeyHash, KeyState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Mutex, mpsc};
+
+/// Tuning for the verifier.
+#[derive(Debug, Clone)]
+pub struct VerifierConfig {
+    /// Known keys kept in memory.
+    pub positive_capacity: u64,
+    /// How long a known key stays cached without being read again.
+    pub positive_ttl: Duration,
+    /// Unknown keys remembered.
+    pub negative_capacity: u64,
+    /// How long an unknown key is remembered.
+    pub negative_ttl: Duration,
+    /// How often the change log is read.
+    pub sync_interval: Duration,
+    /// How often last-used times are written.
+    pub touch_interval: Duration,
+}
+
+impl Default for VerifierConfig {
+    fn default() -> Self {
+        VerifierConfig {
+            positive_capacity: 1_000_000,
+            positive_ttl: Duration::from_secs(600),
+            negative_capacity: 100_000,
+            negative_ttl: Duration::from_secs(30),
+            sync_interval: Duration::from_millis(250),
+            touch_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A key as held in the cache.
+#[derive(Debug)]
+pub struct CachedKey {
+    /// What the store said.
+    pub grant: KeyGrant,
+    last_used: AtomicI64,
+    pending_touch: AtomicBool,
+}
+
+/// Why a key was refused. `reason()` goes to the log; the client only
+/// ever sees the generic 401.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRejection {
+    /// Not a key: bad shape, length or checksum.
+    Malformed(KeyFormatError),
+    /// Well-formed but not in the store.
+    Unknown,
+    /// Known but not usable now.
+    State {
+        /// The key's id (safe to log).
+        key_id: String,
+        /// Why.
+        state: KeyState,
+    },
+}
+
+impl KeyRejection {
+    /// The reason for the log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            KeyRejection::Malformed(KeyFormatError::Checksum) => "bad_checksum",
+            KeyRejection::Malformed(_) => "malformed_key",
+            KeyRejection::Unknown => "unknown_key",
+            KeyRejection::State { state, .. } => state.reason(),
+        }
+    }
+    /// The key id, when the key is known.
+    pub fn key_id(&self) -> Option<&str> {
+        match self {
+            KeyRejection::State { key_id, .. } => Some(key_id),
+            _ => None,
+        }
+    }
+}
+
+/// The outcome of a verification.
+#[derive(Debug)]
+pub enum KeyVerdict {
+    /// The key is good.
+    Valid(Arc<CachedKey>),
+    /// The key is refused.
+    Rejected(KeyRejection),
+}
+
+/// Verifies keys against the store through two caches.
+pub struct Verifier {
+    store: Store,
+    clock: SharedClock,
+    known: Cache<KeyHash, Arc<CachedKey>>,
+    unknown: Cache<KeyHash, ()>,
+    touches: mpsc::UnboundedSender<Arc<CachedKey>>,
+    touch_rx: Mutex<mpsc::UnboundedReceiver<Arc<CachedKey>>>,
+    seq: Mutex<i64>,
+    config: VerifierConfig,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// A verifier. Call [`Verifier::spawn_background`] to start the change
+    /// watcher and the last-used writer.
+    pub async fn new(store: Store, clock: SharedClock, config: VerifierConfig) -> Result<Arc<Verifier>, StoreError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (seq, _) = store.changes_since(0).await?;
+        Ok(Arc::new(Verifier {
+            known: Cache::builder()
+                .max_capacity(config.positive_capacity)
+                .time_to_idle(config.positive_ttl)
+                .build(),
+            unknown: Cache::builder()
+                .max_capacity(config.negative_capacity)
+                .time_to_live(config.negative_ttl)
+                .build(),
+            store,
+            clock,
+            touches: tx,
+            touch_rx: Mutex::new(rx),
+            seq: Mutex::new(seq),
+            config,
+        }))
+    }
+
+    /// The clock in use.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Verifies a presented key.
+    pub async fn verify(&self, presented: &str) -> Result<KeyVerdict, StoreError> {
+        if let Err(e) = check_format(presented) {
+            return Ok(KeyVerdict::Rejected(KeyRejection::Malformed(e)));
+        }
+        let hash = KeyHash::of(presented);
+        let cached = match self.known.get(&hash) {
+            Some(c) => c,
+            None => {
+                if self.unknown.contains_key(&hash) {
+                    return Ok(KeyVerdict::Rejected(KeyRejection::Unknown));
+                }
+                match self.store.grant_by_hash(&hash).await? {
+                    None => {
+                        self.unknown.insert(hash, ());
+                        return Ok(KeyVerdict::Rejected(KeyRejection::Unknown));
+                    }
+                    Some(grant) => {
+                        let c = Arc::new(CachedKey {
+                            grant,
+                            last_used: AtomicI64::new(0),
+                            pending_touch: AtomicBool::new(false),
+                        });
+                        self.known.insert(hash, c.clone());
+                        c
+                    }
+                }
+            }
+        };
+        let now = self.clock.now();
+        let state = cached.grant.state(now);
+        if state != KeyState::Active {
+            return Ok(KeyVerdict::Rejected(KeyRejection::State {
+                key_id: cached.grant.key_id.clone(),
+                state,
+            }));
+        }
+        if cached.grant.remaining_uses.is_some() {
+            // Limited keys are counted in the store, atomically, so two
+            // gateways cannot both spend the last use.
+            if self.store.consume_use(&hash).await?.is_none() {
+                self.known.invalidate(&hash);
+                return Ok(KeyVerdict::Rejected(KeyRejection::State {
+                    key_id: cached.grant.key_id.clone(),
+                    state: KeyState::UsedUp,
+                }));
+            }
+        }
+        cached.last_used.store(now, Ordering::Relaxed);
+        if !cached.pending_touch.swap(true, Ordering::AcqRel) {
+            // Queued once per flush interval per key, not once per request.
+            let _ = self.touches.send(cached.clone());
+        }
+        Ok(KeyVerdict::Valid(cached))
+    }
+
+    /// Reads the change log and drops every changed key from both caches.
+    pub async fn sync_changes(&self) {
+        let mut seq = self.seq.lock().await;
+        match self.store.changes_since(*seq).await {
+            Ok((last, hashes)) => {
+                for h in &hashes {
+                    self.known.invalidate(h);
+                    self.unknown.invalidate(h);
+                }
+                *seq = last;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the key change log"),
+        }
+    }
+
+    /// Writes queued last-used times.
+    pub async fn flush_last_used(&self) {
+        let mut rx = self.touch_rx.lock().await;
+        let mut batch = Vec::new();
+        while let Ok(c) = rx.try_recv() {
+            c.pending_touch.store(false, Ordering::Release);
+            batch.push((c.grant.key_id.clone(), c.last_used.load(Ordering::Relaxed)));
+        }
+        drop(rx);
+        if let Err(e) = self.store.touch_last_used(&batch).await {
+            tracing::warn!(error = %e, keys = batch.len(), "could not write last-used times");
+        }
+    }
+
+    /// Starts the change watcher, the last-used writer and the change-log
+    /// pruner. They stop when the verifier is dropped.
+    pub fn spawn_background(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let interval = self.config.sync_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n: u64 = 0;
+            loop {
+                tick.tick().await;
+                let Some(v) = weak.upgrade() else { break };
+                v.sync_changes().await;
+                n += 1;
+                if n % 14_400 == 0 {
+                    // Hourly at the default interval: rows older than a day
+                    // have been seen by every running gateway.
+                    let _ = v.store.prune_changes(v.clock.now() - 86_400).await;
+                }
+            }
+        });
+        let weak = Arc::downgrade(self);
+        let interval = self.config.touch_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(v) = weak.upgrade() else { break };
+                v.flush_last_used().await;
+            }
+        });
+    }
+
+    /// Entries in the positive and negative caches (approximate).
+    pub fn cache_sizes(&self) -> (u64, u64) {
+        (self.known.entry_count(), self.unknown.entry_count())
+    }
+}
