@@ -203,7 +203,9 @@ pub fn extract<'a>(
             Scheme::ApiKeyHeader => match one_header(headers, &names.header) {
                 Ok(None) => Ok(()),
                 Ok(Some(v)) => push(Presented { scheme, value: v }),
-                Err(()) => return Extracted::Ambiguous("the API key header was sent more than once"),
+                Err(()) => {
+                    return Extracted::Ambiguous("the API key header was sent more than once");
+                }
             },
             Scheme::ApiKeyQuery => match query.map(|q| query_param(q, &names.query)) {
                 None | Some(Ok(None)) => Ok(()),
@@ -212,7 +214,9 @@ pub fn extract<'a>(
                     value: Some(v),
                 }),
                 Some(Err(())) => {
-                    return Extracted::Ambiguous("the API key query parameter was sent more than once");
+                    return Extracted::Ambiguous(
+                        "the API key query parameter was sent more than once",
+                    );
                 }
             },
             Scheme::ApiKeyCookie | Scheme::Session => {
@@ -227,7 +231,11 @@ pub fn extract<'a>(
                         scheme,
                         value: Some(Cow::Borrowed(v)),
                     }),
-                    Err(()) => return Extracted::Ambiguous("the credential cookie was sent more than once"),
+                    Err(()) => {
+                        return Extracted::Ambiguous(
+                            "the credential cookie was sent more than once",
+                        );
+                    }
                 }
             }
             Scheme::Bearer | Scheme::Basic => {
@@ -246,7 +254,9 @@ pub fn extract<'a>(
                     // Another scheme in Authorization is not ours to judge.
                     Ok(Some(_)) => Ok(()),
                     Err(()) => {
-                        return Extracted::Ambiguous("the Authorization header was sent more than once");
+                        return Extracted::Ambiguous(
+                            "the Authorization header was sent more than once",
+                        );
                     }
                 }
             }
@@ -448,7 +458,10 @@ mod tests {
         ));
         // query ignored when the route does not accept it
         let hdr = set(&[Scheme::ApiKeyHeader]);
-        assert!(matches!(extract(&hdr, &names, &h, Some("api_key=k2")), Extracted::One(_)));
+        assert!(matches!(
+            extract(&hdr, &names, &h, Some("api_key=k2")),
+            Extracted::One(_)
+        ));
     }
 
     #[test]
@@ -458,16 +471,28 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("x-api-key", HeaderValue::from_static("a"));
         h.append("x-api-key", HeaderValue::from_static("b"));
-        assert!(matches!(extract(&all, &names, &h, None), Extracted::Ambiguous(_)));
+        assert!(matches!(
+            extract(&all, &names, &h, None),
+            Extracted::Ambiguous(_)
+        ));
         let h = HeaderMap::new();
         assert!(matches!(
             extract(&all, &names, &h, Some("api_key=a&api_key=b")),
             Extracted::Ambiguous(_)
         ));
-        assert_eq!(extract(&all, &names, &h, Some("api_key=&x=1")), Extracted::Missing);
+        assert_eq!(
+            extract(&all, &names, &h, Some("api_key=&x=1")),
+            Extracted::Missing
+        );
         let mut h = HeaderMap::new();
-        h.insert("cookie", HeaderValue::from_static("api_key=a; other=1; api_key=b"));
-        assert!(matches!(extract(&all, &names, &h, None), Extracted::Ambiguous(_)));
+        h.insert(
+            "cookie",
+            HeaderValue::from_static("api_key=a; other=1; api_key=b"),
+        );
+        assert!(matches!(
+            extract(&all, &names, &h, None),
+            Extracted::Ambiguous(_)
+        ));
         let mut h = HeaderMap::new();
         h.insert("authorization", HeaderValue::from_static("Bearer "));
         assert_eq!(extract(&all, &names, &h, None), Extracted::Missing);
@@ -511,12 +536,19 @@ mod tests {
 
     #[test]
     fn stripping() {
-        assert_eq!(strip_query_param("a=1&api_key=x&b=2", "api_key").as_deref(), Some("a=1&b=2"));
+        assert_eq!(
+            strip_query_param("a=1&api_key=x&b=2", "api_key").as_deref(),
+            Some("a=1&b=2")
+        );
         assert_eq!(strip_query_param("api%5Fkey=x", "api_key"), None);
-        assert_eq!(strip_cookie("a=1; api_key=x;b=2", "api_key").as_deref(), Some("a=1; b=2"));
+        assert_eq!(
+            strip_cookie("a=1; api_key=x;b=2", "api_key").as_deref(),
+            Some("a=1; b=2")
+        );
         assert_eq!(strip_cookie("api_key=x", "api_key"), None);
         assert_eq!(
-            SchemeSet::new(&[Scheme::ApiKeyHeader, Scheme::ApiKeyCookie, Scheme::Bearer]).challenge(),
+            SchemeSet::new(&[Scheme::ApiKeyHeader, Scheme::ApiKeyCookie, Scheme::Bearer])
+                .challenge(),
             Some("APIKey, Bearer")
         );
     }

@@ -132,7 +132,10 @@ impl ApiKey {
 
     /// The environment label (`live`, `test`, ...).
     pub fn env(&self) -> &str {
-        self.material.expose().get(3..3 + self.env_len).unwrap_or("")
+        self.material
+            .expose()
+            .get(3..3 + self.env_len)
+            .unwrap_or("")
     }
 
     /// The non-secret display prefix: `pc_<env>_` and 6 characters.
@@ -302,7 +305,10 @@ mod tests {
             (good.replacen("pc_", "sk_", 1), KeyFormatError::Shape),
             (good.replacen("live", "LIVE", 1), KeyFormatError::Env),
             (good.replacen("live", "", 1), KeyFormatError::Env),
-            (format!("{}x", &good[..good.len() - 1]), KeyFormatError::Checksum),
+            (
+                format!("{}x", &good[..good.len() - 1]),
+                KeyFormatError::Checksum,
+            ),
             (good[..good.len() - 1].to_string(), KeyFormatError::Shape),
             (good.replacen('A', "é", 1), KeyFormatError::Shape),
             ("pc_live_é".into(), KeyFormatError::Shape),

@@ -12,7 +12,9 @@ pub struct Cidr {
 
 /// A block that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid address block {0:?}: write an IP address or ADDRESS/BITS, like 127.0.0.1/32 or ::1/128")]
+#[error(
+    "invalid address block {0:?}: write an IP address or ADDRESS/BITS, like 127.0.0.1/32 or ::1/128"
+)]
 pub struct CidrError(pub String);
 
 impl FromStr for Cidr {
@@ -43,11 +45,19 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = if self.bits == 0 { 0 } else { u32::MAX << (32 - u32::from(self.bits)) };
+                let mask = if self.bits == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.bits))
+                };
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = if self.bits == 0 { 0 } else { u128::MAX << (128 - u32::from(self.bits)) };
+                let mask = if self.bits == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.bits))
+                };
                 u128::from(n) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -88,13 +98,24 @@ mod tests {
     use super::*;
     #[test]
     fn blocks_and_client_ip() {
-        let t: Vec<Cidr> = vec!["127.0.0.1/32".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+        let t: Vec<Cidr> = vec![
+            "127.0.0.1/32".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
         let peer: IpAddr = "127.0.0.1".parse().unwrap();
         let stranger: IpAddr = "203.0.113.9".parse().unwrap();
         assert_eq!(client_ip(stranger, &t, ["1.2.3.4"].into_iter()), stranger);
-        assert_eq!(client_ip(peer, &t, ["6.6.6.6, 198.51.100.7, 10.1.1.1"].into_iter()), "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &t, ["6.6.6.6, 198.51.100.7, 10.1.1.1"].into_iter()),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(client_ip(peer, &t, std::iter::empty()), peer);
-        assert!("::ffff:127.0.0.1".parse::<IpAddr>().map(|ip| t[0].contains(ip)).unwrap());
+        assert!(
+            "::ffff:127.0.0.1"
+                .parse::<IpAddr>()
+                .map(|ip| t[0].contains(ip))
+                .unwrap()
+        );
         assert!("1.2.3.4/33".parse::<Cidr>().is_err());
         assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(stranger));
     }

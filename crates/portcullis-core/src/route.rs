@@ -197,10 +197,22 @@ mod tests {
 
     fn table() -> RouteTable<&'static str> {
         let mut t = RouteTable::new();
-        t.add(PathPattern::parse("/data").unwrap(), Some(vec![Method::GET]), "data");
-        t.add(PathPattern::parse("/data").unwrap(), Some(vec![Method::POST]), "data-post");
+        t.add(
+            PathPattern::parse("/data").unwrap(),
+            Some(vec![Method::GET]),
+            "data",
+        );
+        t.add(
+            PathPattern::parse("/data").unwrap(),
+            Some(vec![Method::POST]),
+            "data-post",
+        );
         t.add(PathPattern::parse("/api/**").unwrap(), None, "api");
-        t.add(PathPattern::parse("/api/v2/**").unwrap(), Some(vec![Method::GET]), "v2");
+        t.add(
+            PathPattern::parse("/api/v2/**").unwrap(),
+            Some(vec![Method::GET]),
+            "v2",
+        );
         t
     }
 
@@ -209,7 +221,10 @@ mod tests {
         let t = table();
         assert_eq!(t.find(&Method::GET, "/data"), RouteMatch::Found(&"data"));
         assert_eq!(t.find(&Method::HEAD, "/data"), RouteMatch::Found(&"data"));
-        assert_eq!(t.find(&Method::POST, "/data"), RouteMatch::Found(&"data-post"));
+        assert_eq!(
+            t.find(&Method::POST, "/data"),
+            RouteMatch::Found(&"data-post")
+        );
         assert_eq!(
             t.find(&Method::DELETE, "/data"),
             RouteMatch::MethodNotAllowed(vec![Method::GET, Method::POST])
@@ -219,7 +234,10 @@ mod tests {
         assert_eq!(t.find(&Method::GET, "/api/x/y"), RouteMatch::Found(&"api"));
         assert_eq!(t.find(&Method::GET, "/apix"), RouteMatch::NotFound);
         assert_eq!(t.find(&Method::GET, "/api/v2/z"), RouteMatch::Found(&"v2"));
-        assert!(matches!(t.find(&Method::POST, "/api/v2/z"), RouteMatch::MethodNotAllowed(_)));
+        assert!(matches!(
+            t.find(&Method::POST, "/api/v2/z"),
+            RouteMatch::MethodNotAllowed(_)
+        ));
     }
 
     #[test]
@@ -227,8 +245,20 @@ mod tests {
         assert!(PathPattern::parse("data").is_err());
         assert!(PathPattern::parse("/a/*/b").is_err());
         assert!(PathPattern::parse("/a/../b").is_err());
-        assert_eq!(PathPattern::parse("/**"), Ok(PathPattern::Prefix(String::new())));
-        for bad in ["/a/../b", "/a/./b", "/a//b", "/a/%2e%2e/b", "/a%2Fb", "/a\\b", "//a", "/.."] {
+        assert_eq!(
+            PathPattern::parse("/**"),
+            Ok(PathPattern::Prefix(String::new()))
+        );
+        for bad in [
+            "/a/../b",
+            "/a/./b",
+            "/a//b",
+            "/a/%2e%2e/b",
+            "/a%2Fb",
+            "/a\\b",
+            "//a",
+            "/..",
+        ] {
             assert!(check_path(bad).is_err(), "{bad}");
         }
         for good in ["/", "/a", "/a/", "/a/b.c", "/a/..b", "/%41"] {

@@ -9,7 +9,9 @@ pub struct Scopes(Vec<String>);
 
 /// A scope string that could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid scope {0:?}: scopes are printable ASCII without spaces, quotes or backslashes, at most 128 characters")]
+#[error(
+    "invalid scope {0:?}: scopes are printable ASCII without spaces, quotes or backslashes, at most 128 characters"
+)]
 pub struct ScopeError(pub String);
 
 const MAX_SCOPE_LEN: usize = 128;
@@ -24,11 +26,7 @@ fn valid_token(t: &str) -> bool {
 impl Scopes {
     /// Parses space- or comma-separated scope tokens.
     pub fn parse(s: &str) -> Result<Scopes, ScopeError> {
-        Self::from_iter_checked(
-            s.split([' ', ','])
-                .map(str::trim)
-                .filter(|t| !t.is_empty()),
-        )
+        Self::from_iter_checked(s.split([' ', ',']).map(str::trim).filter(|t| !t.is_empty()))
     }
 
     /// Builds a set from individual tokens, checking each.

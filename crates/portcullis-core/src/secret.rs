@@ -47,6 +47,9 @@ mod tests {
     #[test]
     fn never_prints() {
         let s = Secret::new("hunter2".to_string());
-        assert_eq!(format!("{s:?} {s} {:?}", Some(&s)), "[REDACTED] [REDACTED] Some([REDACTED])");
+        assert_eq!(
+            format!("{s:?} {s} {:?}", Some(&s)),
+            "[REDACTED] [REDACTED] Some([REDACTED])"
+        );
     }
 }

@@ -1,1 +1,38 @@
-fn main(){}
+//! `portcullis`: the gateway, its decision endpoint, its admin API, and the
+//! CLI that manages keys.
+
+mod cli;
+mod config;
+mod demo;
+mod gateway;
+mod proxy;
+mod serve;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portcullis: error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(cli::run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = if e.downcast_ref::<config::ConfigError>().is_some()
+                || e.downcast_ref::<cli::UsageError>().is_some()
+            {
+                2
+            } else {
+                1
+            };
+            eprintln!("portcullis: error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}

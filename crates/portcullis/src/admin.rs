@@ -74,7 +74,9 @@ async fn require_admin(State(st): State<AdminState>, mut req: Request, next: Nex
 pub fn key_problem(e: &KeyError) -> Problem {
     match e {
         KeyError::Invalid(m) => Problem::new(ErrorCode::ValidationFailed).detail(m.clone()),
-        KeyError::NotFound(m) => Problem::new(ErrorCode::ResourceNotFound).detail(format!("no key with id {m:?}")),
+        KeyError::NotFound(m) => {
+            Problem::new(ErrorCode::ResourceNotFound).detail(format!("no key with id {m:?}"))
+        }
         KeyError::Conflict(m) => Problem::new(ErrorCode::Conflict).detail(*m),
         KeyError::Store(err) => {
             tracing::error!(error = %err, "store error in admin API");
@@ -92,26 +94,46 @@ fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
 /// Reads a JSON body: 415 if not JSON, 413 if too large, 422 naming the
 /// problem if it does not parse.
-async fn read_json<T: serde::de::DeserializeOwned>(req: Request, empty_ok: bool) -> Result<T, Response> {
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request,
+    empty_ok: bool,
+) -> Result<T, Response> {
     let (parts, body) = req.into_parts();
-    let bytes = to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| problem_response(&Problem::new(ErrorCode::PayloadTooLarge).detail(format!("the body is larger than {MAX_BODY} bytes")), None))?;
-    let bytes = if bytes.is_empty() && empty_ok { bytes::Bytes::from_static(b"{}") } else { bytes };
+    let bytes = to_bytes(body, MAX_BODY).await.map_err(|_| {
+        problem_response(
+            &Problem::new(ErrorCode::PayloadTooLarge)
+                .detail(format!("the body is larger than {MAX_BODY} bytes")),
+            None,
+        )
+    })?;
+    let bytes = if bytes.is_empty() && empty_ok {
+        bytes::Bytes::from_static(b"{}")
+    } else {
+        bytes
+    };
     let is_json = parts
         .headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
     if !is_json && !(empty_ok && bytes.as_ref() == b"{}") {
-        return Err(problem_response(&Problem::new(ErrorCode::UnsupportedMediaType), None));
+        return Err(problem_response(
+            &Problem::new(ErrorCode::UnsupportedMediaType),
+            None,
+        ));
     }
     serde_json::from_slice(&bytes).map_err(|e| {
         problem_response(
@@ -153,7 +175,8 @@ pub fn spec_from_parts(
     rate_limit: Option<String>,
     metadata: Option<serde_json::Value>,
 ) -> Result<KeySpec, KeyError> {
-    let scopes = Scopes::parse(scopes.unwrap_or("")).map_err(|e| KeyError::Invalid(format!("scopes: {e}")))?;
+    let scopes = Scopes::parse(scopes.unwrap_or(""))
+        .map_err(|e| KeyError::Invalid(format!("scopes: {e}")))?;
     let owner = owner.unwrap_or_else(|| name.clone());
     let mut spec = KeySpec::new(name, owner, scopes);
     if let Some(env) = env {
@@ -174,7 +197,10 @@ pub fn spec_from_parts(
 pub fn created_json(c: &CreatedKey) -> serde_json::Value {
     let mut v = serde_json::to_value(&c.record).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
-        o.insert("key".into(), serde_json::Value::String(c.key.expose().to_owned()));
+        o.insert(
+            "key".into(),
+            serde_json::Value::String(c.key.expose().to_owned()),
+        );
     }
     v
 }
@@ -190,12 +216,23 @@ async fn create_key(State(st): State<AdminState>, req: Request) -> Response {
         Some(ScopeList::One(s)) => s,
         Some(ScopeList::Many(v)) => {
             if v.iter().any(|s| s.contains([' ', ','])) {
-                return err(KeyError::Invalid("scopes: each list item must be a single scope".into()));
+                return err(KeyError::Invalid(
+                    "scopes: each list item must be a single scope".into(),
+                ));
             }
             v.join(" ")
         }
     };
-    let spec = match spec_from_parts(b.name, b.owner, Some(&scopes), b.env, b.expires_in.as_deref(), b.uses, b.rate_limit, b.metadata) {
+    let spec = match spec_from_parts(
+        b.name,
+        b.owner,
+        Some(&scopes),
+        b.env,
+        b.expires_in.as_deref(),
+        b.uses,
+        b.rate_limit,
+        b.metadata,
+    ) {
         Ok(s) => s,
         Err(e) => return err(e),
     };
@@ -206,7 +243,10 @@ async fn create_key(State(st): State<AdminState>, req: Request) -> Response {
 }
 
 fn actor(req: &Request) -> String {
-    req.extensions().get::<Actor>().map(|a| a.0.clone()).unwrap_or_else(|| "admin".into())
+    req.extensions()
+        .get::<Actor>()
+        .map(|a| a.0.clone())
+        .unwrap_or_else(|| "admin".into())
 }
 
 #[derive(Deserialize)]
@@ -218,9 +258,16 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
-async fn list_keys(State(st): State<AdminState>, q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+async fn list_keys(
+    State(st): State<AdminState>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let Ok(Query(q)) = q else {
-        return problem_response(&Problem::new(ErrorCode::ValidationFailed).detail("query: expected owner, include_revoked, after, limit"), None);
+        return problem_response(
+            &Problem::new(ErrorCode::ValidationFailed)
+                .detail("query: expected owner, include_revoked, after, limit"),
+            None,
+        );
     };
     let filter = KeyFilter {
         owner: q.owner,
@@ -229,13 +276,20 @@ async fn list_keys(State(st): State<AdminState>, q: Result<Query<ListQuery>, axu
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
     };
     match st.keys.list(&filter).await {
-        Ok(v) => json(StatusCode::OK, &serde_json::json!({ "keys": v, "next_after": next_after(&v, filter.limit) })),
+        Ok(v) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "keys": v, "next_after": next_after(&v, filter.limit) }),
+        ),
         Err(e) => err(e),
     }
 }
 
 fn next_after(v: &[KeyRecord], limit: i64) -> Option<String> {
-    if v.len() as i64 == limit { v.last().map(|r| r.id.clone()) } else { None }
+    if v.len() as i64 == limit {
+        v.last().map(|r| r.id.clone())
+    } else {
+        None
+    }
 }
 
 async fn show_key(State(st): State<AdminState>, Path(id): Path<String>) -> Response {
@@ -245,21 +299,33 @@ async fn show_key(State(st): State<AdminState>, Path(id): Path<String>) -> Respo
     }
 }
 
-async fn revoke_key(State(st): State<AdminState>, Path(id): Path<String>, req: Request) -> Response {
+async fn revoke_key(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
     match st.keys.revoke(&actor(&req), &id).await {
         Ok(r) => json(StatusCode::OK, &r),
         Err(e) => err(e),
     }
 }
 
-async fn disable_key(State(st): State<AdminState>, Path(id): Path<String>, req: Request) -> Response {
+async fn disable_key(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
     match st.keys.set_disabled(&actor(&req), &id, true).await {
         Ok(r) => json(StatusCode::OK, &r),
         Err(e) => err(e),
     }
 }
 
-async fn enable_key(State(st): State<AdminState>, Path(id): Path<String>, req: Request) -> Response {
+async fn enable_key(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
     match st.keys.set_disabled(&actor(&req), &id, false).await {
         Ok(r) => json(StatusCode::OK, &r),
         Err(e) => err(e),
@@ -272,7 +338,11 @@ struct RotateBody {
     grace: Option<String>,
 }
 
-async fn rotate_key(State(st): State<AdminState>, Path(id): Path<String>, req: Request) -> Response {
+async fn rotate_key(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
     let actor = actor(&req);
     let b: RotateBody = match read_json(req, true).await {
         Ok(b) => b,
@@ -295,11 +365,22 @@ struct AuditQuery {
     limit: Option<i64>,
 }
 
-async fn list_audit(State(st): State<AdminState>, q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+async fn list_audit(
+    State(st): State<AdminState>,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let Ok(Query(q)) = q else {
-        return problem_response(&Problem::new(ErrorCode::ValidationFailed).detail("query: expected before, limit"), None);
+        return problem_response(
+            &Problem::new(ErrorCode::ValidationFailed).detail("query: expected before, limit"),
+            None,
+        );
     };
-    match st.keys.store().list_audit(q.before, q.limit.unwrap_or(100).clamp(1, 1000)).await {
+    match st
+        .keys
+        .store()
+        .list_audit(q.before, q.limit.unwrap_or(100).clamp(1, 1000))
+        .await
+    {
         Ok(v) => json(StatusCode::OK, &serde_json::json!({ "events": v })),
         Err(e) => err(KeyError::Store(e)),
     }

@@ -8,7 +8,9 @@ use crate::store::StoreError;
 use crate::verify::{KeyVerdict, Verifier};
 use http::HeaderMap;
 use portcullis_core::credential::{CredentialNames, extract};
-use portcullis_core::{ErrorCode, Extracted, Principal, PrincipalKind, Problem, Scheme, SchemeSet, Scopes};
+use portcullis_core::{
+    ErrorCode, Extracted, Principal, PrincipalKind, Problem, Scheme, SchemeSet, Scopes,
+};
 use std::sync::Arc;
 
 /// What a route demands.
@@ -92,7 +94,12 @@ impl Guard {
     }
 
     /// Decides a request: `Ok` to proceed, `Err` with the answer.
-    pub async fn check(&self, policy: &Policy, headers: &HeaderMap, query: Option<&str>) -> Result<Granted, Denied> {
+    pub async fn check(
+        &self,
+        policy: &Policy,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Granted, Denied> {
         if policy.schemes.is_public() {
             return Ok(Granted {
                 principal: None,
@@ -109,7 +116,9 @@ impl Guard {
             }
             Extracted::Ambiguous(why) => {
                 return Err(Denied::new(
-                    Problem::new(ErrorCode::AmbiguousCredentials).detail(why).log_reason("ambiguous_credentials"),
+                    Problem::new(ErrorCode::AmbiguousCredentials)
+                        .detail(why)
+                        .log_reason("ambiguous_credentials"),
                     None,
                 ));
             }
@@ -125,8 +134,12 @@ impl Guard {
             return Err(Denied::new(invalid("unreadable_credential"), Some(scheme)));
         };
         let principal = match scheme {
-            Scheme::ApiKeyHeader | Scheme::ApiKeyQuery | Scheme::ApiKeyCookie => self.verify_key(value, scheme).await?,
-            Scheme::Bearer if portcullis_core::key::looks_like_key(value) => self.verify_key(value, scheme).await?,
+            Scheme::ApiKeyHeader | Scheme::ApiKeyQuery | Scheme::ApiKeyCookie => {
+                self.verify_key(value, scheme).await?
+            }
+            Scheme::Bearer if portcullis_core::key::looks_like_key(value) => {
+                self.verify_key(value, scheme).await?
+            }
             // JWTs, Basic and sessions arrive with the identity issue; until
             // then config refuses routes that name basic or session, and a
             // bearer token that is not a key is not a valid credential.
@@ -136,8 +149,9 @@ impl Guard {
         if !missing.is_empty() {
             let need = policy.scopes.to_space_separated();
             return Err(Denied {
-                problem: Problem::new(ErrorCode::InsufficientScope)
-                    .challenge(format!("Bearer error=\"insufficient_scope\", scope=\"{need}\"")),
+                problem: Problem::new(ErrorCode::InsufficientScope).challenge(format!(
+                    "Bearer error=\"insufficient_scope\", scope=\"{need}\""
+                )),
                 credential_id: Some(principal.credential_id),
                 scheme: Some(scheme),
             });

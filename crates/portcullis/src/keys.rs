@@ -95,7 +95,9 @@ impl KeySpec {
             return Err(KeyError::Invalid("metadata: must be a JSON object".into()));
         }
         if self.metadata.to_string().len() > 4096 {
-            return Err(KeyError::Invalid("metadata: at most 4096 bytes of JSON".into()));
+            return Err(KeyError::Invalid(
+                "metadata: at most 4096 bytes of JSON".into(),
+            ));
         }
         Ok(())
     }
@@ -126,7 +128,12 @@ pub fn check_rate(r: &str) -> Result<(), KeyError> {
         let n: u64 = n.trim().parse().map_err(|_| bad())?;
         let unit = unit.trim();
         let unit = unit.split_once(' ').map_or(unit, |(_, u)| u);
-        if n == 0 || !matches!(unit.trim_end_matches('s'), "second" | "minute" | "hour" | "day") {
+        if n == 0
+            || !matches!(
+                unit.trim_end_matches('s'),
+                "second" | "minute" | "hour" | "day"
+            )
+        {
             return Err(bad());
         }
     }
@@ -154,7 +161,11 @@ impl KeyService {
     /// A service; with `verifier`, changes also drop that process's cache
     /// entries at once.
     pub fn new(store: Store, clock: SharedClock, verifier: Option<Arc<Verifier>>) -> KeyService {
-        KeyService { store, clock, verifier }
+        KeyService {
+            store,
+            clock,
+            verifier,
+        }
     }
 
     /// The store.
@@ -166,7 +177,8 @@ impl KeyService {
         spec.check()?;
         let mut random = [0u8; RANDOM_BYTES];
         getrandom::fill(&mut random).map_err(|_| KeyError::Random)?;
-        let key = ApiKey::generate(&spec.env, &random).map_err(|e| KeyError::Invalid(e.to_string()))?;
+        let key =
+            ApiKey::generate(&spec.env, &random).map_err(|e| KeyError::Invalid(e.to_string()))?;
         let now = self.clock.now();
         let new = NewKey {
             id: new_id("key_")?,
@@ -186,7 +198,13 @@ impl KeyService {
         Ok((key, new))
     }
 
-    fn audit(&self, actor: &str, action: &'static str, target: &str, detail: serde_json::Value) -> NewAudit {
+    fn audit(
+        &self,
+        actor: &str,
+        action: &'static str,
+        target: &str,
+        detail: serde_json::Value,
+    ) -> NewAudit {
         NewAudit {
             at: self.clock.now(),
             actor: actor.to_owned(),
@@ -213,14 +231,21 @@ impl KeyService {
             &new.id,
             serde_json::json!({"owner": new.owner, "name": new.name, "scopes": new.scopes.to_space_separated()}),
         );
-        let record = self.store.insert_key(&new, &audit).await.map_err(KeyError::Store)?;
+        let record = self
+            .store
+            .insert_key(&new, &audit)
+            .await
+            .map_err(KeyError::Store)?;
         self.sync().await;
         Ok(CreatedKey { key, record })
     }
 
     /// One key.
     pub async fn show(&self, id: &str) -> Result<KeyRecord, KeyError> {
-        self.store.get_key(id).await.map_err(|e| KeyError::from_store(e, id))
+        self.store
+            .get_key(id)
+            .await
+            .map_err(|e| KeyError::from_store(e, id))
     }
 
     /// Keys by filter.
@@ -241,7 +266,12 @@ impl KeyService {
     }
 
     /// Switches a key off (or back on).
-    pub async fn set_disabled(&self, actor: &str, id: &str, disabled: bool) -> Result<KeyRecord, KeyError> {
+    pub async fn set_disabled(
+        &self,
+        actor: &str,
+        id: &str,
+        disabled: bool,
+    ) -> Result<KeyRecord, KeyError> {
         let (change, action) = if disabled {
             (KeyChange::Disable, "key.disable")
         } else {
@@ -312,7 +342,13 @@ mod tests {
     use super::*;
     #[test]
     fn rates() {
-        for ok in ["100/minute", "10/second; 1000/hour", "5/day", "2/minutes", "1 / hour"] {
+        for ok in [
+            "100/minute",
+            "10/second; 1000/hour",
+            "5/day",
+            "2/minutes",
+            "1 / hour",
+        ] {
             assert!(check_rate(ok).is_ok(), "{ok}");
         }
         for bad in ["", "0/minute", "x/minute", "10/fortnight", "10"] {

@@ -122,14 +122,20 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Verifier")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
 impl Verifier {
     /// A verifier. Call [`Verifier::spawn_background`] to start the change
     /// watcher and the last-used writer.
-    pub async fn new(store: Store, clock: SharedClock, config: VerifierConfig) -> Result<Arc<Verifier>, StoreError> {
+    pub async fn new(
+        store: Store,
+        clock: SharedClock,
+        config: VerifierConfig,
+    ) -> Result<Arc<Verifier>, StoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (seq, _) = store.changes_since(0).await?;
         Ok(Arc::new(Verifier {

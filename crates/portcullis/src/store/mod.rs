@@ -16,7 +16,9 @@ use serde::Serialize;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The URL names a database this build does not support.
-    #[error("unsupported store URL {0:?}: use sqlite://PATH (postgres:// arrives with the Postgres store)")]
+    #[error(
+        "unsupported store URL {0:?}: use sqlite://PATH (postgres:// arrives with the Postgres store)"
+    )]
     UnsupportedUrl(String),
     /// The database could not be opened, read or written.
     #[error("store error: {0}")]
@@ -197,7 +199,11 @@ impl Store {
 
     /// Inserts a key and its audit event in one transaction; returns once
     /// both are committed.
-    pub async fn insert_key(&self, key: &NewKey, audit: &NewAudit) -> Result<KeyRecord, StoreError> {
+    pub async fn insert_key(
+        &self,
+        key: &NewKey,
+        audit: &NewAudit,
+    ) -> Result<KeyRecord, StoreError> {
         dispatch!(self, s => s.insert_key(key, audit).await)
     }
 
@@ -217,13 +223,24 @@ impl Store {
     }
 
     /// Changes a key's state, with its audit event, atomically.
-    pub async fn change_key(&self, id: &str, change: KeyChange, audit: &NewAudit) -> Result<KeyRecord, StoreError> {
+    pub async fn change_key(
+        &self,
+        id: &str,
+        change: KeyChange,
+        audit: &NewAudit,
+    ) -> Result<KeyRecord, StoreError> {
         dispatch!(self, s => s.change_key(id, change, audit).await)
     }
 
     /// Rotates: inserts `new`, limits the old key's life to `grace_until`,
     /// links the two, and writes the audit event, atomically.
-    pub async fn rotate_key(&self, old_id: &str, new: &NewKey, grace_until: i64, audit: &NewAudit) -> Result<KeyRecord, StoreError> {
+    pub async fn rotate_key(
+        &self,
+        old_id: &str,
+        new: &NewKey,
+        grace_until: i64,
+        audit: &NewAudit,
+    ) -> Result<KeyRecord, StoreError> {
         dispatch!(self, s => s.rotate_key(old_id, new, grace_until, audit).await)
     }
 
@@ -249,7 +266,11 @@ impl Store {
     }
 
     /// Audit events, newest first, before id `before`.
-    pub async fn list_audit(&self, before: Option<i64>, limit: i64) -> Result<Vec<AuditEvent>, StoreError> {
+    pub async fn list_audit(
+        &self,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
         dispatch!(self, s => s.list_audit(before, limit).await)
     }
 }

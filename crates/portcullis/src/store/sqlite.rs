@@ -2,7 +2,9 @@
 
 use super::{AuditEvent, KeyChange, KeyFilter, KeyRecord, NewAudit, NewKey, StoreError};
 use portcullis_core::{KeyGrant, KeyHash, Scopes};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
@@ -46,7 +48,11 @@ impl SqliteStore {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    pub(super) async fn insert_key(&self, k: &NewKey, audit: &NewAudit) -> Result<KeyRecord, StoreError> {
+    pub(super) async fn insert_key(
+        &self,
+        k: &NewKey,
+        audit: &NewAudit,
+    ) -> Result<KeyRecord, StoreError> {
         let mut tx = self.begin().await?;
         insert_key_tx(&mut tx, k).await?;
         log_change(&mut tx, &k.hash, k.created_at).await?;
@@ -56,11 +62,13 @@ impl SqliteStore {
     }
 
     pub(super) async fn get_key(&self, id: &str) -> Result<KeyRecord, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         key_record(&row)
     }
 
@@ -81,7 +89,10 @@ impl SqliteStore {
         rows.iter().map(key_record).collect()
     }
 
-    pub(super) async fn grant_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyGrant>, StoreError> {
+    pub(super) async fn grant_by_hash(
+        &self,
+        hash: &KeyHash,
+    ) -> Result<Option<KeyGrant>, StoreError> {
         let row = sqlx::query(
             "SELECT id, owner, scopes, expires_at, revoked_at, disabled, remaining_uses, rate_limit
              FROM api_keys WHERE key_hash = ?1",
@@ -103,7 +114,12 @@ impl SqliteStore {
         }))
     }
 
-    pub(super) async fn change_key(&self, id: &str, change: KeyChange, audit: &NewAudit) -> Result<KeyRecord, StoreError> {
+    pub(super) async fn change_key(
+        &self,
+        id: &str,
+        change: KeyChange,
+        audit: &NewAudit,
+    ) -> Result<KeyRecord, StoreError> {
         let mut tx = self.begin().await?;
         let row = sqlx::query("SELECT key_hash, revoked_at FROM api_keys WHERE id = ?1")
             .bind(id)
@@ -113,7 +129,9 @@ impl SqliteStore {
         let hash = hash_of(&row)?;
         let revoked: Option<i64> = row.try_get("revoked_at")?;
         if revoked.is_some() {
-            return Err(StoreError::Conflict("the key is revoked; revocation is final"));
+            return Err(StoreError::Conflict(
+                "the key is revoked; revocation is final",
+            ));
         }
         match change {
             KeyChange::Revoke(at) => {
@@ -137,21 +155,34 @@ impl SqliteStore {
         self.get_key(id).await
     }
 
-    pub(super) async fn rotate_key(&self, old_id: &str, new: &NewKey, grace_until: i64, audit: &NewAudit) -> Result<KeyRecord, StoreError> {
+    pub(super) async fn rotate_key(
+        &self,
+        old_id: &str,
+        new: &NewKey,
+        grace_until: i64,
+        audit: &NewAudit,
+    ) -> Result<KeyRecord, StoreError> {
         let mut tx = self.begin().await?;
-        let row = sqlx::query("SELECT key_hash, revoked_at, rotated_to, expires_at FROM api_keys WHERE id = ?1")
-            .bind(old_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(
+            "SELECT key_hash, revoked_at, rotated_to, expires_at FROM api_keys WHERE id = ?1",
+        )
+        .bind(old_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         let old_hash = hash_of(&row)?;
         if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
             return Err(StoreError::Conflict("a revoked key cannot be rotated"));
         }
         if row.try_get::<Option<String>, _>("rotated_to")?.is_some() {
-            return Err(StoreError::Conflict("the key was already rotated; rotate its replacement"));
+            return Err(StoreError::Conflict(
+                "the key was already rotated; rotate its replacement",
+            ));
         }
-        if row.try_get::<Option<i64>, _>("expires_at")?.is_some_and(|e| e <= new.created_at) {
+        if row
+            .try_get::<Option<i64>, _>("expires_at")?
+            .is_some_and(|e| e <= new.created_at)
+        {
             return Err(StoreError::Conflict("an expired key cannot be rotated"));
         }
         insert_key_tx(&mut tx, new).await?;
@@ -204,10 +235,12 @@ impl SqliteStore {
     }
 
     pub(super) async fn changes_since(&self, seq: i64) -> Result<(i64, Vec<KeyHash>), StoreError> {
-        let rows = sqlx::query("SELECT seq, key_hash FROM key_changes WHERE seq > ?1 ORDER BY seq LIMIT 10000")
-            .bind(seq)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT seq, key_hash FROM key_changes WHERE seq > ?1 ORDER BY seq LIMIT 10000",
+        )
+        .bind(seq)
+        .fetch_all(&self.pool)
+        .await?;
         let mut last = seq;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
@@ -231,7 +264,11 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) async fn list_audit(&self, before: Option<i64>, limit: i64) -> Result<Vec<AuditEvent>, StoreError> {
+    pub(super) async fn list_audit(
+        &self,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, at, actor, action, target, detail FROM audit_events
              WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
@@ -292,14 +329,16 @@ async fn log_change(tx: &mut Tx, hash: &KeyHash, at: i64) -> Result<(), StoreErr
 }
 
 async fn write_audit(tx: &mut Tx, a: &NewAudit) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO audit_events (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)")
-        .bind(a.at)
-        .bind(&a.actor)
-        .bind(a.action)
-        .bind(a.target.as_deref())
-        .bind(a.detail.to_string())
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO audit_events (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .bind(a.at)
+    .bind(&a.actor)
+    .bind(a.action)
+    .bind(a.target.as_deref())
+    .bind(a.detail.to_string())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

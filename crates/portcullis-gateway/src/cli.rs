@@ -1,0 +1,516 @@
+//! The command line.
+
+use crate::config::{self, Config, LogFormat};
+use crate::gateway::App;
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use portcullis::admin::{self, AdminState, created_json, spec_from_parts};
+use portcullis::clock::{SharedClock, SystemClock};
+use portcullis::guard::Guard;
+use portcullis::keys::KeyService;
+use portcullis::store::{KeyFilter, KeyRecord, Store};
+use portcullis::verify::Verifier;
+use portcullis_core::time::{parse_duration, rfc3339};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A command-line mistake (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "API security gateway: API keys, scopes, and a decision endpoint for nginx, Traefik and Caddy"
+)]
+struct Cli {
+    /// Config file (TOML). Without one, built-in defaults apply.
+    #[arg(long, short, global = true, env = "PORTCULLIS_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway and the admin API.
+    Serve,
+    /// Create the store and print a one-time admin key.
+    Init,
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Work with the config file.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate the config and explain each route.
+    Check,
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create a key; prints the key alone on stdout.
+    Create {
+        /// A name for people.
+        #[arg(long)]
+        name: String,
+        /// Who the key acts for (default: the name).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Scopes, comma- or space-separated.
+        #[arg(long)]
+        scopes: Option<String>,
+        /// Lifetime, like 30d or 12h.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Number of uses.
+        #[arg(long)]
+        uses: Option<i64>,
+        /// Rate-limit override, like 100/minute.
+        #[arg(long)]
+        rate: Option<String>,
+        /// Environment label in the key (live, test).
+        #[arg(long)]
+        env: Option<String>,
+        /// Free JSON metadata (an object).
+        #[arg(long)]
+        metadata: Option<String>,
+        /// Print the created key and its record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys.
+    List {
+        /// Only this owner's.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Include revoked keys.
+        #[arg(long)]
+        all: bool,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one key.
+    Show {
+        /// Key id.
+        id: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key now (final).
+    Revoke {
+        /// Key id.
+        id: String,
+    },
+    /// Issue a replacement; the old key works until the grace ends.
+    Rotate {
+        /// Key id.
+        id: String,
+        /// How long the old key keeps working.
+        #[arg(long, default_value = "24h")]
+        grace: String,
+        /// Print the new key and its record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Switch a key off.
+    Disable {
+        /// Key id.
+        id: String,
+    },
+    /// Switch a disabled key back on.
+    Enable {
+        /// Key id.
+        id: String,
+    },
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config> {
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("PORTCULLIS_"))
+        .collect();
+    Ok(config::load(path.map(PathBuf::as_path), &env)?)
+}
+
+pub async fn run() -> Result<()> {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            print!("{e}");
+            return Ok(());
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            let first = msg
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ")
+                .to_owned();
+            return Err(UsageError(format!("{first} (see portcullis --help)")).into());
+        }
+    };
+    let cfg = load_config(cli.config.as_ref())?;
+    match cli.cmd {
+        Cmd::Serve => serve(cfg).await,
+        Cmd::Config(ConfigCmd::Check) => {
+            print!("{}", config::explain(&cfg));
+            eprintln!("config ok");
+            Ok(())
+        }
+        Cmd::Init => init(&cfg).await,
+        Cmd::Keys(k) => keys(&cfg, k).await,
+    }
+}
+
+async fn open_store(cfg: &Config) -> Result<Store> {
+    Store::open(&cfg.store_url, true).await.with_context(|| {
+        format!(
+            "cannot open the store {}",
+            portcullis::store::redact_url(&cfg.store_url)
+        )
+    })
+}
+
+fn clock() -> SharedClock {
+    Arc::new(SystemClock)
+}
+
+async fn init(cfg: &Config) -> Result<()> {
+    let store = open_store(cfg).await?;
+    let existing = store
+        .list_keys(&KeyFilter {
+            limit: 1_000_000,
+            ..KeyFilter::default()
+        })
+        .await?
+        .into_iter()
+        .any(|k| k.scopes.split(' ').any(|s| s == "admin"));
+    if existing {
+        anyhow::bail!(
+            "the store already has an admin key; create more with: portcullis keys create --name NAME --scopes admin"
+        );
+    }
+    let svc = KeyService::new(store, clock(), None);
+    let spec = spec_from_parts(
+        "initial admin".into(),
+        Some("admin".into()),
+        Some("admin"),
+        None,
+        None,
+        None,
+        None,
+        None,
+    )?;
+    let created = svc.create("cli", &spec).await?;
+    eprintln!(
+        "store ready at {}",
+        portcullis::store::redact_url(&cfg.store_url)
+    );
+    eprintln!(
+        "admin key {} (id {}): shown once, keep it safe",
+        created.record.prefix, created.record.id
+    );
+    println!("{}", created.key.expose());
+    Ok(())
+}
+
+async fn keys(cfg: &Config, cmd: KeysCmd) -> Result<()> {
+    let svc = KeyService::new(open_store(cfg).await?, clock(), None);
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        KeysCmd::Create {
+            name,
+            owner,
+            scopes,
+            expires,
+            uses,
+            rate,
+            env,
+            metadata,
+            json,
+        } => {
+            let metadata = metadata
+                .map(|m| {
+                    serde_json::from_str(&m)
+                        .map_err(|e| UsageError(format!("--metadata: not JSON: {e}")))
+                })
+                .transpose()?;
+            let spec = spec_from_parts(
+                name,
+                owner,
+                scopes.as_deref(),
+                env,
+                expires.as_deref(),
+                uses,
+                rate,
+                metadata,
+            )
+            .map_err(|e| UsageError(e.to_string()))?;
+            let created = svc.create("cli", &spec).await?;
+            if json {
+                writeln!(out, "{}", created_json(&created))?;
+            } else {
+                eprintln!(
+                    "created {} ({}), owner {}; the key is shown once:",
+                    created.record.id, created.record.prefix, created.record.owner
+                );
+                writeln!(out, "{}", created.key.expose())?;
+            }
+        }
+        KeysCmd::List { owner, all, json } => {
+            let mut keys = Vec::new();
+            let mut after = None;
+            loop {
+                let page = svc
+                    .list(&KeyFilter {
+                        owner: owner.clone(),
+                        include_revoked: all,
+                        after: after.clone(),
+                        limit: 1000,
+                    })
+                    .await?;
+                let n = page.len();
+                after = page.last().map(|k| k.id.clone());
+                keys.extend(page);
+                if n < 1000 {
+                    break;
+                }
+            }
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&keys)?)?;
+            } else {
+                let now = SystemClock.now_secs();
+                writeln!(
+                    out,
+                    "{:<21} {:<16} {:<16} {:<20} {:<20} {:<9} {:<20} LAST USED",
+                    "ID", "PREFIX", "OWNER", "NAME", "SCOPES", "STATUS", "EXPIRES"
+                )?;
+                for k in &keys {
+                    writeln!(
+                        out,
+                        "{:<21} {:<16} {:<16} {:<20} {:<20} {:<9} {:<20} {}",
+                        k.id,
+                        k.prefix,
+                        clip(&k.owner, 16),
+                        clip(&k.name, 20),
+                        clip(&k.scopes, 20),
+                        status(k, now),
+                        k.expires_at.map_or("never".into(), rfc3339),
+                        k.last_used_at.map_or("never".into(), rfc3339)
+                    )?;
+                }
+            }
+        }
+        KeysCmd::Show { id, json } => {
+            let k = svc.show(&id).await?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&k)?)?;
+            } else {
+                show(&mut out, &k)?;
+            }
+        }
+        KeysCmd::Revoke { id } => {
+            let k = svc.revoke("cli", &id).await?;
+            eprintln!(
+                "revoked {} ({}); running gateways refuse it within 1 s",
+                k.id, k.prefix
+            );
+        }
+        KeysCmd::Disable { id } => {
+            let k = svc.set_disabled("cli", &id, true).await?;
+            eprintln!("disabled {} ({})", k.id, k.prefix);
+        }
+        KeysCmd::Enable { id } => {
+            let k = svc.set_disabled("cli", &id, false).await?;
+            eprintln!("enabled {} ({})", k.id, k.prefix);
+        }
+        KeysCmd::Rotate { id, grace, json } => {
+            let grace = parse_duration(&grace).map_err(|e| UsageError(format!("--grace: {e}")))?;
+            let created = svc.rotate("cli", &id, grace).await?;
+            if json {
+                writeln!(out, "{}", created_json(&created))?;
+            } else {
+                eprintln!(
+                    "rotated {id} to {} ({}); the old key works for {grace} s more; the new key is shown once:",
+                    created.record.id, created.record.prefix
+                );
+                writeln!(out, "{}", created.key.expose())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+trait NowSecs {
+    fn now_secs(&self) -> i64;
+}
+impl NowSecs for SystemClock {
+    fn now_secs(&self) -> i64 {
+        portcullis::clock::Clock::now(self)
+    }
+}
+
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        s.chars().take(n - 1).chain(std::iter::once('…')).collect()
+    }
+}
+
+fn status(k: &KeyRecord, now: i64) -> &'static str {
+    if k.revoked_at.is_some() {
+        "revoked"
+    } else if k.disabled {
+        "disabled"
+    } else if k.expires_at.is_some_and(|e| e <= now) {
+        "expired"
+    } else if k.remaining_uses == Some(0) {
+        "used up"
+    } else {
+        "active"
+    }
+}
+
+fn show(out: &mut impl Write, k: &KeyRecord) -> std::io::Result<()> {
+    let t = |v: Option<i64>| v.map_or("-".to_owned(), rfc3339);
+    writeln!(out, "id            {}", k.id)?;
+    writeln!(out, "prefix        {}", k.prefix)?;
+    writeln!(out, "owner         {}", k.owner)?;
+    writeln!(out, "name          {}", k.name)?;
+    writeln!(out, "scopes        {}", k.scopes)?;
+    writeln!(out, "status        {}", status(k, SystemClock.now_secs()))?;
+    writeln!(out, "created       {}", rfc3339(k.created_at))?;
+    writeln!(out, "expires       {}", t(k.expires_at))?;
+    writeln!(out, "revoked       {}", t(k.revoked_at))?;
+    writeln!(
+        out,
+        "uses left     {}",
+        k.remaining_uses
+            .map_or("unlimited".into(), |u| u.to_string())
+    )?;
+    writeln!(
+        out,
+        "rate limit    {}",
+        k.rate_limit.as_deref().unwrap_or("-")
+    )?;
+    writeln!(out, "last used     {}", t(k.last_used_at))?;
+    writeln!(
+        out,
+        "rotated from  {}",
+        k.rotated_from.as_deref().unwrap_or("-")
+    )?;
+    writeln!(
+        out,
+        "rotated to    {}",
+        k.rotated_to.as_deref().unwrap_or("-")
+    )?;
+    writeln!(out, "metadata      {}", k.metadata)
+}
+
+fn init_logging(cfg: &Config) {
+    // Dependencies stay at info or quieter even when ours are at trace:
+    // their trace output can include raw header frames.
+    let filter = format!(
+        "{},hyper=info,hyper_util=info,h2=info,sqlx=warn,tower=info",
+        cfg.log_level
+    );
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    let _ = match cfg.log_format {
+        LogFormat::Json => b
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        LogFormat::Text => b.try_init(),
+    };
+}
+
+async fn serve(cfg: Config) -> Result<()> {
+    init_logging(&cfg);
+    let store = open_store(&cfg).await?;
+    let verifier = Verifier::new(store.clone(), clock(), cfg.verifier.clone()).await?;
+    verifier.spawn_background();
+    let guard = Guard::new(verifier.clone(), cfg.names.clone());
+    let public = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let admin_l = tokio::net::TcpListener::bind(cfg.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", cfg.admin_listen))?;
+    let app = Arc::new(
+        App::new(cfg.clone(), guard.clone(), store.clone())
+            .map_err(|_| anyhow::anyhow!("the system random source failed"))?,
+    );
+    let admin_router = admin::router(AdminState {
+        keys: KeyService::new(store.clone(), clock(), Some(verifier.clone())),
+        guard,
+    });
+    let cfg = Arc::new(cfg);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tracing::info!(listen = %public.local_addr()?, admin_listen = %admin_l.local_addr()?, routes = cfg.routes.len(), "portcullis listening");
+    let a = app.clone();
+    let public_task = tokio::spawn(crate::serve::run(
+        public,
+        cfg.clone(),
+        move |peer, req| a.clone().handle(peer, req),
+        rx.clone(),
+    ));
+    let admin_task = tokio::spawn(crate::serve::run(
+        admin_l,
+        cfg.clone(),
+        move |_peer, req| {
+            let r = admin_router.clone();
+            async move {
+                use tower::ServiceExt;
+                match r.oneshot(req).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                }
+            }
+        },
+        rx,
+    ));
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing open requests");
+    let _ = tx.send(true);
+    let _ = public_task.await;
+    let _ = admin_task.await;
+    verifier.flush_last_used().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,634 @@
+//! The config file: TOML, unknown keys refused, `PORTCULLIS_<SECTION>__<KEY>`
+//! environment overrides, then parsed into the types the server runs on.
+//! A bad config names the key path and the problem.
+
+use http::Method;
+use portcullis::guard::Policy;
+use portcullis_core::credential::CredentialNames;
+use portcullis_core::net::Cidr;
+use portcullis_core::route::PathPattern;
+use portcullis_core::time::parse_duration;
+use portcullis_core::{Scheme, SchemeSet, Scopes};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// A config error: the key path and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// Where (`routes[0].auth`), or the file.
+    pub path: String,
+    /// What.
+    pub message: String,
+}
+
+fn cerr(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    credentials: RawCredentials,
+    #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    admin_listen: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
+    header_read_timeout: Option<String>,
+    max_header_bytes: Option<usize>,
+    max_body_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredentials {
+    api_key_header: Option<String>,
+    api_key_query: Option<String>,
+    api_key_cookie: Option<String>,
+    allow_query_keys: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    negative_ttl: Option<String>,
+    positive_ttl: Option<String>,
+    sync_interval_ms: Option<u64>,
+    last_used_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+    format: Option<String>,
+    access_log: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    connect_timeout: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    path: String,
+    methods: Option<Vec<String>>,
+    upstream: String,
+    #[serde(default)]
+    auth: Vec<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    timeout: Option<String>,
+}
+
+/// Where a route sends requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// The built-in demo upstream.
+    Demo,
+    /// An HTTP server: `http://host:port` and an optional base path.
+    Http {
+        /// `http://host:port`
+        origin: String,
+        /// Prefix added to the request path, without a trailing `/`.
+        base_path: String,
+    },
+}
+
+/// A parsed route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Position in the file.
+    pub index: usize,
+    /// As written.
+    pub path: String,
+    /// The pattern.
+    pub pattern: PathPattern,
+    /// `None` = any method.
+    pub methods: Option<Vec<Method>>,
+    /// Where to.
+    pub upstream: Upstream,
+    /// Schemes and scopes.
+    pub policy: Policy,
+    /// Time allowed for the upstream's response headers.
+    pub timeout: Duration,
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object a line.
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+/// The parsed config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Public listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// Peers whose `X-Forwarded-*` / `X-Original-*` headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Slow clients are cut off after this.
+    pub header_read_timeout: Duration,
+    /// Largest request head.
+    pub max_header_bytes: usize,
+    /// Largest body on Portcullis's own endpoints.
+    pub max_body_bytes: usize,
+    /// Open connections at most, per listener.
+    pub max_connections: usize,
+    /// How long in-flight requests get on SIGTERM.
+    pub shutdown_grace: Duration,
+    /// `sqlite://…`
+    pub store_url: String,
+    /// Credential names.
+    pub names: CredentialNames,
+    /// Verifier tuning.
+    pub verifier: portcullis::verify::VerifierConfig,
+    /// Log level filter.
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// One line per request.
+    pub access_log: bool,
+    /// Upstream connect timeout.
+    pub connect_timeout: Duration,
+    /// Routes, in file order.
+    pub routes: Vec<Route>,
+}
+
+fn dur(path: &str, v: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => parse_duration(s)
+            .map(|n| Duration::from_secs(n as u64))
+            .map_err(|e| cerr(path, e.to_string())),
+    }
+}
+
+fn addr(path: &str, v: &Option<String>, default: &str) -> Result<SocketAddr, ConfigError> {
+    let s = v.as_deref().unwrap_or(default);
+    s.parse()
+        .map_err(|_| cerr(path, format!("{s:?} is not an address like 127.0.0.1:8080")))
+}
+
+/// Reads a config file (or the built-in defaults when `path` is `None`),
+/// applies environment overrides from `env`, and parses it.
+pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
+    let (text, source) = match path {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|e| {
+                cerr(
+                    p.display().to_string(),
+                    format!("cannot read the config file: {e}"),
+                )
+            })?,
+            p.display().to_string(),
+        ),
+        None => (String::new(), "built-in defaults".to_owned()),
+    };
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| cerr(&source, format!("not valid TOML: {}", e.message())))?;
+    apply_env(&mut table, env)?;
+    let raw: RawConfig =
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let p = e.path().to_string();
+            cerr(
+                if p == "." { source.clone() } else { p },
+                e.inner().message().to_owned(),
+            )
+        })?;
+    parse(raw)
+}
+
+/// `PORTCULLIS_SERVER__LISTEN=…` sets `server.listen`. Values are read as
+/// TOML when they parse (numbers, booleans, arrays) and as strings otherwise.
+fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
+    for (k, v) in env {
+        let Some(rest) = k.strip_prefix("PORTCULLIS_") else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once("__") else {
+            continue;
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        if section == "routes" {
+            return Err(cerr(
+                k,
+                "routes cannot be set from the environment; write them in the config file",
+            ));
+        }
+        let value = format!("v = {v}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(v.clone()));
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(t) = entry.as_table_mut() else {
+            return Err(cerr(k, format!("{section} is not a section")));
+        };
+        t.insert(key, value);
+    }
+    Ok(())
+}
+
+fn parse(raw: RawConfig) -> Result<Config, ConfigError> {
+    let s = &raw.server;
+    let listen = addr("server.listen", &s.listen, "127.0.0.1:8080")?;
+    let admin_listen = addr("server.admin_listen", &s.admin_listen, "127.0.0.1:8081")?;
+    if listen == admin_listen {
+        return Err(cerr(
+            "server.admin_listen",
+            "must differ from server.listen: the admin API never shares the public listener",
+        ));
+    }
+    let trusted_proxies = s
+        .trusted_proxies
+        .clone()
+        .unwrap_or_else(|| vec!["127.0.0.1/32".into(), "::1/128".into()])
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            c.parse::<Cidr>()
+                .map_err(|e| cerr(format!("server.trusted_proxies[{i}]"), e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let max_header_bytes = s.max_header_bytes.unwrap_or(16 * 1024);
+    if !(8192..=1024 * 1024).contains(&max_header_bytes) {
+        return Err(cerr(
+            "server.max_header_bytes",
+            "must be between 8192 and 1048576",
+        ));
+    }
+    let max_body_bytes = s.max_body_bytes.unwrap_or(64 * 1024);
+    let max_connections = s.max_connections.unwrap_or(10_000);
+    if max_connections == 0 {
+        return Err(cerr("server.max_connections", "must be at least 1"));
+    }
+
+    let store_url = raw
+        .store
+        .url
+        .clone()
+        .unwrap_or_else(|| "sqlite://portcullis.db".into());
+    if !store_url.starts_with("sqlite:") {
+        return Err(cerr(
+            "store.url",
+            "only sqlite://PATH is supported in this version",
+        ));
+    }
+
+    let c = &raw.credentials;
+    let header = c
+        .api_key_header
+        .clone()
+        .unwrap_or_else(|| "X-API-Key".into());
+    let header = http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+        cerr(
+            "credentials.api_key_header",
+            format!("{header:?} is not a header name"),
+        )
+    })?;
+    if [
+        http::header::AUTHORIZATION,
+        http::header::COOKIE,
+        http::header::HOST,
+    ]
+    .contains(&header)
+    {
+        return Err(cerr(
+            "credentials.api_key_header",
+            "must not be Authorization, Cookie or Host",
+        ));
+    }
+    let names = CredentialNames {
+        header,
+        query: nonempty(
+            "credentials.api_key_query",
+            c.api_key_query.clone(),
+            "api_key",
+        )?,
+        cookie: nonempty(
+            "credentials.api_key_cookie",
+            c.api_key_cookie.clone(),
+            "api_key",
+        )?,
+        ..CredentialNames::default()
+    };
+    let allow_query = c.allow_query_keys.unwrap_or(false);
+
+    let mut verifier = portcullis::verify::VerifierConfig::default();
+    let cache = &raw.cache;
+    verifier.negative_ttl = dur(
+        "cache.negative_ttl",
+        &cache.negative_ttl,
+        verifier.negative_ttl,
+    )?;
+    verifier.positive_ttl = dur(
+        "cache.positive_ttl",
+        &cache.positive_ttl,
+        verifier.positive_ttl,
+    )?;
+    verifier.touch_interval = dur(
+        "cache.last_used_interval",
+        &cache.last_used_interval,
+        verifier.touch_interval,
+    )?;
+    if let Some(ms) = cache.sync_interval_ms {
+        if !(10..=1000).contains(&ms) {
+            return Err(cerr(
+                "cache.sync_interval_ms",
+                "must be between 10 and 1000: it bounds how long a revoked key can still pass",
+            ));
+        }
+        verifier.sync_interval = Duration::from_millis(ms);
+    }
+    if verifier.touch_interval.is_zero() {
+        return Err(cerr("cache.last_used_interval", "must be at least 1s"));
+    }
+
+    let log_format = match raw.log.format.as_deref().unwrap_or("json") {
+        "json" => LogFormat::Json,
+        "text" => LogFormat::Text,
+        other => {
+            return Err(cerr(
+                "log.format",
+                format!("{other:?}: use \"json\" or \"text\""),
+            ));
+        }
+    };
+    let log_level = raw.log.level.clone().unwrap_or_else(|| "info".into());
+    if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
+        return Err(cerr("log.level", "use trace, debug, info, warn or error"));
+    }
+
+    let connect_timeout = dur(
+        "upstream.connect_timeout",
+        &raw.upstream.connect_timeout,
+        Duration::from_secs(5),
+    )?;
+    let default_timeout = dur(
+        "upstream.timeout",
+        &raw.upstream.timeout,
+        Duration::from_secs(30),
+    )?;
+
+    let mut routes = Vec::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        routes.push(parse_route(i, r, allow_query, default_timeout)?);
+    }
+
+    Ok(Config {
+        listen,
+        admin_listen,
+        trusted_proxies,
+        header_read_timeout: dur(
+            "server.header_read_timeout",
+            &s.header_read_timeout,
+            Duration::from_secs(10),
+        )?,
+        max_header_bytes,
+        max_body_bytes,
+        max_connections,
+        shutdown_grace: dur(
+            "server.shutdown_grace",
+            &s.shutdown_grace,
+            Duration::from_secs(30),
+        )?,
+        store_url,
+        names,
+        verifier,
+        log_level,
+        log_format,
+        access_log: raw.log.access_log.unwrap_or(true),
+        connect_timeout,
+        routes,
+    })
+}
+
+fn nonempty(path: &str, v: Option<String>, default: &str) -> Result<String, ConfigError> {
+    let v = v.unwrap_or_else(|| default.into());
+    if v.is_empty() || v.contains([';', '=', ' ', '&']) {
+        return Err(cerr(
+            path,
+            "must be a non-empty name without ';', '=', '&' or spaces",
+        ));
+    }
+    Ok(v)
+}
+
+fn parse_route(
+    i: usize,
+    r: &RawRoute,
+    allow_query: bool,
+    default_timeout: Duration,
+) -> Result<Route, ConfigError> {
+    let at = |k: &str| format!("routes[{i}].{k}");
+    let pattern = PathPattern::parse(&r.path).map_err(|e| cerr(at("path"), e.to_string()))?;
+    let methods = match &r.methods {
+        None => None,
+        Some(ms) if ms.is_empty() => {
+            return Err(cerr(
+                at("methods"),
+                "an empty list allows nothing; leave it out to allow every method",
+            ));
+        }
+        Some(ms) => Some(
+            ms.iter()
+                .map(|m| {
+                    let up = m.to_ascii_uppercase();
+                    match up.as_str() {
+                        "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" => {
+                            Method::from_bytes(up.as_bytes())
+                                .map_err(|_| cerr(at("methods"), format!("{m:?} is not a method")))
+                        }
+                        _ => Err(cerr(
+                            at("methods"),
+                            format!(
+                                "{m:?} is not one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+                            ),
+                        )),
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    let upstream = if r.upstream == "demo" {
+        Upstream::Demo
+    } else {
+        let u: http::Uri = r
+            .upstream
+            .parse()
+            .map_err(|_| cerr(at("upstream"), format!("{:?} is not a URL", r.upstream)))?;
+        if u.scheme_str() != Some("http") {
+            return Err(cerr(
+                at("upstream"),
+                "use http://HOST:PORT (or \"demo\"); https upstreams arrive with TLS support",
+            ));
+        }
+        let Some(auth) = u.authority() else {
+            return Err(cerr(at("upstream"), "the URL needs a host"));
+        };
+        if auth.as_str().contains('@') {
+            return Err(cerr(
+                at("upstream"),
+                "credentials in the upstream URL are not allowed",
+            ));
+        }
+        if u.query().is_some() {
+            return Err(cerr(
+                at("upstream"),
+                "the upstream URL must not have a query",
+            ));
+        }
+        Upstream::Http {
+            origin: format!("http://{auth}"),
+            base_path: u.path().trim_end_matches('/').to_owned(),
+        }
+    };
+    let mut schemes = Vec::new();
+    for (j, a) in r.auth.iter().enumerate() {
+        let p = format!("routes[{i}].auth[{j}]");
+        let s = Scheme::from_name(a).ok_or_else(|| cerr(&p, format!("{a:?} is not a scheme; use api_key_header, api_key_query, api_key_cookie or bearer")))?;
+        match s {
+            Scheme::ApiKeyQuery if !allow_query => {
+                return Err(cerr(
+                    &p,
+                    "api_key_query is off: keys in URLs end up in access logs, browser history and Referer headers. Set credentials.allow_query_keys = true to accept them anyway",
+                ));
+            }
+            Scheme::Basic | Scheme::Session => {
+                return Err(cerr(&p, format!("{a} is not available in this version")));
+            }
+            _ => {}
+        }
+        schemes.push(s);
+    }
+    let scopes = Scopes::from_iter_checked(r.scopes.iter().map(String::as_str))
+        .map_err(|e| cerr(at("scopes"), e.to_string()))?;
+    if schemes.is_empty() && !scopes.is_empty() {
+        return Err(cerr(
+            at("scopes"),
+            "a public route (auth = []) cannot require scopes",
+        ));
+    }
+    Ok(Route {
+        index: i,
+        path: r.path.clone(),
+        pattern,
+        methods,
+        upstream,
+        policy: Policy {
+            schemes: SchemeSet::new(&schemes),
+            scopes,
+        },
+        timeout: dur(&at("timeout"), &r.timeout, default_timeout)?,
+    })
+}
+
+/// The explanation `portcullis config check` prints.
+pub fn explain(c: &Config) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "listen        {}", c.listen);
+    let _ = writeln!(s, "admin_listen  {}", c.admin_listen);
+    let _ = writeln!(
+        s,
+        "store         {}",
+        portcullis::store::redact_url(&c.store_url)
+    );
+    let tp: Vec<String> = c.trusted_proxies.iter().map(|t| format!("{t:?}")).collect();
+    let _ = writeln!(
+        s,
+        "trusted proxies: {}",
+        if tp.is_empty() {
+            "none".into()
+        } else {
+            c.trusted_proxies.len().to_string()
+        }
+    );
+    let _ = writeln!(s, "routes ({}):", c.routes.len());
+    for r in &c.routes {
+        let methods = r.methods.as_ref().map_or("any method".to_owned(), |m| {
+            m.iter().map(Method::as_str).collect::<Vec<_>>().join(",")
+        });
+        let auth = if r.policy.schemes.is_public() {
+            "public (no credential)".to_owned()
+        } else {
+            format!(
+                "one of {}",
+                r.policy
+                    .schemes
+                    .schemes()
+                    .iter()
+                    .map(|s| s.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let scopes = if r.policy.scopes.is_empty() {
+            "none".to_owned()
+        } else {
+            r.policy.scopes.to_space_separated()
+        };
+        let up = match &r.upstream {
+            Upstream::Demo => "built-in demo".to_owned(),
+            Upstream::Http { origin, base_path } => format!("{origin}{base_path}"),
+        };
+        let _ = writeln!(
+            s,
+            "  [{}] {} {}\n      auth: {}\n      scopes: {}\n      upstream: {} (timeout {}s)",
+            r.index,
+            methods,
+            r.path,
+            auth,
+            scopes,
+            up,
+            r.timeout.as_secs()
+        );
+    }
+    if c.routes.is_empty() {
+        let _ = writeln!(s, "  none: every request gets 404");
+    }
+    s
+}

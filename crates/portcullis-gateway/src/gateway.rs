@@ -1,0 +1,337 @@
+//! The public listener's request path, in order: built-in endpoints, path
+//! check, route match, credential and scopes (the guard), then the
+//! upstream or the demo, then the access log.
+
+use crate::config::{Config, Route, Upstream};
+use crate::proxy::{self, Proxy};
+use axum::body::Body;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use portcullis::guard::Guard;
+use portcullis::response::problem_response;
+use portcullis::store::Store;
+use portcullis_core::net::{client_ip, is_trusted};
+use portcullis_core::route::{RouteMatch, RouteTable, check_path};
+use portcullis_core::{ErrorCode, Principal, Problem};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Everything a request needs, built once at start.
+pub struct App {
+    /// The config.
+    pub cfg: Config,
+    routes: RouteTable<Arc<Route>>,
+    /// The guard.
+    pub guard: Guard,
+    proxy: Proxy,
+    store: Store,
+    seq: AtomicU64,
+    id_prefix: String,
+}
+
+/// What the access log says about a request.
+#[derive(Default)]
+struct Outcome {
+    route: Option<Arc<Route>>,
+    credential_id: Option<String>,
+    principal: Option<String>,
+    reason: &'static str,
+}
+
+impl App {
+    /// Builds the app.
+    pub fn new(cfg: Config, guard: Guard, store: Store) -> Result<App, getrandom::Error> {
+        let mut routes = RouteTable::new();
+        for r in &cfg.routes {
+            routes.add(r.pattern.clone(), r.methods.clone(), Arc::new(r.clone()));
+        }
+        let mut b = [0u8; 6];
+        getrandom::fill(&mut b)?;
+        let mut id_prefix = String::new();
+        portcullis_core::base62::encode_fixed(&b, 8, &mut id_prefix);
+        Ok(App {
+            proxy: Proxy::new(cfg.connect_timeout),
+            cfg,
+            routes,
+            guard,
+            store,
+            seq: AtomicU64::new(0),
+            id_prefix,
+        })
+    }
+
+    fn request_id(&self) -> String {
+        // A per-process random prefix and a counter: unique, cheap, and
+        // reveals nothing but the order of requests.
+        format!(
+            "{}-{:x}",
+            self.id_prefix,
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Handles one request from `peer`.
+    pub async fn handle(self: Arc<Self>, peer: SocketAddr, req: Request<Body>) -> Response<Body> {
+        let start = Instant::now();
+        let rid = self.request_id();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let client = client_ip(
+            peer.ip(),
+            &self.cfg.trusted_proxies,
+            req.headers()
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        );
+        let mut out = Outcome {
+            reason: "allowed",
+            ..Outcome::default()
+        };
+        let mut resp = self.dispatch(req, peer, client, &rid, &mut out).await;
+        if let Ok(v) = HeaderValue::from_str(&rid) {
+            resp.headers_mut().insert(proxy::REQUEST_ID, v);
+        }
+        if self.cfg.access_log {
+            tracing::info!(
+                target: "portcullis::access",
+                request_id = %rid,
+                method = %method,
+                path = %path,
+                route = out.route.as_ref().map_or("", |r| r.path.as_str()),
+                status = resp.status().as_u16(),
+                latency_us = start.elapsed().as_micros() as u64,
+                client_ip = %client,
+                key_id = out.credential_id.as_deref().unwrap_or(""),
+                principal = out.principal.as_deref().unwrap_or(""),
+                reason = out.reason,
+                "request"
+            );
+        }
+        resp
+    }
+
+    async fn dispatch(
+        &self,
+        mut req: Request<Body>,
+        peer: SocketAddr,
+        client: IpAddr,
+        rid: &str,
+        out: &mut Outcome,
+    ) -> Response<Body> {
+        match req.uri().path() {
+            "/healthz" => return json(StatusCode::OK, r#"{"status":"ok"}"#),
+            "/readyz" => {
+                return match self.store.ping().await {
+                    Ok(()) => json(StatusCode::OK, r#"{"status":"ready"}"#),
+                    Err(e) => {
+                        tracing::error!(error = %e, "store not ready");
+                        out.reason = "store_unavailable";
+                        problem_response(&Problem::new(ErrorCode::StoreUnavailable), Some(rid))
+                    }
+                };
+            }
+            "/auth/verify" => {
+                let (parts, _body) = req.into_parts();
+                return self.decide(&parts, peer, rid, out).await;
+            }
+            _ => {}
+        }
+        if check_path(req.uri().path()).is_err() {
+            return self.deny(Problem::new(ErrorCode::PathNotNormalized), rid, out);
+        }
+        let route = match self.routes.find(req.method(), req.uri().path()) {
+            RouteMatch::Found(r) => r.clone(),
+            RouteMatch::NotFound => {
+                return self.deny(Problem::new(ErrorCode::RouteNotFound), rid, out);
+            }
+            RouteMatch::MethodNotAllowed(allowed) => {
+                let mut r = self.deny(Problem::new(ErrorCode::MethodNotAllowed), rid, out);
+                set_allow(r.headers_mut(), &allowed);
+                return r;
+            }
+        };
+        out.route = Some(route.clone());
+        let principal = match self
+            .guard
+            .check(&route.policy, req.headers(), req.uri().query())
+            .await
+        {
+            Ok(g) => g.principal,
+            Err(d) => {
+                out.credential_id = d.credential_id;
+                return self.deny(d.problem, rid, out);
+            }
+        };
+        self.note_principal(principal.as_ref(), out);
+        if let Err(p) = proxy::prepare(
+            &mut req,
+            &route,
+            self.guard.names(),
+            principal.as_ref(),
+            client,
+            rid,
+        ) {
+            return self.deny(p, rid, out);
+        }
+        match &route.upstream {
+            Upstream::Demo => crate::demo::handle(&req),
+            Upstream::Http { .. } => match self.proxy.send(req, route.timeout).await {
+                Ok(r) => r,
+                Err(p) => self.deny(p, rid, out),
+            },
+        }
+    }
+
+    fn note_principal(&self, p: Option<&Principal>, out: &mut Outcome) {
+        if let Some(p) = p {
+            out.credential_id = Some(p.credential_id.clone());
+            out.principal = Some(p.subject.clone());
+        }
+    }
+
+    fn deny(&self, p: Problem, rid: &str, out: &mut Outcome) -> Response<Body> {
+        out.reason = p.log_reason;
+        problem_response(&p, Some(rid))
+    }
+
+    /// `GET /auth/verify`: the decision for nginx `auth_request`, Traefik
+    /// ForwardAuth and Caddy `forward_auth`. The original method and URI
+    /// come from `X-Original-*` (nginx) or `X-Forwarded-*` (Traefik,
+    /// Caddy), believed only from trusted proxies.
+    async fn decide(
+        &self,
+        req: &http::request::Parts,
+        peer: SocketAddr,
+        rid: &str,
+        out: &mut Outcome,
+    ) -> Response<Body> {
+        let h = &req.headers;
+        if h.get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n > self.cfg.max_body_bytes)
+        {
+            return self.deny(Problem::new(ErrorCode::PayloadTooLarge), rid, out);
+        }
+        if !is_trusted(&self.cfg.trusted_proxies, peer.ip()) {
+            return self.decision_denied(
+                Problem::new(ErrorCode::BadRequest)
+                    .detail(
+                        "the decision endpoint answers only peers listed in server.trusted_proxies",
+                    )
+                    .log_reason("untrusted_peer"),
+                rid,
+                out,
+            );
+        }
+        let first = |a: &str, b: &str| {
+            h.get(a)
+                .or_else(|| h.get(b))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let Some(uri) = first("x-original-uri", "x-forwarded-uri") else {
+            return self.decision_denied(
+                Problem::new(ErrorCode::BadRequest).detail("send the original request as X-Original-URI (nginx) or X-Forwarded-Uri (Traefik, Caddy)").log_reason("no_original_uri"),
+                rid,
+                out,
+            );
+        };
+        let method =
+            first("x-original-method", "x-forwarded-method").unwrap_or_else(|| "GET".into());
+        let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+            return self.decision_denied(
+                Problem::new(ErrorCode::BadRequest).detail("the original method is not valid"),
+                rid,
+                out,
+            );
+        };
+        let Ok(uri) = uri.parse::<http::Uri>() else {
+            return self.decision_denied(
+                Problem::new(ErrorCode::BadRequest).detail("the original URI is not valid"),
+                rid,
+                out,
+            );
+        };
+        if check_path(uri.path()).is_err() {
+            return self.decision_denied(Problem::new(ErrorCode::PathNotNormalized), rid, out);
+        }
+        let route = match self.routes.find(&method, uri.path()) {
+            RouteMatch::Found(r) => r.clone(),
+            RouteMatch::NotFound => {
+                return self.decision_denied(Problem::new(ErrorCode::RouteNotFound), rid, out);
+            }
+            RouteMatch::MethodNotAllowed(allowed) => {
+                let mut r =
+                    self.decision_denied(Problem::new(ErrorCode::MethodNotAllowed), rid, out);
+                set_allow(r.headers_mut(), &allowed);
+                return r;
+            }
+        };
+        out.route = Some(route.clone());
+        match self.guard.check(&route.policy, h, uri.query()).await {
+            Ok(g) => {
+                self.note_principal(g.principal.as_ref(), out);
+                let mut r = Response::new(Body::empty());
+                if let Some(p) = &g.principal {
+                    let hm = r.headers_mut();
+                    put(hm, proxy::PRINCIPAL, &p.subject);
+                    put(hm, proxy::KIND, p.kind.as_str());
+                    put(hm, proxy::SCOPES, &p.scopes.to_space_separated());
+                    put(hm, proxy::CREDENTIAL, &p.credential_id);
+                }
+                r.headers_mut().insert(
+                    http::header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-store"),
+                );
+                r
+            }
+            Err(d) => {
+                out.credential_id = d.credential_id;
+                self.decision_denied(d.problem, rid, out)
+            }
+        }
+    }
+
+    fn decision_denied(&self, p: Problem, rid: &str, out: &mut Outcome) -> Response<Body> {
+        let mut r = self.deny(p.clone(), rid, out);
+        let h = r.headers_mut();
+        h.insert(
+            HeaderName::from_static("x-portcullis-error"),
+            HeaderValue::from_static(p.code.code()),
+        );
+        h.insert(
+            HeaderName::from_static("x-portcullis-status"),
+            HeaderValue::from(p.status()),
+        );
+        r
+    }
+}
+
+fn put(h: &mut HeaderMap, n: HeaderName, v: &str) {
+    if let Ok(v) = HeaderValue::from_str(v) {
+        h.insert(n, v);
+    }
+}
+
+fn set_allow(h: &mut HeaderMap, allowed: &[Method]) {
+    let v = allowed
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Ok(v) = HeaderValue::from_str(&v) {
+        h.insert(http::header::ALLOW, v);
+    }
+}
+
+fn json(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
