@@ -1,0 +1,274 @@
+//! Starting the real binary and a real upstream on free loopback ports.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A temp dir with a config file.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub admin_port: u16,
+}
+
+impl Env {
+    /// Writes a config: `[server]` and `[store]` are filled in, `extra` is
+    /// appended (routes and other sections).
+    pub fn new(extra: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let admin_port = free_port();
+        let cfg = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\nshutdown_grace = \"5s\"\n\n[store]\nurl = \"sqlite://{}\"\n\n[log]\nlevel = \"trace\"\n\n{extra}\n",
+            dir.path().join("p.db").display()
+        );
+        std::fs::write(dir.path().join("p.toml"), cfg).unwrap();
+        Env { dir, port, admin_port }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("p.toml")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.admin_port, path)
+    }
+
+    /// Runs a CLI command to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(self.config())
+            .env_remove("PORTCULLIS_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// `init`, returning the admin key.
+    pub fn init(&self) -> String {
+        let o = self.cli(&["init"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap().trim().to_owned()
+    }
+
+    /// `keys create`, returning the key.
+    pub fn create_key(&self, extra: &[&str]) -> String {
+        let mut args = vec!["keys", "create"];
+        args.extend_from_slice(extra);
+        let o = self.cli(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Starts `serve` and waits until it answers.
+    pub fn serve(&self) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(self.config())
+            .env_remove("PORTCULLIS_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut pipe = pipe;
+                let mut buf = [0u8; 8192];
+                loop {
+                    match pipe.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => log.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n])),
+                    }
+                }
+            });
+        }
+        let s = Server { child, log, port: self.port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "server did not start: {}", s.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+}
+
+/// A running `portcullis serve`.
+pub struct Server {
+    pub child: Child,
+    log: Arc<Mutex<String>>,
+    pub port: u16,
+}
+
+impl Server {
+    /// Everything it printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then wait for exit; returns the full log.
+    pub fn stop(mut self) -> String {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        self.log()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real upstream: an HTTP server on a free port that answers every
+/// request with JSON describing what it received (method, URI, headers).
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub hits: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+pub fn upstream() -> Upstream {
+    upstream_with(|_| None)
+}
+
+/// An upstream whose behaviour per path can be overridden: return
+/// `Some(action)` to misbehave.
+pub fn upstream_with(f: fn(&str) -> Option<Misbehave>) -> Upstream {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for stream in l.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let h = h.clone();
+            std::thread::spawn(move || serve_conn(&mut stream, f, &h));
+        }
+    });
+    Upstream { addr, hits }
+}
+
+pub enum Misbehave {
+    Reset,
+    Sleep(Duration),
+}
+
+fn serve_conn(stream: &mut std::net::TcpStream, f: fn(&str) -> Option<Misbehave>, hits: &std::sync::atomic::AtomicUsize) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_owned();
+        let uri = parts.next().unwrap_or("").to_owned();
+        let mut headers = Vec::new();
+        let mut len = 0usize;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end().to_owned();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((n, v)) = h.split_once(':') {
+                if n.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                headers.push((n.to_ascii_lowercase(), v.trim().to_owned()));
+            }
+        }
+        let mut body = vec![0u8; len];
+        std::io::Read::read_exact(&mut reader, &mut body).ok();
+        hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match f(&uri) {
+            Some(Misbehave::Reset) => {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            Some(Misbehave::Sleep(d)) => std::thread::sleep(d),
+            None => {}
+        }
+        let hv: serde_json::Map<String, serde_json::Value> = headers
+            .iter()
+            .fold(serde_json::Map::new(), |mut m, (n, v)| {
+                let e = m.entry(n.clone()).or_insert_with(|| serde_json::Value::Array(vec![]));
+                e.as_array_mut().unwrap().push(serde_json::Value::String(v.clone()));
+                m
+            });
+        let out = serde_json::json!({"method": method, "uri": uri, "headers": hv, "body": String::from_utf8_lossy(&body)}).to_string();
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-upstream: yes\r\n\r\n{}",
+            out.len(),
+            out
+        );
+        if stream.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A blocking HTTP client.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
+}
+
+/// Polls `f` until it returns true or `limit` passes; returns the time taken.
+pub fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,1 @@
+//! nginx auth_request in front of Portcullis (written by the nginx helper).
