@@ -216,7 +216,7 @@ async fn init(cfg: &Config) -> Result<()> {
         None,
         None,
     )?;
-    let created = svc.create("cli", &spec).await?;
+    let created = svc.create("cli", &spec).await.map_err(key_err)?;
     eprintln!(
         "store ready at {}",
         portcullis::store::redact_url(&cfg.store_url)
@@ -261,7 +261,7 @@ async fn keys(cfg: &Config, cmd: KeysCmd) -> Result<()> {
                 metadata,
             )
             .map_err(|e| UsageError(e.to_string()))?;
-            let created = svc.create("cli", &spec).await?;
+            let created = svc.create("cli", &spec).await.map_err(key_err)?;
             if json {
                 writeln!(out, "{}", created_json(&created))?;
             } else {
@@ -341,7 +341,7 @@ async fn keys(cfg: &Config, cmd: KeysCmd) -> Result<()> {
         }
         KeysCmd::Rotate { id, grace, json } => {
             let grace = parse_duration(&grace).map_err(|e| UsageError(format!("--grace: {e}")))?;
-            let created = svc.rotate("cli", &id, grace).await?;
+            let created = svc.rotate("cli", &id, grace).await.map_err(key_err)?;
             if json {
                 writeln!(out, "{}", created_json(&created))?;
             } else {
@@ -362,6 +362,15 @@ trait NowSecs {
 impl NowSecs for SystemClock {
     fn now_secs(&self) -> i64 {
         portcullis::clock::Clock::now(self)
+    }
+}
+
+/// An invalid field is the caller's mistake (exit 2); anything else is a
+/// failure (exit 1).
+fn key_err(e: portcullis::keys::KeyError) -> anyhow::Error {
+    match e {
+        portcullis::keys::KeyError::Invalid(m) => UsageError(m).into(),
+        e => e.into(),
     }
 }
 

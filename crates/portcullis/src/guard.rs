@@ -100,6 +100,24 @@ impl Guard {
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Result<Granted, Denied> {
+        let r = self.decide(policy, headers, query).await;
+        if let Err(d) = &r {
+            tracing::debug!(
+                reason = d.problem.log_reason,
+                key_id = d.credential_id.as_deref().unwrap_or(""),
+                scheme = d.scheme.map_or("", |s| s.name()),
+                "credential refused"
+            );
+        }
+        r
+    }
+
+    async fn decide(
+        &self,
+        policy: &Policy,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Granted, Denied> {
         if policy.schemes.is_public() {
             return Ok(Granted {
                 principal: None,

@@ -1,1 +1,583 @@
-//! Gateway tests.
+//! The public listener: routes, credentials, denials, the proxy.
+
+use crate::harness::*;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+fn routes(up: &Upstream) -> String {
+    format!(
+        r#"
+[credentials]
+allow_query_keys = true
+
+[[routes]]
+path = "/public"
+methods = ["GET"]
+upstream = "http://{a}"
+
+[[routes]]
+path = "/data"
+methods = ["GET", "POST"]
+upstream = "http://{a}"
+auth = ["api_key_header", "bearer"]
+scopes = ["data:read"]
+
+[[routes]]
+path = "/export"
+methods = ["GET"]
+upstream = "http://{a}"
+auth = ["api_key_query"]
+
+[[routes]]
+path = "/users/me"
+methods = ["GET"]
+upstream = "http://{a}"
+auth = ["api_key_cookie"]
+
+[[routes]]
+path = "/api/**"
+upstream = "http://{a}/base"
+auth = ["api_key_header"]
+
+[[routes]]
+path = "/slow"
+upstream = "http://{a}"
+timeout = "1s"
+
+[[routes]]
+path = "/reset"
+upstream = "http://{a}"
+
+[[routes]]
+path = "/down"
+upstream = "http://127.0.0.1:{down}"
+
+[[routes]]
+path = "/demo/**"
+upstream = "demo"
+auth = ["api_key_header"]
+"#,
+        a = up.addr,
+        down = free_port()
+    )
+}
+
+fn misbehave(uri: &str) -> Option<Misbehave> {
+    if uri.starts_with("/slow") {
+        Some(Misbehave::Sleep(Duration::from_secs(3)))
+    } else if uri.starts_with("/reset") {
+        Some(Misbehave::Reset)
+    } else {
+        None
+    }
+}
+
+fn json(r: reqwest::blocking::Response) -> serde_json::Value {
+    r.json().unwrap()
+}
+
+fn key_id(env: &Env, name: &str) -> String {
+    let o = env.cli(&["keys", "list", "--json", "--all"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == name)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn keys_in_every_place_and_every_denial() {
+    let up = upstream_with(misbehave);
+    let env = Env::new(&routes(&up));
+    env.init();
+    let key = env.create_key(&[
+        "--name",
+        "reader",
+        "--owner",
+        "alice",
+        "--scopes",
+        "data:read",
+    ]);
+    let weak = env.create_key(&["--name", "weak", "--scopes", "other"]);
+    let srv = env.serve();
+    let c = client();
+
+    // public
+    let r = c.get(env.url("/public")).send().unwrap();
+    assert_eq!(r.status(), 200);
+
+    // missing → 401 with FastAPI's detail and a challenge per scheme
+    let r = c.get(env.url("/data")).send().unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "APIKey, Bearer");
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let b = json(r);
+    assert_eq!(b["detail"], "Not authenticated");
+    assert_eq!(b["code"], "not_authenticated");
+
+    // header, bearer, query, cookie
+    let r = c
+        .get(env.url("/data"))
+        .header("X-API-Key", &key)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let b = json(r);
+    let h = &b["headers"];
+    assert_eq!(h["x-portcullis-principal"][0], "alice");
+    assert_eq!(h["x-portcullis-kind"][0], "api_key");
+    assert_eq!(h["x-portcullis-scopes"][0], "data:read");
+    assert!(
+        h.get("x-api-key").is_none(),
+        "the key reached the upstream: {b}"
+    );
+
+    let r = c.get(env.url("/data")).bearer_auth(&key).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let b = json(r);
+    assert!(b["headers"].get("authorization").is_none());
+
+    let r = c
+        .get(env.url(&format!("/export?a=1&api_key={key}&b=2")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r)["uri"], "/export?a=1&b=2");
+
+    let r = c
+        .get(env.url("/users/me"))
+        .header("Cookie", format!("theme=dark; api_key={key}; lang=en"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r)["headers"]["cookie"][0], "theme=dark; lang=en");
+
+    // client-sent identity headers are dropped
+    let r = c
+        .get(env.url("/data"))
+        .header("X-API-Key", &key)
+        .header("X-Portcullis-Principal", "root")
+        .header("X-Portcullis-Scopes", "admin")
+        .send()
+        .unwrap();
+    let b = json(r);
+    assert_eq!(
+        b["headers"]["x-portcullis-principal"],
+        serde_json::json!(["alice"])
+    );
+    assert_eq!(
+        b["headers"]["x-portcullis-scopes"],
+        serde_json::json!(["data:read"])
+    );
+
+    // ambiguous: two places, or the same header twice
+    let r = c
+        .get(env.url("/data"))
+        .header("X-API-Key", &key)
+        .bearer_auth(&key)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(json(r)["code"], "ambiguous_credentials");
+    let r = c
+        .get(env.url("/data"))
+        .header("X-API-Key", &key)
+        .header("X-API-Key", &key)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // insufficient scope
+    let r = c
+        .get(env.url("/data"))
+        .header("X-API-Key", &weak)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("insufficient_scope")
+    );
+    assert_eq!(json(r)["code"], "insufficient_scope");
+
+    // malformed keys of every kind: one generic 401
+    let huge = "x".repeat(6000);
+    let bad_sum = format!(
+        "{}{}",
+        &key[..key.len() - 1],
+        if key.ends_with('A') { 'B' } else { 'A' }
+    );
+    for bad in [
+        "nope",
+        huge.as_str(),
+        bad_sum.as_str(),
+        "pc_live_short_abc123",
+        &key.replacen("pc_", "sk_", 1),
+    ] {
+        let r = c
+            .get(env.url("/data"))
+            .header("X-API-Key", bad)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 401, "{}", &bad[..bad.len().min(40)]);
+        let b = json(r);
+        assert_eq!(b["detail"], "Invalid or expired credentials");
+    }
+    let r = c
+        .get(env.url("/data"))
+        .header(
+            "X-API-Key",
+            reqwest::header::HeaderValue::from_bytes(b"pc_\xffkey").unwrap(),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // routes: 404 / 405 with Allow, prefix routes keep the path under the base
+    let r = c.get(env.url("/nothing")).send().unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c
+        .delete(env.url("/data"))
+        .header("X-API-Key", &key)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET, POST");
+    let r = c
+        .get(env.url("/api/v1/things?x=1"))
+        .header("X-API-Key", &key)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r)["uri"], "/base/api/v1/things?x=1");
+    let r = c.get(env.url("/apix")).send().unwrap();
+    assert_eq!(r.status(), 404);
+
+    // the built-in demo answers with the identity it received
+    let r = c
+        .get(env.url("/demo/data"))
+        .header("X-API-Key", &key)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r)["identity"]["principal"], "alice");
+
+    // upstream failures: reset → 502, down → 502, slow → 504
+    let r = c.get(env.url("/reset")).send().unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(json(r)["code"], "upstream_unavailable");
+    let r = c.get(env.url("/down")).send().unwrap();
+    assert_eq!(r.status(), 502);
+    let r = c.get(env.url("/slow")).send().unwrap();
+    assert_eq!(r.status(), 504);
+    assert_eq!(json(r)["code"], "upstream_timeout");
+
+    // health
+    assert_eq!(c.get(env.url("/healthz")).send().unwrap().status(), 200);
+    assert_eq!(c.get(env.url("/readyz")).send().unwrap().status(), 200);
+    drop(srv);
+}
+
+#[test]
+fn path_tricks_are_refused_before_routing() {
+    let up = upstream();
+    let env = Env::new(&routes(&up));
+    env.init();
+    let _srv = env.serve();
+    for p in [
+        "/public/../data",
+        "/public/%2e%2e/data",
+        "/api%2Fx",
+        "//data",
+        "/public/./x",
+    ] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+        write!(
+            s,
+            "GET {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 400"), "{p}: {out}");
+    }
+    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[test]
+fn key_lifecycle_through_the_cli_reaches_a_running_server_within_a_second() {
+    let up = upstream();
+    let env = Env::new(&routes(&up));
+    env.init();
+    let key = env.create_key(&["--name", "k1", "--scopes", "data:read"]);
+    let srv = env.serve();
+    let c = client();
+    let ok = |k: &str| {
+        c.get(env.url("/data"))
+            .header("X-API-Key", k)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ok(&key), 200);
+
+    // a key created after the server cached it as unknown becomes valid
+    // rotate with grace: both work; revoke the old during grace: it stops
+    let id = key_id(&env, "k1");
+    let o = env.cli(&["keys", "rotate", &id, "--grace", "1h"]);
+    assert!(o.status.success());
+    let new_key = String::from_utf8(o.stdout).unwrap().trim().to_owned();
+    assert_ne!(new_key, key);
+    assert_eq!(ok(&new_key), 200);
+    assert_eq!(ok(&key), 200, "old key must work during the grace period");
+    let o = env.cli(&["keys", "revoke", &id]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let took = within(Duration::from_millis(1500), || ok(&key) == 401)
+        .expect("revocation not seen within 1.5 s");
+    assert!(took <= Duration::from_millis(1500));
+    assert_eq!(ok(&new_key), 200);
+
+    // disable / enable
+    let new_id = key_id(&env, "k1");
+    let new_id = if new_id == id {
+        let o = env.cli(&["keys", "list", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["rotated_from"] == id.as_str())
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    } else {
+        new_id
+    };
+    assert!(env.cli(&["keys", "disable", &new_id]).status.success());
+    within(Duration::from_millis(1500), || ok(&new_key) == 401).expect("disable not seen");
+    assert!(env.cli(&["keys", "enable", &new_id]).status.success());
+    within(Duration::from_millis(1500), || ok(&new_key) == 200).expect("enable not seen");
+
+    // uses: exactly N
+    let three = env.create_key(&["--name", "three", "--scopes", "data:read", "--uses", "3"]);
+    let codes: Vec<u16> = (0..5).map(|_| ok(&three)).collect();
+    assert_eq!(codes, vec![200, 200, 200, 401, 401]);
+
+    // expired at creation time + 1s
+    let short = env.create_key(&[
+        "--name",
+        "short",
+        "--scopes",
+        "data:read",
+        "--expires",
+        "1s",
+    ]);
+    within(Duration::from_secs(3), || ok(&short) == 401).expect("expiry not enforced");
+
+    // last-used is written in batches, eventually
+    drop(srv);
+}
+
+#[test]
+fn bad_cli_input_gets_one_line_and_a_nonzero_exit() {
+    let env = Env::new("");
+    env.init();
+    for (args, code) in [
+        (
+            vec!["keys", "create", "--name", "x", "--scopes", "bad\"scope"],
+            2,
+        ),
+        (
+            vec!["keys", "create", "--name", "x", "--expires", "soon"],
+            2,
+        ),
+        (vec!["keys", "create", "--name", "x", "--uses", "0"], 2),
+        (vec!["keys", "create", "--name", "x", "--rate", "lots"], 2),
+        (
+            vec!["keys", "create", "--name", "x", "--metadata", "[1]"],
+            2,
+        ),
+        (vec!["keys", "revoke", "key_doesnotexist"], 1),
+        (vec!["keys", "frobnicate"], 2),
+    ] {
+        let o = env.cli(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("portcullis: error: "), "{err}");
+        assert!(o.stdout.is_empty());
+    }
+    // nothing half-written: only the admin key exists
+    let o = env.cli(&["keys", "list", "--json", "--all"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    // revoking twice: conflict, clear
+    let id = v[0]["id"].as_str().unwrap().to_owned();
+    assert!(env.cli(&["keys", "revoke", &id]).status.success());
+    let o = env.cli(&["keys", "revoke", &id]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("revocation is final"));
+}
+
+#[test]
+fn bad_config_names_the_key_and_exits_2() {
+    let cases = [
+        ("[server]\nlisten = \"nope\"\n", "server.listen"),
+        ("[server]\nbogus = 1\n", "bogus"),
+        (
+            "[[routes]]\npath = \"/x\"\nupstream = \"demo\"\nauth = [\"api_key_query\"]\n",
+            "routes[0].auth[0]",
+        ),
+        (
+            "[[routes]]\npath = \"x\"\nupstream = \"demo\"\n",
+            "routes[0].path",
+        ),
+        (
+            "[[routes]]\npath = \"/x\"\nupstream = \"ftp://h\"\n",
+            "routes[0].upstream",
+        ),
+        (
+            "[[routes]]\npath = \"/x\"\nupstream = \"demo\"\nauth = [\"magic\"]\n",
+            "routes[0].auth[0]",
+        ),
+        (
+            "[[routes]]\npath = \"/x\"\nupstream = \"demo\"\nscopes = [\"a\"]\n",
+            "routes[0].scopes",
+        ),
+        ("this is not toml", "not valid TOML"),
+    ];
+    for (body, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, body).unwrap();
+        let o = std::process::Command::new(BIN)
+            .args(["config", "check", "--config"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{body}: {err}");
+        assert!(err.contains(want), "{body}: expected {want:?} in {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    // a missing file
+    let o = std::process::Command::new(BIN)
+        .args(["config", "check", "--config", "/nonexistent/p.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    // environment overrides, and their mistakes
+    let o = std::process::Command::new(BIN)
+        .args(["config", "check"])
+        .env("PORTCULLIS_SERVER__LISTEN", "127.0.0.1:9999")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("127.0.0.1:9999"));
+    let o = std::process::Command::new(BIN)
+        .args(["config", "check"])
+        .env("PORTCULLIS_SERVER__LISTN", "x")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    // the quickstart config is valid and explains each route
+    let q = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/quickstart.toml"
+    );
+    let o = std::process::Command::new(BIN)
+        .args(["config", "check", "--config", q])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("GET /data")
+            && out.contains("scopes: data:read")
+            && out.contains("built-in demo"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_store_that_cannot_be_written_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!("[store]\nurl = \"sqlite://{}/sub/p.db\"\n", ro.display()),
+    )
+    .unwrap();
+    let o = std::process::Command::new(BIN)
+        .args(["init", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot open the store"), "{err}");
+    assert!(
+        o.stdout.is_empty(),
+        "no key may be printed when nothing was stored"
+    );
+}
+
+#[test]
+fn listener_hygiene() {
+    let up = upstream_with(misbehave);
+    let env = Env::new(&routes(&up));
+    env.init();
+    let srv = env.serve();
+    // header block too large → 431
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+    // Exactly the configured limit (16 KiB) of unfinished head: the server
+    // reads all of it, so its close is clean and the 431 arrives intact.
+    let start = "GET /public HTTP/1.1\r\nHost: x\r\nX-Big: ";
+    let big = "a".repeat(16 * 1024 - start.len());
+    s.write_all(format!("{start}{big}").as_bytes()).unwrap();
+    let mut out = vec![0u8; 64];
+    let n = s.read(&mut out).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out[..n]).starts_with("HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&out[..n])
+    );
+
+    // a slow client that never finishes its headers is cut off
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(25)))
+        .unwrap();
+    write!(slow, "GET /public HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "slow client was not cut off"
+    );
+
+    // graceful shutdown finishes an in-flight request
+    let c = client();
+    let url = env.url("/slow");
+    let inflight = std::thread::spawn(move || c.get(url).send().map(|r| r.status().as_u16()));
+    std::thread::sleep(Duration::from_millis(300));
+    let log = srv.stop();
+    let status = inflight.join().unwrap();
+    // /slow's upstream sleeps past the route's 1 s timeout: the request in
+    // flight at SIGTERM still gets its answer (504), not a dropped connection.
+    assert_eq!(
+        status.ok(),
+        Some(504),
+        "in-flight request was dropped\n{log}"
+    );
+    assert!(log.contains("shutting down"), "{log}");
+}

@@ -13,7 +13,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A temp dir with a config file.
@@ -31,11 +35,15 @@ impl Env {
         let port = free_port();
         let admin_port = free_port();
         let cfg = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\nshutdown_grace = \"5s\"\n\n[store]\nurl = \"sqlite://{}\"\n\n[log]\nlevel = \"trace\"\n\n{extra}\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\nshutdown_grace = \"5s\"\nheader_read_timeout = \"2s\"\n\n[store]\nurl = \"sqlite://{}\"\n\n[log]\nlevel = \"trace\"\n\n{extra}\n",
             dir.path().join("p.db").display()
         );
         std::fs::write(dir.path().join("p.toml"), cfg).unwrap();
-        Env { dir, port, admin_port }
+        Env {
+            dir,
+            port,
+            admin_port,
+        }
     }
 
     pub fn config(&self) -> PathBuf {
@@ -101,12 +109,19 @@ impl Env {
                 loop {
                     match pipe.read(&mut buf) {
                         Ok(0) | Err(_) => break,
-                        Ok(n) => log.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n])),
+                        Ok(n) => log
+                            .lock()
+                            .unwrap()
+                            .push_str(&String::from_utf8_lossy(&buf[..n])),
                     }
                 }
             });
         }
-        let s = Server { child, log, port: self.port };
+        let s = Server {
+            child,
+            log,
+            port: self.port,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
@@ -114,7 +129,11 @@ impl Env {
             {
                 break;
             }
-            assert!(Instant::now() < deadline, "server did not start: {}", s.log());
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {}",
+                s.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         s
@@ -136,7 +155,9 @@ impl Server {
 
     /// SIGTERM, then wait for exit; returns the full log.
     pub fn stop(mut self) -> String {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -193,7 +214,11 @@ pub enum Misbehave {
     Sleep(Duration),
 }
 
-fn serve_conn(stream: &mut std::net::TcpStream, f: fn(&str) -> Option<Misbehave>, hits: &std::sync::atomic::AtomicUsize) {
+fn serve_conn(
+    stream: &mut std::net::TcpStream,
+    f: fn(&str) -> Option<Misbehave>,
+    hits: &std::sync::atomic::AtomicUsize,
+) {
     use std::io::{BufRead, BufReader, Write};
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     loop {
@@ -233,13 +258,18 @@ fn serve_conn(stream: &mut std::net::TcpStream, f: fn(&str) -> Option<Misbehave>
             Some(Misbehave::Sleep(d)) => std::thread::sleep(d),
             None => {}
         }
-        let hv: serde_json::Map<String, serde_json::Value> = headers
-            .iter()
-            .fold(serde_json::Map::new(), |mut m, (n, v)| {
-                let e = m.entry(n.clone()).or_insert_with(|| serde_json::Value::Array(vec![]));
-                e.as_array_mut().unwrap().push(serde_json::Value::String(v.clone()));
-                m
-            });
+        let hv: serde_json::Map<String, serde_json::Value> =
+            headers
+                .iter()
+                .fold(serde_json::Map::new(), |mut m, (n, v)| {
+                    let e = m
+                        .entry(n.clone())
+                        .or_insert_with(|| serde_json::Value::Array(vec![]));
+                    e.as_array_mut()
+                        .unwrap()
+                        .push(serde_json::Value::String(v.clone()));
+                    m
+                });
         let out = serde_json::json!({"method": method, "uri": uri, "headers": hv, "body": String::from_utf8_lossy(&body)}).to_string();
         let resp = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-upstream: yes\r\n\r\n{}",
@@ -254,7 +284,10 @@ fn serve_conn(stream: &mut std::net::TcpStream, f: fn(&str) -> Option<Misbehave>
 
 /// A blocking HTTP client.
 pub fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
 }
 
 /// Polls `f` until it returns true or `limit` passes; returns the time taken.
