@@ -181,3 +181,17 @@ mod tests {
         assert!(s.contains("\"status\":401"));
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn docs_list_every_code_with_its_status() {
+        let doc = include_str!("../../../docs/errors.md");
+        for c in ErrorCode::ALL {
+            let row = format!("| `{}` | {} |", c.code(), c.status());
+            assert!(doc.contains(&row), "docs/errors.md lacks the row {row}");
+        }
+    }
+}
