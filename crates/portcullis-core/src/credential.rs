@@ -117,10 +117,10 @@ impl SchemeSet {
         }
         let mut ch: Vec<&str> = Vec::new();
         for s in &v {
-            if let Some(c) = s.challenge() {
-                if !ch.contains(&c) {
-                    ch.push(c);
-                }
+            if let Some(c) = s.challenge()
+                && !ch.contains(&c)
+            {
+                ch.push(c);
             }
         }
         let challenge = if ch.is_empty() {

@@ -152,7 +152,7 @@ impl<R> RouteTable<R> {
                     v.push(e);
                 } else {
                     self.prefixes.push((base, vec![e]));
-                    self.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                    self.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
                 }
             }
         }

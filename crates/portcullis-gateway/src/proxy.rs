@@ -132,10 +132,10 @@ pub fn prepare(
             .collect();
         h.remove(header::COOKIE);
         for c in joined {
-            if let Some(rest) = strip_cookie(&c, cookie_name) {
-                if let Ok(v) = HeaderValue::from_str(&rest) {
-                    h.append(header::COOKIE, v);
-                }
+            if let Some(rest) = strip_cookie(&c, cookie_name)
+                && let Ok(v) = HeaderValue::from_str(&rest)
+            {
+                h.append(header::COOKIE, v);
             }
         }
     }
@@ -186,10 +186,10 @@ pub fn prepare(
         let uri: Uri = target.parse().map_err(|_| {
             Problem::new(ErrorCode::BadRequest).detail("the request target cannot be forwarded")
         })?;
-        if let Some(a) = uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                req.headers_mut().insert(header::HOST, v);
-            }
+        if let Some(a) = uri.authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            req.headers_mut().insert(header::HOST, v);
         }
         *req.uri_mut() = uri;
         // HTTP/2 clients arrive as HTTP/2; the upstream pool speaks HTTP/1.1.

@@ -129,7 +129,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(
                 .next()
                 .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
         });
-    if !is_json && !(empty_ok && bytes.as_ref() == b"{}") {
+    if !(is_json || (empty_ok && bytes.as_ref() == b"{}")) {
         return Err(problem_response(
             &Problem::new(ErrorCode::UnsupportedMediaType),
             None,

@@ -13,10 +13,10 @@ pub fn problem_response(p: &Problem, request_id: Option<&str>) -> Response<Body>
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(c) = &p.challenge {
-        if let Ok(v) = HeaderValue::from_str(c) {
-            h.insert(WWW_AUTHENTICATE, v);
-        }
+    if let Some(c) = &p.challenge
+        && let Ok(v) = HeaderValue::from_str(c)
+    {
+        h.insert(WWW_AUTHENTICATE, v);
     }
     r
 }

@@ -260,7 +260,7 @@ impl Verifier {
                 let Some(v) = weak.upgrade() else { break };
                 v.sync_changes().await;
                 n += 1;
-                if n % 14_400 == 0 {
+                if n.is_multiple_of(14_400) {
                     // Hourly at the default interval: rows older than a day
                     // have been seen by every running gateway.
                     let _ = v.store.prune_changes(v.clock.now() - 86_400).await;
