@@ -227,21 +227,34 @@ impl App {
                 out,
             );
         }
-        let first = |a: &str, b: &str| {
-            h.get(a)
-                .or_else(|| h.get(b))
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
+        // nginx overwrites X-Original-*; Traefik and Caddy set
+        // X-Forwarded-* but pass a client's X-Original-* through. A client
+        // behind them could otherwise name a public URI in X-Original-URI
+        // while requesting a protected one, so the two families must agree,
+        // and each may appear once.
+        let (uri, method) = match (
+            original(h, "x-original-uri", "x-forwarded-uri"),
+            original(h, "x-original-method", "x-forwarded-method"),
+        ) {
+            (Ok(u), Ok(m)) => (u, m),
+            _ => {
+                return self.decision_denied(
+                    Problem::new(ErrorCode::BadRequest)
+                        .detail("the original request is named twice, differently (X-Original-* and X-Forwarded-*, or a header repeated)")
+                        .log_reason("conflicting_original"),
+                    rid,
+                    out,
+                );
+            }
         };
-        let Some(uri) = first("x-original-uri", "x-forwarded-uri") else {
+        let Some(uri) = uri else {
             return self.decision_denied(
                 Problem::new(ErrorCode::BadRequest).detail("send the original request as X-Original-URI (nginx) or X-Forwarded-Uri (Traefik, Caddy)").log_reason("no_original_uri"),
                 rid,
                 out,
             );
         };
-        let method =
-            first("x-original-method", "x-forwarded-method").unwrap_or_else(|| "GET".into());
+        let method = method.unwrap_or_else(|| "GET".into());
         let Ok(method) = Method::from_bytes(method.as_bytes()) else {
             return self.decision_denied(
                 Problem::new(ErrorCode::BadRequest).detail("the original method is not valid"),
@@ -308,6 +321,27 @@ impl App {
             HeaderValue::from(p.status()),
         );
         r
+    }
+}
+
+/// The original request's URI or method from either header family: `Err`
+/// when a header repeats or the two families disagree.
+fn original(h: &HeaderMap, a: &str, b: &str) -> Result<Option<String>, ()> {
+    let one = |n: &str| -> Result<Option<String>, ()> {
+        let mut it = h.get_all(n).iter();
+        let v = it
+            .next()
+            .map(|v| v.to_str().map(str::to_owned).map_err(|_| ()))
+            .transpose()?;
+        if it.next().is_some() {
+            return Err(());
+        }
+        Ok(v)
+    };
+    match (one(a)?, one(b)?) {
+        (Some(x), Some(y)) if x != y => Err(()),
+        (Some(x), _) | (None, Some(x)) => Ok(Some(x)),
+        (None, None) => Ok(None),
     }
 }
 

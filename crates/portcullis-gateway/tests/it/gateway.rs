@@ -581,3 +581,57 @@ fn listener_hygiene() {
     );
     assert!(log.contains("shutting down"), "{log}");
 }
+
+#[test]
+fn decision_endpoint_refuses_conflicting_originals() {
+    let env = Env::new(
+        "[[routes]]\npath = \"/public\"\nupstream = \"demo\"\n\n[[routes]]\npath = \"/data\"\nupstream = \"demo\"\nauth = [\"api_key_header\"]\n",
+    );
+    env.init();
+    let key = env.create_key(&["--name", "k"]);
+    let _srv = env.serve();
+    let c = client();
+    let v = env.url("/auth/verify");
+    // Traefik-style: X-Forwarded-Uri names the real request
+    let r = c
+        .get(&v)
+        .header("X-Forwarded-Uri", "/data")
+        .header("X-Forwarded-Method", "GET")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .get(&v)
+        .header("X-Forwarded-Uri", "/data")
+        .header("X-API-Key", &key)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-portcullis-principal"));
+    // a client-sent X-Original-URI naming a public path does not win
+    let r = c
+        .get(&v)
+        .header("X-Forwarded-Uri", "/data")
+        .header("X-Original-URI", "/public")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["x-portcullis-error"], "bad_request");
+    let r = c
+        .get(&v)
+        .header("X-Original-URI", "/public")
+        .header("X-Original-URI", "/data")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // agreeing families are fine
+    let r = c
+        .get(&v)
+        .header("X-Forwarded-Uri", "/public")
+        .header("X-Original-URI", "/public")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // no original at all
+    assert_eq!(c.get(&v).send().unwrap().status(), 400);
+}
