@@ -20,7 +20,7 @@ use moka::sync::Cache;
 use portcullis_core::key::{KeyFormatError, check_format};
 use portcullis_core::{KeyGrant, KeyHash, KeyState};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Mutex, mpsc};
 
@@ -117,6 +117,10 @@ pub struct Verifier {
     touches: mpsc::UnboundedSender<Arc<CachedKey>>,
     touch_rx: Mutex<mpsc::UnboundedReceiver<Arc<CachedKey>>>,
     seq: Mutex<i64>,
+    // Bumped by sync_changes before it invalidates. A lookup that saw the
+    // store before a change but inserts after the change's invalidation
+    // notices the bump and drops what it inserted.
+    generation: AtomicU64,
     config: VerifierConfig,
 }
 
@@ -152,6 +156,7 @@ impl Verifier {
             touches: tx,
             touch_rx: Mutex::new(rx),
             seq: Mutex::new(seq),
+            generation: AtomicU64::new(0),
             config,
         }))
     }
@@ -173,9 +178,15 @@ impl Verifier {
                 if self.unknown.contains_key(&hash) {
                     return Ok(KeyVerdict::Rejected(KeyRejection::Unknown));
                 }
-                match self.store.grant_by_hash(&hash).await? {
+                let generation = self.generation.load(Ordering::SeqCst);
+                let found = self.store.grant_by_hash(&hash).await?;
+                let stale = || self.generation.load(Ordering::SeqCst) != generation;
+                match found {
                     None => {
                         self.unknown.insert(hash, ());
+                        if stale() {
+                            self.unknown.invalidate(&hash);
+                        }
                         return Ok(KeyVerdict::Rejected(KeyRejection::Unknown));
                     }
                     Some(grant) => {
@@ -185,6 +196,12 @@ impl Verifier {
                             pending_touch: AtomicBool::new(false),
                         });
                         self.known.insert(hash, c.clone());
+                        if stale() {
+                            // A change was applied while we read: what we
+                            // read may predate it, so answer this request
+                            // from the read but keep nothing.
+                            self.known.invalidate(&hash);
+                        }
                         c
                     }
                 }
@@ -222,6 +239,9 @@ impl Verifier {
         let mut seq = self.seq.lock().await;
         match self.store.changes_since(*seq).await {
             Ok((last, hashes)) => {
+                if !hashes.is_empty() {
+                    self.generation.fetch_add(1, Ordering::SeqCst);
+                }
                 for h in &hashes {
                     self.known.invalidate(h);
                     self.unknown.invalidate(h);

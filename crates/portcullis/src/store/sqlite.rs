@@ -7,7 +7,6 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 /// The SQLite store.
@@ -21,7 +20,7 @@ const KEY_COLUMNS: &str = "id, prefix, env, owner, name, scopes, created_at, exp
 impl SqliteStore {
     /// Opens (and with `create`, creates) the database file.
     pub async fn open(path: &str, create: bool) -> Result<SqliteStore, StoreError> {
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+        let opts = SqliteConnectOptions::new()
             .filename(Path::new(path))
             .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)

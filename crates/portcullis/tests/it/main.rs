@@ -1,1 +1,14 @@
-//! Library integration tests.
+//! Library integration tests: real SQLite files in temporary directories,
+//! a manual clock for time, and several store handles on one file where a
+//! test plays more than one process.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+mod failures;
+mod guard;
+mod lifecycle;
+mod no_store;
+mod rotation;
+mod sync;
+mod uses;
