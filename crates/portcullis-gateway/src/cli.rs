@@ -294,7 +294,7 @@ async fn keys(cfg: &Config, cmd: KeysCmd) -> Result<()> {
             if json {
                 writeln!(out, "{}", serde_json::to_string(&keys)?)?;
             } else {
-                let now = SystemClock.now_secs();
+                let now = portcullis::clock::Clock::now(&SystemClock);
                 writeln!(
                     out,
                     "{:<21} {:<16} {:<16} {:<20} {:<20} {:<9} {:<20} LAST USED",
@@ -356,15 +356,6 @@ async fn keys(cfg: &Config, cmd: KeysCmd) -> Result<()> {
     Ok(())
 }
 
-trait NowSecs {
-    fn now_secs(&self) -> i64;
-}
-impl NowSecs for SystemClock {
-    fn now_secs(&self) -> i64 {
-        portcullis::clock::Clock::now(self)
-    }
-}
-
 /// An invalid field is the caller's mistake (exit 2); anything else is a
 /// failure (exit 1).
 fn key_err(e: portcullis::keys::KeyError) -> anyhow::Error {
@@ -403,7 +394,11 @@ fn show(out: &mut impl Write, k: &KeyRecord) -> std::io::Result<()> {
     writeln!(out, "owner         {}", k.owner)?;
     writeln!(out, "name          {}", k.name)?;
     writeln!(out, "scopes        {}", k.scopes)?;
-    writeln!(out, "status        {}", status(k, SystemClock.now_secs()))?;
+    writeln!(
+        out,
+        "status        {}",
+        status(k, portcullis::clock::Clock::now(&SystemClock))
+    )?;
     writeln!(out, "created       {}", rfc3339(k.created_at))?;
     writeln!(out, "expires       {}", t(k.expires_at))?;
     writeln!(out, "revoked       {}", t(k.revoked_at))?;

@@ -94,8 +94,8 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove("proxy-connection");
 }
 
-/// Rewrites a request for the upstream: credential out, identity in.
-/// Returns the new path-and-query.
+/// Rewrites a request for the upstream: credential out, identity in,
+/// and the URI pointed at the route's upstream.
 pub fn prepare(
     req: &mut Request<Body>,
     route: &Route,
