@@ -4,7 +4,14 @@
 #   nginx  the nginx auth_request tests (crates/portcullis-gateway/tests/it/nginx.rs)
 #   curl   scripts and manual checks
 #
-# Idempotent: a second run installs nothing and does not touch the network.
+# and a Python venv at the repo root's .venv (git-ignored) with pinned client
+# libraries from PyPI, for the OAuth2 / JWT tests that drive the gateway with
+# real third-party clients (tests/python/*.py, run as .venv/bin/python ...):
+#
+#   PyJWT[crypto], cryptography, authlib, requests   (versions: PY_PINS below)
+#
+# Idempotent: a second run installs nothing and does not touch the network
+# (the venv is left alone when it imports the pinned versions).
 # Run as root (or through sudo).
 #
 # The tests never use a system nginx: each test starts its own nginx
@@ -13,6 +20,16 @@
 # So this script also keeps the package from starting the system service on
 # install, and nothing needs to be running afterwards.
 set -euo pipefail
+
+repo_root=$(cd "$(dirname "$0")/.." && pwd)
+venv="$repo_root/.venv"
+# Bump together; check a version exists with `pip index versions NAME`.
+PY_PINS=(
+    "PyJWT[crypto]==2.15.1"
+    "cryptography==50.0.2"
+    "authlib==1.9.9"
+    "requests==2.34.2"
+)
 
 have() {
     command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]
@@ -74,4 +91,55 @@ if ! "$nginx_bin" -V 2>&1 | grep -q -- '--with-http_auth_request_module'; then
     echo "install-test-deps: $nginx_bin was built without the auth_request module" >&2
     exit 1
 fi
-echo "install-test-deps: ok ($("$nginx_bin" -v 2>&1), $(curl --version | head -n1 | cut -d' ' -f1-2))" >&2
+
+# --- Python venv -----------------------------------------------------------
+
+# True when the venv imports every pinned distribution at its pinned version.
+venv_ok() {
+    [ -x "$venv/bin/python" ] || return 1
+    "$venv/bin/python" - "${PY_PINS[@]}" >/dev/null 2>&1 <<'PY'
+import sys
+from importlib.metadata import version
+import jwt, authlib, requests, cryptography  # noqa: F401
+for pin in sys.argv[1:]:
+    name, want = pin.split("==")
+    name = name.split("[")[0]
+    if version(name) != want:
+        sys.exit(1)
+PY
+}
+
+if venv_ok; then
+    echo "install-test-deps: $venv already has ${PY_PINS[*]}" >&2
+else
+    if ! command -v python3 >/dev/null 2>&1; then
+        echo "install-test-deps: python3 not found" >&2
+        exit 1
+    fi
+    # Debian's python3 ships venv without ensurepip unless python3-venv
+    # (python3.X-venv) is installed.
+    if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "install-test-deps: must run as root to install python3-venv" >&2
+            exit 1
+        fi
+        pyver=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+        apt-get update
+        pkgs=(python3-venv)
+        installable "python$pyver-venv" && pkgs+=("python$pyver-venv")
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}"
+    fi
+    # A venv left half-made by an interrupted run is rebuilt from scratch.
+    if [ -e "$venv" ] && ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+        rm -rf "$venv"
+    fi
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip install --no-input --quiet "${PY_PINS[@]}"
+    if ! venv_ok; then
+        echo "install-test-deps: $venv does not import ${PY_PINS[*]} after install" >&2
+        exit 1
+    fi
+    echo "install-test-deps: installed ${PY_PINS[*]} into $venv" >&2
+fi
+
+echo "install-test-deps: ok ($("$nginx_bin" -v 2>&1), $(curl --version | head -n1 | cut -d' ' -f1-2), $("$venv/bin/python" --version))" >&2

@@ -62,7 +62,7 @@ impl Scheme {
         match self {
             Scheme::ApiKeyHeader | Scheme::ApiKeyQuery | Scheme::ApiKeyCookie => Some("APIKey"),
             Scheme::Bearer => Some("Bearer"),
-            Scheme::Basic => Some("Basic"),
+            Scheme::Basic => Some(crate::basic::CHALLENGE),
             Scheme::Session => None,
         }
     }

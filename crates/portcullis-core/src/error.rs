@@ -46,6 +46,10 @@ error_codes! {
     AmbiguousCredentials = ("ambiguous_credentials", 400, "Bad Request", "More than one credential was presented; send exactly one"),
     /// The principal lacks a scope the route requires.
     InsufficientScope = ("insufficient_scope", 403, "Forbidden", "Not enough permissions"),
+    /// A cookie-authenticated unsafe request failed the CSRF checks.
+    CsrfFailed = ("csrf_failed", 403, "Forbidden", "CSRF check failed"),
+    /// Too many failed sign-in attempts for this account or address.
+    TooManyAttempts = ("too_many_attempts", 429, "Too Many Requests", "Too many failed attempts; try again later"),
     /// A request that is not well-formed.
     BadRequest = ("bad_request", 400, "Bad Request", "Bad request"),
     /// The request path is not in normal form (dot segments, encoded slashes).

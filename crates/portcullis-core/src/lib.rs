@@ -11,7 +11,9 @@
 //! test suite checks that.
 
 pub mod base62;
+pub mod basic;
 pub mod credential;
+pub mod csrf;
 pub mod error;
 pub mod key;
 pub mod principal;
@@ -19,6 +21,7 @@ pub mod route;
 pub mod scope;
 pub mod secret;
 pub mod time;
+pub mod token;
 
 pub use credential::{Extracted, Presented, Scheme, SchemeSet};
 pub use error::{ErrorCode, Problem};

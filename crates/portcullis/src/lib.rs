@@ -9,8 +9,10 @@ pub mod admin;
 pub mod clock;
 pub mod guard;
 pub mod keys;
+pub mod password;
 pub mod response;
 pub mod store;
+pub mod tokens;
 pub mod verify;
 
 pub use portcullis_core as core;

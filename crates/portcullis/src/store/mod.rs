@@ -177,6 +177,9 @@ macro_rules! dispatch {
     };
 }
 
+pub mod identity;
+mod sqlite_identity;
+
 impl Store {
     /// Opens the store named by `url`, creating it when `create` is set,
     /// and applies migrations.

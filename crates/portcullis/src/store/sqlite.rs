@@ -12,7 +12,7 @@ use std::time::Duration;
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
 const KEY_COLUMNS: &str = "id, prefix, env, owner, name, scopes, created_at, expires_at, revoked_at, disabled, remaining_uses, rate_limit, metadata, last_used_at, rotated_from, rotated_to";
@@ -20,6 +20,9 @@ const KEY_COLUMNS: &str = "id, prefix, env, owner, name, scopes, created_at, exp
 impl SqliteStore {
     /// Opens (and with `create`, creates) the database file.
     pub async fn open(path: &str, create: bool) -> Result<SqliteStore, StoreError> {
+        if create {
+            create_private(Path::new(path));
+        }
         let opts = SqliteConnectOptions::new()
             .filename(Path::new(path))
             .create_if_missing(create)
@@ -41,7 +44,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+    pub(super) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         // IMMEDIATE takes the write lock up front, so a read-then-write
         // transaction cannot fail half-way when another process writes.
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
@@ -292,7 +295,7 @@ impl SqliteStore {
     }
 }
 
-type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+pub(super) type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 
 async fn insert_key_tx(tx: &mut Tx, k: &NewKey) -> Result<(), StoreError> {
     sqlx::query(
@@ -318,7 +321,7 @@ async fn insert_key_tx(tx: &mut Tx, k: &NewKey) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn log_change(tx: &mut Tx, hash: &KeyHash, at: i64) -> Result<(), StoreError> {
+pub(super) async fn log_change(tx: &mut Tx, hash: &KeyHash, at: i64) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO key_changes (key_hash, changed_at) VALUES (?1, ?2)")
         .bind(&hash.0[..])
         .bind(at)
@@ -327,7 +330,7 @@ async fn log_change(tx: &mut Tx, hash: &KeyHash, at: i64) -> Result<(), StoreErr
     Ok(())
 }
 
-async fn write_audit(tx: &mut Tx, a: &NewAudit) -> Result<(), StoreError> {
+pub(super) async fn write_audit(tx: &mut Tx, a: &NewAudit) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO audit_events (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
     )
@@ -367,4 +370,21 @@ fn key_record(r: &SqliteRow) -> Result<KeyRecord, StoreError> {
         rotated_from: r.try_get("rotated_from")?,
         rotated_to: r.try_get("rotated_to")?,
     })
+}
+
+/// Creates the database file readable and writable by its owner only, if
+/// it does not exist: it holds signing keys and password hashes. SQLite
+/// gives its -wal and -shm files the main file's mode.
+fn create_private(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
