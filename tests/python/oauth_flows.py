@@ -11,6 +11,14 @@ The client must be allowed the grants client_credentials, refresh_token and
 password; the user must be able to reach --protected with the scopes the
 token endpoint grants by default (or with --scope).
 
+Options: --audience (default "portcullis"); --scope S (sent with every grant;
+default: no scope parameter, and scope= empty in the FastAPI form);
+--public-password accept|reject|skip (what the gateway must do with a password
+grant that carries no client authentication; default accept: 200 and a
+working token; reject: 400/401 with invalid_client or unauthorized_client);
+--no-negative (skip the one wrong-password and one wrong-secret attempt,
+which count toward brute-force lockout); -v (tracebacks on stderr).
+
 What is driven, and by which library (nothing here patches a library):
 
   authlib   authlib.integrations.requests_client.OAuth2Session, with

@@ -8,10 +8,12 @@
 pub mod admin;
 pub mod clock;
 pub mod guard;
+pub mod identity;
 pub mod keys;
 pub mod password;
 pub mod response;
 pub mod store;
+pub mod throttle;
 pub mod tokens;
 pub mod verify;
 
