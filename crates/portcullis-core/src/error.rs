@@ -92,6 +92,8 @@ pub struct Problem {
     pub challenge: Option<String>,
     /// The reason written to the log; never sent to the client.
     pub log_reason: &'static str,
+    /// `Retry-After`, seconds, for 429 and 503.
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -102,6 +104,7 @@ impl Problem {
             detail: Cow::Borrowed(code.default_detail()),
             challenge: None,
             log_reason: code.code(),
+            retry_after: None,
         }
     }
     /// Replaces the detail.
@@ -112,6 +115,11 @@ impl Problem {
     /// Sets the `WWW-Authenticate` challenge.
     pub fn challenge(mut self, challenge: impl Into<String>) -> Problem {
         self.challenge = Some(challenge.into());
+        self
+    }
+    /// Sets `Retry-After`.
+    pub fn retry_after(mut self, secs: u64) -> Problem {
+        self.retry_after = Some(secs);
         self
     }
     /// Sets the reason written to the log.

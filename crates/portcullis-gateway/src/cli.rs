@@ -454,7 +454,21 @@ async fn serve(cfg: Config) -> Result<()> {
     let store = open_store(&cfg).await?;
     let verifier = Verifier::new(store.clone(), clock(), cfg.verifier.clone()).await?;
     verifier.spawn_background();
-    let guard = Guard::new(verifier.clone(), cfg.names.clone());
+    let admin_guard = Guard::new(verifier.clone(), cfg.names.clone());
+    let identity =
+        crate::identity_setup::build(&cfg, &store, clock(), Some(&verifier)).await?;
+    if cfg.routes.iter().any(|r| {
+        r.policy
+            .schemes
+            .schemes()
+            .iter()
+            .any(|s| matches!(s, portcullis_core::Scheme::Session | portcullis_core::Scheme::ApiKeyCookie))
+    }) {
+        tracing::warn!(
+            "cookies are set with the Secure attribute and the __Host- prefix, but this listener speaks plain HTTP: browsers keep such cookies only on localhost. Put Portcullis behind TLS for anything else"
+        );
+    }
+    let guard = Guard::new(verifier.clone(), cfg.names.clone()).with_identity(identity.clone());
     let public = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -467,7 +481,7 @@ async fn serve(cfg: Config) -> Result<()> {
     );
     let admin_router = admin::router(AdminState {
         keys: KeyService::new(store.clone(), clock(), Some(verifier.clone())),
-        guard,
+        guard: admin_guard,
     });
     let cfg = Arc::new(cfg);
     let (tx, rx) = tokio::sync::watch::channel(false);

@@ -47,7 +47,71 @@ struct RawConfig {
     #[serde(default)]
     upstream: RawUpstream,
     #[serde(default)]
+    tokens: RawTokens,
+    #[serde(default)]
+    sessions: RawSessions,
+    #[serde(default)]
+    brute_force: RawBruteForce,
+    #[serde(default)]
     routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokens {
+    issuer: Option<String>,
+    audience: Option<String>,
+    access_ttl: Option<String>,
+    refresh_ttl: Option<String>,
+    algorithm: Option<String>,
+    secret_env: Option<String>,
+    grants: Option<Vec<String>>,
+    leeway: Option<String>,
+    #[serde(default)]
+    trusted_issuers: Vec<RawTrustedIssuer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrustedIssuer {
+    issuer: String,
+    audience: String,
+    jwks_file: String,
+    algorithms: Vec<String>,
+    refetch_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSessions {
+    idle_ttl: Option<String>,
+    absolute_ttl: Option<String>,
+    same_site: Option<String>,
+    trusted_origins: Option<Vec<String>>,
+    basic_cache_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBruteForce {
+    per_account_ip: Option<u32>,
+    per_ip: Option<u32>,
+    per_account_slow: Option<u32>,
+    max_lockout: Option<String>,
+    hash_parallelism: Option<usize>,
+}
+
+/// Users, tokens and sessions.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// Token settings.
+    pub tokens: portcullis::tokens::TokenSettings,
+    /// Session settings.
+    pub sessions: portcullis::identity::SessionSettings,
+    /// Brute-force thresholds.
+    pub throttle: portcullis::throttle::ThrottleSettings,
+    /// Argon2 hashes run at once, at most.
+    pub hash_parallelism: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -192,6 +256,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Routes, in file order.
     pub routes: Vec<Route>,
+    /// Users, tokens and sessions.
+    pub identity: IdentityConfig,
 }
 
 fn dur(path: &str, v: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
@@ -236,7 +302,7 @@ pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, Con
                 e.inner().message().to_owned(),
             )
         })?;
-    parse(raw)
+    parse(raw, env)
 }
 
 /// `PORTCULLIS_SERVER__LISTEN=…` sets `server.listen`. Values are read as
@@ -272,7 +338,207 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
     Ok(())
 }
 
-fn parse(raw: RawConfig) -> Result<Config, ConfigError> {
+fn secs(path: &str, v: &Option<String>, default: i64) -> Result<i64, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => parse_duration(s).map_err(|e| cerr(path, e.to_string())),
+    }
+}
+
+fn parse_identity(
+    raw: &RawConfig,
+    listen: SocketAddr,
+    env: &[(String, String)],
+) -> Result<IdentityConfig, ConfigError> {
+    use portcullis::tokens::{Grants, JwksSource, SigningAlg, TokenSettings, TrustedIssuer};
+    let t = &raw.tokens;
+    let issuer = t.issuer.clone().unwrap_or_else(|| format!("http://{listen}"));
+    if issuer.is_empty() || issuer.ends_with('/') {
+        return Err(cerr("tokens.issuer", "must be a URL without a trailing slash"));
+    }
+    let audience = t.audience.clone().unwrap_or_else(|| "portcullis".into());
+    if audience.is_empty() {
+        return Err(cerr("tokens.audience", "must not be empty"));
+    }
+    let access_ttl = secs("tokens.access_ttl", &t.access_ttl, 900)?;
+    if !(60..=86_400).contains(&access_ttl) {
+        return Err(cerr(
+            "tokens.access_ttl",
+            "must be between 1m and 24h (short-lived access tokens are what make them safe to cache)",
+        ));
+    }
+    let refresh_ttl = secs("tokens.refresh_ttl", &t.refresh_ttl, 30 * 86_400)?;
+    if refresh_ttl < access_ttl {
+        return Err(cerr("tokens.refresh_ttl", "must be at least tokens.access_ttl"));
+    }
+    let leeway = secs("tokens.leeway", &t.leeway, 30)?;
+    if !(0..=portcullis_core::token::MAX_LEEWAY_SECS).contains(&leeway) {
+        return Err(cerr("tokens.leeway", "must be between 0s and 60s"));
+    }
+    let alg_name = t.algorithm.as_deref().unwrap_or("EdDSA");
+    let alg = SigningAlg::parse(alg_name).ok_or_else(|| {
+        cerr("tokens.algorithm", format!("{alg_name:?}: use \"EdDSA\", \"RS256\" or \"HS256\""))
+    })?;
+    let hs_secret = if alg == SigningAlg::HS256 {
+        let var = t
+            .secret_env
+            .clone()
+            .unwrap_or_else(|| "PORTCULLIS_JWT_SECRET".into());
+        let Some((_, v)) = env.iter().find(|(k, _)| *k == var) else {
+            return Err(cerr(
+                "tokens.secret_env",
+                format!("HS256 needs a secret in the environment variable {var}; it is not set"),
+            ));
+        };
+        portcullis::tokens::check_hs_secret(v.as_bytes())
+            .map_err(|m| cerr("tokens.secret_env", format!("{var}: {m}")))?;
+        Some(portcullis_core::Secret::new(v.as_bytes().to_vec()))
+    } else {
+        if t.secret_env.is_some() {
+            return Err(cerr(
+                "tokens.secret_env",
+                "only used with algorithm = \"HS256\"",
+            ));
+        }
+        None
+    };
+    let mut grants = Grants {
+        client_credentials: false,
+        refresh_token: false,
+        password: false,
+    };
+    let names = t
+        .grants
+        .clone()
+        .unwrap_or_else(|| vec!["client_credentials".into(), "refresh_token".into()]);
+    for (i, g) in names.iter().enumerate() {
+        match g.as_str() {
+            "client_credentials" => grants.client_credentials = true,
+            "refresh_token" => grants.refresh_token = true,
+            "password" => grants.password = true,
+            _ => {
+                return Err(cerr(
+                    format!("tokens.grants[{i}]"),
+                    format!("{g:?}: use client_credentials, refresh_token or password"),
+                ));
+            }
+        }
+    }
+    let mut trusted = Vec::new();
+    for (i, ti) in t.trusted_issuers.iter().enumerate() {
+        let at = |k: &str| format!("tokens.trusted_issuers[{i}].{k}");
+        if ti.issuer == issuer {
+            return Err(cerr(at("issuer"), "is this gateway's own issuer"));
+        }
+        let mut algorithms = Vec::new();
+        for a in &ti.algorithms {
+            let alg = match a.as_str() {
+                "EdDSA" => jsonwebtoken::Algorithm::EdDSA,
+                "RS256" => jsonwebtoken::Algorithm::RS256,
+                "RS384" => jsonwebtoken::Algorithm::RS384,
+                "RS512" => jsonwebtoken::Algorithm::RS512,
+                "PS256" => jsonwebtoken::Algorithm::PS256,
+                _ => {
+                    return Err(cerr(
+                        at("algorithms"),
+                        format!("{a:?}: a trusted issuer's keys must be asymmetric: EdDSA, RS256, RS384, RS512 or PS256"),
+                    ));
+                }
+            };
+            algorithms.push(alg);
+        }
+        if algorithms.is_empty() {
+            return Err(cerr(at("algorithms"), "name at least one algorithm"));
+        }
+        trusted.push(TrustedIssuer {
+            issuer: ti.issuer.clone(),
+            audience: ti.audience.clone(),
+            algorithms,
+            source: JwksSource::File(ti.jwks_file.clone().into()),
+            refetch_interval: dur(
+                &at("refetch_interval"),
+                &ti.refetch_interval,
+                Duration::from_secs(60),
+            )?,
+        });
+    }
+    let tokens = TokenSettings {
+        issuer,
+        audience,
+        access_ttl,
+        refresh_ttl,
+        alg,
+        hs_secret,
+        leeway,
+        trusted,
+        grants,
+    };
+
+    let se = &raw.sessions;
+    let mut sessions = portcullis::identity::SessionSettings {
+        idle_ttl: secs("sessions.idle_ttl", &se.idle_ttl, 1800)?,
+        absolute_ttl: secs("sessions.absolute_ttl", &se.absolute_ttl, 12 * 3600)?,
+        basic_cache_ttl: dur(
+            "sessions.basic_cache_ttl",
+            &se.basic_cache_ttl,
+            Duration::from_secs(60),
+        )?,
+        ..Default::default()
+    };
+    if sessions.idle_ttl < 60 || sessions.absolute_ttl < sessions.idle_ttl {
+        return Err(cerr(
+            "sessions.absolute_ttl",
+            "sessions.idle_ttl must be at least 1m and no longer than sessions.absolute_ttl",
+        ));
+    }
+    if sessions.basic_cache_ttl > Duration::from_secs(300) {
+        return Err(cerr(
+            "sessions.basic_cache_ttl",
+            "at most 5m: a changed password must take effect promptly",
+        ));
+    }
+    sessions.same_site = match se.same_site.as_deref().unwrap_or("lax") {
+        "lax" | "Lax" => portcullis::identity::SameSite::Lax,
+        "strict" | "Strict" => portcullis::identity::SameSite::Strict,
+        other => {
+            return Err(cerr(
+                "sessions.same_site",
+                format!("{other:?}: use \"lax\" or \"strict\" (None would send the session cookie on cross-site requests)"),
+            ));
+        }
+    };
+    for (i, o) in se.trusted_origins.clone().unwrap_or_default().into_iter().enumerate() {
+        let ok = (o.starts_with("https://") || o.starts_with("http://"))
+            && o.parse::<http::Uri>()
+                .is_ok_and(|u| u.authority().is_some() && u.path() == "/" && !o.ends_with('/'));
+        if !ok {
+            return Err(cerr(
+                format!("sessions.trusted_origins[{i}]"),
+                format!("{o:?} is not an origin like https://app.example.com (scheme and host, no path, no wildcard)"),
+            ));
+        }
+        sessions.trusted_origins.push(o);
+    }
+
+    let b = &raw.brute_force;
+    let throttle = portcullis::throttle::ThrottleSettings {
+        per_account_ip: b.per_account_ip.unwrap_or(5).max(1),
+        per_ip: b.per_ip.unwrap_or(20).max(1),
+        per_account_slow: b.per_account_slow.unwrap_or(10).max(1),
+        max_lockout: secs("brute_force.max_lockout", &b.max_lockout, 900)?.max(1),
+    };
+    let hash_parallelism = b.hash_parallelism.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    });
+    Ok(IdentityConfig {
+        tokens,
+        sessions,
+        throttle,
+        hash_parallelism: hash_parallelism.max(1),
+    })
+}
+
+fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError> {
     let s = &raw.server;
     let listen = addr("server.listen", &s.listen, "127.0.0.1:8080")?;
     let admin_listen = addr("server.admin_listen", &s.admin_listen, "127.0.0.1:8081")?;
@@ -443,6 +709,7 @@ fn parse(raw: RawConfig) -> Result<Config, ConfigError> {
         access_log: raw.log.access_log.unwrap_or(true),
         connect_timeout,
         routes,
+        identity: parse_identity(&raw, listen, env)?,
     })
 }
 
@@ -529,16 +796,13 @@ fn parse_route(
     let mut schemes = Vec::new();
     for (j, a) in r.auth.iter().enumerate() {
         let p = format!("routes[{i}].auth[{j}]");
-        let s = Scheme::from_name(a).ok_or_else(|| cerr(&p, format!("{a:?} is not a scheme; use api_key_header, api_key_query, api_key_cookie or bearer")))?;
+        let s = Scheme::from_name(a).ok_or_else(|| cerr(&p, format!("{a:?} is not a scheme; use api_key_header, api_key_query, api_key_cookie, bearer, basic or session")))?;
         match s {
             Scheme::ApiKeyQuery if !allow_query => {
                 return Err(cerr(
                     &p,
                     "api_key_query is off: keys in URLs end up in access logs, browser history and Referer headers. Set credentials.allow_query_keys = true to accept them anyway",
                 ));
-            }
-            Scheme::Basic | Scheme::Session => {
-                return Err(cerr(&p, format!("{a} is not available in this version")));
             }
             _ => {}
         }

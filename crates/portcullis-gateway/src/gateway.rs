@@ -7,7 +7,7 @@ use crate::proxy::{self, Proxy};
 use axum::body::Body;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use portcullis::guard::Guard;
+use portcullis::guard::{Guard, Head};
 use portcullis::response::problem_response;
 use portcullis::store::Store;
 use portcullis_core::net::{client_ip, is_trusted};
@@ -135,7 +135,23 @@ impl App {
             }
             "/auth/verify" => {
                 let (parts, _body) = req.into_parts();
-                return self.decide(&parts, peer, rid, out).await;
+                return self.decide(&parts, peer, client, rid, out).await;
+            }
+            p if portcullis::oauth::PATHS.contains(&p) => {
+                let origin = self.own_origin(req.headers(), peer);
+                let ctx = portcullis::oauth::Ctx {
+                    client_ip: Some(client),
+                    origin: origin.as_deref(),
+                    request_id: rid,
+                };
+                let mut o = portcullis::oauth::Outcome::default();
+                if let Some(r) = portcullis::oauth::handle(&self.guard, req, ctx, &mut o).await {
+                    out.reason = o.reason;
+                    out.principal = o.principal;
+                    out.credential_id = o.credential_id;
+                    return r;
+                }
+                return self.deny(Problem::new(ErrorCode::RouteNotFound), rid, out);
             }
             _ => {}
         }
@@ -154,11 +170,13 @@ impl App {
             }
         };
         out.route = Some(route.clone());
-        let principal = match self
-            .guard
-            .check(&route.policy, req.headers(), req.uri().query())
-            .await
-        {
+        let origin = self.own_origin(req.headers(), peer);
+        let head = Head {
+            client_ip: Some(client),
+            origin: origin.as_deref(),
+            ..Head::new(req.method(), req.headers(), req.uri().query())
+        };
+        let principal = match self.guard.check(&route.policy, &head).await {
             Ok(g) => g.principal,
             Err(d) => {
                 out.credential_id = d.credential_id;
@@ -185,6 +203,16 @@ impl App {
         }
     }
 
+    /// The origin this request was addressed to, for the CSRF origin
+    /// check: the scheme (https only when a trusted proxy says so, until
+    /// Portcullis terminates TLS itself) and the Host.
+    fn own_origin(&self, h: &HeaderMap, peer: SocketAddr) -> Option<String> {
+        let host = h.get(http::header::HOST)?.to_str().ok()?;
+        let https = is_trusted(&self.cfg.trusted_proxies, peer.ip())
+            && h.get("x-forwarded-proto").is_some_and(|v| v.as_bytes() == b"https");
+        Some(format!("{}://{host}", if https { "https" } else { "http" }))
+    }
+
     fn note_principal(&self, p: Option<&Principal>, out: &mut Outcome) {
         if let Some(p) = p {
             out.credential_id = Some(p.credential_id.clone());
@@ -205,6 +233,7 @@ impl App {
         &self,
         req: &http::request::Parts,
         peer: SocketAddr,
+        client: IpAddr,
         rid: &str,
         out: &mut Outcome,
     ) -> Response<Body> {
@@ -285,7 +314,25 @@ impl App {
             }
         };
         out.route = Some(route.clone());
-        match self.guard.check(&route.policy, h, uri.query()).await {
+        // The browser's origin as the proxy saw it.
+        let origin = h
+            .get("x-forwarded-host")
+            .or_else(|| h.get(http::header::HOST))
+            .and_then(|v| v.to_str().ok())
+            .map(|host| {
+                let proto = h
+                    .get("x-forwarded-proto")
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|p| *p == "https")
+                    .unwrap_or("http");
+                format!("{proto}://{host}")
+            });
+        let head = Head {
+            client_ip: Some(client),
+            origin: origin.as_deref(),
+            ..Head::new(&method, h, uri.query())
+        };
+        match self.guard.check(&route.policy, &head).await {
             Ok(g) => {
                 self.note_principal(g.principal.as_ref(), out);
                 let mut r = Response::new(Body::empty());

@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod demo;
 mod gateway;
+mod identity_setup;
 mod proxy;
 mod serve;
 

@@ -1,6 +1,7 @@
 //! The admin API (`/admin/v1/...`), served on the admin listener only and
 //! guarded by an API key with scope `admin`.
 
+use crate::guard::Head;
 use crate::guard::{Guard, Policy};
 use crate::keys::{CreatedKey, KeyError, KeyService, KeySpec};
 use crate::response::problem_response;
@@ -51,8 +52,8 @@ async fn require_admin(State(st): State<AdminState>, mut req: Request, next: Nex
         schemes: SchemeSet::new(&[Scheme::ApiKeyHeader, Scheme::Bearer]),
         scopes: Scopes::parse("admin").unwrap_or_default(),
     };
-    let (headers, query) = (req.headers(), req.uri().query());
-    match st.guard.check(&policy, headers, query).await {
+    let head = Head::new(req.method(), req.headers(), req.uri().query());
+    match st.guard.check(&policy, &head).await {
         Ok(g) => {
             let actor = g.principal.map(|p| p.credential_id).unwrap_or_default();
             req.extensions_mut().insert(Actor(actor));

@@ -4,10 +4,13 @@
 //! in-process services all call [`Guard::check`], so there is one
 //! implementation of every decision.
 
+use crate::identity::{Identity, Refusal};
 use crate::store::StoreError;
 use crate::verify::{KeyVerdict, Verifier};
-use http::HeaderMap;
+use http::{HeaderMap, Method};
 use portcullis_core::credential::{CredentialNames, extract};
+use portcullis_core::csrf::{CsrfError, is_unsafe};
+use std::net::IpAddr;
 use portcullis_core::{
     ErrorCode, Extracted, Principal, PrincipalKind, Problem, Scheme, SchemeSet, Scopes,
 };
@@ -62,17 +65,49 @@ impl Denied {
     }
 }
 
+/// The parts of a request the guard reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    /// The method (unsafe methods with cookie credentials need CSRF checks).
+    pub method: &'a Method,
+    /// The headers.
+    pub headers: &'a HeaderMap,
+    /// The query string.
+    pub query: Option<&'a str>,
+    /// The client's address, as far as it can be trusted (for
+    /// brute-force counting).
+    pub client_ip: Option<IpAddr>,
+    /// The origin the request was sent to (`https://api.example.com`), for
+    /// the CSRF origin check.
+    pub origin: Option<&'a str>,
+}
+
+impl<'a> Head<'a> {
+    /// A head with no client address or origin.
+    pub fn new(method: &'a Method, headers: &'a HeaderMap, query: Option<&'a str>) -> Head<'a> {
+        Head {
+            method,
+            headers,
+            query,
+            client_ip: None,
+            origin: None,
+        }
+    }
+}
+
 /// Checks requests against policies.
 #[derive(Debug, Clone)]
 pub struct Guard {
     verifier: Arc<Verifier>,
     names: CredentialNames,
+    identity: Option<Arc<Identity>>,
 }
 
 fn invalid_challenge(scheme: Scheme) -> &'static str {
     match scheme {
         Scheme::Bearer => "Bearer error=\"invalid_token\"",
-        Scheme::Basic => "Basic",
+        Scheme::Basic => portcullis_core::basic::CHALLENGE,
+        Scheme::Session => "Cookie",
         _ => "APIKey",
     }
 }
@@ -80,7 +115,23 @@ fn invalid_challenge(scheme: Scheme) -> &'static str {
 impl Guard {
     /// A guard over a verifier.
     pub fn new(verifier: Arc<Verifier>, names: CredentialNames) -> Guard {
-        Guard { verifier, names }
+        Guard {
+            verifier,
+            names,
+            identity: None,
+        }
+    }
+
+    /// Adds users, tokens and sessions: the `bearer` JWT, `basic` and
+    /// `session` schemes.
+    pub fn with_identity(mut self, identity: Arc<Identity>) -> Guard {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// The identity service, when configured.
+    pub fn identity(&self) -> Option<&Arc<Identity>> {
+        self.identity.as_ref()
     }
 
     /// The names credentials are read under.
@@ -94,13 +145,8 @@ impl Guard {
     }
 
     /// Decides a request: `Ok` to proceed, `Err` with the answer.
-    pub async fn check(
-        &self,
-        policy: &Policy,
-        headers: &HeaderMap,
-        query: Option<&str>,
-    ) -> Result<Granted, Denied> {
-        let r = self.decide(policy, headers, query).await;
+    pub async fn check(&self, policy: &Policy, head: &Head<'_>) -> Result<Granted, Denied> {
+        let r = self.decide(policy, head).await;
         if let Err(d) = &r {
             tracing::debug!(
                 reason = d.problem.log_reason,
@@ -112,19 +158,14 @@ impl Guard {
         r
     }
 
-    async fn decide(
-        &self,
-        policy: &Policy,
-        headers: &HeaderMap,
-        query: Option<&str>,
-    ) -> Result<Granted, Denied> {
+    async fn decide(&self, policy: &Policy, head: &Head<'_>) -> Result<Granted, Denied> {
         if policy.schemes.is_public() {
             return Ok(Granted {
                 principal: None,
                 scheme: None,
             });
         }
-        let presented = match extract(&policy.schemes, &self.names, headers, query) {
+        let presented = match extract(&policy.schemes, &self.names, head.headers, head.query) {
             Extracted::Missing => {
                 let mut p = Problem::new(ErrorCode::NotAuthenticated);
                 if let Some(c) = policy.schemes.challenge() {
@@ -158,11 +199,76 @@ impl Guard {
             Scheme::Bearer if portcullis_core::key::looks_like_key(value) => {
                 self.verify_key(value, scheme).await?
             }
-            // JWTs, Basic and sessions arrive with the identity issue; until
-            // then config refuses routes that name basic or session, and a
-            // bearer token that is not a key is not a valid credential.
-            _ => return Err(Denied::new(invalid("unsupported_token"), Some(scheme))),
+            Scheme::Bearer => {
+                let Some(id) = &self.identity else {
+                    return Err(Denied::new(invalid("unsupported_token"), Some(scheme)));
+                };
+                match id.verify_access_token(value).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(reason)) => return Err(Denied::new(invalid(reason), Some(scheme))),
+                    Err(e) => return Err(store_down(e, scheme)),
+                }
+            }
+            Scheme::Basic => {
+                let Some(id) = &self.identity else {
+                    return Err(Denied::new(invalid("unsupported_scheme"), Some(scheme)));
+                };
+                let creds = match portcullis_core::basic::parse(value) {
+                    Ok(c) => c,
+                    Err(e) => return Err(Denied::new(invalid(e.reason()), Some(scheme))),
+                };
+                match id
+                    .verify_basic(&creds.username, &creds.password, head.client_ip)
+                    .await
+                {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(Refusal::Invalid(reason))) => {
+                        let mut d = Denied::new(invalid(reason), Some(scheme));
+                        d.credential_id = Some(format!("basic:{}", creds.username));
+                        return Err(d);
+                    }
+                    Ok(Err(Refusal::Locked(secs))) => {
+                        return Err(Denied::new(locked(secs), Some(scheme)));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "basic check failed");
+                        return Err(Denied::new(
+                            Problem::new(ErrorCode::StoreUnavailable).log_reason("store_unavailable"),
+                            Some(scheme),
+                        ));
+                    }
+                }
+            }
+            Scheme::Session => {
+                let Some(id) = &self.identity else {
+                    return Err(Denied::new(invalid("unsupported_scheme"), Some(scheme)));
+                };
+                match id.verify_session(value).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(reason)) => return Err(Denied::new(invalid(reason), Some(scheme))),
+                    Err(e) => return Err(store_down(e, scheme)),
+                }
+            }
         };
+        // Cookies ride along on requests other sites make: an unsafe
+        // method carried by one must prove it came from us.
+        if matches!(scheme, Scheme::Session | Scheme::ApiKeyCookie) && is_unsafe(head.method) {
+            let checked = match &self.identity {
+                Some(id) => id.check_csrf(head.headers, head.origin, value),
+                // Without the identity service there is no CSRF key, so a
+                // cookie key can only be used for safe methods.
+                None => Err(CsrfError::MissingToken),
+            };
+            if let Err(e) = checked {
+                return Err(Denied {
+                    problem: Problem::new(ErrorCode::CsrfFailed)
+                        .detail(e.detail())
+                        .log_reason(e.reason()),
+                    credential_id: Some(principal.credential_id),
+                    scheme: Some(scheme),
+                });
+            }
+        }
         let missing = principal.scopes.missing(&policy.scopes);
         if !missing.is_empty() {
             let need = policy.scopes.to_space_separated();
@@ -198,6 +304,13 @@ impl Guard {
             Err(e) => Err(store_down(e, scheme)),
         }
     }
+}
+
+/// The answer while an account or address is locked out.
+pub fn locked(secs: i64) -> Problem {
+    Problem::new(ErrorCode::TooManyAttempts)
+        .retry_after(u64::try_from(secs.max(1)).unwrap_or(1))
+        .log_reason("locked_out")
 }
 
 fn store_down(e: StoreError, scheme: Scheme) -> Denied {

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod guard;
 pub mod identity;
 pub mod keys;
+pub mod oauth;
 pub mod password;
 pub mod response;
 pub mod store;

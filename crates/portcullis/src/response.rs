@@ -18,5 +18,8 @@ pub fn problem_response(p: &Problem, request_id: Option<&str>) -> Response<Body>
     {
         h.insert(WWW_AUTHENTICATE, v);
     }
+    if let Some(s) = p.retry_after {
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+    }
     r
 }

@@ -108,6 +108,48 @@ pub struct TokenSettings {
     pub leeway: i64,
     /// Other issuers.
     pub trusted: Vec<TrustedIssuer>,
+    /// Grant types the token endpoint serves.
+    pub grants: Grants,
+}
+
+/// Grant types the token endpoint serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grants {
+    /// `client_credentials`.
+    pub client_credentials: bool,
+    /// `refresh_token`.
+    pub refresh_token: bool,
+    /// `password` (RFC 9700 advises against it; off by default).
+    pub password: bool,
+}
+
+impl Default for Grants {
+    fn default() -> Self {
+        Grants {
+            client_credentials: true,
+            refresh_token: true,
+            password: false,
+        }
+    }
+}
+
+impl Grants {
+    /// Whether `grant_type` is served.
+    pub fn serves(&self, grant_type: &str) -> bool {
+        match grant_type {
+            "client_credentials" => self.client_credentials,
+            "refresh_token" => self.refresh_token,
+            "password" => self.password,
+            _ => false,
+        }
+    }
+    /// The served grant types, for metadata.
+    pub fn names(&self) -> Vec<&'static str> {
+        ["client_credentials", "refresh_token", "password"]
+            .into_iter()
+            .filter(|g| self.serves(g))
+            .collect()
+    }
 }
 
 /// Why a token was refused. The client sees a generic 401; this goes to

@@ -122,7 +122,11 @@ pub struct Verifier {
     // notices the bump and drops what it inserted.
     generation: AtomicU64,
     config: VerifierConfig,
+    listeners: std::sync::Mutex<Vec<Listener>>,
 }
+
+/// Called with the hashes each change-log poll found changed.
+type Listener = Box<dyn Fn(Arc<[KeyHash]>) + Send + Sync>;
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -158,6 +162,7 @@ impl Verifier {
             seq: Mutex::new(seq),
             generation: AtomicU64::new(0),
             config,
+            listeners: std::sync::Mutex::new(Vec::new()),
         }))
     }
 
@@ -247,8 +252,24 @@ impl Verifier {
                     self.unknown.invalidate(h);
                 }
                 *seq = last;
+                if !hashes.is_empty() {
+                    let changed: Arc<[KeyHash]> = hashes.into();
+                    if let Ok(ls) = self.listeners.lock() {
+                        for l in ls.iter() {
+                            l(changed.clone());
+                        }
+                    }
+                }
             }
             Err(e) => tracing::warn!(error = %e, "could not read the key change log"),
+        }
+    }
+
+    /// Registers a listener for the change log: sessions, users, clients
+    /// and signing keys share it with keys.
+    pub fn on_change(&self, f: impl Fn(Arc<[KeyHash]>) + Send + Sync + 'static) {
+        if let Ok(mut ls) = self.listeners.lock() {
+            ls.push(Box::new(f));
         }
     }
 

@@ -164,6 +164,8 @@ pub enum RefreshOutcome {
     Reused,
     /// Unknown, expired, revoked, or bound to another client.
     Invalid,
+    /// Asked for scopes beyond the original grant; nothing changed.
+    ScopeWidened,
 }
 
 /// A session row.

@@ -375,7 +375,7 @@ impl SqliteStore {
             return Ok(RefreshOutcome::Invalid);
         }
         let scopes = match want {
-            Some(w) if !grant.scopes.covers(w) => return Ok(RefreshOutcome::Invalid),
+            Some(w) if !grant.scopes.covers(w) => return Ok(RefreshOutcome::ScopeWidened),
             Some(w) => w.clone(),
             None => grant.scopes.clone(),
         };
