@@ -78,7 +78,10 @@ pub fn parse(encoded: &str) -> Result<BasicCredentials, BasicError> {
 
 /// Encodes a name and password as `Basic …` (for clients and tests).
 pub fn encode(username: &str, password: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{username}:{password}")))
+    format!(
+        "Basic {}",
+        STANDARD.encode(format!("{username}:{password}"))
+    )
 }
 
 #[cfg(test)]

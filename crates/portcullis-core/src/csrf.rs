@@ -9,8 +9,8 @@
 //!    altered does not verify. The token also sits in a readable cookie
 //!    so a page's script can copy it into the header.
 
-use crate::key::KeyHash;
 use crate::base62;
+use crate::key::KeyHash;
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, Method};
 use sha2::Sha256;
@@ -23,7 +23,10 @@ pub const RANDOM_BYTES: usize = 16;
 
 /// Methods that may change state and so need the checks.
 pub fn is_unsafe(m: &Method) -> bool {
-    !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+    !matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
 }
 
 /// Why a request failed the CSRF checks. All answer 403.
@@ -90,7 +93,11 @@ pub fn check_origin(
     };
     let ok = own_origin.is_some_and(|o| o.eq_ignore_ascii_case(origin))
         || trusted.iter().any(|t| t.eq_ignore_ascii_case(origin));
-    if ok { Ok(()) } else { Err(CsrfError::ForeignOrigin) }
+    if ok {
+        Ok(())
+    } else {
+        Err(CsrfError::ForeignOrigin)
+    }
 }
 
 fn tag(key: &[u8], binding: &KeyHash, random: &str) -> Option<Hmac<Sha256>> {
@@ -127,8 +134,11 @@ pub fn verify(key: &[u8], binding: &KeyHash, token: Option<&str>) -> Result<(), 
     }
     let mut mac = [0u8; 32];
     for (i, b) in mac.iter_mut().enumerate() {
-        *b = u8::from_str_radix(mac_hex.get(i * 2..i * 2 + 2).ok_or(CsrfError::BadToken)?, 16)
-            .map_err(|_| CsrfError::BadToken)?;
+        *b = u8::from_str_radix(
+            mac_hex.get(i * 2..i * 2 + 2).ok_or(CsrfError::BadToken)?,
+            16,
+        )
+        .map_err(|_| CsrfError::BadToken)?;
     }
     let m = tag(key, binding, random).ok_or(CsrfError::BadToken)?;
     m.verify_slice(&mac).map_err(|_| CsrfError::BadToken)

@@ -175,13 +175,19 @@ mod tests {
         assert!(check_claims(&claims(), &E, 950).is_ok());
         assert!(check_claims(&claims(), &E, 1029).is_ok());
         assert_eq!(check_claims(&claims(), &E, 1030), Err(ClaimError::Expired));
-        assert_eq!(check_claims(&claims(), &E, 869), Err(ClaimError::NotYetValid));
+        assert_eq!(
+            check_claims(&claims(), &E, 869),
+            Err(ClaimError::NotYetValid)
+        );
         let mut c = claims();
         c.nbf = None;
         assert_eq!(check_claims(&c, &E, 869), Err(ClaimError::IssuedInFuture));
         // Leeway is capped whatever the caller asks.
         let lax = Expect { leeway: 3600, ..E };
-        assert_eq!(check_claims(&claims(), &lax, 1061), Err(ClaimError::Expired));
+        assert_eq!(
+            check_claims(&claims(), &lax, 1061),
+            Err(ClaimError::Expired)
+        );
     }
 
     #[test]

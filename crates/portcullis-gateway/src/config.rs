@@ -352,9 +352,15 @@ fn parse_identity(
 ) -> Result<IdentityConfig, ConfigError> {
     use portcullis::tokens::{Grants, JwksSource, SigningAlg, TokenSettings, TrustedIssuer};
     let t = &raw.tokens;
-    let issuer = t.issuer.clone().unwrap_or_else(|| format!("http://{listen}"));
+    let issuer = t
+        .issuer
+        .clone()
+        .unwrap_or_else(|| format!("http://{listen}"));
     if issuer.is_empty() || issuer.ends_with('/') {
-        return Err(cerr("tokens.issuer", "must be a URL without a trailing slash"));
+        return Err(cerr(
+            "tokens.issuer",
+            "must be a URL without a trailing slash",
+        ));
     }
     let audience = t.audience.clone().unwrap_or_else(|| "portcullis".into());
     if audience.is_empty() {
@@ -369,7 +375,10 @@ fn parse_identity(
     }
     let refresh_ttl = secs("tokens.refresh_ttl", &t.refresh_ttl, 30 * 86_400)?;
     if refresh_ttl < access_ttl {
-        return Err(cerr("tokens.refresh_ttl", "must be at least tokens.access_ttl"));
+        return Err(cerr(
+            "tokens.refresh_ttl",
+            "must be at least tokens.access_ttl",
+        ));
     }
     let leeway = secs("tokens.leeway", &t.leeway, 30)?;
     if !(0..=portcullis_core::token::MAX_LEEWAY_SECS).contains(&leeway) {
@@ -377,7 +386,10 @@ fn parse_identity(
     }
     let alg_name = t.algorithm.as_deref().unwrap_or("EdDSA");
     let alg = SigningAlg::parse(alg_name).ok_or_else(|| {
-        cerr("tokens.algorithm", format!("{alg_name:?}: use \"EdDSA\", \"RS256\" or \"HS256\""))
+        cerr(
+            "tokens.algorithm",
+            format!("{alg_name:?}: use \"EdDSA\", \"RS256\" or \"HS256\""),
+        )
     })?;
     let hs_secret = if alg == SigningAlg::HS256 {
         let var = t
@@ -441,7 +453,9 @@ fn parse_identity(
                 _ => {
                     return Err(cerr(
                         at("algorithms"),
-                        format!("{a:?}: a trusted issuer's keys must be asymmetric: EdDSA, RS256, RS384, RS512 or PS256"),
+                        format!(
+                            "{a:?}: a trusted issuer's keys must be asymmetric: EdDSA, RS256, RS384, RS512 or PS256"
+                        ),
                     ));
                 }
             };
@@ -503,18 +517,28 @@ fn parse_identity(
         other => {
             return Err(cerr(
                 "sessions.same_site",
-                format!("{other:?}: use \"lax\" or \"strict\" (None would send the session cookie on cross-site requests)"),
+                format!(
+                    "{other:?}: use \"lax\" or \"strict\" (None would send the session cookie on cross-site requests)"
+                ),
             ));
         }
     };
-    for (i, o) in se.trusted_origins.clone().unwrap_or_default().into_iter().enumerate() {
+    for (i, o) in se
+        .trusted_origins
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
         let ok = (o.starts_with("https://") || o.starts_with("http://"))
             && o.parse::<http::Uri>()
                 .is_ok_and(|u| u.authority().is_some() && u.path() == "/" && !o.ends_with('/'));
         if !ok {
             return Err(cerr(
                 format!("sessions.trusted_origins[{i}]"),
-                format!("{o:?} is not an origin like https://app.example.com (scheme and host, no path, no wildcard)"),
+                format!(
+                    "{o:?} is not an origin like https://app.example.com (scheme and host, no path, no wildcard)"
+                ),
             ));
         }
         sessions.trusted_origins.push(o);
@@ -527,9 +551,9 @@ fn parse_identity(
         per_account_slow: b.per_account_slow.unwrap_or(10).max(1),
         max_lockout: secs("brute_force.max_lockout", &b.max_lockout, 900)?.max(1),
     };
-    let hash_parallelism = b.hash_parallelism.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    });
+    let hash_parallelism = b
+        .hash_parallelism
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     Ok(IdentityConfig {
         tokens,
         sessions,

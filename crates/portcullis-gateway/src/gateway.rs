@@ -209,7 +209,8 @@ impl App {
     fn own_origin(&self, h: &HeaderMap, peer: SocketAddr) -> Option<String> {
         let host = h.get(http::header::HOST)?.to_str().ok()?;
         let https = is_trusted(&self.cfg.trusted_proxies, peer.ip())
-            && h.get("x-forwarded-proto").is_some_and(|v| v.as_bytes() == b"https");
+            && h.get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes() == b"https");
         Some(format!("{}://{host}", if https { "https" } else { "http" }))
     }
 

@@ -3,6 +3,7 @@
 
 use crate::guard::Head;
 use crate::guard::{Guard, Policy};
+use crate::identity::Identity;
 use crate::keys::{CreatedKey, KeyError, KeyService, KeySpec};
 use crate::response::problem_response;
 use crate::store::{KeyFilter, KeyRecord};
@@ -17,6 +18,7 @@ use http::{HeaderValue, StatusCode};
 use portcullis_core::time::parse_duration;
 use portcullis_core::{ErrorCode, Problem, Scheme, SchemeSet, Scopes};
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// Largest admin request body.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -28,10 +30,12 @@ pub struct AdminState {
     pub keys: KeyService,
     /// The guard (admin scope).
     pub guard: Guard,
+    /// Users and OAuth2 clients; without it their endpoints answer 404.
+    pub identity: Option<Arc<Identity>>,
 }
 
 #[derive(Clone)]
-struct Actor(String);
+pub(crate) struct Actor(String);
 
 /// The admin router. Mount it on the admin listener.
 pub fn router(state: AdminState) -> Router {
@@ -43,6 +47,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/v1/keys/{id}/disable", post(disable_key))
         .route("/admin/v1/keys/{id}/enable", post(enable_key))
         .route("/admin/v1/audit", get(list_audit))
+        .merge(crate::admin_identity::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .with_state(state)
 }
@@ -91,7 +96,7 @@ fn err(e: KeyError) -> Response {
     problem_response(&key_problem(&e), None)
 }
 
-fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
@@ -104,7 +109,7 @@ fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
 
 /// Reads a JSON body: 415 if not JSON, 413 if too large, 422 naming the
 /// problem if it does not parse.
-async fn read_json<T: serde::de::DeserializeOwned>(
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     req: Request,
     empty_ok: bool,
 ) -> Result<T, Response> {
@@ -146,7 +151,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum ScopeList {
+pub(crate) enum ScopeList {
     One(String),
     Many(Vec<String>),
 }
@@ -243,7 +248,7 @@ async fn create_key(State(st): State<AdminState>, req: Request) -> Response {
     }
 }
 
-fn actor(req: &Request) -> String {
+pub(crate) fn actor(req: &Request) -> String {
     req.extensions()
         .get::<Actor>()
         .map(|a| a.0.clone())

@@ -10,10 +10,10 @@ use crate::verify::{KeyVerdict, Verifier};
 use http::{HeaderMap, Method};
 use portcullis_core::credential::{CredentialNames, extract};
 use portcullis_core::csrf::{CsrfError, is_unsafe};
-use std::net::IpAddr;
 use portcullis_core::{
     ErrorCode, Extracted, Principal, PrincipalKind, Problem, Scheme, SchemeSet, Scopes,
 };
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// What a route demands.
@@ -233,7 +233,8 @@ impl Guard {
                     Err(e) => {
                         tracing::error!(error = %e, "basic check failed");
                         return Err(Denied::new(
-                            Problem::new(ErrorCode::StoreUnavailable).log_reason("store_unavailable"),
+                            Problem::new(ErrorCode::StoreUnavailable)
+                                .log_reason("store_unavailable"),
                             Some(scheme),
                         ));
                     }

@@ -104,8 +104,14 @@ pub enum Refusal {
 
 #[derive(Debug, Clone)]
 enum SubjectState {
-    User { disabled: bool, tokens_after: i64, scopes: Scopes },
-    Client { revoked: bool },
+    User {
+        disabled: bool,
+        tokens_after: i64,
+        scopes: Scopes,
+    },
+    Client {
+        revoked: bool,
+    },
     Gone,
 }
 
@@ -337,7 +343,9 @@ impl Identity {
                 )));
             }
             if !seen.insert(name.clone()) {
-                return Err(IdentityError::Invalid(format!("user {name:?} appears twice")));
+                return Err(IdentityError::Invalid(format!(
+                    "user {name:?} appears twice"
+                )));
             }
             rows.push(NewUser {
                 username: name,
@@ -376,9 +384,16 @@ impl Identity {
         disabled: bool,
         actor: &str,
     ) -> Result<UserRecord, IdentityError> {
-        let action = if disabled { "user.disable" } else { "user.enable" };
+        let action = if disabled {
+            "user.disable"
+        } else {
+            "user.enable"
+        };
         let audit = Self::audit(actor, self.clock.now(), action, username);
-        let r = self.store.set_user_disabled(username, disabled, &audit).await?;
+        let r = self
+            .store
+            .set_user_disabled(username, disabled, &audit)
+            .await?;
         self.forget_subject("user", username);
         Ok(r)
     }
@@ -715,8 +730,7 @@ impl Identity {
         // which see the idle limit in minutes).
         let written = s.last_written.load(Ordering::Acquire);
         if now - written >= 60
-            && s
-                .last_written
+            && s.last_written
                 .compare_exchange(written, now, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {

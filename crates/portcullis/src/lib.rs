@@ -6,6 +6,7 @@
 //! the I/O around them.
 
 pub mod admin;
+pub mod admin_identity;
 pub mod clock;
 pub mod guard;
 pub mod identity;

@@ -185,7 +185,9 @@ fn client_credentials(
         )),
         (Some(b), None) => {
             if form.get("client_id").is_some_and(|id| *id != b.0) {
-                return Err(invalid_request("client_id differs from the authenticated client"));
+                return Err(invalid_request(
+                    "client_id differs from the authenticated client",
+                ));
             }
             Ok(Some(b))
         }
@@ -221,7 +223,11 @@ async fn authenticate_client(
         }),
         Err(e) => {
             tracing::error!(error = %e, "client authentication failed");
-            Err(oauth_err(503, "temporarily_unavailable", "the store is unavailable"))
+            Err(oauth_err(
+                503,
+                "temporarily_unavailable",
+                "the store is unavailable",
+            ))
         }
     }
 }
@@ -335,12 +341,7 @@ fn grant_scopes(requested: Option<&Scopes>, allowed: &[&Scopes]) -> Scopes {
     Scopes::from_iter_checked(kept).unwrap_or_default()
 }
 
-fn token_body(
-    access: &str,
-    ttl: i64,
-    scopes: &Scopes,
-    refresh: Option<&str>,
-) -> String {
+fn token_body(access: &str, ttl: i64, scopes: &Scopes, refresh: Option<&str>) -> String {
     let mut v = serde_json::json!({
         "access_token": access,
         "token_type": "bearer",
@@ -355,7 +356,11 @@ fn token_body(
 
 fn unavailable<E: std::fmt::Display>(e: E) -> OAuthError {
     tracing::error!(error = %e, "token endpoint failed");
-    oauth_err(503, "temporarily_unavailable", "the authorization server is unavailable")
+    oauth_err(
+        503,
+        "temporarily_unavailable",
+        "the authorization server is unavailable",
+    )
 }
 
 async fn token(
@@ -389,7 +394,10 @@ async fn token(
     }
     let requested = requested_scopes(&form)?;
     let now = id.now();
-    let client_id = client.as_ref().map_or("", |c| c.client_id.as_str()).to_owned();
+    let client_id = client
+        .as_ref()
+        .map_or("", |c| c.client_id.as_str())
+        .to_owned();
     let (subject, kind, scopes, refresh_family) = match grant_type.as_str() {
         "client_credentials" => {
             let c = client.as_ref().ok_or_else(invalid_client)?;
@@ -464,7 +472,11 @@ async fn token(
                         client_id = %client_id,
                         "refresh token reused: its family is revoked"
                     );
-                    return Err(oauth_err(400, "invalid_grant", "the refresh token is invalid"));
+                    return Err(oauth_err(
+                        400,
+                        "invalid_grant",
+                        "the refresh token is invalid",
+                    ));
                 }
                 RefreshOutcome::ScopeWidened => {
                     return Err(oauth_err(
@@ -474,7 +486,11 @@ async fn token(
                     ));
                 }
                 RefreshOutcome::Invalid => {
-                    return Err(oauth_err(400, "invalid_grant", "the refresh token is invalid"));
+                    return Err(oauth_err(
+                        400,
+                        "invalid_grant",
+                        "the refresh token is invalid",
+                    ));
                 }
             };
             // The user may have lost scopes (or been disabled) since.
@@ -487,7 +503,11 @@ async fn token(
                 {
                     Some(u) if !u.disabled => grant_scopes(Some(&g.scopes), &[&u.scopes]),
                     _ => {
-                        return Err(oauth_err(400, "invalid_grant", "the refresh token is invalid"));
+                        return Err(oauth_err(
+                            400,
+                            "invalid_grant",
+                            "the refresh token is invalid",
+                        ));
                     }
                 }
             } else {
@@ -627,7 +647,13 @@ async fn introspect(id: &Identity, req: Request<Body>) -> Result<Response<Body>,
 
 // ---- sessions ---------------------------------------------------------
 
-fn cookie(name: &str, value: &str, max_age: i64, http_only: bool, same_site: SameSite) -> HeaderValue {
+fn cookie(
+    name: &str,
+    value: &str,
+    max_age: i64,
+    http_only: bool,
+    same_site: SameSite,
+) -> HeaderValue {
     let ss = match same_site {
         SameSite::Lax => "Lax",
         SameSite::Strict => "Strict",
@@ -795,8 +821,14 @@ async fn logout(
     *r.status_mut() = StatusCode::NO_CONTENT;
     let ss = id.settings().same_site;
     let h = r.headers_mut();
-    h.append(http::header::SET_COOKIE, cookie(SESSION_COOKIE, "", 0, true, ss));
-    h.append(http::header::SET_COOKIE, cookie(CSRF_COOKIE, "", 0, false, ss));
+    h.append(
+        http::header::SET_COOKIE,
+        cookie(SESSION_COOKIE, "", 0, true, ss),
+    );
+    h.append(
+        http::header::SET_COOKIE,
+        cookie(CSRF_COOKIE, "", 0, false, ss),
+    );
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
@@ -838,7 +870,13 @@ async fn csrf_endpoint(
     let mut r = json_response(StatusCode::OK, body.to_string());
     r.headers_mut().append(
         http::header::SET_COOKIE,
-        cookie(CSRF_COOKIE, &t, id.settings().absolute_ttl, false, id.settings().same_site),
+        cookie(
+            CSRF_COOKIE,
+            &t,
+            id.settings().absolute_ttl,
+            false,
+            id.settings().same_site,
+        ),
     );
     r
 }

@@ -132,9 +132,8 @@ fn verify_blocking(params: &Params, stored: &str, pw: &str) -> Result<Checked, P
     let ok = argon2(params)
         .verify_password(pw.as_bytes(), &parsed)
         .is_ok();
-    let weaker = Params::try_from(&parsed).is_ok_and(|p| {
-        p.m_cost() < params.m_cost() || p.t_cost() < params.t_cost()
-    });
+    let weaker = Params::try_from(&parsed)
+        .is_ok_and(|p| p.m_cost() < params.m_cost() || p.t_cost() < params.t_cost());
     Ok(Checked {
         ok,
         needs_rehash: ok && weaker,

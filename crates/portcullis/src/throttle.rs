@@ -88,13 +88,22 @@ impl Throttle {
     pub fn new(settings: ThrottleSettings, clock: SharedClock) -> Throttle {
         // Counters are forgotten after an idle lockout period: a user who
         // comes back tomorrow starts clean.
-        let idle = Duration::from_secs(u64::try_from(settings.max_lockout.max(60)).unwrap_or(900) * 2);
-        let cache = || Cache::builder().max_capacity(1_000_000).time_to_idle(idle).build();
+        let idle =
+            Duration::from_secs(u64::try_from(settings.max_lockout.max(60)).unwrap_or(900) * 2);
+        let cache = || {
+            Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_idle(idle)
+                .build()
+        };
         Throttle {
             settings,
             clock,
             pairs: cache(),
-            ips: Cache::builder().max_capacity(1_000_000).time_to_idle(idle).build(),
+            ips: Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_idle(idle)
+                .build(),
             accounts: cache(),
         }
     }

@@ -296,7 +296,9 @@ fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         if n == 0 || n > 4 || rest.len() < n {
             return None;
         }
-        let len = rest[..n].iter().fold(0usize, |a, &b| (a << 8) | usize::from(b));
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |a, &b| (a << 8) | usize::from(b));
         (len, &rest[n..])
     };
     if rest.len() < len {
@@ -376,15 +378,19 @@ fn verify_key(jwk: &serde_json::Value, allowed: &[Algorithm]) -> Option<(String,
     let kid = jwk.get("kid")?.as_str()?.to_owned();
     let s = |k: &str| jwk.get(k).and_then(|v| v.as_str());
     let (alg, key) = match s("kty")? {
-        "OKP" if s("crv") == Some("Ed25519") => {
-            (Algorithm::EdDSA, DecodingKey::from_ed_components(s("x")?).ok()?)
-        }
+        "OKP" if s("crv") == Some("Ed25519") => (
+            Algorithm::EdDSA,
+            DecodingKey::from_ed_components(s("x")?).ok()?,
+        ),
         "RSA" => {
             let alg = match s("alg") {
                 Some(a) => a.parse::<Algorithm>().ok()?,
                 None => Algorithm::RS256,
             };
-            (alg, DecodingKey::from_rsa_components(s("n")?, s("e")?).ok()?)
+            (
+                alg,
+                DecodingKey::from_rsa_components(s("n")?, s("e")?).ok()?,
+            )
         }
         _ => return None,
     };
@@ -433,7 +439,12 @@ impl Tokens {
         {
             let row = generate(t.settings.alg, t.clock.now())?;
             t.store
-                .add_signing_key(&row, t.clock.now(), true, &t.audit("signing_key.create", &row.kid))
+                .add_signing_key(
+                    &row,
+                    t.clock.now(),
+                    true,
+                    &t.audit("signing_key.create", &row.kid),
+                )
                 .await?;
         }
         t.reload().await?;
@@ -575,7 +586,10 @@ impl Tokens {
         client_id: &str,
     ) -> Result<(String, String), TokenError> {
         let ring = self.ring();
-        let signer = ring.signer.as_ref().ok_or(TokenError::Key("no signing key"))?;
+        let signer = ring
+            .signer
+            .as_ref()
+            .ok_or(TokenError::Key("no signing key"))?;
         let now = self.clock.now();
         let mut r = [0u8; 16];
         getrandom::fill(&mut r).map_err(|_| TokenError::Key("no randomness"))?;
@@ -639,7 +653,10 @@ impl Tokens {
         if header.contains_key("crit") {
             return Err(TokenReject::Critical);
         }
-        let alg = header.get("alg").and_then(|v| v.as_str()).ok_or(TokenReject::Malformed)?;
+        let alg = header
+            .get("alg")
+            .and_then(|v| v.as_str())
+            .ok_or(TokenReject::Malformed)?;
         check_typ(header.get("typ").and_then(|v| v.as_str())).map_err(TokenReject::Claims)?;
         let kid = header
             .get("kid")
@@ -735,7 +752,9 @@ impl Tokens {
                     }
                 }
                 // Keep the last good keys.
-                Err(err) => tracing::warn!(error = %err, "could not refresh a trusted issuer's keys"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not refresh a trusted issuer's keys")
+                }
             }
         }
         None
@@ -813,10 +832,14 @@ pub fn check_hs_secret(secret: &[u8]) -> Result<(), &'static str> {
         "mysecretkey",
     ];
     if KNOWN.iter().any(|k| k.as_bytes() == secret) {
-        return Err("the HS256 secret is a well-known example value; generate one with `openssl rand -hex 32`");
+        return Err(
+            "the HS256 secret is a well-known example value; generate one with `openssl rand -hex 32`",
+        );
     }
     if secret.len() < 32 {
-        return Err("the HS256 secret must be at least 32 bytes; generate one with `openssl rand -hex 32`");
+        return Err(
+            "the HS256 secret must be at least 32 bytes; generate one with `openssl rand -hex 32`",
+        );
     }
     let distinct = {
         let mut seen = [false; 256];

@@ -70,6 +70,64 @@ impl Env {
             .unwrap()
     }
 
+    /// Runs a CLI command to completion with `input` on its stdin.
+    pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(self.config())
+            .env_remove("PORTCULLIS_CONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // A command that does not read stdin closes it: not our failure.
+        let _ = stdin.write_all(input.as_bytes());
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    }
+
+    /// `users add NAME --scopes SCOPES`, the password on stdin.
+    pub fn add_user(&self, name: &str, password: &str, scopes: &str) {
+        let mut args = vec!["users", "add", name];
+        if !scopes.is_empty() {
+            args.extend_from_slice(&["--scopes", scopes]);
+        }
+        let o = self.cli_stdin(&args, &format!("{password}\n"));
+        assert!(
+            o.status.success(),
+            "users add {name}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// `clients add NAME --scopes SCOPES --grants GRANTS`, returning
+    /// (client id, client secret).
+    pub fn add_client(&self, name: &str, scopes: &str, grants: &str) -> (String, String) {
+        let mut args = vec!["clients", "add", name];
+        if !scopes.is_empty() {
+            args.extend_from_slice(&["--scopes", scopes]);
+        }
+        if !grants.is_empty() {
+            args.extend_from_slice(&["--grants", grants]);
+        }
+        let o = self.cli(&args);
+        assert!(
+            o.status.success(),
+            "clients add {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let out = String::from_utf8(o.stdout).unwrap();
+        let mut lines = out.lines().map(str::trim).filter(|l| !l.is_empty());
+        let id = lines.next().expect("clients add printed no id").to_owned();
+        let secret = lines.next().expect("clients add printed no secret").to_owned();
+        (id, secret)
+    }
+
     /// `init`, returning the admin key.
     pub fn init(&self) -> String {
         let o = self.cli(&["init"]);

@@ -358,11 +358,7 @@ impl Store {
     }
 
     /// Stores a session.
-    pub async fn insert_session(
-        &self,
-        hash: &KeyHash,
-        row: &SessionRow,
-    ) -> Result<(), StoreError> {
+    pub async fn insert_session(&self, hash: &KeyHash, row: &SessionRow) -> Result<(), StoreError> {
         dispatch!(self, s => s.insert_session(hash, row).await)
     }
 
@@ -400,12 +396,7 @@ impl Store {
     }
 
     /// A named secret, created from `fresh` on first use.
-    pub async fn secret(
-        &self,
-        name: &str,
-        fresh: &[u8],
-        now: i64,
-    ) -> Result<Vec<u8>, StoreError> {
+    pub async fn secret(&self, name: &str, fresh: &[u8], now: i64) -> Result<Vec<u8>, StoreError> {
         dispatch!(self, s => s.secret(name, fresh, now).await)
     }
 }

@@ -44,7 +44,9 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+    pub(super) async fn begin(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         // IMMEDIATE takes the write lock up front, so a read-then-write
         // transaction cannot fail half-way when another process writes.
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)

@@ -63,13 +63,11 @@ async fn end_user_tokens(tx: &mut Tx, username: &str, at: i64) -> Result<(), Sto
         .bind(at)
         .execute(&mut **tx)
         .await?;
-    sqlx::query(
-        "UPDATE sessions SET revoked_at = ?2 WHERE username = ?1 AND revoked_at IS NULL",
-    )
-    .bind(username)
-    .bind(at)
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query("UPDATE sessions SET revoked_at = ?2 WHERE username = ?1 AND revoked_at IS NULL")
+        .bind(username)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
     sqlx::query(
         "UPDATE refresh_tokens SET revoked_at = ?2
          WHERE subject = ?1 AND kind = 'user' AND revoked_at IS NULL",
@@ -156,13 +154,14 @@ impl SqliteStore {
         audit: &NewAudit,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let n = sqlx::query("UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE username = ?1")
-            .bind(username)
-            .bind(hash)
-            .bind(audit.at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let n =
+            sqlx::query("UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE username = ?1")
+                .bind(username)
+                .bind(hash)
+                .bind(audit.at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         if n == 0 {
             return Err(StoreError::NotFound);
         }
@@ -592,9 +591,11 @@ impl SqliteStore {
         .bind(now)
         .execute(&self.pool)
         .await?;
-        Ok(sqlx::query_scalar("SELECT value FROM secrets WHERE name = ?1")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT value FROM secrets WHERE name = ?1")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 }

@@ -23,7 +23,10 @@ fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
 }
 
 async fn denied(guard: &Guard, p: &Policy, h: &HeaderMap, q: Option<&str>) -> Denied {
-    match guard.check(p, h, q).await {
+    match guard
+        .check(p, &portcullis::guard::Head::new(&http::Method::GET, h, q))
+        .await
+    {
         Ok(g) => panic!("expected a denial, got {g:?}"),
         Err(d) => d,
     }
@@ -127,7 +130,13 @@ async fn a_valid_key_in_header_query_or_bearer_is_granted() {
     ];
     for (scheme, h, q) in cases {
         let p = policy(&[scheme], "data:read");
-        let g = match guard.check(&p, &h, q.as_deref()).await {
+        let g = match guard
+            .check(
+                &p,
+                &portcullis::guard::Head::new(&http::Method::GET, &h, q.as_deref()),
+            )
+            .await
+        {
             Ok(g) => g,
             Err(d) => panic!("{scheme}: denied {:?}", d.problem),
         };
@@ -141,7 +150,10 @@ async fn a_valid_key_in_header_query_or_bearer_is_granted() {
 
     // A public route asks for nothing.
     let g = guard
-        .check(&Policy::public(), &HeaderMap::new(), None)
+        .check(
+            &Policy::public(),
+            &portcullis::guard::Head::new(&http::Method::GET, &HeaderMap::new(), None),
+        )
         .await
         .unwrap();
     assert!(g.principal.is_none());

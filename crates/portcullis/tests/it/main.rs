@@ -11,4 +11,5 @@ mod lifecycle;
 mod no_store;
 mod rotation;
 mod sync;
+mod tokens;
 mod uses;

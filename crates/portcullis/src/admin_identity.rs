@@ -1,0 +1,418 @@
+//! The admin API for users and OAuth2 clients (`/admin/v1/users`,
+//! `/admin/v1/clients`), merged into [`crate::admin::router`] behind the
+//! same admin check. Without an identity service every route answers 404.
+//!
+//! Also the pieces the CLI shares with it: the JSON of a new client and
+//! the reader for `users import` files.
+
+use crate::admin::{AdminState, ScopeList, actor, json, read_json};
+use crate::identity::{Identity, IdentityError, NewClientSecret};
+use crate::password::PasswordError;
+use crate::response::problem_response;
+use crate::store::StoreError;
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use http::StatusCode;
+use portcullis_core::{ErrorCode, Problem, Scopes, Secret};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// The user and client routes (state: [`AdminState`]).
+pub fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/admin/v1/users", get(list_users).post(create_user))
+        .route("/admin/v1/users/{name}", get(show_user))
+        .route("/admin/v1/users/{name}/disable", post(disable_user))
+        .route("/admin/v1/users/{name}/enable", post(enable_user))
+        .route("/admin/v1/users/{name}/password", post(set_password))
+        .route("/admin/v1/clients", get(list_clients).post(create_client))
+        .route("/admin/v1/clients/{id}/revoke", post(revoke_client))
+}
+
+/// What an identity error answers. `what` names the missing record for a
+/// 404 ("no user named …").
+pub fn identity_problem(e: &IdentityError, what: &str) -> Problem {
+    match e {
+        IdentityError::Invalid(m) => Problem::new(ErrorCode::ValidationFailed).detail(m.clone()),
+        IdentityError::Password(p @ (PasswordError::TooShort | PasswordError::TooLong)) => {
+            Problem::new(ErrorCode::ValidationFailed).detail(p.to_string())
+        }
+        IdentityError::Store(StoreError::NotFound) => {
+            Problem::new(ErrorCode::ResourceNotFound).detail(what.to_owned())
+        }
+        IdentityError::Store(StoreError::Conflict(m)) => {
+            Problem::new(ErrorCode::Conflict).detail(*m)
+        }
+        IdentityError::Store(err) => {
+            tracing::error!(error = %err, "store error in admin API");
+            Problem::new(ErrorCode::StoreUnavailable)
+        }
+        IdentityError::Password(err) => {
+            tracing::error!(error = %err, "password error in admin API");
+            Problem::new(ErrorCode::Internal)
+        }
+        IdentityError::Random => Problem::new(ErrorCode::Internal),
+    }
+}
+
+fn err(e: &IdentityError, what: &str) -> Response {
+    problem_response(&identity_problem(e, what), None)
+}
+
+fn invalid(m: impl Into<String>) -> Response {
+    problem_response(
+        &Problem::new(ErrorCode::ValidationFailed).detail(m.into()),
+        None,
+    )
+}
+
+fn no_user(name: &str) -> String {
+    format!(
+        "no user named {:?}",
+        name.chars().take(64).collect::<String>()
+    )
+}
+
+fn no_client(id: &str) -> String {
+    format!(
+        "no client with id {:?}",
+        id.chars().take(64).collect::<String>()
+    )
+}
+
+/// The identity service, or the 404 that says there is none.
+fn identity(st: &AdminState) -> Result<&Arc<Identity>, Response> {
+    st.identity.as_ref().ok_or_else(|| {
+        problem_response(
+            &Problem::new(ErrorCode::ResourceNotFound)
+                .detail("users and clients are not configured on this gateway"),
+            None,
+        )
+    })
+}
+
+/// Scopes from a string (space- or comma-separated) or a list of single
+/// scopes.
+fn scopes_of(s: Option<ScopeList>) -> Result<Scopes, String> {
+    let parsed = match s {
+        None => Ok(Scopes::empty()),
+        Some(ScopeList::One(s)) => Scopes::parse(&s),
+        Some(ScopeList::Many(v)) => {
+            if v.iter().any(|s| s.contains([' ', ','])) {
+                return Err("scopes: each list item must be a single scope".into());
+            }
+            Scopes::from_iter_checked(v.iter().map(String::as_str))
+        }
+    };
+    parsed.map_err(|e| format!("scopes: {e}"))
+}
+
+/// The JSON for a new client: its id and secret (shown once) and its
+/// record.
+pub fn client_created_json(c: &NewClientSecret) -> serde_json::Value {
+    let mut v = serde_json::to_value(&c.record).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "client_secret".into(),
+            serde_json::Value::String(c.secret.expose().clone()),
+        );
+    }
+    v
+}
+
+// ---- users -----------------------------------------------------------
+
+async fn list_users(State(st): State<AdminState>) -> Response {
+    let id = match identity(&st) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    match id.list_users().await {
+        Ok(v) => json(StatusCode::OK, &serde_json::json!({ "users": v })),
+        Err(e) => err(&e, "no users"),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUserBody {
+    username: String,
+    password: String,
+    scopes: Option<ScopeList>,
+}
+
+async fn create_user(State(st): State<AdminState>, req: Request) -> Response {
+    let id = match identity(&st) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let actor = actor(&req);
+    let b: CreateUserBody = match read_json(req, false).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let password = Secret::new(b.password);
+    let scopes = match scopes_of(b.scopes) {
+        Ok(s) => s,
+        Err(m) => return invalid(m),
+    };
+    match id.add_user(&b.username, &password, scopes, &actor).await {
+        Ok(r) => json(StatusCode::CREATED, &r),
+        Err(e) => err(&e, &no_user(&b.username)),
+    }
+}
+
+async fn show_user(State(st): State<AdminState>, Path(name): Path<String>) -> Response {
+    let id = match identity(&st) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    match id.store().get_user(&name).await {
+        Ok(r) => json(StatusCode::OK, &r),
+        Err(e) => err(&IdentityError::Store(e), &no_user(&name)),
+    }
+}
+
+async fn set_disabled(st: &AdminState, name: &str, actor: &str, disabled: bool) -> Response {
+    let id = match identity(st) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    match id.set_user_disabled(name, disabled, actor).await {
+        Ok(r) => json(StatusCode::OK, &r),
+        Err(e) => err(&e, &no_user(name)),
+    }
+}
+
+async fn disable_user(
+    State(st): State<AdminState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    set_disabled(&st, &name, &actor(&req), true).await
+}
+
+async fn enable_user(
+    State(st): State<AdminState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    set_disabled(&st, &name, &actor(&req), false).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    password: String,
+}
+
+async fn set_password(
+    State(st): State<AdminState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let id = match identity(&st) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let actor = actor(&req);
+    let b: PasswordBody = match read_json(req, false).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let password = Secret::new(b.password);
+    match id.set_password(&name, &password, &actor).await {
+        Ok(()) => {
+            let mut r = Response::new(axum::body::Body::empty());
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            r
+        }
+        Err(e) => err(&e, &no_user(&name)),
+    }
+}
+
+// ---- clients ---------------------------------------------------------
+
+async fn list_clients(State(st): State<AdminState>) -> Response {
+    let id = match identity(&st) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    match id.list_clients().await {
+        Ok(v) => json(StatusCode::OK, &serde_json::json!({ "clients": v })),
+        Err(e) => err(&e, "no clients"),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateClientBody {
+    name: String,
+    scopes: Option<ScopeList>,
+    grants: Option<ScopeList>,
+}
+
+async fn create_client(State(st): State<AdminState>, req: Request) -> Response {
+    let id = match identity(&st) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let actor = actor(&req);
+    let b: CreateClientBody = match read_json(req, false).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let scopes = match scopes_of(b.scopes) {
+        Ok(s) => s,
+        Err(m) => return invalid(m),
+    };
+    let grants = match b.grants {
+        None => Vec::new(),
+        Some(ScopeList::One(s)) => split_list(&s),
+        Some(ScopeList::Many(v)) => v,
+    };
+    match id.add_client(&b.name, scopes, &grants, &actor).await {
+        Ok(c) => json(StatusCode::CREATED, &client_created_json(&c)),
+        Err(e) => err(&e, "no such client"),
+    }
+}
+
+async fn revoke_client(
+    State(st): State<AdminState>,
+    Path(client_id): Path<String>,
+    req: Request,
+) -> Response {
+    let id = match identity(&st) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    match id.revoke_client(&client_id, &actor(&req)).await {
+        Ok(r) => json(StatusCode::OK, &r),
+        Err(e) => err(&e, &no_client(&client_id)),
+    }
+}
+
+/// Splits a comma- or space-separated list, dropping empty items.
+pub fn split_list(s: &str) -> Vec<String> {
+    s.split([',', ' '])
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+// ---- user import -----------------------------------------------------
+
+#[derive(Deserialize)]
+struct ImportEntry {
+    username: Option<String>,
+    hashed_password: String,
+    #[serde(default)]
+    scopes: Option<ScopeList>,
+    #[serde(default)]
+    disabled: Option<bool>,
+}
+
+/// One user to import: name, hash, scopes, disabled.
+pub type ImportedUser = (String, String, Scopes, bool);
+
+/// Reads a `users import` file: a JSON array of
+/// `{"username","hashed_password","scopes"?,"disabled"?}` or an object
+/// mapping each name to such an object (FastAPI's `fake_users_db`; the
+/// inner `username`, when present, must match its key). Other fields
+/// (`full_name`, `email`, …) are ignored. Every mistake is
+/// [`IdentityError::Invalid`] naming the entry.
+pub fn parse_user_import(bytes: &[u8]) -> Result<Vec<ImportedUser>, IdentityError> {
+    let invalid = |m: String| IdentityError::Invalid(m);
+    let top: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| invalid(format!("not JSON: {e}")))?;
+    // (label for messages, the key in the object form, the entry)
+    let entries: Vec<(String, Option<String>, serde_json::Value)> = match top {
+        serde_json::Value::Array(v) => v
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| (format!("entry {}", i + 1), None, e))
+            .collect(),
+        serde_json::Value::Object(m) => m
+            .into_iter()
+            .map(|(k, e)| (format!("user {k:?}"), Some(k), e))
+            .collect(),
+        _ => {
+            return Err(invalid(
+                "expected an array of users or an object mapping names to users".into(),
+            ));
+        }
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for (label, key, v) in entries {
+        let e: ImportEntry =
+            serde_json::from_value(v).map_err(|e| invalid(format!("{label}: {e}")))?;
+        let username = match (key, e.username) {
+            (Some(k), Some(u)) if k != u => {
+                return Err(invalid(format!(
+                    "{label}: its username {u:?} differs from its key"
+                )));
+            }
+            (Some(k), _) => k,
+            (None, Some(u)) => u,
+            (None, None) => return Err(invalid(format!("{label}: missing field `username`"))),
+        };
+        let scopes = scopes_of(e.scopes).map_err(|m| invalid(format!("{label}: {m}")))?;
+        out.push((
+            username,
+            e.hashed_password,
+            scopes,
+            e.disabled.unwrap_or(false),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: &str = "$2b$12$EixZaYVK1fsbw1ZfbX3OXePaWxn96p36WQoeG6Lruj3vjPGga31lW";
+
+    #[test]
+    fn import_array_and_map() {
+        let arr = format!(
+            r#"[{{"username":"a","hashed_password":"{H}","scopes":["x","y"]}},
+               {{"username":"b","hashed_password":"{H}","scopes":"x y","disabled":true}}]"#
+        );
+        let v = parse_user_import(arr.as_bytes()).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].0, "a");
+        assert_eq!(v[0].2.to_space_separated(), "x y");
+        assert!(v[1].3);
+
+        let map = format!(
+            r#"{{"johndoe": {{"username":"johndoe","full_name":"John Doe","email":"j@example.com","hashed_password":"{H}","disabled":false}},
+                "alice": {{"hashed_password":"{H}"}}}}"#
+        );
+        let mut v = parse_user_import(map.as_bytes()).unwrap();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(v[0].0, "alice");
+        assert_eq!(v[1].0, "johndoe");
+        assert!(!v[1].3);
+    }
+
+    #[test]
+    fn import_mistakes() {
+        let bad = [
+            "3".to_owned(),
+            "not json".to_owned(),
+            r#"[{"username":"a"}]"#.to_owned(),
+            format!(r#"[{{"hashed_password":"{H}"}}]"#),
+            format!(r#"{{"a": {{"username":"b","hashed_password":"{H}"}}}}"#),
+            format!(r#"[{{"username":"a","hashed_password":"{H}","scopes":["x y"]}}]"#),
+            format!(r#"[{{"username":"a","hashed_password":"{H}","disabled":"no"}}]"#),
+        ];
+        for b in bad {
+            let e = parse_user_import(b.as_bytes()).unwrap_err();
+            assert!(matches!(e, IdentityError::Invalid(_)), "{b}");
+        }
+    }
+}
