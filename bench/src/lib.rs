@@ -9,9 +9,9 @@
 //! benchmark refuses to run then, so a change that puts an `.await` on the
 //! hot path shows up instead of being timed through a runtime.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, Method};
 use portcullis::clock::{ManualClock, SharedClock};
-use portcullis::guard::{Guard, Policy};
+use portcullis::guard::{Guard, Head, Policy};
 use portcullis::keys::{KeyService, KeySpec};
 use portcullis::store::Store;
 use portcullis::verify::{KeyVerdict, Verifier, VerifierConfig};
@@ -52,6 +52,7 @@ pub struct Fixture {
     /// Request headers carrying `key` in `X-API-Key`.
     pub headers: HeaderMap,
     _dir: tempfile::TempDir,
+    store: Store,
 }
 
 /// Why the fixture could not be built.
@@ -80,18 +81,18 @@ impl Fixture {
         let dir = tempfile::tempdir().map_err(|e| err("tempdir", e))?;
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
         let clock: SharedClock = ManualClock::new(1_900_000_000);
-        let (verifier, key) = rt.block_on(async {
+        let (verifier, key, store) = rt.block_on(async {
             let store = Store::open(&url, true).await.map_err(|e| err("store", e))?;
             let verifier = Verifier::new(store.clone(), clock.clone(), VerifierConfig::default())
                 .await
                 .map_err(|e| err("verifier", e))?;
-            let keys = KeyService::new(store, clock, Some(verifier.clone()));
+            let keys = KeyService::new(store.clone(), clock, Some(verifier.clone()));
             let scopes = Scopes::parse("data:read data:write").map_err(|e| err("scopes", e))?;
             let created = keys
                 .create("bench", &KeySpec::new("bench", "bench-owner", scopes))
                 .await
                 .map_err(|e| err("create key", e))?;
-            Ok::<_, SetupError>((verifier, created.key.expose().to_owned()))
+            Ok::<_, SetupError>((verifier, created.key.expose().to_owned(), store))
         })?;
         let unknown = ApiKey::generate("live", &[42; 32])
             .map_err(|e| err("unknown key", e))?
@@ -123,9 +124,20 @@ impl Fixture {
             policy,
             headers,
             _dir: dir,
+            store,
         };
         fixture.check()?;
         Ok(fixture)
+    }
+
+    /// The store under the verifier.
+    pub fn verifier_store(&self) -> Store {
+        self.store.clone()
+    }
+
+    /// The request head the guard benchmarks check.
+    pub fn head(&self) -> Head<'_> {
+        Head::new(&Method::GET, &self.headers, None)
     }
 
     /// Checks that the measured paths answer what they should, without
@@ -143,10 +155,141 @@ impl Fixture {
                 return Err(SetupError("the negative-cache verification waited".into()));
             }
         }
-        match poll_ready(self.guard.check(&self.policy, &self.headers, None)) {
+        match poll_ready(self.guard.check(&self.policy, &self.head())) {
             Some(Ok(g)) if g.principal.is_some() => Ok(()),
             Some(other) => Err(SetupError(format!("guard: {other:?}"))),
             None => Err(SetupError("the guard waited".into())),
         }
+    }
+}
+
+/// The identity side: a user, a client, an issued access token and Basic
+/// credentials, with every cache warm.
+pub struct IdentityFixture {
+    /// The key fixture underneath (runtime, store, verifier).
+    pub base: Fixture,
+    /// The token service.
+    pub tokens: Arc<portcullis::tokens::Tokens>,
+    /// A guard with identity.
+    pub guard: Guard,
+    /// A route accepting bearer JWTs.
+    pub bearer_policy: Policy,
+    /// A route accepting Basic.
+    pub basic_policy: Policy,
+    /// `Authorization: Bearer <jwt>`.
+    pub bearer_headers: HeaderMap,
+    /// `Authorization: Basic …`.
+    pub basic_headers: HeaderMap,
+    /// The JWT.
+    pub jwt: String,
+    /// The password hasher.
+    pub passwords: portcullis::password::Passwords,
+}
+
+impl IdentityFixture {
+    /// Builds it: one user (Argon2id), one token, caches warmed.
+    pub fn new() -> Result<IdentityFixture, SetupError> {
+        use portcullis::identity::{Identity, SessionSettings};
+        use portcullis::password::{Passwords, default_params};
+        use portcullis::throttle::{Throttle, ThrottleSettings};
+        use portcullis::tokens::{Grants, SigningAlg, TokenSettings, Tokens};
+        let base = Fixture::new()?;
+        let clock: SharedClock = ManualClock::new(1_900_000_000);
+        let store = base.verifier_store();
+        let settings = TokenSettings {
+            issuer: "http://bench".into(),
+            audience: "portcullis".into(),
+            access_ttl: 900,
+            refresh_ttl: 86_400,
+            alg: SigningAlg::EdDSA,
+            hs_secret: None,
+            leeway: 30,
+            trusted: Vec::new(),
+            grants: Grants::default(),
+        };
+        let passwords = Passwords::new(default_params(), 2).map_err(|e| err("passwords", e))?;
+        let (tokens, identity) = base.rt.block_on(async {
+            let tokens = Tokens::start(settings, store.clone(), clock.clone())
+                .await
+                .map_err(|e| err("tokens", e))?;
+            let identity = Identity::new(
+                store,
+                clock.clone(),
+                passwords.clone(),
+                tokens.clone(),
+                SessionSettings::default(),
+                Throttle::new(ThrottleSettings::default(), clock),
+            )
+            .await
+            .map_err(|e| err("identity", e))?;
+            identity
+                .add_user(
+                    "bench",
+                    &portcullis_core::Secret::new("correct horse battery staple".into()),
+                    Scopes::parse("data:read").map_err(|e| err("scopes", e))?,
+                    "bench",
+                )
+                .await
+                .map_err(|e| err("user", e))?;
+            Ok::<_, SetupError>((tokens, identity))
+        })?;
+        let (jwt, _) = tokens
+            .issue("bench", &Scopes::parse("data:read").map_err(|e| err("scopes", e))?, "")
+            .map_err(|e| err("issue", e))?;
+        let guard =
+            Guard::new(base.verifier.clone(), CredentialNames::default()).with_identity(identity);
+        let scopes = Scopes::parse("data:read").map_err(|e| err("scopes", e))?;
+        let bearer_policy = Policy {
+            schemes: SchemeSet::new(&[Scheme::Bearer]),
+            scopes: scopes.clone(),
+        };
+        let basic_policy = Policy {
+            schemes: SchemeSet::new(&[Scheme::Basic]),
+            scopes,
+        };
+        let mut bearer_headers = HeaderMap::new();
+        bearer_headers.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {jwt}")).map_err(|e| err("header", e))?,
+        );
+        let mut basic_headers = HeaderMap::new();
+        basic_headers.insert(
+            "authorization",
+            HeaderValue::from_str(&portcullis_core::basic::encode(
+                "bench",
+                "correct horse battery staple",
+            ))
+            .map_err(|e| err("header", e))?,
+        );
+        let f = IdentityFixture {
+            base,
+            tokens,
+            guard,
+            bearer_policy,
+            basic_policy,
+            bearer_headers,
+            basic_headers,
+            jwt,
+            passwords,
+        };
+        // Warm: the first Basic check pays Argon2 and fills the caches.
+        for (p, h) in [
+            (&f.basic_policy, &f.basic_headers),
+            (&f.bearer_policy, &f.bearer_headers),
+        ] {
+            let head = Head::new(&Method::GET, h, None);
+            // Twice: the first fills the credential cache, the second the
+            // user-state cache behind it.
+            for _ in 0..2 {
+                match f.base.rt.block_on(f.guard.check(p, &head)) {
+                    Ok(g) if g.principal.is_some() => {}
+                    other => return Err(SetupError(format!("warm-up: {other:?}"))),
+                }
+            }
+            if poll_ready(f.guard.check(p, &head)).is_none() {
+                return Err(SetupError("a warm identity check waited".into()));
+            }
+        }
+        Ok(f)
     }
 }

@@ -6,7 +6,7 @@
 //! the reader for `users import` files.
 
 use crate::admin::{AdminState, ScopeList, actor, json, read_json};
-use crate::identity::{Identity, IdentityError, NewClientSecret};
+use crate::identity::{IdentityError, NewClientSecret};
 use crate::password::PasswordError;
 use crate::response::problem_response;
 use crate::store::StoreError;
@@ -17,7 +17,6 @@ use axum::routing::{get, post};
 use http::StatusCode;
 use portcullis_core::{ErrorCode, Problem, Scopes, Secret};
 use serde::Deserialize;
-use std::sync::Arc;
 
 /// The user and client routes (state: [`AdminState`]).
 pub fn routes() -> Router<AdminState> {
@@ -82,15 +81,13 @@ fn no_client(id: &str) -> String {
     )
 }
 
-/// The identity service, or the 404 that says there is none.
-fn identity(st: &AdminState) -> Result<&Arc<Identity>, Response> {
-    st.identity.as_ref().ok_or_else(|| {
-        problem_response(
-            &Problem::new(ErrorCode::ResourceNotFound)
-                .detail("users and clients are not configured on this gateway"),
-            None,
-        )
-    })
+/// The 404 of a gateway without users and clients.
+fn not_configured() -> Response {
+    problem_response(
+        &Problem::new(ErrorCode::ResourceNotFound)
+            .detail("users and clients are not configured on this gateway"),
+        None,
+    )
 }
 
 /// Scopes from a string (space- or comma-separated) or a list of single
@@ -125,9 +122,8 @@ pub fn client_created_json(c: &NewClientSecret) -> serde_json::Value {
 // ---- users -----------------------------------------------------------
 
 async fn list_users(State(st): State<AdminState>) -> Response {
-    let id = match identity(&st) {
-        Ok(i) => i,
-        Err(r) => return r,
+    let Some(id) = st.identity.as_deref() else {
+        return not_configured();
     };
     match id.list_users().await {
         Ok(v) => json(StatusCode::OK, &serde_json::json!({ "users": v })),
@@ -144,9 +140,8 @@ struct CreateUserBody {
 }
 
 async fn create_user(State(st): State<AdminState>, req: Request) -> Response {
-    let id = match identity(&st) {
-        Ok(i) => i,
-        Err(r) => return r,
+    let Some(id) = st.identity.as_deref() else {
+        return not_configured();
     };
     let actor = actor(&req);
     let b: CreateUserBody = match read_json(req, false).await {
@@ -165,9 +160,8 @@ async fn create_user(State(st): State<AdminState>, req: Request) -> Response {
 }
 
 async fn show_user(State(st): State<AdminState>, Path(name): Path<String>) -> Response {
-    let id = match identity(&st) {
-        Ok(i) => i,
-        Err(r) => return r,
+    let Some(id) = st.identity.as_deref() else {
+        return not_configured();
     };
     match id.store().get_user(&name).await {
         Ok(r) => json(StatusCode::OK, &r),
@@ -176,9 +170,8 @@ async fn show_user(State(st): State<AdminState>, Path(name): Path<String>) -> Re
 }
 
 async fn set_disabled(st: &AdminState, name: &str, actor: &str, disabled: bool) -> Response {
-    let id = match identity(st) {
-        Ok(i) => i,
-        Err(r) => return r,
+    let Some(id) = st.identity.as_deref() else {
+        return not_configured();
     };
     match id.set_user_disabled(name, disabled, actor).await {
         Ok(r) => json(StatusCode::OK, &r),
@@ -213,9 +206,8 @@ async fn set_password(
     Path(name): Path<String>,
     req: Request,
 ) -> Response {
-    let id = match identity(&st) {
-        Ok(i) => i,
-        Err(r) => return r,
+    let Some(id) = st.identity.as_deref() else {
+        return not_configured();
     };
     let actor = actor(&req);
     let b: PasswordBody = match read_json(req, false).await {
@@ -236,9 +228,8 @@ async fn set_password(
 // ---- clients ---------------------------------------------------------
 
 async fn list_clients(State(st): State<AdminState>) -> Response {
-    let id = match identity(&st) {
-        Ok(i) => i,
-        Err(r) => return r,
+    let Some(id) = st.identity.as_deref() else {
+        return not_configured();
     };
     match id.list_clients().await {
         Ok(v) => json(StatusCode::OK, &serde_json::json!({ "clients": v })),
@@ -255,9 +246,8 @@ struct CreateClientBody {
 }
 
 async fn create_client(State(st): State<AdminState>, req: Request) -> Response {
-    let id = match identity(&st) {
-        Ok(i) => i,
-        Err(r) => return r,
+    let Some(id) = st.identity.as_deref() else {
+        return not_configured();
     };
     let actor = actor(&req);
     let b: CreateClientBody = match read_json(req, false).await {
@@ -284,9 +274,8 @@ async fn revoke_client(
     Path(client_id): Path<String>,
     req: Request,
 ) -> Response {
-    let id = match identity(&st) {
-        Ok(i) => i,
-        Err(r) => return r,
+    let Some(id) = st.identity.as_deref() else {
+        return not_configured();
     };
     match id.revoke_client(&client_id, &actor(&req)).await {
         Ok(r) => json(StatusCode::OK, &r),

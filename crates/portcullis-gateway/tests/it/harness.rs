@@ -363,3 +363,43 @@ pub fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> 
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// Standard base64 with padding (for hand-made `Authorization: Basic`).
+pub fn b64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The repo root (where `.venv` and `tests/python` live).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// The test venv's Python, or a failure saying how to make it.
+pub fn venv_python() -> PathBuf {
+    let root = repo_root();
+    let py = root.join(".venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/install-test-deps.sh (from {}) to create the venv with the pinned client libraries",
+        py.display(),
+        root.display()
+    );
+    py
+}

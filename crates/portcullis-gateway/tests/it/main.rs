@@ -9,3 +9,5 @@ mod admin;
 mod gateway;
 mod logs;
 mod nginx;
+mod oauth;
+mod sessions;
