@@ -124,7 +124,10 @@ impl Env {
         let out = String::from_utf8(o.stdout).unwrap();
         let mut lines = out.lines().map(str::trim).filter(|l| !l.is_empty());
         let id = lines.next().expect("clients add printed no id").to_owned();
-        let secret = lines.next().expect("clients add printed no secret").to_owned();
+        let secret = lines
+            .next()
+            .expect("clients add printed no secret")
+            .to_owned();
         (id, secret)
     }
 
@@ -388,7 +391,10 @@ pub fn b64(data: &[u8]) -> String {
 
 /// The repo root (where `.venv` and `tests/python` live).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The test venv's Python, or a failure saying how to make it.
