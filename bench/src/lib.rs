@@ -234,7 +234,11 @@ impl IdentityFixture {
             Ok::<_, SetupError>((tokens, identity))
         })?;
         let (jwt, _) = tokens
-            .issue("bench", &Scopes::parse("data:read").map_err(|e| err("scopes", e))?, "")
+            .issue(
+                "bench",
+                &Scopes::parse("data:read").map_err(|e| err("scopes", e))?,
+                "",
+            )
             .map_err(|e| err("issue", e))?;
         let guard =
             Guard::new(base.verifier.clone(), CredentialNames::default()).with_identity(identity);

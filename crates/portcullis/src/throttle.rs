@@ -53,7 +53,10 @@ impl Counter {
         if n >= limit {
             let exp = (n - limit).min(20);
             let secs = (1i64 << exp).min(max);
-            self.locked_until.fetch_max(now + secs, Ordering::AcqRel);
+            // The clock counts whole seconds: one more makes the lock last
+            // at least `secs`, however far into the current second we are.
+            self.locked_until
+                .fetch_max(now + secs + 1, Ordering::AcqRel);
         }
     }
     fn retry_after(&self, now: i64) -> Option<i64> {
@@ -171,12 +174,12 @@ mod tests {
             assert!(t.check("alice", a).is_ok());
         }
         t.failure("alice", a);
-        assert_eq!(t.check("alice", a), Err(1));
+        assert_eq!(t.check("alice", a), Err(2));
         // The owner, elsewhere, is not locked out.
         assert!(t.check("alice", b).is_ok());
         t.failure("alice", a);
-        assert_eq!(t.check("alice", a), Err(2));
-        clock.advance(2);
+        assert_eq!(t.check("alice", a), Err(3));
+        clock.advance(3);
         assert!(t.check("alice", a).is_ok());
         t.success("alice", a);
         assert!(t.check("alice", a).is_ok());
@@ -200,7 +203,7 @@ mod tests {
         for i in 0..40 {
             t.failure(&format!("x{i}"), ip);
         }
-        assert_eq!(t.check("someone", ip), Err(60));
+        assert_eq!(t.check("someone", ip), Err(61));
         assert_eq!(t.delay("alice"), Duration::ZERO);
     }
 }

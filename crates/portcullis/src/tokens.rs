@@ -642,12 +642,7 @@ impl Tokens {
         self.verify_at(token, self.clock.now(), &KeyHash::of(token))
     }
 
-    fn verify_at(
-        &self,
-        token: &str,
-        now: i64,
-        hash: &KeyHash,
-    ) -> Result<AccessGrant, TokenReject> {
+    fn verify_at(&self, token: &str, now: i64, hash: &KeyHash) -> Result<AccessGrant, TokenReject> {
         let mut parts = token.split('.');
         let (Some(h64), Some(_), Some(_), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
