@@ -268,15 +268,11 @@ impl Identity {
 
     /// Drops whatever the change log says changed.
     pub async fn on_changes(&self, changed: &[KeyHash]) {
-        let mut any_subject = false;
         for h in changed {
-            if self.subjects.contains_key(h) {
-                any_subject = true;
-            }
             self.subjects.invalidate(h);
             self.sessions.invalidate(h);
         }
-        if any_subject || !changed.is_empty() {
+        if !changed.is_empty() {
             // Basic hits are keyed by an HMAC we cannot map back to a user;
             // they are few and cheap to rebuild.
             self.basic.invalidate_all();

@@ -398,11 +398,11 @@ async fn token(
         .as_ref()
         .map_or("", |c| c.client_id.as_str())
         .to_owned();
-    let (subject, kind, scopes, refresh_family) = match grant_type.as_str() {
+    let (subject, scopes, refresh_family) = match grant_type.as_str() {
         "client_credentials" => {
             let c = client.as_ref().ok_or_else(invalid_client)?;
             let scopes = grant_scopes(requested.as_ref(), &[&c.scopes]);
-            (c.client_id.clone(), "client", scopes, None)
+            (c.client_id.clone(), scopes, None)
         }
         "password" => {
             let (Some(user), Some(pw)) = (form.get("username"), form.get("password")) else {
@@ -440,12 +440,12 @@ async fn token(
             let scopes = grant_scopes(requested.as_ref(), &allowed);
             let refresh = settings.grants.refresh_token
                 && client.as_ref().is_none_or(|c| c.allows("refresh_token"));
-            (
-                u.username.clone(),
-                "user",
-                scopes,
-                refresh.then(|| random_token("").unwrap_or_default()),
-            )
+            let family = if refresh {
+                Some(random_token("fam_").map_err(unavailable)?)
+            } else {
+                None
+            };
+            (u.username.clone(), scopes, family)
         }
         _ => {
             // refresh_token
@@ -521,7 +521,6 @@ async fn token(
             return Ok((json_response(StatusCode::OK, body), g.subject));
         }
     };
-    let _ = kind;
     let (access, _jti) = id
         .tokens()
         .issue(&subject, &scopes, &client_id)
