@@ -7,6 +7,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 pub trait Clock: Send + Sync + 'static {
     /// Now, in unix seconds.
     fn now(&self) -> i64;
+    /// Now, in unix milliseconds (rate limits need better than seconds).
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.now()).unwrap_or(0) * 1000
+    }
 }
 
 /// The system clock.
@@ -18,6 +22,11 @@ impl Clock for SystemClock {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64)
+    }
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 }
 

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod keys;
 pub mod oauth;
 pub mod password;
+pub mod ratelimit;
 pub mod response;
 pub mod store;
 pub mod throttle;
