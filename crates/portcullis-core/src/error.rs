@@ -50,6 +50,8 @@ error_codes! {
     CsrfFailed = ("csrf_failed", 403, "Forbidden", "CSRF check failed"),
     /// Too many failed sign-in attempts for this account or address.
     TooManyAttempts = ("too_many_attempts", 429, "Too Many Requests", "Too many failed attempts; try again later"),
+    /// The caller is over a rate limit.
+    RateLimited = ("rate_limited", 429, "Too Many Requests", "Rate limit exceeded; retry later"),
     /// A request that is not well-formed.
     BadRequest = ("bad_request", 400, "Bad Request", "Bad request"),
     /// The request path is not in normal form (dot segments, encoded slashes).

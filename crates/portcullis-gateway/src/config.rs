@@ -53,6 +53,8 @@ struct RawConfig {
     #[serde(default)]
     brute_force: RawBruteForce,
     #[serde(default)]
+    rate_limit: RawRateLimit,
+    #[serde(default)]
     routes: Vec<RawRoute>,
 }
 
@@ -89,6 +91,26 @@ struct RawSessions {
     same_site: Option<String>,
     trusted_origins: Option<Vec<String>>,
     basic_cache_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    backend: Option<String>,
+    default: Option<String>,
+    legacy_headers: Option<bool>,
+    max_counters: Option<u64>,
+}
+
+/// Rate limiting.
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    /// The policy for routes that name none; `None` = unlimited.
+    pub default: Option<portcullis_core::ratelimit::Policy>,
+    /// Also send `X-RateLimit-Limit/-Remaining/-Reset`.
+    pub legacy_headers: bool,
+    /// Counters held in memory, at most.
+    pub max_counters: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,6 +199,8 @@ struct RawRoute {
     #[serde(default)]
     scopes: Vec<String>,
     timeout: Option<String>,
+    rate_limit: Option<String>,
+    cost: Option<u32>,
 }
 
 /// Where a route sends requests.
@@ -210,6 +234,10 @@ pub struct Route {
     pub policy: Policy,
     /// Time allowed for the upstream's response headers.
     pub timeout: Duration,
+    /// The route's own rate-limit policy (else `rate_limit.default`).
+    pub rate_limit: Option<portcullis_core::ratelimit::Policy>,
+    /// What one request counts as.
+    pub cost: u32,
 }
 
 /// Log format.
@@ -258,6 +286,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Users, tokens and sessions.
     pub identity: IdentityConfig,
+    /// Rate limiting.
+    pub rate_limit: RateLimitConfig,
 }
 
 fn dur(path: &str, v: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
@@ -562,6 +592,31 @@ fn parse_identity(
     })
 }
 
+fn parse_rate_limit(r: &RawRateLimit) -> Result<RateLimitConfig, ConfigError> {
+    match r.backend.as_deref().unwrap_or("memory") {
+        "memory" => {}
+        b if b.starts_with("redis://") => {
+            return Err(cerr(
+                "rate_limit.backend",
+                "the Redis backend is not in this version yet; use \"memory\"",
+            ));
+        }
+        b => {
+            return Err(cerr("rate_limit.backend", format!("{b:?}: use \"memory\"")));
+        }
+    }
+    Ok(RateLimitConfig {
+        default: r
+            .default
+            .as_deref()
+            .map(portcullis_core::ratelimit::Policy::parse)
+            .transpose()
+            .map_err(|e| cerr("rate_limit.default", e.to_string()))?,
+        legacy_headers: r.legacy_headers.unwrap_or(false),
+        max_counters: r.max_counters.unwrap_or(1_000_000).max(1000),
+    })
+}
+
 fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError> {
     let s = &raw.server;
     let listen = addr("server.listen", &s.listen, "127.0.0.1:8080")?;
@@ -734,6 +789,7 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
         connect_timeout,
         routes,
         identity: parse_identity(&raw, listen, env)?,
+        rate_limit: parse_rate_limit(&raw.rate_limit)?,
     })
 }
 
@@ -851,6 +907,17 @@ fn parse_route(
             scopes,
         },
         timeout: dur(&at("timeout"), &r.timeout, default_timeout)?,
+        rate_limit: r
+            .rate_limit
+            .as_deref()
+            .map(portcullis_core::ratelimit::Policy::parse)
+            .transpose()
+            .map_err(|e| cerr(at("rate_limit"), e.to_string()))?,
+        cost: match r.cost {
+            None => 1,
+            Some(0) => return Err(cerr(at("cost"), "must be at least 1")),
+            Some(c) => c,
+        },
     })
 }
 

@@ -8,6 +8,7 @@ use axum::body::Body;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use portcullis::guard::{Guard, Head};
+use portcullis::ratelimit::{Check, MemoryLimiter, Verdict};
 use portcullis::response::problem_response;
 use portcullis::store::Store;
 use portcullis_core::net::{client_ip, is_trusted};
@@ -29,6 +30,7 @@ pub struct App {
     store: Store,
     seq: AtomicU64,
     id_prefix: String,
+    limiter: MemoryLimiter,
 }
 
 /// What the access log says about a request.
@@ -51,7 +53,23 @@ impl App {
         getrandom::fill(&mut b)?;
         let mut id_prefix = String::new();
         portcullis_core::base62::encode_fixed(&b, 8, &mut id_prefix);
+        // Counters idle for the longest configured period hold nothing a
+        // fresh counter would not.
+        let longest = cfg
+            .routes
+            .iter()
+            .filter_map(|r| r.rate_limit.as_ref())
+            .chain(cfg.rate_limit.default.as_ref())
+            .flat_map(|p| p.limits().iter().map(|l| l.period_ms))
+            .max()
+            .unwrap_or(1000);
+        let limiter = MemoryLimiter::new(
+            Arc::new(portcullis::clock::SystemClock),
+            cfg.rate_limit.max_counters,
+            std::time::Duration::from_millis(longest),
+        );
         Ok(App {
+            limiter,
             proxy: Proxy::new(cfg.connect_timeout),
             cfg,
             routes,
@@ -115,7 +133,7 @@ impl App {
 
     async fn dispatch(
         &self,
-        mut req: Request<Body>,
+        req: Request<Body>,
         peer: SocketAddr,
         client: IpAddr,
         rid: &str,
@@ -184,14 +202,106 @@ impl App {
             }
         };
         self.note_principal(principal.as_ref(), out);
-        if let Err(p) = proxy::prepare(
-            &mut req,
-            &route,
-            self.guard.names(),
-            principal.as_ref(),
-            client,
-            rid,
-        ) {
+        let limited = self.rate_limit(&route, principal.as_ref(), client);
+        if let Some((name, v)) = limited.as_ref().filter(|(_, v)| !v.admitted) {
+            out.reason = "rate_limited";
+            let mut r = problem_response(
+                &Problem::new(ErrorCode::RateLimited).retry_after(v.retry_after_secs),
+                Some(rid),
+            );
+            self.rate_headers(r.headers_mut(), name, v);
+            return r;
+        }
+        let mut resp = self
+            .forward(req, &route, principal.as_ref(), client, rid, out)
+            .await;
+        if let Some((name, v)) = limited {
+            self.rate_headers(resp.headers_mut(), &name, &v);
+        }
+        resp
+    }
+
+    /// Counts the request against the route's policy: `None` when the
+    /// route is unlimited, else the deciding limit's name and verdict.
+    fn rate_limit(
+        &self,
+        route: &Route,
+        principal: Option<&Principal>,
+        client: IpAddr,
+    ) -> Option<(String, Verdict)> {
+        let policy = route
+            .rate_limit
+            .as_ref()
+            .or(self.cfg.rate_limit.default.as_ref())?;
+        // Per principal on authenticated routes, per client address on
+        // public ones; each route counts on its own.
+        let who = match principal {
+            Some(p) => format!("r{}|{}|{}", route.index, p.kind.as_str(), p.subject),
+            None => format!("r{}|ip|{client}", route.index),
+        };
+        let keys: Vec<String> = (0..policy.limits().len())
+            .map(|i| format!("{who}|{i}"))
+            .collect();
+        let checks: Vec<Check<'_>> = keys
+            .iter()
+            .zip(policy.limits())
+            .map(|(key, limit)| Check { key, limit })
+            .collect();
+        let v = self.limiter.check(&checks, route.cost)?;
+        let name = policy
+            .limits()
+            .iter()
+            .position(|l| *l == v.limit)
+            .map_or_else(|| "p0".to_owned(), |i| format!("p{i}"));
+        Some((name, v))
+    }
+
+    /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers-10)
+    /// for the limit that decided, and the legacy `X-RateLimit-*` when
+    /// configured.
+    fn rate_headers(&self, h: &mut HeaderMap, name: &str, v: &Verdict) {
+        let window = v.limit.period_ms.div_ceil(1000);
+        put(
+            h,
+            HeaderName::from_static("ratelimit-policy"),
+            &format!("\"{name}\";q={};w={window}", v.limit.count),
+        );
+        put(
+            h,
+            HeaderName::from_static("ratelimit"),
+            &format!("\"{name}\";r={};t={}", v.remaining, v.reset_secs),
+        );
+        if self.cfg.rate_limit.legacy_headers {
+            put(
+                h,
+                HeaderName::from_static("x-ratelimit-limit"),
+                &v.limit.count.to_string(),
+            );
+            put(
+                h,
+                HeaderName::from_static("x-ratelimit-remaining"),
+                &v.remaining.to_string(),
+            );
+            put(
+                h,
+                HeaderName::from_static("x-ratelimit-reset"),
+                &v.reset_secs.to_string(),
+            );
+        }
+    }
+
+    /// Hands an admitted request to the upstream (or the demo).
+    async fn forward(
+        &self,
+        mut req: Request<Body>,
+        route: &Arc<Route>,
+        principal: Option<&Principal>,
+        client: IpAddr,
+        rid: &str,
+        out: &mut Outcome,
+    ) -> Response<Body> {
+        if let Err(p) = proxy::prepare(&mut req, route, self.guard.names(), principal, client, rid)
+        {
             return self.deny(p, rid, out);
         }
         match &route.upstream {

@@ -10,4 +10,5 @@ mod gateway;
 mod logs;
 mod nginx;
 mod oauth;
+mod ratelimit;
 mod sessions;
