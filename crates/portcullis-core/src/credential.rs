@@ -231,7 +231,7 @@ pub fn extract<'a>(
                         scheme,
                         value: Some(Cow::Borrowed(v)),
                     }),
-                    Err(()) => {
+                    Err(Repeated) => {
                         return Extracted::Ambiguous(
                             "the credential cookie was sent more than once",
                         );
@@ -319,8 +319,13 @@ fn authorization(headers: &HeaderMap) -> Result<Option<(Scheme, Option<&str>)>, 
     Ok(Some((scheme, Some(rest))))
 }
 
-/// Finds cookie `name` across all `Cookie` headers. Err when repeated.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ()> {
+/// A cookie sent more than once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeated;
+
+/// Finds cookie `name` across all `Cookie` headers. Err when repeated
+/// (two cookies of one name are how a sibling site plants its own).
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Repeated> {
     let mut found = None;
     for h in headers.get_all(COOKIE) {
         let Ok(s) = h.to_str() else { continue };
@@ -333,7 +338,7 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ()>
                     continue;
                 }
                 if found.is_some() {
-                    return Err(());
+                    return Err(Repeated);
                 }
                 found = Some(v);
             }

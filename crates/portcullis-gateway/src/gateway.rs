@@ -188,7 +188,13 @@ impl App {
             }
         };
         out.route = Some(route.clone());
-        let origin = self.own_origin(req.headers(), peer);
+        // Only cookie credentials need the origin (for CSRF); other routes
+        // skip building it.
+        let origin = route
+            .policy
+            .uses_cookies()
+            .then(|| self.own_origin(req.headers(), peer))
+            .flatten();
         let head = Head {
             client_ip: Some(client),
             origin: origin.as_deref(),
@@ -426,18 +432,19 @@ impl App {
         };
         out.route = Some(route.clone());
         // The browser's origin as the proxy saw it.
-        let origin = h
-            .get("x-forwarded-host")
-            .or_else(|| h.get(http::header::HOST))
-            .and_then(|v| v.to_str().ok())
-            .map(|host| {
-                let proto = h
-                    .get("x-forwarded-proto")
-                    .and_then(|v| v.to_str().ok())
-                    .filter(|p| *p == "https")
-                    .unwrap_or("http");
-                format!("{proto}://{host}")
-            });
+        let origin = route.policy.uses_cookies().then_some(()).and_then(|()| {
+            h.get("x-forwarded-host")
+                .or_else(|| h.get(http::header::HOST))
+                .and_then(|v| v.to_str().ok())
+                .map(|host| {
+                    let proto = h
+                        .get("x-forwarded-proto")
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|p| *p == "https")
+                        .unwrap_or("http");
+                    format!("{proto}://{host}")
+                })
+        });
         let head = Head {
             client_ip: Some(client),
             origin: origin.as_deref(),

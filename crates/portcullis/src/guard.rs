@@ -26,6 +26,12 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Whether a credential may come by cookie, and so unsafe requests
+    /// need the CSRF checks (and the request's origin).
+    pub fn uses_cookies(&self) -> bool {
+        self.schemes.accepts(Scheme::Session) || self.schemes.accepts(Scheme::ApiKeyCookie)
+    }
+
     /// A public policy.
     pub fn public() -> Policy {
         Policy {

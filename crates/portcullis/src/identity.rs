@@ -772,11 +772,6 @@ impl Identity {
         }
         csrf::verify(self.csrf_key.expose(), &KeyHash::of(cookie_value), token)
     }
-
-    /// The throttle (for the token endpoint's own checks).
-    pub fn throttle(&self) -> &Throttle {
-        &self.throttle
-    }
 }
 
 fn user_principal(username: &str, scopes: Scopes, via: &str) -> Principal {

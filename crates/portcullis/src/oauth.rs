@@ -779,15 +779,11 @@ fn session_cookie<'a>(guard: &Guard, headers: &'a HeaderMap) -> Option<&'a str> 
     cookie_value(headers, &guard.names().session_cookie)
 }
 
+/// The one cookie of that name; none when it is absent or repeated.
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(';'))
-        .filter_map(|p| p.trim().split_once('='))
-        .find(|(n, v)| n.trim() == name && !v.is_empty())
-        .map(|(_, v)| v.trim())
+    portcullis_core::credential::cookie(headers, name)
+        .ok()
+        .flatten()
 }
 
 async fn logout(

@@ -79,6 +79,32 @@ async fn end_user_tokens(tx: &mut Tx, username: &str, at: i64) -> Result<(), Sto
     log_change(tx, &subject_hash("user", username), at).await
 }
 
+/// Stores one refresh token: a family's first, or a rotation's next.
+async fn insert_refresh_row<'e, E>(
+    db: E,
+    hash: &KeyHash,
+    g: &RefreshGrant,
+) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, family, client_id, subject, kind, scopes, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .bind(&hash.0[..])
+    .bind(&g.family)
+    .bind(&g.client_id)
+    .bind(&g.subject)
+    .bind(&g.kind)
+    .bind(g.scopes.to_space_separated())
+    .bind(g.created_at)
+    .bind(g.expires_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 impl SqliteStore {
     pub(super) async fn insert_users(
         &self,
@@ -316,21 +342,7 @@ impl SqliteStore {
         hash: &KeyHash,
         g: &RefreshGrant,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, family, client_id, subject, kind, scopes, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .bind(&hash.0[..])
-        .bind(&g.family)
-        .bind(&g.client_id)
-        .bind(&g.subject)
-        .bind(&g.kind)
-        .bind(g.scopes.to_space_separated())
-        .bind(g.created_at)
-        .bind(g.expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        insert_refresh_row(&self.pool, hash, g).await
     }
 
     pub(super) async fn rotate_refresh(
@@ -388,20 +400,7 @@ impl SqliteStore {
             created_at: now,
             ..grant
         };
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, family, client_id, subject, kind, scopes, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .bind(&new.0[..])
-        .bind(&next.family)
-        .bind(&next.client_id)
-        .bind(&next.subject)
-        .bind(&next.kind)
-        .bind(next.scopes.to_space_separated())
-        .bind(next.created_at)
-        .bind(next.expires_at)
-        .execute(&mut *tx)
-        .await?;
+        insert_refresh_row(&mut *tx, new, &next).await?;
         tx.commit().await?;
         Ok(RefreshOutcome::Rotated(next))
     }
