@@ -201,8 +201,9 @@ pub struct KeyGrant {
     pub disabled: bool,
     /// Remaining uses at the time of the read; `None` = unlimited.
     pub remaining_uses: Option<i64>,
-    /// Per-key rate-limit override, as written in config syntax.
-    pub rate_limit: Option<String>,
+    /// The key's own rate-limit policy, replacing the route's per-caller
+    /// limit.
+    pub rate_limit: Option<std::sync::Arc<crate::ratelimit::Policy>>,
 }
 
 /// Where a stored key stands at a given time.

@@ -35,4 +35,7 @@ pub struct Principal {
     pub scopes: Scopes,
     /// The id of the credential used (`key_…`), safe to log.
     pub credential_id: String,
+    /// The credential's own rate-limit policy (a key's override), which
+    /// replaces the route's per-caller limit.
+    pub rate_limit: Option<std::sync::Arc<crate::ratelimit::Policy>>,
 }

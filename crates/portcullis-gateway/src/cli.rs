@@ -860,10 +860,7 @@ async fn serve(cfg: Config) -> Result<()> {
     let admin_l = tokio::net::TcpListener::bind(cfg.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", cfg.admin_listen))?;
-    let app = Arc::new(
-        App::new(cfg.clone(), guard.clone(), store.clone())
-            .map_err(|_| anyhow::anyhow!("the system random source failed"))?,
-    );
+    let app = Arc::new(App::new(cfg.clone(), guard.clone(), store.clone())?);
     let admin_router = admin::router(AdminState {
         keys: KeyService::new(store.clone(), clock(), Some(verifier.clone())),
         guard: admin_guard,

@@ -6,6 +6,7 @@ use http::Method;
 use portcullis::guard::Policy;
 use portcullis_core::credential::CredentialNames;
 use portcullis_core::net::Cidr;
+use portcullis_core::ratelimit::Policy as RatePolicy;
 use portcullis_core::route::PathPattern;
 use portcullis_core::time::parse_duration;
 use portcullis_core::{Scheme, SchemeSet, Scopes};
@@ -100,6 +101,12 @@ struct RawRateLimit {
     default: Option<String>,
     legacy_headers: Option<bool>,
     max_counters: Option<u64>,
+    on_backend_error: Option<String>,
+    timeout_ms: Option<u64>,
+    breaker_threshold: Option<u32>,
+    breaker_cooldown: Option<String>,
+    key_prefix: Option<String>,
+    auth_endpoints: Option<String>,
 }
 
 /// Rate limiting.
@@ -111,7 +118,15 @@ pub struct RateLimitConfig {
     pub legacy_headers: bool,
     /// Counters held in memory, at most.
     pub max_counters: u64,
+    /// Where counters live: `None` = this process's memory.
+    pub redis: Option<portcullis::ratelimit::RedisSettings>,
+    /// What to do while Redis cannot answer.
+    pub on_backend_error: portcullis::ratelimit::OnBackendError,
+    /// The per-address limit on `/oauth/*` and `/auth/login`.
+    pub auth_endpoints: Option<portcullis_core::ratelimit::Policy>,
 }
+
+pub use portcullis::ratelimit::LimitBy;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -200,6 +215,7 @@ struct RawRoute {
     scopes: Vec<String>,
     timeout: Option<String>,
     rate_limit: Option<String>,
+    rate_limit_by: Option<String>,
     cost: Option<u32>,
 }
 
@@ -236,6 +252,8 @@ pub struct Route {
     pub timeout: Duration,
     /// The route's own rate-limit policy (else `rate_limit.default`).
     pub rate_limit: Option<portcullis_core::ratelimit::Policy>,
+    /// Whose allowance the route's limit counts.
+    pub rate_limit_by: LimitBy,
     /// What one request counts as.
     pub cost: u32,
 }
@@ -592,28 +610,82 @@ fn parse_identity(
     })
 }
 
+fn policy(path: &str, v: Option<&str>) -> Result<Option<RatePolicy>, ConfigError> {
+    match v {
+        None | Some("off") => Ok(None),
+        Some(s) => RatePolicy::parse(s)
+            .map(Some)
+            .map_err(|e| cerr(path, e.to_string())),
+    }
+}
+
 fn parse_rate_limit(r: &RawRateLimit) -> Result<RateLimitConfig, ConfigError> {
-    match r.backend.as_deref().unwrap_or("memory") {
-        "memory" => {}
-        b if b.starts_with("redis://") => {
+    use portcullis::ratelimit::RedisSettings;
+    let redis = match r.backend.as_deref().unwrap_or("memory") {
+        "memory" => None,
+        b if b.starts_with("redis://") || b.starts_with("rediss://") => {
+            if b.starts_with("rediss://") {
+                return Err(cerr(
+                    "rate_limit.backend",
+                    "TLS to Redis (rediss://) is not supported in this version; reach Redis over loopback or a private network",
+                ));
+            }
+            let mut s = RedisSettings::new(b);
+            if let Some(ms) = r.timeout_ms {
+                if !(1..=5000).contains(&ms) {
+                    return Err(cerr("rate_limit.timeout_ms", "must be 1 to 5000"));
+                }
+                s.timeout = Duration::from_millis(ms);
+            }
+            if let Some(n) = r.breaker_threshold {
+                if n == 0 {
+                    return Err(cerr("rate_limit.breaker_threshold", "must be at least 1"));
+                }
+                s.breaker_threshold = n;
+            }
+            s.breaker_cooldown = dur(
+                "rate_limit.breaker_cooldown",
+                &r.breaker_cooldown,
+                s.breaker_cooldown,
+            )?;
+            if let Some(p) = &r.key_prefix {
+                s.key_prefix = p.clone();
+            }
+            // Parse the URL now, so a bad one stops start-up; the message
+            // never repeats the URL (it may hold a password).
+            portcullis::ratelimit::RedisLimiter::check_url(&s.url)
+                .map_err(|e| cerr("rate_limit.backend", e.to_string()))?;
+            Some(s)
+        }
+        _ => {
             return Err(cerr(
                 "rate_limit.backend",
-                "the Redis backend is not in this version yet; use \"memory\"",
+                "use \"memory\" or a redis://host:port URL",
             ));
         }
-        b => {
-            return Err(cerr("rate_limit.backend", format!("{b:?}: use \"memory\"")));
-        }
+    };
+    let on_backend_error = match r.on_backend_error.as_deref() {
+        None => portcullis::ratelimit::OnBackendError::default(),
+        Some(s) => s
+            .parse()
+            .map_err(|e: String| cerr("rate_limit.on_backend_error", e))?,
+    };
+    if redis.is_none() && r.on_backend_error.is_some() {
+        return Err(cerr(
+            "rate_limit.on_backend_error",
+            "applies only with a Redis backend",
+        ));
     }
     Ok(RateLimitConfig {
-        default: r
-            .default
-            .as_deref()
-            .map(portcullis_core::ratelimit::Policy::parse)
-            .transpose()
-            .map_err(|e| cerr("rate_limit.default", e.to_string()))?,
+        default: policy("rate_limit.default", r.default.as_deref())?,
         legacy_headers: r.legacy_headers.unwrap_or(false),
         max_counters: r.max_counters.unwrap_or(1_000_000).max(1000),
+        redis,
+        on_backend_error,
+        auth_endpoints: policy(
+            "rate_limit.auth_endpoints",
+            Some(r.auth_endpoints.as_deref().unwrap_or("60/minute")),
+        )?,
     })
 }
 
@@ -907,12 +979,13 @@ fn parse_route(
             scopes,
         },
         timeout: dur(&at("timeout"), &r.timeout, default_timeout)?,
-        rate_limit: r
-            .rate_limit
-            .as_deref()
-            .map(portcullis_core::ratelimit::Policy::parse)
-            .transpose()
-            .map_err(|e| cerr(at("rate_limit"), e.to_string()))?,
+        rate_limit: policy(&at("rate_limit"), r.rate_limit.as_deref())?,
+        rate_limit_by: match r.rate_limit_by.as_deref() {
+            None => LimitBy::Caller,
+            Some(o) => o
+                .parse()
+                .map_err(|e: String| cerr(at("rate_limit_by"), e))?,
+        },
         cost: match r.cost {
             None => 1,
             Some(0) => return Err(cerr(at("cost"), "must be at least 1")),

@@ -8,7 +8,9 @@ use axum::body::Body;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use portcullis::guard::{Guard, Head};
-use portcullis::ratelimit::{Check, MemoryLimiter, Verdict};
+use portcullis::ratelimit::{
+    Limiter, MemoryLimiter, Plan, Pool, RedisLimiter, Verdict, write_headers,
+};
 use portcullis::response::problem_response;
 use portcullis::store::Store;
 use portcullis_core::net::{client_ip, is_trusted};
@@ -30,7 +32,7 @@ pub struct App {
     store: Store,
     seq: AtomicU64,
     id_prefix: String,
-    limiter: MemoryLimiter,
+    limiter: Limiter,
 }
 
 /// What the access log says about a request.
@@ -44,13 +46,13 @@ struct Outcome {
 
 impl App {
     /// Builds the app.
-    pub fn new(cfg: Config, guard: Guard, store: Store) -> Result<App, getrandom::Error> {
+    pub fn new(cfg: Config, guard: Guard, store: Store) -> anyhow::Result<App> {
         let mut routes = RouteTable::new();
         for r in &cfg.routes {
             routes.add(r.pattern.clone(), r.methods.clone(), Arc::new(r.clone()));
         }
         let mut b = [0u8; 6];
-        getrandom::fill(&mut b)?;
+        getrandom::fill(&mut b).map_err(|_| anyhow::anyhow!("the system random source failed"))?;
         let mut id_prefix = String::new();
         portcullis_core::base62::encode_fixed(&b, 8, &mut id_prefix);
         // Counters idle for the longest configured period hold nothing a
@@ -60,14 +62,25 @@ impl App {
             .iter()
             .filter_map(|r| r.rate_limit.as_ref())
             .chain(cfg.rate_limit.default.as_ref())
+            .chain(cfg.rate_limit.auth_endpoints.as_ref())
             .flat_map(|p| p.limits().iter().map(|l| l.period_ms))
             .max()
-            .unwrap_or(1000);
-        let limiter = MemoryLimiter::new(
+            .unwrap_or(1000)
+            // Keys' own limits are not known in advance: keep a day.
+            .max(86_400_000);
+        let memory = MemoryLimiter::new(
             Arc::new(portcullis::clock::SystemClock),
             cfg.rate_limit.max_counters,
             std::time::Duration::from_millis(longest),
         );
+        let limiter = match &cfg.rate_limit.redis {
+            None => Limiter::memory(memory),
+            Some(s) => Limiter::redis(
+                RedisLimiter::new(s.clone())?,
+                memory,
+                cfg.rate_limit.on_backend_error,
+            ),
+        };
         Ok(App {
             limiter,
             proxy: Proxy::new(cfg.connect_timeout),
@@ -156,6 +169,22 @@ impl App {
                 return self.decide(&parts, peer, client, rid, out).await;
             }
             p if portcullis::oauth::PATHS.contains(&p) => {
+                if matches!(
+                    p,
+                    "/oauth/token" | "/oauth/revoke" | "/oauth/introspect" | "/auth/login"
+                ) && let Some(policy) = &self.cfg.rate_limit.auth_endpoints
+                {
+                    let plan = Plan::new(
+                        Pool::Named("auth"),
+                        Some(policy),
+                        portcullis::ratelimit::LimitBy::Ip,
+                        None,
+                        client,
+                    );
+                    if let Some(r) = self.limit(&plan, 1, rid, out).await.err() {
+                        return r;
+                    }
+                }
                 let origin = self.own_origin(req.headers(), peer);
                 let ctx = portcullis::oauth::Ctx {
                     client_ip: Some(client),
@@ -208,91 +237,77 @@ impl App {
             }
         };
         self.note_principal(principal.as_ref(), out);
-        let limited = self.rate_limit(&route, principal.as_ref(), client);
-        if let Some((name, v)) = limited.as_ref().filter(|(_, v)| !v.admitted) {
-            out.reason = "rate_limited";
-            let mut r = problem_response(
-                &Problem::new(ErrorCode::RateLimited).retry_after(v.retry_after_secs),
-                Some(rid),
-            );
-            self.rate_headers(r.headers_mut(), name, v);
-            return r;
-        }
+        let plan = self.plan(&route, principal.as_ref(), client);
+        let verdict = match self.limit(&plan, route.cost, rid, out).await {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
         let mut resp = self
             .forward(req, &route, principal.as_ref(), client, rid, out)
             .await;
-        if let Some((name, v)) = limited {
-            self.rate_headers(resp.headers_mut(), &name, &v);
+        if let Some(v) = verdict {
+            write_headers(
+                resp.headers_mut(),
+                plan.label(&v),
+                &v,
+                self.cfg.rate_limit.legacy_headers,
+            );
         }
         resp
     }
 
-    /// Counts the request against the route's policy: `None` when the
-    /// route is unlimited, else the deciding limit's name and verdict.
-    fn rate_limit(
-        &self,
-        route: &Route,
-        principal: Option<&Principal>,
+    /// The counters a request on `route` is checked against.
+    fn plan<'a>(
+        &'a self,
+        route: &'a Route,
+        principal: Option<&'a Principal>,
         client: IpAddr,
-    ) -> Option<(String, Verdict)> {
+    ) -> Plan<'a> {
         let policy = route
             .rate_limit
             .as_ref()
-            .or(self.cfg.rate_limit.default.as_ref())?;
-        // Per principal on authenticated routes, per client address on
-        // public ones; each route counts on its own.
-        let who = match principal {
-            Some(p) => format!("r{}|{}|{}", route.index, p.kind.as_str(), p.subject),
-            None => format!("r{}|ip|{client}", route.index),
-        };
-        let keys: Vec<String> = (0..policy.limits().len())
-            .map(|i| format!("{who}|{i}"))
-            .collect();
-        let checks: Vec<Check<'_>> = keys
-            .iter()
-            .zip(policy.limits())
-            .map(|(key, limit)| Check { key, limit })
-            .collect();
-        let v = self.limiter.check(&checks, route.cost)?;
-        let name = policy
-            .limits()
-            .iter()
-            .position(|l| *l == v.limit)
-            .map_or_else(|| "p0".to_owned(), |i| format!("p{i}"));
-        Some((name, v))
+            .or(self.cfg.rate_limit.default.as_ref());
+        Plan::new(
+            Pool::Route(u32::try_from(route.index).unwrap_or(u32::MAX)),
+            policy,
+            route.rate_limit_by,
+            principal,
+            client,
+        )
     }
 
-    /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers-10)
-    /// for the limit that decided, and the legacy `X-RateLimit-*` when
-    /// configured.
-    fn rate_headers(&self, h: &mut HeaderMap, name: &str, v: &Verdict) {
-        let window = v.limit.period_ms.div_ceil(1000);
-        put(
-            h,
-            HeaderName::from_static("ratelimit-policy"),
-            &format!("\"{name}\";q={};w={window}", v.limit.count),
-        );
-        put(
-            h,
-            HeaderName::from_static("ratelimit"),
-            &format!("\"{name}\";r={};t={}", v.remaining, v.reset_secs),
-        );
-        if self.cfg.rate_limit.legacy_headers {
-            put(
-                h,
-                HeaderName::from_static("x-ratelimit-limit"),
-                &v.limit.count.to_string(),
-            );
-            put(
-                h,
-                HeaderName::from_static("x-ratelimit-remaining"),
-                &v.remaining.to_string(),
-            );
-            put(
-                h,
-                HeaderName::from_static("x-ratelimit-reset"),
-                &v.reset_secs.to_string(),
-            );
+    /// Counts the request: `Ok` with the deciding verdict (for the
+    /// response's fields) when admitted, or the 429 / 503 answer.
+    async fn limit(
+        &self,
+        plan: &Plan<'_>,
+        cost: u32,
+        rid: &str,
+        out: &mut Outcome,
+    ) -> Result<Option<Verdict>, Response<Body>> {
+        match self.limiter.check(plan.checks(), cost).await {
+            Ok(Some(v)) if !v.admitted => {
+                out.reason = "rate_limited";
+                let mut r = problem_response(
+                    &Problem::new(ErrorCode::RateLimited).retry_after(v.retry_after_secs),
+                    Some(rid),
+                );
+                write_headers(
+                    r.headers_mut(),
+                    plan.label(&v),
+                    &v,
+                    self.cfg.rate_limit.legacy_headers,
+                );
+                Err(r)
+            }
+            Ok(v) => Ok(v),
+            Err(u) => {
+                out.reason = "limiter_unavailable";
+                Err(problem_response(
+                    &Problem::new(ErrorCode::LimiterUnavailable).retry_after(u.retry_after_secs),
+                    Some(rid),
+                ))
+            }
         }
     }
 
@@ -453,7 +468,28 @@ impl App {
         match self.guard.check(&route.policy, &head).await {
             Ok(g) => {
                 self.note_principal(g.principal.as_ref(), out);
+                let plan = self.plan(&route, g.principal.as_ref(), client);
+                let verdict = match self.limit(&plan, route.cost, rid, out).await {
+                    Ok(v) => v,
+                    Err(mut r) => {
+                        let code = if r.status() == StatusCode::TOO_MANY_REQUESTS {
+                            ErrorCode::RateLimited
+                        } else {
+                            ErrorCode::LimiterUnavailable
+                        };
+                        mark_decision(r.headers_mut(), code);
+                        return r;
+                    }
+                };
                 let mut r = Response::new(Body::empty());
+                if let Some(v) = verdict {
+                    write_headers(
+                        r.headers_mut(),
+                        plan.label(&v),
+                        &v,
+                        self.cfg.rate_limit.legacy_headers,
+                    );
+                }
                 if let Some(p) = &g.principal {
                     let hm = r.headers_mut();
                     put(hm, proxy::PRINCIPAL, &p.subject);
@@ -475,18 +511,25 @@ impl App {
     }
 
     fn decision_denied(&self, p: Problem, rid: &str, out: &mut Outcome) -> Response<Body> {
-        let mut r = self.deny(p.clone(), rid, out);
-        let h = r.headers_mut();
-        h.insert(
-            HeaderName::from_static("x-portcullis-error"),
-            HeaderValue::from_static(p.code.code()),
-        );
-        h.insert(
-            HeaderName::from_static("x-portcullis-status"),
-            HeaderValue::from(p.status()),
-        );
+        let code = p.code;
+        let mut r = self.deny(p, rid, out);
+        mark_decision(r.headers_mut(), code);
         r
     }
+}
+
+/// `X-Portcullis-Error` and `X-Portcullis-Status` on a refused decision:
+/// nginx's `auth_request` turns every status but 401 and 403 into 500, and
+/// these survive in `auth_request_set` for the `error_page` to act on.
+fn mark_decision(h: &mut HeaderMap, code: ErrorCode) {
+    h.insert(
+        HeaderName::from_static("x-portcullis-error"),
+        HeaderValue::from_static(code.code()),
+    );
+    h.insert(
+        HeaderName::from_static("x-portcullis-status"),
+        HeaderValue::from(code.status()),
+    );
 }
 
 /// The original request's URI or method from either header family: `Err`

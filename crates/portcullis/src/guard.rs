@@ -300,6 +300,7 @@ impl Guard {
                 kind: PrincipalKind::ApiKey,
                 scopes: k.grant.scopes.clone(),
                 credential_id: k.grant.key_id.clone(),
+                rate_limit: k.grant.rate_limit.clone(),
             }),
             Ok(KeyVerdict::Rejected(r)) => Err(Denied {
                 problem: Problem::new(ErrorCode::InvalidCredentials)

@@ -609,6 +609,7 @@ impl Identity {
             kind: g.kind,
             scopes: g.scopes.clone(),
             credential_id: g.token_id.clone(),
+            rate_limit: None,
         }))
     }
 
@@ -780,5 +781,6 @@ fn user_principal(username: &str, scopes: Scopes, via: &str) -> Principal {
         kind: PrincipalKind::User,
         scopes,
         credential_id: format!("{via}:{username}"),
+        rate_limit: None,
     }
 }

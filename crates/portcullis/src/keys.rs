@@ -112,32 +112,17 @@ fn check_label(field: &str, v: &str) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// Checks the `N/unit[; N/unit]` rate syntax (slowapi's).
+/// Checks a key's rate-limit policy: the same syntax and parser as the
+/// config's (`100/minute`, `10/second; 1000/hour`, `… burst 20`).
 pub fn check_rate(r: &str) -> Result<(), KeyError> {
-    let bad = || {
-        KeyError::Invalid(format!(
-            "rate_limit: {:?} is not like 100/minute or 10/second; 1000/hour",
-            r.chars().take(64).collect::<String>()
-        ))
-    };
-    if r.len() > 128 {
-        return Err(bad());
+    if r.len() > 256 {
+        return Err(KeyError::Invalid(
+            "rate_limit: at most 256 characters".into(),
+        ));
     }
-    for part in r.split(';') {
-        let (n, unit) = part.trim().split_once('/').ok_or_else(bad)?;
-        let n: u64 = n.trim().parse().map_err(|_| bad())?;
-        let unit = unit.trim();
-        let unit = unit.split_once(' ').map_or(unit, |(_, u)| u);
-        if n == 0
-            || !matches!(
-                unit.trim_end_matches('s'),
-                "second" | "minute" | "hour" | "day"
-            )
-        {
-            return Err(bad());
-        }
-    }
-    Ok(())
+    portcullis_core::ratelimit::Policy::parse(r)
+        .map(|_| ())
+        .map_err(|e| KeyError::Invalid(format!("rate_limit: {e}")))
 }
 
 /// A created key: the plaintext (shown once) and its record.

@@ -106,8 +106,24 @@ fn bad_policies_are_refused_at_start() {
             "routes[0].rate_limit",
         ),
         (
-            "[rate_limit]\nbackend = \"redis://127.0.0.1:1\"\n",
+            "[rate_limit]\nbackend = \"redis://:hunter2@[::1\"\n",
             "rate_limit.backend",
+        ),
+        (
+            "[rate_limit]\nbackend = \"postgres://db\"\n",
+            "rate_limit.backend",
+        ),
+        (
+            "[rate_limit]\nbackend = \"redis://127.0.0.1:1\"\non_backend_error = \"maybe\"\n",
+            "rate_limit.on_backend_error",
+        ),
+        (
+            "[rate_limit]\non_backend_error = \"deny\"\n",
+            "rate_limit.on_backend_error",
+        ),
+        (
+            "[[routes]]\npath = \"/x\"\nupstream = \"demo\"\nrate_limit_by = \"moon\"\n",
+            "routes[0].rate_limit_by",
         ),
         ("[rate_limit]\ndefault = \"lots\"\n", "rate_limit.default"),
     ] {
@@ -117,5 +133,7 @@ fn bad_policies_are_refused_at_start() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(want), "{cfg}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
+        // A Redis URL may carry a password: never repeated.
+        assert!(!err.contains("hunter2"), "{err}");
     }
 }

@@ -114,7 +114,12 @@ impl SqliteStore {
             revoked_at: r.try_get("revoked_at")?,
             disabled: r.try_get("disabled")?,
             remaining_uses: r.try_get("remaining_uses")?,
-            rate_limit: r.try_get("rate_limit")?,
+            rate_limit: r
+                .try_get::<Option<&str>, _>("rate_limit")?
+                .map(portcullis_core::ratelimit::Policy::parse)
+                .transpose()
+                .map_err(|_| StoreError::Corrupt("api_keys.rate_limit"))?
+                .map(std::sync::Arc::new),
         }))
     }
 

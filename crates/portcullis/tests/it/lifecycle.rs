@@ -53,7 +53,14 @@ async fn created_key_verifies_with_owner_and_scopes() {
     assert!(c.grant.scopes.contains("data:read"));
     assert!(c.grant.scopes.contains("data:write"));
     assert!(!c.grant.scopes.contains("admin"));
-    assert_eq!(c.grant.rate_limit.as_deref(), Some("100/minute"));
+    assert_eq!(
+        c.grant
+            .rate_limit
+            .as_ref()
+            .map(|p| p.to_string())
+            .as_deref(),
+        Some("100/minute")
+    );
     // The second verification is a cache hit and says the same.
     let again = valid(&env.verifier, &key).await;
     assert_eq!(again.grant, c.grant);

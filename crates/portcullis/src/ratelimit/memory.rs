@@ -6,41 +6,19 @@
 //! all are decided, and the new values are written only if every limit
 //! admits the request. A refused request changes no counter.
 
+use super::{Check, Verdict};
 use crate::clock::SharedClock;
 use moka::sync::Cache;
-use portcullis_core::ratelimit::{Decision, Limit, decide};
+use portcullis_core::ratelimit::{Decision, decide};
+use std::hash::RandomState;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// One counter to check: a caller key and the limit that applies to it.
-#[derive(Debug, Clone)]
-pub struct Check<'a> {
-    /// Who is counted (`key:…`, `ip:…`, `route:…`) — never a secret.
-    pub key: &'a str,
-    /// The limit.
-    pub limit: &'a Limit,
-}
-
-/// The outcome for the limit that decided (the refusing one, or the one
-/// with the least room left).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verdict {
-    /// Admitted.
-    pub admitted: bool,
-    /// The deciding limit.
-    pub limit: Limit,
-    /// Requests left under it.
-    pub remaining: u32,
-    /// Seconds until its allowance is whole.
-    pub reset_secs: u64,
-    /// Seconds to wait, when refused.
-    pub retry_after_secs: u64,
-}
 
 /// The in-process limiter.
 pub struct MemoryLimiter {
     clock: SharedClock,
-    counters: Cache<String, Arc<Mutex<u64>>>,
+    counters: Cache<u128, Arc<Mutex<u64>>>,
+    keys: (RandomState, RandomState),
 }
 
 impl std::fmt::Debug for MemoryLimiter {
@@ -63,6 +41,7 @@ impl MemoryLimiter {
                 .max_capacity(capacity)
                 .time_to_idle(idle.max(Duration::from_secs(1)))
                 .build(),
+            keys: (RandomState::new(), RandomState::new()),
         }
     }
 
@@ -72,20 +51,20 @@ impl MemoryLimiter {
             return None;
         }
         let now = self.clock.now_ms();
-        let mut cells: Vec<(usize, Arc<Mutex<u64>>)> = checks
+        let mut cells: Vec<(usize, u128, Arc<Mutex<u64>>)> = checks
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let cell = self
-                    .counters
-                    .get_with_by_ref(c.key, || Arc::new(Mutex::new(0)));
-                (i, cell)
+                let k = c.memory_key(&self.keys);
+                (i, k, self.counters.get_with(k, || Arc::new(Mutex::new(0))))
             })
             .collect();
-        // A fixed lock order: by key.
-        cells.sort_by(|a, b| checks[a.0].key.cmp(checks[b.0].key));
+        // A fixed lock order: by counter name. The same counter named twice
+        // (two checks of one limit on one pool) is locked once.
+        cells.sort_by_key(|c| c.1);
+        cells.dedup_by_key(|c| c.1);
         let mut guards = Vec::with_capacity(cells.len());
-        for (i, cell) in &cells {
+        for (i, _, cell) in &cells {
             // A poisoned counter (a panic while held) still holds a valid
             // number.
             let g = match cell.lock() {
@@ -113,6 +92,7 @@ impl MemoryLimiter {
             return Some(Verdict {
                 admitted: false,
                 limit: *checks[i].limit,
+                index: i,
                 remaining: 0,
                 reset_secs: reset.div_ceil(1000),
                 retry_after_secs: retry.div_ceil(1000).max(1),
@@ -130,6 +110,7 @@ impl MemoryLimiter {
                 let v = Verdict {
                     admitted: true,
                     limit: *checks[*i].limit,
+                    index: *i,
                     remaining: *remaining,
                     reset_secs: reset_ms.div_ceil(1000),
                     retry_after_secs: 0,
@@ -156,8 +137,18 @@ impl MemoryLimiter {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{Pool, Subject};
     use super::*;
     use crate::clock::ManualClock;
+    use portcullis_core::ratelimit::Limit;
+
+    fn named<'a>(name: &'a str, limit: &'a Limit) -> Check<'a> {
+        Check {
+            pool: Pool::Named("t"),
+            subject: Subject::Named("test", name),
+            limit,
+        }
+    }
 
     #[test]
     fn several_limits_admit_together_or_not_at_all() {
@@ -173,16 +164,7 @@ mod tests {
             period_ms: 3_600_000,
             burst: 5,
         };
-        let checks = [
-            Check {
-                key: "a",
-                limit: &fast,
-            },
-            Check {
-                key: "b",
-                limit: &slow,
-            },
-        ];
+        let checks = [named("a", &fast), named("b", &slow)];
         for _ in 0..3 {
             assert!(m.check(&checks, 1).unwrap().admitted);
         }
@@ -214,16 +196,7 @@ mod tests {
             for _ in 0..8 {
                 s.spawn(|| {
                     for _ in 0..50 {
-                        if m.check(
-                            &[Check {
-                                key: "k",
-                                limit: &l,
-                            }],
-                            1,
-                        )
-                        .unwrap()
-                        .admitted
-                        {
+                        if m.check(&[named("k", &l)], 1).unwrap().admitted {
                             admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                     }

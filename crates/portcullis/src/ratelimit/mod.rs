@@ -1,0 +1,268 @@
+//! Rate limiting: GCRA counters in memory (the default) or in Redis,
+//! shared by every gateway that points at it.
+//!
+//! [`Limiter`] is the front: it asks Redis when one is configured, and
+//! when Redis cannot answer in time it does what `on_backend_error` says
+//! (count locally, admit, or refuse) while a circuit breaker keeps the
+//! outage from adding a timeout to every request.
+
+mod breaker;
+mod memory;
+mod plan;
+mod redis;
+
+pub use breaker::BreakerState;
+pub use memory::MemoryLimiter;
+pub use plan::{LimitBy, Plan, write_headers};
+pub use redis::{RedisLimitError, RedisLimiter, RedisSettings};
+
+use portcullis_core::ratelimit::Limit;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Whose allowance a counter holds. Never a secret: key ids, owners,
+/// user names, client ids, addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Subject<'a> {
+    /// A named caller: `(kind, name)`, e.g. `("api_key", "alice")`.
+    Named(&'a str, &'a str),
+    /// A client address.
+    Ip(IpAddr),
+    /// Everyone at once (a route's shared pool).
+    All,
+}
+
+/// One counter to check: a pool (a route's index, or a named pool such as
+/// a key's own allowance), whose allowance, and the limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Check<'a> {
+    /// The pool: `r3` for route 3, `key`, `owner`, `auth`.
+    pub pool: Pool<'a>,
+    /// Whose allowance.
+    pub subject: Subject<'a>,
+    /// The limit.
+    pub limit: &'a Limit,
+}
+
+/// Which pool a counter belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pool<'a> {
+    /// One route's own counters.
+    Route(u32),
+    /// A pool shared across routes.
+    Named(&'a str),
+}
+
+impl Check<'_> {
+    /// The counter's name in Redis: readable, unambiguous (lengths before
+    /// free-form parts), and including the limit itself, so a changed
+    /// limit starts fresh instead of inheriting a TAT computed for another
+    /// rate.
+    pub fn redis_key(&self, prefix: &str) -> String {
+        use std::fmt::Write;
+        let mut k = String::with_capacity(prefix.len() + 64);
+        k.push_str(prefix);
+        let _ = match self.pool {
+            Pool::Route(i) => write!(k, "r{i}"),
+            Pool::Named(n) => write!(k, "{}:{n}", n.len()),
+        };
+        let _ = match self.subject {
+            Subject::Named(kind, name) => write!(k, ":{kind}:{}:{name}", name.len()),
+            Subject::Ip(ip) => write!(k, ":ip:{ip}"),
+            Subject::All => write!(k, ":all"),
+        };
+        let l = self.limit;
+        let _ = write!(k, ":{}/{}/{}", l.count, l.period_ms, l.burst);
+        k
+    }
+
+    /// The counter's 128-bit name in memory: two differently keyed
+    /// SipHashes of the same fields, so no caller can aim a collision at
+    /// another's counter and nothing is allocated per request.
+    fn memory_key(&self, keys: &(std::hash::RandomState, std::hash::RandomState)) -> u128 {
+        let one = |s: &std::hash::RandomState| {
+            let mut h = s.build_hasher();
+            self.pool.hash(&mut h);
+            self.subject.hash(&mut h);
+            self.limit.hash(&mut h);
+            h.finish()
+        };
+        (u128::from(one(&keys.0)) << 64) | u128::from(one(&keys.1))
+    }
+}
+
+/// The outcome for the limit that decided (the refusing one, or the one
+/// with the least room left).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// Admitted.
+    pub admitted: bool,
+    /// The deciding limit.
+    pub limit: Limit,
+    /// Index of the deciding check in the slice passed in.
+    pub index: usize,
+    /// Requests left under it.
+    pub remaining: u32,
+    /// Seconds until its allowance is whole.
+    pub reset_secs: u64,
+    /// Seconds to wait, when refused.
+    pub retry_after_secs: u64,
+}
+
+/// What to do when the shared backend cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnBackendError {
+    /// Admit every request while it is down.
+    Allow,
+    /// Refuse every request (503 `limiter_unavailable`).
+    Deny,
+    /// Count in this process's memory meanwhile: each gateway enforces the
+    /// limit on its own share of the traffic.
+    #[default]
+    Local,
+}
+
+impl std::str::FromStr for OnBackendError {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "allow" => Ok(OnBackendError::Allow),
+            "deny" => Ok(OnBackendError::Deny),
+            "local" => Ok(OnBackendError::Local),
+            _ => Err(format!("{s:?}: use \"allow\", \"deny\" or \"local\"")),
+        }
+    }
+}
+
+/// The shared backend is down and the policy is to refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the rate limiter's backend is unavailable")]
+pub struct Unavailable {
+    /// When to try again.
+    pub retry_after_secs: u64,
+}
+
+/// Counts kept by the limiter, for logs and status pages.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Decisions Redis made.
+    pub remote: AtomicU64,
+    /// Decisions made while Redis was unusable (by `on_backend_error`).
+    pub fallback: AtomicU64,
+    /// Redis calls that failed or timed out.
+    pub errors: AtomicU64,
+    /// Times the breaker opened.
+    pub opened: AtomicU64,
+}
+
+/// The limiter a gateway or service uses.
+pub struct Limiter {
+    memory: MemoryLimiter,
+    remote: Option<(RedisLimiter, breaker::Breaker)>,
+    on_error: OnBackendError,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("memory", &self.memory)
+            .field("redis", &self.remote.is_some())
+            .field("on_error", &self.on_error)
+            .finish()
+    }
+}
+
+impl Limiter {
+    /// A limiter counting in this process only.
+    pub fn memory(memory: MemoryLimiter) -> Limiter {
+        Limiter {
+            memory,
+            remote: None,
+            on_error: OnBackendError::Local,
+            stats: Stats::default(),
+        }
+    }
+
+    /// A limiter counting in Redis, with `memory` for `on_error = local`.
+    pub fn redis(redis: RedisLimiter, memory: MemoryLimiter, on_error: OnBackendError) -> Limiter {
+        let b = breaker::Breaker::new(redis.settings());
+        Limiter {
+            memory,
+            remote: Some((redis, b)),
+            on_error,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Decides a request of `cost` against every check, all or none:
+    /// `Ok(None)` when there is nothing to check, or when Redis is down and
+    /// the policy is `allow`.
+    pub async fn check(
+        &self,
+        checks: &[Check<'_>],
+        cost: u32,
+    ) -> Result<Option<Verdict>, Unavailable> {
+        if checks.is_empty() {
+            return Ok(None);
+        }
+        let Some((redis, breaker)) = &self.remote else {
+            return Ok(self.memory.check(checks, cost));
+        };
+        if let Some(permit) = breaker.permit() {
+            match redis.check(checks, cost).await {
+                Ok(v) => {
+                    if breaker.success(permit) {
+                        tracing::info!(
+                            target: "portcullis::ratelimit",
+                            "rate-limit backend reachable again; shared limiting resumed"
+                        );
+                    }
+                    self.stats.remote.fetch_add(1, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(e) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    if breaker.failure(permit) {
+                        let n = self.stats.opened.fetch_add(1, Ordering::Relaxed) + 1;
+                        tracing::warn!(
+                            target: "portcullis::ratelimit",
+                            error = %e,
+                            mode = ?self.on_error,
+                            times_opened = n,
+                            "rate-limit backend unavailable; breaker open, deciding by on_backend_error"
+                        );
+                    } else {
+                        tracing::debug!(target: "portcullis::ratelimit", error = %e, "rate-limit backend call failed");
+                    }
+                }
+            }
+        }
+        self.stats.fallback.fetch_add(1, Ordering::Relaxed);
+        match self.on_error {
+            OnBackendError::Allow => Ok(None),
+            OnBackendError::Deny => Err(Unavailable {
+                retry_after_secs: breaker.retry_after_secs(),
+            }),
+            OnBackendError::Local => Ok(self.memory.check(checks, cost)),
+        }
+    }
+
+    /// The breaker's state (always closed without Redis).
+    pub fn breaker_state(&self) -> BreakerState {
+        self.remote
+            .as_ref()
+            .map_or(BreakerState::Closed, |(_, b)| b.state())
+    }
+
+    /// The counts so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The memory limiter (the only one, or the fallback).
+    pub fn local(&self) -> &MemoryLimiter {
+        &self.memory
+    }
+}

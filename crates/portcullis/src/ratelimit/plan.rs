@@ -1,0 +1,154 @@
+//! Which counters a request is checked against, and the response fields
+//! that report the outcome: shared by the gateway and in-process services
+//! so both count the same way.
+
+use super::{Check, Pool, Subject, Verdict};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use portcullis_core::ratelimit::Policy;
+use portcullis_core::{Principal, PrincipalKind};
+use std::fmt::Write;
+use std::net::IpAddr;
+
+/// Whose allowance a route's limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LimitBy {
+    /// Each API key on its own; a user's or a client's credentials
+    /// together; the client address when there is no principal.
+    #[default]
+    Caller,
+    /// All keys of one owner together (users and clients as `Caller`).
+    Owner,
+    /// The client address, authenticated or not.
+    Ip,
+    /// Everyone on the route together.
+    Route,
+}
+
+impl std::str::FromStr for LimitBy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "caller" => Ok(LimitBy::Caller),
+            "owner" => Ok(LimitBy::Owner),
+            "ip" => Ok(LimitBy::Ip),
+            "route" => Ok(LimitBy::Route),
+            _ => Err(format!(
+                "{s:?}: use \"caller\", \"owner\", \"ip\" or \"route\""
+            )),
+        }
+    }
+}
+
+/// The counters of one request.
+#[derive(Debug)]
+pub struct Plan<'a> {
+    checks: Vec<Check<'a>>,
+    /// How many of `checks` (at the front) are the key's own limits.
+    own: usize,
+}
+
+impl<'a> Plan<'a> {
+    /// The checks for a request on `pool` (a route) whose policy is
+    /// `policy` counted `by`, made by `principal` from `client`.
+    ///
+    /// A credential's own policy (a key's `rate_limit`) is counted per
+    /// credential across every route, and replaces the route's limit when
+    /// that limit counts callers or owners; a per-address or whole-route
+    /// limit still applies on top.
+    pub fn new(
+        pool: Pool<'a>,
+        policy: Option<&'a Policy>,
+        by: LimitBy,
+        principal: Option<&'a Principal>,
+        client: IpAddr,
+    ) -> Plan<'a> {
+        let mut checks = Vec::new();
+        let own = principal.and_then(|p| p.rate_limit.as_deref().map(|l| (p, l)));
+        if let Some((p, l)) = own {
+            for limit in l.limits() {
+                checks.push(Check {
+                    pool: Pool::Named("key"),
+                    subject: Subject::Named(p.kind.as_str(), &p.credential_id),
+                    limit,
+                });
+            }
+        }
+        let n_own = checks.len();
+        if let Some(policy) = policy {
+            let subject = match (by, principal) {
+                (LimitBy::Caller | LimitBy::Owner, Some(_)) if own.is_some() => None,
+                (LimitBy::Caller, Some(p)) if p.kind == PrincipalKind::ApiKey => {
+                    Some(Subject::Named("key", &p.credential_id))
+                }
+                (LimitBy::Caller | LimitBy::Owner, Some(p)) => {
+                    Some(Subject::Named(p.kind.as_str(), &p.subject))
+                }
+                (LimitBy::Caller | LimitBy::Owner | LimitBy::Ip, _) => Some(Subject::Ip(client)),
+                (LimitBy::Route, _) => Some(Subject::All),
+            };
+            if let Some(subject) = subject {
+                for limit in policy.limits() {
+                    checks.push(Check {
+                        pool,
+                        subject,
+                        limit,
+                    });
+                }
+            }
+        }
+        Plan { checks, own: n_own }
+    }
+
+    /// The checks, for [`super::Limiter::check`].
+    pub fn checks(&self) -> &[Check<'a>] {
+        &self.checks
+    }
+
+    /// The name of the deciding limit in `RateLimit-Policy`: `k0`… for
+    /// the credential's own limits, `p0`… for the route's.
+    pub fn label(&self, v: &Verdict) -> (char, usize) {
+        if v.index < self.own {
+            ('k', v.index)
+        } else {
+            ('p', v.index - self.own)
+        }
+    }
+}
+
+/// Writes `RateLimit-Policy` and `RateLimit`
+/// (draft-ietf-httpapi-ratelimit-headers) for the deciding limit, and
+/// `X-RateLimit-Limit / -Remaining / -Reset` when `legacy` is set.
+pub fn write_headers(h: &mut HeaderMap, label: (char, usize), v: &Verdict, legacy: bool) {
+    let mut s = String::with_capacity(48);
+    let (c, i) = label;
+    let _ = write!(
+        s,
+        "\"{c}{i}\";q={};w={}",
+        v.limit.count,
+        v.limit.period_ms.div_ceil(1000)
+    );
+    put(h, HeaderName::from_static("ratelimit-policy"), &s);
+    s.clear();
+    let _ = write!(s, "\"{c}{i}\";r={};t={}", v.remaining, v.reset_secs);
+    put(h, HeaderName::from_static("ratelimit"), &s);
+    if legacy {
+        h.insert(
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from(v.limit.count),
+        );
+        h.insert(
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from(v.remaining),
+        );
+        h.insert(
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderValue::from(v.reset_secs),
+        );
+    }
+}
+
+fn put(h: &mut HeaderMap, n: HeaderName, v: &str) {
+    if let Ok(v) = HeaderValue::from_str(v) {
+        h.insert(n, v);
+    }
+}
