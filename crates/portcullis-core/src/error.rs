@@ -78,6 +78,8 @@ error_codes! {
     UpstreamTimeout = ("upstream_timeout", 504, "Gateway Timeout", "The upstream service did not answer in time"),
     /// The store could not be reached.
     StoreUnavailable = ("store_unavailable", 503, "Service Unavailable", "The credential store is unavailable"),
+    /// The key's uses are spent until its next refill.
+    QuotaExceeded = ("quota_exceeded", 429, "Too Many Requests", "The key's quota is used up until its next refill"),
     /// The shared rate-limit backend is down and `on_backend_error` is `deny`.
     LimiterUnavailable = ("limiter_unavailable", 503, "Service Unavailable", "The rate limiter is unavailable"),
     /// Something failed inside Portcullis.

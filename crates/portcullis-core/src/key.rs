@@ -201,6 +201,10 @@ pub struct KeyGrant {
     pub disabled: bool,
     /// Remaining uses at the time of the read; `None` = unlimited.
     pub remaining_uses: Option<i64>,
+    /// How the uses are refilled, if they are.
+    pub refill: Option<crate::quota::RefillPlan>,
+    /// The start of the period of the last refill (Unix seconds).
+    pub refilled_at: i64,
     /// The key's own rate-limit policy, replacing the route's per-caller
     /// limit.
     pub rate_limit: Option<std::sync::Arc<crate::ratelimit::Policy>>,
@@ -217,8 +221,10 @@ pub enum KeyState {
     Revoked,
     /// Disabled by an operator.
     Disabled,
-    /// No uses left.
+    /// No uses left, for good.
     UsedUp,
+    /// No uses left until the next refill.
+    Exhausted,
 }
 
 impl KeyState {
@@ -230,6 +236,7 @@ impl KeyState {
             KeyState::Revoked => "key_revoked",
             KeyState::Disabled => "key_disabled",
             KeyState::UsedUp => "key_used_up",
+            KeyState::Exhausted => "key_quota_exhausted",
         }
     }
 }
@@ -245,7 +252,11 @@ impl KeyGrant {
         } else if self.expires_at.is_some_and(|t| t <= now) {
             KeyState::Expired
         } else if self.remaining_uses.is_some_and(|n| n <= 0) {
-            KeyState::UsedUp
+            match self.refill {
+                None => KeyState::UsedUp,
+                Some(r) if r.due(self.refilled_at, now) => KeyState::Active,
+                Some(_) => KeyState::Exhausted,
+            }
         } else {
             KeyState::Active
         }
@@ -344,12 +355,23 @@ mod tests {
             revoked_at: None,
             disabled: false,
             remaining_uses: Some(1),
+            refill: None,
+            refilled_at: 0,
             rate_limit: None,
         };
         assert_eq!(g.state(99), KeyState::Active);
         assert_eq!(g.state(100), KeyState::Expired);
         g.remaining_uses = Some(0);
         assert_eq!(g.state(50), KeyState::UsedUp);
+        // With a daily refill: spent until the next UTC midnight.
+        g.refill = Some(crate::quota::RefillPlan {
+            every: crate::quota::Refill::Daily,
+            amount: 10,
+        });
+        assert_eq!(g.state(50), KeyState::Exhausted);
+        g.expires_at = None;
+        assert_eq!(g.state(86_400), KeyState::Active);
+        g.refill = None;
         g.disabled = true;
         assert_eq!(g.state(50), KeyState::Disabled);
         g.revoked_at = Some(10);

@@ -17,6 +17,7 @@ pub mod csrf;
 pub mod error;
 pub mod key;
 pub mod principal;
+pub mod quota;
 pub mod ratelimit;
 pub mod route;
 pub mod scope;

@@ -170,7 +170,11 @@ enum KeysCmd {
         /// Number of uses.
         #[arg(long)]
         uses: Option<i64>,
-        /// Rate-limit override, like 100/minute.
+        /// Refill the uses every `day` or `month` (UTC), to --uses.
+        #[arg(long)]
+        refill: Option<String>,
+        /// The key's own rate limit, like 100/minute, replacing routes'
+        /// per-caller limits.
         #[arg(long)]
         rate: Option<String>,
         /// Environment label in the key (live, test).
@@ -347,6 +351,7 @@ async fn keys(cfg: &Config, cmd: KeysCmd) -> Result<()> {
             scopes,
             expires,
             uses,
+            refill,
             rate,
             env,
             metadata,
@@ -368,6 +373,10 @@ async fn keys(cfg: &Config, cmd: KeysCmd) -> Result<()> {
                 rate,
                 metadata,
             )
+            .and_then(|mut s| {
+                s.refill = portcullis::admin::refill_from(refill.as_deref(), None, uses)?;
+                Ok(s)
+            })
             .map_err(|e| UsageError(e.to_string()))?;
             let created = svc.create("cli", &spec).await.map_err(key_err)?;
             if json {
@@ -765,7 +774,7 @@ fn status(k: &KeyRecord, now: i64) -> &'static str {
         "disabled"
     } else if k.expires_at.is_some_and(|e| e <= now) {
         "expired"
-    } else if k.remaining_uses == Some(0) {
+    } else if k.remaining_uses == Some(0) && k.refill.is_none() {
         "used up"
     } else {
         "active"
@@ -793,6 +802,9 @@ fn show(out: &mut impl Write, k: &KeyRecord) -> std::io::Result<()> {
         k.remaining_uses
             .map_or("unlimited".into(), |u| u.to_string())
     )?;
+    if let (Some(every), Some(amount)) = (&k.refill, k.refill_amount) {
+        writeln!(out, "refill        {amount} every {every} (UTC)")?;
+    }
     writeln!(
         out,
         "rate limit    {}",

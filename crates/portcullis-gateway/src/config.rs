@@ -830,9 +830,16 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
         Duration::from_secs(30),
     )?;
 
+    let rate_limit = parse_rate_limit(&raw.rate_limit)?;
     let mut routes = Vec::new();
     for (i, r) in raw.routes.iter().enumerate() {
-        routes.push(parse_route(i, r, allow_query, default_timeout)?);
+        let route = parse_route(i, r, allow_query, default_timeout)?;
+        check_cost(
+            &format!("routes[{i}].cost"),
+            route.cost,
+            route.rate_limit.as_ref().or(rate_limit.default.as_ref()),
+        )?;
+        routes.push(route);
     }
 
     Ok(Config {
@@ -861,7 +868,7 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
         connect_timeout,
         routes,
         identity: parse_identity(&raw, listen, env)?,
-        rate_limit: parse_rate_limit(&raw.rate_limit)?,
+        rate_limit,
     })
 }
 
@@ -992,6 +999,19 @@ fn parse_route(
             Some(c) => c,
         },
     })
+}
+
+/// A cost above a limit's burst could never be admitted: refused at start.
+fn check_cost(path: &str, cost: u32, p: Option<&RatePolicy>) -> Result<(), ConfigError> {
+    match p.and_then(|p| p.limits().iter().find(|l| l.burst < cost)) {
+        Some(l) => Err(cerr(
+            path,
+            format!(
+                "{cost} is more than the burst of {l}, so no request could ever pass; raise the limit or its burst"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The explanation `portcullis config check` prints.

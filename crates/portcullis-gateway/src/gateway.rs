@@ -229,22 +229,25 @@ impl App {
             origin: origin.as_deref(),
             ..Head::new(req.method(), req.headers(), req.uri().query())
         };
-        let principal = match self.guard.check(&route.policy, &head).await {
-            Ok(g) => g.principal,
+        let granted = match self.guard.authenticate(&route.policy, &head).await {
+            Ok(g) => g,
             Err(d) => {
                 out.credential_id = d.credential_id;
                 return self.deny(d.problem, rid, out);
             }
         };
-        self.note_principal(principal.as_ref(), out);
-        let plan = self.plan(&route, principal.as_ref(), client);
+        let principal = granted.principal.as_ref();
+        self.note_principal(principal, out);
+        let plan = self.plan(&route, principal, client);
         let verdict = match self.limit(&plan, route.cost, rid, out).await {
             Ok(v) => v,
             Err(r) => return r,
         };
-        let mut resp = self
-            .forward(req, &route, principal.as_ref(), client, rid, out)
-            .await;
+        // Quota last: a request the rate limiter refused spends none.
+        if let Err(d) = self.guard.spend(&granted, route.cost).await {
+            return self.deny(d.problem, rid, out);
+        }
+        let mut resp = self.forward(req, &route, principal, client, rid, out).await;
         if let Some(v) = verdict {
             write_headers(
                 resp.headers_mut(),
@@ -465,7 +468,7 @@ impl App {
             origin: origin.as_deref(),
             ..Head::new(&method, h, uri.query())
         };
-        match self.guard.check(&route.policy, &head).await {
+        match self.guard.authenticate(&route.policy, &head).await {
             Ok(g) => {
                 self.note_principal(g.principal.as_ref(), out);
                 let plan = self.plan(&route, g.principal.as_ref(), client);
@@ -481,6 +484,9 @@ impl App {
                         return r;
                     }
                 };
+                if let Err(d) = self.guard.spend(&g, route.cost).await {
+                    return self.decision_denied(d.problem, rid, out);
+                }
                 let mut r = Response::new(Body::empty());
                 if let Some(v) = verdict {
                     write_headers(

@@ -165,8 +165,39 @@ struct CreateBody {
     env: Option<String>,
     expires_in: Option<String>,
     uses: Option<i64>,
+    refill: Option<String>,
+    refill_amount: Option<i64>,
     rate_limit: Option<String>,
     metadata: Option<serde_json::Value>,
+}
+
+/// A key's refill from `refill` (`day` / `month`) and an amount, which
+/// defaults to `uses`.
+pub fn refill_from(
+    refill: Option<&str>,
+    amount: Option<i64>,
+    uses: Option<i64>,
+) -> Result<Option<portcullis_core::quota::RefillPlan>, KeyError> {
+    let Some(r) = refill else {
+        if amount.is_some() {
+            return Err(KeyError::Invalid(
+                "refill_amount: needs refill (day or month)".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let every = portcullis_core::quota::Refill::parse(r).ok_or_else(|| {
+        KeyError::Invalid(format!(
+            "refill: {:?} is not day or month",
+            r.chars().take(32).collect::<String>()
+        ))
+    })?;
+    let amount = amount.or(uses).ok_or_else(|| {
+        KeyError::Invalid(
+            "refill: say how many uses each refill gives (uses or refill_amount)".into(),
+        )
+    })?;
+    Ok(Some(portcullis_core::quota::RefillPlan { every, amount }))
 }
 
 /// Builds a spec from the fields the CLI and the admin API share.
@@ -238,7 +269,11 @@ async fn create_key(State(st): State<AdminState>, req: Request) -> Response {
         b.uses,
         b.rate_limit,
         b.metadata,
-    ) {
+    )
+    .and_then(|mut s| {
+        s.refill = refill_from(b.refill.as_deref(), b.refill_amount, b.uses)?;
+        Ok(s)
+    }) {
         Ok(s) => s,
         Err(e) => return err(e),
     };

@@ -6,7 +6,7 @@
 
 use crate::identity::{Identity, Refusal};
 use crate::store::StoreError;
-use crate::verify::{KeyVerdict, Verifier};
+use crate::verify::{CachedKey, KeyRejection, KeyVerdict, Verifier};
 use http::{HeaderMap, Method};
 use portcullis_core::credential::{CredentialNames, extract};
 use portcullis_core::csrf::{CsrfError, is_unsafe};
@@ -48,6 +48,9 @@ pub struct Granted {
     pub principal: Option<Principal>,
     /// The scheme the credential came by.
     pub scheme: Option<Scheme>,
+    /// A key whose uses are limited, still to be spent by
+    /// [`Guard::spend`].
+    pub metered: Option<Arc<CachedKey>>,
 }
 
 /// A request that may not.
@@ -150,8 +153,39 @@ impl Guard {
         &self.verifier
     }
 
-    /// Decides a request: `Ok` to proceed, `Err` with the answer.
+    /// Decides a request: `Ok` to proceed, `Err` with the answer. A key
+    /// with limited uses spends one.
     pub async fn check(&self, policy: &Policy, head: &Head<'_>) -> Result<Granted, Denied> {
+        let g = self.authenticate(policy, head).await?;
+        self.spend(&g, 1).await?;
+        Ok(g)
+    }
+
+    /// Spends `cost` uses of the granted key, if its uses are limited:
+    /// called after the rate limiter admitted the request, so a refused
+    /// request costs no quota.
+    pub async fn spend(&self, g: &Granted, cost: u32) -> Result<(), Denied> {
+        let Some(k) = &g.metered else {
+            return Ok(());
+        };
+        let rejection = match self.verifier.spend(k, cost).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(r)) => r,
+            Err(e) => return Err(store_down(e, g.scheme.unwrap_or(Scheme::ApiKeyHeader))),
+        };
+        let scheme = g.scheme.unwrap_or(Scheme::ApiKeyHeader);
+        let d = reject_key(rejection, scheme);
+        tracing::debug!(
+            reason = d.problem.log_reason,
+            key_id = d.credential_id.as_deref().unwrap_or(""),
+            "credential refused"
+        );
+        Err(d)
+    }
+
+    /// Decides a request like [`Guard::check`] but leaves a limited key's
+    /// use unspent: follow with [`Guard::spend`].
+    pub async fn authenticate(&self, policy: &Policy, head: &Head<'_>) -> Result<Granted, Denied> {
         let r = self.decide(policy, head).await;
         if let Err(d) = &r {
             tracing::debug!(
@@ -169,6 +203,7 @@ impl Guard {
             return Ok(Granted {
                 principal: None,
                 scheme: None,
+                metered: None,
             });
         }
         let presented = match extract(&policy.schemes, &self.names, head.headers, head.query) {
@@ -198,12 +233,17 @@ impl Guard {
         let Some(value) = presented.value.as_deref() else {
             return Err(Denied::new(invalid("unreadable_credential"), Some(scheme)));
         };
+        let mut metered = None;
         let principal = match scheme {
             Scheme::ApiKeyHeader | Scheme::ApiKeyQuery | Scheme::ApiKeyCookie => {
-                self.verify_key(value, scheme).await?
+                let (p, m) = self.verify_key(value, scheme).await?;
+                metered = m;
+                p
             }
             Scheme::Bearer if portcullis_core::key::looks_like_key(value) => {
-                self.verify_key(value, scheme).await?
+                let (p, m) = self.verify_key(value, scheme).await?;
+                metered = m;
+                p
             }
             Scheme::Bearer => {
                 let Some(id) = &self.identity else {
@@ -290,27 +330,45 @@ impl Guard {
         Ok(Granted {
             principal: Some(principal),
             scheme: Some(scheme),
+            metered,
         })
     }
 
-    async fn verify_key(&self, value: &str, scheme: Scheme) -> Result<Principal, Denied> {
-        match self.verifier.verify(value).await {
-            Ok(KeyVerdict::Valid(k)) => Ok(Principal {
-                subject: k.grant.owner.clone(),
-                kind: PrincipalKind::ApiKey,
-                scopes: k.grant.scopes.clone(),
-                credential_id: k.grant.key_id.clone(),
-                rate_limit: k.grant.rate_limit.clone(),
-            }),
-            Ok(KeyVerdict::Rejected(r)) => Err(Denied {
-                problem: Problem::new(ErrorCode::InvalidCredentials)
-                    .challenge(invalid_challenge(scheme))
-                    .log_reason(r.reason()),
-                credential_id: r.key_id().map(str::to_owned),
-                scheme: Some(scheme),
-            }),
+    async fn verify_key(
+        &self,
+        value: &str,
+        scheme: Scheme,
+    ) -> Result<(Principal, Option<Arc<CachedKey>>), Denied> {
+        match self.verifier.verify_unspent(value).await {
+            Ok(KeyVerdict::Valid(k)) => Ok((
+                Principal {
+                    subject: k.grant.owner.clone(),
+                    kind: PrincipalKind::ApiKey,
+                    scopes: k.grant.scopes.clone(),
+                    credential_id: k.grant.key_id.clone(),
+                    rate_limit: k.grant.rate_limit.clone(),
+                },
+                k.grant.remaining_uses.is_some().then_some(k),
+            )),
+            Ok(KeyVerdict::Rejected(r)) => Err(reject_key(r, scheme)),
             Err(e) => Err(store_down(e, scheme)),
         }
+    }
+}
+
+/// The answer for a refused key: 401, or 429 when its quota is spent
+/// until the next refill.
+fn reject_key(r: KeyRejection, scheme: Scheme) -> Denied {
+    let problem = match &r {
+        KeyRejection::Exhausted {
+            retry_after_secs, ..
+        } => Problem::new(ErrorCode::QuotaExceeded).retry_after(*retry_after_secs),
+        _ => Problem::new(ErrorCode::InvalidCredentials).challenge(invalid_challenge(scheme)),
+    };
+    Denied {
+        problem: problem.log_reason(r.reason()),
+        credential_id: r.key_id().map(str::to_owned),
+        scheme: Some(scheme),
     }
 }
 

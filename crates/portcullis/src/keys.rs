@@ -53,6 +53,8 @@ pub struct KeySpec {
     pub expires_in: Option<i64>,
     /// Number of uses.
     pub uses: Option<i64>,
+    /// Refill the uses to this plan's amount every day or month.
+    pub refill: Option<portcullis_core::quota::RefillPlan>,
     /// Rate-limit override (`100/minute`).
     pub rate_limit: Option<String>,
     /// Free JSON metadata (an object).
@@ -69,6 +71,7 @@ impl KeySpec {
             env: "live".into(),
             expires_in: None,
             uses: None,
+            refill: None,
             rate_limit: None,
             metadata: serde_json::json!({}),
         }
@@ -87,6 +90,11 @@ impl KeySpec {
         }
         if self.uses.is_some_and(|u| u < 1) {
             return Err(KeyError::Invalid("uses: must be at least 1".into()));
+        }
+        if self.refill.is_some_and(|r| r.amount < 1) {
+            return Err(KeyError::Invalid(
+                "refill: the amount must be at least 1".into(),
+            ));
         }
         if let Some(r) = &self.rate_limit {
             check_rate(r)?;
@@ -175,7 +183,10 @@ impl KeyService {
             scopes: spec.scopes.clone(),
             created_at: now,
             expires_at: spec.expires_in.map(|s| now.saturating_add(s)),
-            remaining_uses: spec.uses,
+            // A refilled key starts with its amount unless told otherwise.
+            remaining_uses: spec.uses.or(spec.refill.map(|r| r.amount)),
+            refill: spec.refill,
+            refilled_at: spec.refill.map_or(0, |r| r.every.period_start(now)),
             rate_limit: spec.rate_limit.clone(),
             metadata: spec.metadata.clone(),
             rotated_from: None,
@@ -288,6 +299,11 @@ impl KeyService {
             // The replacement keeps the old key's end of life, if it had one.
             expires_in: old.expires_at.map(|e| e - now).filter(|s| *s > 0).or(None),
             uses: old.remaining_uses.map(|u| u.max(1)),
+            refill: match (old.refill.as_deref(), old.refill_amount) {
+                (Some(e), Some(amount)) => portcullis_core::quota::Refill::parse(e)
+                    .map(|every| portcullis_core::quota::RefillPlan { every, amount }),
+                _ => None,
+            },
             rate_limit: old.rate_limit.clone(),
             metadata: old.metadata.clone(),
         };

@@ -59,6 +59,7 @@ impl Default for VerifierConfig {
 pub struct CachedKey {
     /// What the store said.
     pub grant: KeyGrant,
+    hash: KeyHash,
     last_used: AtomicI64,
     pending_touch: AtomicBool,
 }
@@ -78,6 +79,13 @@ pub enum KeyRejection {
         /// Why.
         state: KeyState,
     },
+    /// Its uses are spent until the next refill.
+    Exhausted {
+        /// The key's id (safe to log).
+        key_id: String,
+        /// Seconds until the refill.
+        retry_after_secs: u64,
+    },
 }
 
 impl KeyRejection {
@@ -88,12 +96,15 @@ impl KeyRejection {
             KeyRejection::Malformed(_) => "malformed_key",
             KeyRejection::Unknown => "unknown_key",
             KeyRejection::State { state, .. } => state.reason(),
+            KeyRejection::Exhausted { .. } => KeyState::Exhausted.reason(),
         }
     }
     /// The key id, when the key is known.
     pub fn key_id(&self) -> Option<&str> {
         match self {
-            KeyRejection::State { key_id, .. } => Some(key_id),
+            KeyRejection::State { key_id, .. } | KeyRejection::Exhausted { key_id, .. } => {
+                Some(key_id)
+            }
             _ => None,
         }
     }
@@ -171,8 +182,57 @@ impl Verifier {
         self.clock.now()
     }
 
-    /// Verifies a presented key.
+    /// Verifies a presented key and spends one of its uses, if its uses
+    /// are limited.
     pub async fn verify(&self, presented: &str) -> Result<KeyVerdict, StoreError> {
+        match self.verify_unspent(presented).await? {
+            KeyVerdict::Valid(k) => match self.spend(&k, 1).await? {
+                None => Ok(KeyVerdict::Valid(k)),
+                Some(r) => Ok(KeyVerdict::Rejected(r)),
+            },
+            r => Ok(r),
+        }
+    }
+
+    /// Spends `cost` uses of a verified key whose uses are limited (a
+    /// no-op for the others): `Some` rejection when not enough are left.
+    /// Kept apart from verification so a request refused by a rate limit
+    /// spends nothing.
+    pub async fn spend(
+        &self,
+        key: &CachedKey,
+        cost: u32,
+    ) -> Result<Option<KeyRejection>, StoreError> {
+        if key.grant.remaining_uses.is_none() {
+            return Ok(None);
+        }
+        let now = self.clock.now();
+        // Counted in the store, atomically, so two gateways cannot both
+        // spend the last use.
+        if self
+            .store
+            .consume_use(&key.hash, cost, now)
+            .await?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        self.known.invalidate(&key.hash);
+        Ok(Some(match key.grant.refill {
+            Some(r) => KeyRejection::Exhausted {
+                key_id: key.grant.key_id.clone(),
+                retry_after_secs: u64::try_from(r.every.next_start(now) - now).unwrap_or(1),
+            },
+            None => KeyRejection::State {
+                key_id: key.grant.key_id.clone(),
+                state: KeyState::UsedUp,
+            },
+        }))
+    }
+
+    /// Verifies a presented key without spending a use; follow with
+    /// [`Verifier::spend`].
+    pub async fn verify_unspent(&self, presented: &str) -> Result<KeyVerdict, StoreError> {
         if let Err(e) = check_format(presented) {
             return Ok(KeyVerdict::Rejected(KeyRejection::Malformed(e)));
         }
@@ -197,6 +257,7 @@ impl Verifier {
                     Some(grant) => {
                         let c = Arc::new(CachedKey {
                             grant,
+                            hash,
                             last_used: AtomicI64::new(0),
                             pending_touch: AtomicBool::new(false),
                         });
@@ -214,22 +275,19 @@ impl Verifier {
         };
         let now = self.clock.now();
         let state = cached.grant.state(now);
+        if state == KeyState::Exhausted
+            && let Some(r) = cached.grant.refill
+        {
+            return Ok(KeyVerdict::Rejected(KeyRejection::Exhausted {
+                key_id: cached.grant.key_id.clone(),
+                retry_after_secs: u64::try_from(r.every.next_start(now) - now).unwrap_or(1),
+            }));
+        }
         if state != KeyState::Active {
             return Ok(KeyVerdict::Rejected(KeyRejection::State {
                 key_id: cached.grant.key_id.clone(),
                 state,
             }));
-        }
-        if cached.grant.remaining_uses.is_some() {
-            // Limited keys are counted in the store, atomically, so two
-            // gateways cannot both spend the last use.
-            if self.store.consume_use(&hash).await?.is_none() {
-                self.known.invalidate(&hash);
-                return Ok(KeyVerdict::Rejected(KeyRejection::State {
-                    key_id: cached.grant.key_id.clone(),
-                    state: KeyState::UsedUp,
-                }));
-            }
         }
         cached.last_used.store(now, Ordering::Relaxed);
         if !cached.pending_touch.swap(true, Ordering::AcqRel) {

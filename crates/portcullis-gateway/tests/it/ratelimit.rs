@@ -126,6 +126,10 @@ fn bad_policies_are_refused_at_start() {
             "routes[0].rate_limit_by",
         ),
         ("[rate_limit]\ndefault = \"lots\"\n", "rate_limit.default"),
+        (
+            "[[routes]]\npath = \"/x\"\nupstream = \"demo\"\nrate_limit = \"1/hour\"\ncost = 2\n",
+            "routes[0].cost",
+        ),
     ] {
         let env = Env::new(cfg);
         let o = env.cli(&["config", "check"]);
@@ -136,4 +140,163 @@ fn bad_policies_are_refused_at_start() {
         // A Redis URL may carry a password: never repeated.
         assert!(!err.contains("hunter2"), "{err}");
     }
+}
+
+const POOLS: &str = r#"
+[[routes]]
+path = "/mine"
+methods = ["GET"]
+upstream = "demo"
+auth = ["api_key_header"]
+rate_limit = "2/hour"
+
+[[routes]]
+path = "/team"
+methods = ["GET"]
+upstream = "demo"
+auth = ["api_key_header"]
+rate_limit = "3/hour"
+rate_limit_by = "owner"
+
+[[routes]]
+path = "/shared"
+methods = ["GET"]
+upstream = "demo"
+auth = ["api_key_header"]
+rate_limit = "4/hour"
+rate_limit_by = "route"
+
+[[routes]]
+path = "/metered"
+methods = ["GET"]
+upstream = "demo"
+auth = ["api_key_header"]
+rate_limit = "2/hour"
+cost = 2
+"#;
+
+/// A key's own limit replaces the route's per-caller limit and spans
+/// routes; `owner` pools an owner's keys; `route` pools everyone.
+#[test]
+fn key_overrides_owner_pools_and_route_pools() {
+    let env = Env::new(POOLS);
+    env.init();
+    let a1 = env.create_key(&["--name", "a1", "--owner", "acme"]);
+    let a2 = env.create_key(&["--name", "a2", "--owner", "acme"]);
+    let b = env.create_key(&["--name", "b", "--owner", "bolt"]);
+    let vip = env.create_key(&["--name", "vip", "--owner", "bolt", "--rate", "5/hour"]);
+    let _s = env.serve();
+    let c = client();
+    let get = |k: &str, p: &str| c.get(env.url(p)).header("X-API-Key", k).send().unwrap();
+
+    // Per caller: each key has 2 on /mine.
+    for k in [&a1, &a2] {
+        assert_eq!(get(k, "/mine").status(), 200);
+        assert_eq!(get(k, "/mine").status(), 200);
+        assert_eq!(get(k, "/mine").status(), 429);
+    }
+    // Per owner: acme's two keys share 3 on /team; bolt has its own.
+    assert_eq!(get(&a1, "/team").status(), 200);
+    assert_eq!(get(&a2, "/team").status(), 200);
+    assert_eq!(get(&a1, "/team").status(), 200);
+    assert_eq!(get(&a2, "/team").status(), 429);
+    assert_eq!(get(&b, "/team").status(), 200);
+
+    // The key's own 5/hour replaces 2/hour on /mine and 3/hour (owner) on
+    // /team, and is one allowance across both.
+    for _ in 0..3 {
+        let r = get(&vip, "/mine");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["ratelimit-policy"], "\"k0\";q=5;w=3600");
+    }
+    assert_eq!(get(&vip, "/team").status(), 200);
+    assert_eq!(get(&vip, "/team").status(), 200);
+    let r = get(&vip, "/mine");
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["ratelimit-policy"], "\"k0\";q=5;w=3600");
+
+    // Per route: 4 for everyone together, the vip key too (its own limit
+    // is spent, and a whole-route limit applies on top of it anyway).
+    assert_eq!(get(&a1, "/shared").status(), 200);
+    assert_eq!(get(&a2, "/shared").status(), 200);
+    assert_eq!(get(&b, "/shared").status(), 200);
+    assert_eq!(get(&b, "/shared").status(), 200);
+    assert_eq!(get(&a1, "/shared").status(), 429);
+}
+
+/// Quotas are spent only by requests the rate limiter admitted, by the
+/// route's cost; a refilled quota that is spent answers 429
+/// `quota_exceeded` with the time to the refill.
+#[test]
+fn quotas_spend_the_route_cost_and_never_on_a_rate_limited_request() {
+    let env = Env::new(POOLS);
+    env.init();
+    let k = env.create_key(&["--name", "q", "--uses", "5", "--refill", "day"]);
+    let _s = env.serve();
+    let c = client();
+    let get = |p: &str| c.get(env.url(p)).header("X-API-Key", &k).send().unwrap();
+    // /metered: 2/hour at a cost of 2: the first is admitted and costs 2
+    // uses; the rest are rate-limited.
+    assert_eq!(get("/metered").status(), 200);
+    for _ in 0..5 {
+        assert_eq!(get("/metered").status(), 429);
+    }
+    let left = |env: &Env| {
+        let o = env.cli(&["keys", "list", "--owner", "q", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v.as_array().unwrap()[0]["remaining_uses"].as_i64().unwrap()
+    };
+    // Rate-limited requests spent nothing.
+    assert_eq!(left(&env), 3);
+    // /mine (cost 1, 2/hour): spends one use each.
+    assert_eq!(get("/mine").status(), 200);
+    assert_eq!(get("/mine").status(), 200);
+    assert_eq!(left(&env), 1);
+    // Spend the rest on /team (3/hour, cost 1), then the quota answers.
+    let mut last = None;
+    for _ in 0..4 {
+        let r = get("/team");
+        if r.status() != 200 {
+            last = Some(r);
+            break;
+        }
+    }
+    let r = last.expect("the quota ran out");
+    assert_eq!(r.status(), 429);
+    let ra: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=86_400).contains(&ra), "{ra}");
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["code"], "quota_exceeded");
+}
+
+/// The token and login endpoints are limited per client address.
+#[test]
+fn token_and_login_endpoints_are_limited_per_address() {
+    let env = Env::new(
+        "[rate_limit]\nauth_endpoints = \"3/hour\"\n[tokens]\nissuer = \"http://127.0.0.1\"\n",
+    );
+    env.init();
+    let _s = env.serve();
+    let c = client();
+    for i in 0..3 {
+        let r = c
+            .post(env.url("/oauth/token"))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 401, "request {i}");
+    }
+    let r = c
+        .post(env.url("/auth/login"))
+        .form(&[("username", "u"), ("password", "p")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["code"], "rate_limited");
 }

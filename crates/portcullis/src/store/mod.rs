@@ -63,6 +63,10 @@ pub struct KeyRecord {
     pub disabled: bool,
     /// Uses left; `None` = unlimited.
     pub remaining_uses: Option<i64>,
+    /// `day` or `month`: the uses are refilled at the start of each.
+    pub refill: Option<String>,
+    /// The uses the key gets at each refill.
+    pub refill_amount: Option<i64>,
     /// Rate-limit override.
     pub rate_limit: Option<String>,
     /// Free JSON metadata.
@@ -98,6 +102,10 @@ pub struct NewKey {
     pub expires_at: Option<i64>,
     /// Uses; `None` = unlimited.
     pub remaining_uses: Option<i64>,
+    /// The refill, if the uses are refilled.
+    pub refill: Option<portcullis_core::quota::RefillPlan>,
+    /// The start of the current refill period (Unix seconds).
+    pub refilled_at: i64,
     /// Rate-limit override.
     pub rate_limit: Option<String>,
     /// Free JSON metadata.
@@ -247,10 +255,16 @@ impl Store {
         dispatch!(self, s => s.rotate_key(old_id, new, grace_until, audit).await)
     }
 
-    /// Spends one use of a limited key. `Some(left)` when a use was
-    /// available, `None` when none was.
-    pub async fn consume_use(&self, hash: &KeyHash) -> Result<Option<i64>, StoreError> {
-        dispatch!(self, s => s.consume_use(hash).await)
+    /// Spends `cost` uses of a limited key at `now`, refilling it first if
+    /// a refill is due. `Some(left)` when enough uses were available,
+    /// `None` when not (and nothing is spent).
+    pub async fn consume_use(
+        &self,
+        hash: &KeyHash,
+        cost: u32,
+        now: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        dispatch!(self, s => s.consume_use(hash, cost, now).await)
     }
 
     /// Records last-used times in one transaction.

@@ -15,7 +15,7 @@ pub struct SqliteStore {
     pub(super) pool: SqlitePool,
 }
 
-const KEY_COLUMNS: &str = "id, prefix, env, owner, name, scopes, created_at, expires_at, revoked_at, disabled, remaining_uses, rate_limit, metadata, last_used_at, rotated_from, rotated_to";
+const KEY_COLUMNS: &str = "id, prefix, env, owner, name, scopes, created_at, expires_at, revoked_at, disabled, remaining_uses, refill_interval, refill_amount, rate_limit, metadata, last_used_at, rotated_from, rotated_to";
 
 impl SqliteStore {
     /// Opens (and with `create`, creates) the database file.
@@ -98,7 +98,8 @@ impl SqliteStore {
         hash: &KeyHash,
     ) -> Result<Option<KeyGrant>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, owner, scopes, expires_at, revoked_at, disabled, remaining_uses, rate_limit
+            "SELECT id, owner, scopes, expires_at, revoked_at, disabled, remaining_uses,
+                    refill_interval, refill_amount, refilled_at, rate_limit
              FROM api_keys WHERE key_hash = ?1",
         )
         .bind(&hash.0[..])
@@ -114,6 +115,8 @@ impl SqliteStore {
             revoked_at: r.try_get("revoked_at")?,
             disabled: r.try_get("disabled")?,
             remaining_uses: r.try_get("remaining_uses")?,
+            refill: refill_of(&r)?,
+            refilled_at: r.try_get("refilled_at")?,
             rate_limit: r
                 .try_get::<Option<&str>, _>("rate_limit")?
                 .map(portcullis_core::ratelimit::Policy::parse)
@@ -212,14 +215,34 @@ impl SqliteStore {
         self.get_key(&new.id).await
     }
 
-    pub(super) async fn consume_use(&self, hash: &KeyHash) -> Result<Option<i64>, StoreError> {
-        // One statement: the check and the decrement cannot be split by a
-        // concurrent request, in this process or another.
+    pub(super) async fn consume_use(
+        &self,
+        hash: &KeyHash,
+        cost: u32,
+        now: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        use portcullis_core::quota::Refill;
+        // One statement: the refill, the check and the decrement cannot be
+        // split by a concurrent request, in this process or another. SET
+        // expressions all read the row as it was before the update.
         let left: Option<i64> = sqlx::query_scalar(
-            "UPDATE api_keys SET remaining_uses = remaining_uses - 1
-             WHERE key_hash = ?1 AND remaining_uses > 0 RETURNING remaining_uses",
+            "UPDATE api_keys SET
+                remaining_uses = CASE WHEN refill_interval IS NOT NULL
+                        AND refilled_at < (CASE refill_interval WHEN 'day' THEN ?3 ELSE ?4 END)
+                    THEN refill_amount - ?2 ELSE remaining_uses - ?2 END,
+                refilled_at = CASE WHEN refill_interval IS NOT NULL
+                        AND refilled_at < (CASE refill_interval WHEN 'day' THEN ?3 ELSE ?4 END)
+                    THEN (CASE refill_interval WHEN 'day' THEN ?3 ELSE ?4 END) ELSE refilled_at END
+             WHERE key_hash = ?1 AND remaining_uses IS NOT NULL
+               AND (CASE WHEN refill_interval IS NOT NULL
+                        AND refilled_at < (CASE refill_interval WHEN 'day' THEN ?3 ELSE ?4 END)
+                    THEN refill_amount ELSE remaining_uses END) >= ?2
+             RETURNING remaining_uses",
         )
         .bind(&hash.0[..])
+        .bind(i64::from(cost.max(1)))
+        .bind(Refill::Daily.period_start(now))
+        .bind(Refill::Monthly.period_start(now))
         .fetch_optional(&self.pool)
         .await?;
         Ok(left)
@@ -307,8 +330,9 @@ pub(super) type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 async fn insert_key_tx(tx: &mut Tx, k: &NewKey) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO api_keys (id, key_hash, prefix, env, owner, name, scopes, created_at, expires_at,
-                               remaining_uses, rate_limit, metadata, rotated_from)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                               remaining_uses, rate_limit, metadata, rotated_from,
+                               refill_interval, refill_amount, refilled_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )
     .bind(&k.id)
     .bind(&k.hash.0[..])
@@ -323,6 +347,9 @@ async fn insert_key_tx(tx: &mut Tx, k: &NewKey) -> Result<(), StoreError> {
     .bind(k.rate_limit.as_deref())
     .bind(k.metadata.to_string())
     .bind(k.rotated_from.as_deref())
+    .bind(k.refill.map(|r| r.every.as_str()))
+    .bind(k.refill.map(|r| r.amount))
+    .bind(k.refilled_at)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -357,6 +384,20 @@ fn hash_of(row: &SqliteRow) -> Result<KeyHash, StoreError> {
     Ok(KeyHash(arr))
 }
 
+fn refill_of(r: &SqliteRow) -> Result<Option<portcullis_core::quota::RefillPlan>, StoreError> {
+    let every: Option<&str> = r.try_get("refill_interval")?;
+    let amount: Option<i64> = r.try_get("refill_amount")?;
+    match (every, amount) {
+        (None, _) => Ok(None),
+        (Some(e), Some(amount)) => Ok(Some(portcullis_core::quota::RefillPlan {
+            every: portcullis_core::quota::Refill::parse(e)
+                .ok_or(StoreError::Corrupt("api_keys.refill_interval"))?,
+            amount,
+        })),
+        (Some(_), None) => Err(StoreError::Corrupt("api_keys.refill_amount")),
+    }
+}
+
 fn key_record(r: &SqliteRow) -> Result<KeyRecord, StoreError> {
     Ok(KeyRecord {
         id: r.try_get("id")?,
@@ -370,6 +411,8 @@ fn key_record(r: &SqliteRow) -> Result<KeyRecord, StoreError> {
         revoked_at: r.try_get("revoked_at")?,
         disabled: r.try_get("disabled")?,
         remaining_uses: r.try_get("remaining_uses")?,
+        refill: r.try_get("refill_interval")?,
+        refill_amount: r.try_get("refill_amount")?,
         rate_limit: r.try_get("rate_limit")?,
         metadata: serde_json::from_str(r.try_get::<&str, _>("metadata")?)
             .map_err(|_| StoreError::Corrupt("api_keys.metadata"))?,

@@ -166,6 +166,8 @@ pub fn new_key_row(key: &ApiKey, owner: &str, scope_list: &str, at: i64) -> (New
         created_at: at,
         expires_at: None,
         remaining_uses: None,
+        refill: None,
+        refilled_at: 0,
         rate_limit: None,
         metadata: serde_json::json!({}),
         rotated_from: None,

@@ -128,3 +128,72 @@ async fn sequential_uses_count_down() {
         Some(0)
     );
 }
+
+/// A refilled quota: spent within the day, refused with the time to the
+/// refill, and back to its amount (not added to) at the next UTC midnight;
+/// a cost spends several uses at once or none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_refill_restores_the_amount_at_utc_midnight() {
+    use portcullis::verify::KeyRejection;
+    use portcullis_core::quota::{Refill, RefillPlan};
+    let env = Env::new().await;
+    let mut s = spec("data:read");
+    s.refill = Some(RefillPlan {
+        every: Refill::Daily,
+        amount: 3,
+    });
+    let created = env.create(&s).await;
+    assert_eq!(created.record.remaining_uses, Some(3));
+    assert_eq!(created.record.refill.as_deref(), Some("day"));
+    let key = created.key.expose().to_owned();
+
+    let KeyVerdict::Valid(k) = env.verifier.verify_unspent(&key).await.unwrap() else {
+        panic!("refused")
+    };
+    // A cost of 2, then a cost of 2 that does not fit: nothing is spent.
+    assert!(env.verifier.spend(&k, 2).await.unwrap().is_none());
+    let r = env.verifier.spend(&k, 2).await.unwrap().expect("refused");
+    let now = env.clock().now();
+    let KeyRejection::Exhausted {
+        retry_after_secs, ..
+    } = r
+    else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        retry_after_secs,
+        u64::try_from(Refill::Daily.next_start(now) - now).unwrap()
+    );
+    assert_eq!(
+        env.keys
+            .show(&created.record.id)
+            .await
+            .unwrap()
+            .remaining_uses,
+        Some(1)
+    );
+    valid(&env.verifier, &key).await;
+    assert_eq!(reason(&env.verifier, &key).await, "key_quota_exhausted");
+
+    // Next day: back to 3, not 3 more.
+    let to_midnight = Refill::Daily.next_start(now) - now;
+    env.clock.advance(to_midnight);
+    for _ in 0..3 {
+        valid(&env.verifier, &key).await;
+    }
+    assert_eq!(reason(&env.verifier, &key).await, "key_quota_exhausted");
+    assert_eq!(
+        env.keys
+            .show(&created.record.id)
+            .await
+            .unwrap()
+            .remaining_uses,
+        Some(0)
+    );
+    // Two days later, unused in between: still 3, not 6.
+    env.clock.advance(2 * 86_400);
+    for _ in 0..3 {
+        valid(&env.verifier, &key).await;
+    }
+    assert_eq!(reason(&env.verifier, &key).await, "key_quota_exhausted");
+}
