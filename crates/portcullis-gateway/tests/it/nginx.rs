@@ -46,7 +46,14 @@ server {
         auth_request_set $pc_kind $upstream_http_x_portcullis_kind;
         auth_request_set $pc_scopes $upstream_http_x_portcullis_scopes;
         auth_request_set $pc_credential $upstream_http_x_portcullis_credential_id;
+        auth_request_set $pc_status $upstream_http_x_portcullis_status;
+        auth_request_set $pc_error $upstream_http_x_portcullis_error;
+        auth_request_set $pc_retry_after $upstream_http_retry_after;
+        auth_request_set $pc_ratelimit $upstream_http_ratelimit;
+        auth_request_set $pc_ratelimit_policy $upstream_http_ratelimit_policy;
         error_page 401 403 500 = @portcullis_denied;
+        add_header RateLimit $pc_ratelimit;
+        add_header RateLimit-Policy $pc_ratelimit_policy;
 
         proxy_set_header Host $host;
         proxy_set_header X-Forwarded-For $remote_addr;
@@ -73,6 +80,15 @@ server {
     }
 
     location @portcullis_denied {
+        # 429 (rate limit or quota) is answered from the first decision:
+        # asking again could be admitted, and would be counted.
+        default_type application/problem+json;
+        add_header Retry-After $pc_retry_after always;
+        add_header RateLimit $pc_ratelimit always;
+        add_header RateLimit-Policy $pc_ratelimit_policy always;
+        if ($pc_status = 429) {
+            return 429 '{"type":"https://portcullis.dev/errors/$pc_error","title":"Too Many Requests","status":429,"detail":"Too many requests; retry after the time in Retry-After","code":"$pc_error"}';
+        }
         rewrite ^ /auth/verify break;
         proxy_method GET;
         proxy_pass http://portcullis;
@@ -85,6 +101,9 @@ server {
         proxy_set_header X-Original-URI $request_uri;
         proxy_set_header X-Original-Method $request_method;
         proxy_hide_header WWW-Authenticate;
+        proxy_hide_header Retry-After;
+        proxy_hide_header RateLimit;
+        proxy_hide_header RateLimit-Policy;
         add_header WWW-Authenticate $portcullis_challenge always;
     }
 }
@@ -162,6 +181,18 @@ const REQUIRED: &[(&str, &str)] = &[
     (
         "add_header WWW-Authenticate $portcullis_challenge always;",
         "a 403 loses its insufficient_scope challenge",
+    ),
+    (
+        "auth_request_set $pc_status $upstream_http_x_portcullis_status;",
+        "a 429 cannot be told from other failures",
+    ),
+    (
+        "if ($pc_status = 429) {",
+        "a rate-limited client gets 500, or is counted again",
+    ),
+    (
+        "add_header Retry-After $pc_retry_after always;",
+        "a 429 comes without Retry-After",
     ),
 ];
 
@@ -371,6 +402,13 @@ path = "/public"
 methods = ["GET"]
 upstream = "http://127.0.0.1:{app}"
 auth = []
+
+[[routes]]
+path = "/limited"
+methods = ["GET", "POST"]
+upstream = "http://127.0.0.1:{app}"
+auth = ["api_key_header"]
+rate_limit = "2/hour"
 "#
     )
 }
@@ -671,6 +709,46 @@ fn nginx_passes_every_portcullis_denial_through() {
         s.nginx.error_log()
     );
     assert_eq!(s.hits(), 0, "a denied request reached the upstream");
+}
+
+/// auth_request turns a 429 into a 500; the snippet gives the client the
+/// real 429, with Retry-After and the RateLimit fields of the decision,
+/// and the refused request reaches neither the upstream nor the counter.
+#[test]
+fn nginx_answers_a_rate_limited_request_with_429_and_retry_after() {
+    let s = Stack::new();
+    let key = [("X-API-Key", s.reader.as_str())];
+    for i in 0..2 {
+        let r = s.request("POST", "/limited", &key);
+        assert_eq!(r.status(), 200, "request {i}: {}", s.logs());
+        assert_eq!(all(&r, "ratelimit-policy"), ["\"p0\";q=2;w=3600"]);
+        assert!(all(&r, "ratelimit")[0].starts_with(&format!("\"p0\";r={};", 1 - i)));
+    }
+    for _ in 0..3 {
+        let r = s.request("POST", "/limited", &key);
+        assert_eq!(r.status(), 429, "{}", s.logs());
+        let ra = all(&r, "retry-after");
+        assert_eq!(ra.len(), 1, "{ra:?}");
+        let secs: u64 = ra[0].parse().unwrap();
+        assert!((1..=3600).contains(&secs), "{secs}");
+        assert_eq!(all(&r, "ratelimit-policy"), ["\"p0\";q=2;w=3600"]);
+        assert_eq!(all(&r, "ratelimit").len(), 1);
+        assert_eq!(
+            r.headers()["content-type"].to_str().unwrap(),
+            "application/problem+json"
+        );
+        let body: serde_json::Value = r.json().unwrap();
+        assert_eq!(body["status"], 429);
+        assert_eq!(body["code"], "rate_limited");
+    }
+    // Another key still passes; only the two admitted requests arrived.
+    let r = s.get("/limited", &[("X-API-Key", s.other.as_str())]);
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.hits(), 3);
+    // Other denials still go through the re-ask, one Retry-After at most.
+    let r = s.get("/limited", &[]);
+    assert_eq!(r.status(), 401);
+    assert!(all(&r, "retry-after").is_empty());
 }
 
 #[test]

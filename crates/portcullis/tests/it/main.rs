@@ -9,6 +9,8 @@ mod failures;
 mod guard;
 mod lifecycle;
 mod no_store;
+mod redis_limit;
+mod redis_server;
 mod rotation;
 mod sync;
 mod tokens;
