@@ -55,23 +55,9 @@ impl App {
         getrandom::fill(&mut b).map_err(|_| anyhow::anyhow!("the system random source failed"))?;
         let mut id_prefix = String::new();
         portcullis_core::base62::encode_fixed(&b, 8, &mut id_prefix);
-        // Counters idle for the longest configured period hold nothing a
-        // fresh counter would not.
-        let longest = cfg
-            .routes
-            .iter()
-            .filter_map(|r| r.rate_limit.as_ref())
-            .chain(cfg.rate_limit.default.as_ref())
-            .chain(cfg.rate_limit.auth_endpoints.as_ref())
-            .flat_map(|p| p.limits().iter().map(|l| l.period_ms))
-            .max()
-            .unwrap_or(1000)
-            // Keys' own limits are not known in advance: keep a day.
-            .max(86_400_000);
         let memory = MemoryLimiter::new(
             Arc::new(portcullis::clock::SystemClock),
             cfg.rate_limit.max_counters,
-            std::time::Duration::from_millis(longest),
         );
         let limiter = match &cfg.rate_limit.redis {
             None => Limiter::memory(memory),

@@ -1,46 +1,120 @@
 //! The memory rate limiter: one GCRA counter (a TAT in milliseconds) per
-//! (caller, limit), in a bounded cache whose idle counters expire.
+//! (caller, limit), in a sharded hash map.
 //!
-//! Several limits on one request are decided together: every counter
-//! involved is locked (in a fixed order, so two requests cannot deadlock),
-//! all are decided, and the new values are written only if every limit
-//! admits the request. A refused request changes no counter.
+//! A counter whose TAT has passed holds nothing a missing counter would
+//! not (its caller has a full burst either way), so expiry needs no timer:
+//! a shard that grows drops its passed counters, and one that is full
+//! drops those closest to passing. Memory is bounded by `capacity`
+//! counters of 24 bytes plus the map's overhead.
+//!
+//! Several limits on one request are decided together: every shard
+//! involved is locked (in index order, so two requests cannot deadlock),
+//! all limits are decided, and the new values are written only if every
+//! limit admits the request. A refused request changes no counter.
 
 use super::{Check, Verdict};
 use crate::clock::SharedClock;
-use moka::sync::Cache;
 use portcullis_core::ratelimit::{Decision, decide};
-use std::hash::RandomState;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher, RandomState};
+use std::sync::{Mutex, MutexGuard};
+
+/// Shards: enough that two cores rarely meet on one lock.
+const SHARDS: usize = 64;
+
+/// The counter names are already keyed SipHash outputs: the map uses
+/// their low bits as they are instead of hashing them again.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        // The low 64 bits, one of the two keyed hashes.
+        self.0 = v as u64;
+    }
+}
+
+type Map = HashMap<u128, u64, BuildHasherDefault<Prehashed>>;
+
+struct Shard {
+    map: Map,
+    /// The size at which the shard next drops passed counters.
+    sweep_at: usize,
+}
 
 /// The in-process limiter.
 pub struct MemoryLimiter {
     clock: SharedClock,
-    counters: Cache<u128, Arc<Mutex<u64>>>,
+    shards: Box<[Mutex<Shard>]>,
+    shard_cap: usize,
     keys: (RandomState, RandomState),
 }
 
 impl std::fmt::Debug for MemoryLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryLimiter")
-            .field("counters", &self.counters.entry_count())
+            .field("counters", &self.len())
             .finish()
     }
 }
 
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // A poisoned shard (a panic while held) still holds valid numbers.
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Shard {
+    /// Makes room for one more counter at `now`.
+    fn room(&mut self, now: u64, cap: usize) {
+        if self.map.len() < self.sweep_at.min(cap) {
+            return;
+        }
+        self.map.retain(|_, tat| *tat > now);
+        if self.map.len() >= cap {
+            // Still full of live counters: drop the eighth closest to
+            // passing, whose callers lose the least by starting afresh.
+            let mut tats: Vec<u64> = self.map.values().copied().collect();
+            let nth = tats.len() / 8;
+            let (_, cut, _) = tats.select_nth_unstable(nth);
+            let cut = *cut;
+            self.map.retain(|_, tat| *tat > cut);
+        }
+        self.sweep_at = (self.map.len() * 2).clamp(1024, cap);
+    }
+}
+
 impl MemoryLimiter {
-    /// A limiter holding at most `capacity` counters; a counter unused for
-    /// `idle` (the longest period configured) is dropped, which is exact:
-    /// by then its TAT is in the past and it would admit a full burst
-    /// anyway.
-    pub fn new(clock: SharedClock, capacity: u64, idle: Duration) -> MemoryLimiter {
+    /// A limiter holding about `capacity` counters (at most 1.125 ×).
+    pub fn new(clock: SharedClock, capacity: u64) -> MemoryLimiter {
+        let cap = usize::try_from(capacity)
+            .unwrap_or(usize::MAX)
+            .max(SHARDS * 16);
+        // Callers do not spread evenly over shards: each may hold an
+        // eighth more than its share, so the whole holds at most 1.125 ×
+        // `capacity`, and a million callers fit a million's capacity.
+        let shard_cap = cap / SHARDS + cap / (SHARDS * 8);
         MemoryLimiter {
             clock,
-            counters: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_idle(idle.max(Duration::from_secs(1)))
-                .build(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        map: Map::default(),
+                        sweep_at: 1024.min(shard_cap),
+                    })
+                })
+                .collect(),
+            shard_cap,
             keys: (RandomState::new(), RandomState::new()),
         }
     }
@@ -51,40 +125,29 @@ impl MemoryLimiter {
             return None;
         }
         let now = self.clock.now_ms();
-        let mut cells: Vec<(usize, u128, Arc<Mutex<u64>>)> = checks
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let k = c.memory_key(&self.keys);
-                (i, k, self.counters.get_with(k, || Arc::new(Mutex::new(0))))
-            })
-            .collect();
-        // A fixed lock order: by counter name. The same counter named twice
-        // (two checks of one limit on one pool) is locked once.
-        cells.sort_by_key(|c| c.1);
-        cells.dedup_by_key(|c| c.1);
-        let mut guards = Vec::with_capacity(cells.len());
-        for (i, _, cell) in &cells {
-            // A poisoned counter (a panic while held) still holds a valid
-            // number.
-            let g = match cell.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            guards.push((*i, g));
-        }
-        let mut decisions = Vec::with_capacity(guards.len());
-        for (i, g) in &guards {
-            let tat = (**g > 0).then_some(**g);
-            decisions.push((*i, decide(checks[*i].limit, tat, now, cost)));
+        let names: Vec<u128> = checks.iter().map(|c| c.memory_key(&self.keys)).collect();
+        // The shard of a name: its top bits (the map uses the low ones).
+        let shard_of = |k: u128| ((k >> 122) as usize) % SHARDS;
+        let mut order: Vec<usize> = names.iter().map(|k| shard_of(*k)).collect();
+        order.sort_unstable();
+        order.dedup();
+        let mut guards: Vec<(usize, MutexGuard<'_, Shard>)> =
+            order.iter().map(|s| (*s, lock(&self.shards[*s]))).collect();
+        let guard_of = |s: usize| order.binary_search(&s).unwrap_or(0);
+        let mut decisions = Vec::with_capacity(checks.len());
+        for (i, c) in checks.iter().enumerate() {
+            let g = &guards[guard_of(shard_of(names[i]))].1;
+            let tat = g.map.get(&names[i]).copied();
+            decisions.push(decide(c.limit, tat, now, cost));
         }
         let refused = decisions
             .iter()
+            .enumerate()
             .filter_map(|(i, d)| match d {
                 Decision::Refuse {
                     retry_after_ms,
                     reset_ms,
-                } => Some((*i, *retry_after_ms, *reset_ms)),
+                } => Some((i, *retry_after_ms, *reset_ms)),
                 Decision::Admit { .. } => None,
             })
             .max_by_key(|(_, r, _)| *r);
@@ -99,18 +162,26 @@ impl MemoryLimiter {
             });
         }
         let mut tightest: Option<Verdict> = None;
-        for ((i, d), (_, g)) in decisions.iter().zip(guards.iter_mut()) {
+        for (i, d) in decisions.iter().enumerate() {
             if let Decision::Admit {
                 tat,
                 remaining,
                 reset_ms,
             } = d
             {
-                **g = *tat;
+                let gi = guard_of(shard_of(names[i]));
+                let shard = &mut guards[gi].1;
+                if !shard.map.contains_key(&names[i]) {
+                    shard.room(now, self.shard_cap);
+                }
+                // The same counter checked twice (one limit named twice)
+                // was decided twice from the same TAT: one write.
+                let e = shard.map.entry(names[i]).or_insert(0);
+                *e = (*e).max(*tat);
                 let v = Verdict {
                     admitted: true,
-                    limit: *checks[*i].limit,
-                    index: *i,
+                    limit: *checks[i].limit,
+                    index: i,
                     remaining: *remaining,
                     reset_secs: reset_ms.div_ceil(1000),
                     retry_after_secs: 0,
@@ -123,10 +194,9 @@ impl MemoryLimiter {
         tightest
     }
 
-    /// Counters held (approximate).
+    /// Counters held, including passed ones not yet dropped.
     pub fn len(&self) -> u64 {
-        self.counters.run_pending_tasks();
-        self.counters.entry_count()
+        self.shards.iter().map(|s| lock(s).map.len() as u64).sum()
     }
 
     /// Whether no counter is held.
@@ -141,6 +211,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use portcullis_core::ratelimit::Limit;
+    use std::sync::Arc;
 
     fn named<'a>(name: &'a str, limit: &'a Limit) -> Check<'a> {
         Check {
@@ -153,7 +224,7 @@ mod tests {
     #[test]
     fn several_limits_admit_together_or_not_at_all() {
         let clock = ManualClock::new(1000);
-        let m = MemoryLimiter::new(clock.clone(), 1000, Duration::from_secs(3600));
+        let m = MemoryLimiter::new(clock.clone(), 1000);
         let fast = Limit {
             count: 3,
             period_ms: 1000,
@@ -185,7 +256,7 @@ mod tests {
     #[test]
     fn exact_under_concurrency() {
         let clock = ManualClock::new(1000);
-        let m = Arc::new(MemoryLimiter::new(clock, 1000, Duration::from_secs(60)));
+        let m = Arc::new(MemoryLimiter::new(clock, 1000));
         let l = Limit {
             count: 100,
             period_ms: 60_000,
@@ -204,5 +275,88 @@ mod tests {
             }
         });
         assert_eq!(admitted.into_inner(), 100);
+    }
+}
+
+#[cfg(test)]
+mod memory_bound {
+    use super::super::{Pool, Subject};
+    use super::*;
+    use portcullis_core::ratelimit::Limit;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::Arc;
+
+    fn rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The stated bound (docs/configuration.md, `max_counters`): a
+    /// million counters take at most this much memory.
+    const BOUND_MIB: u64 = 256;
+
+    /// A million distinct callers, each with one counter: the limiter holds
+    /// them within the bound, and two million callers against a capacity
+    /// of one million leave at most a million counters. Runs in a child
+    /// process of its own, so no other test's memory is counted.
+    #[test]
+    fn a_million_callers_stay_within_the_memory_bound() {
+        const NAME: &str =
+            "ratelimit::memory::memory_bound::a_million_callers_stay_within_the_memory_bound";
+        if std::env::var_os("PORTCULLIS_MEMORY_PROBE").is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+                .env("PORTCULLIS_MEMORY_PROBE", "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{text}");
+            assert!(text.contains("memory probe:"), "{text}");
+            for l in text
+                .lines()
+                .filter_map(|l| l.find("memory probe:").map(|i| &l[i..]))
+            {
+                println!("{l}");
+            }
+            return;
+        }
+        let clock: SharedClock = Arc::new(crate::clock::SystemClock);
+        let m = MemoryLimiter::new(clock, 1_000_000);
+        let l = Limit {
+            count: 10,
+            period_ms: 60_000,
+            burst: 10,
+        };
+        let check = |i: u32| {
+            let ip = IpAddr::V4(Ipv4Addr::from(i));
+            let c = Check {
+                pool: Pool::Route(0),
+                subject: Subject::Ip(ip),
+                limit: &l,
+            };
+            assert!(m.check(&[c], 1).unwrap().admitted);
+        };
+        let before = rss_kib();
+        for i in 0..1_000_000 {
+            check(i);
+        }
+        let n = m.len();
+        let grown_mib = rss_kib().saturating_sub(before) / 1024;
+        println!("memory probe: {n} counters, +{grown_mib} MiB");
+        assert!(n >= 990_000, "{n}");
+        assert!(grown_mib <= BOUND_MIB, "{grown_mib} MiB for {n} counters");
+        for i in 1_000_000..2_000_000 {
+            check(i);
+        }
+        let n = m.len();
+        let grown_mib = rss_kib().saturating_sub(before) / 1024;
+        println!("memory probe: after 2M callers, {n} counters, +{grown_mib} MiB");
+        assert!(n <= 1_125_000, "{n}");
+        assert!(grown_mib <= BOUND_MIB, "{grown_mib} MiB");
     }
 }
