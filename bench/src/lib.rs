@@ -297,3 +297,63 @@ impl IdentityFixture {
         Ok(f)
     }
 }
+
+/// A private redis-server on a free loopback port, stopped on drop: the
+/// Redis benchmarks measure a real server, not a stand-in.
+pub struct RedisProcess {
+    child: std::process::Child,
+    /// `redis://127.0.0.1:PORT`
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisProcess {
+    /// Starts `redis-server` (installed by `scripts/install-test-deps.sh`)
+    /// and waits until it answers.
+    pub fn start() -> Result<RedisProcess, SetupError> {
+        use std::io::{Read, Write};
+        let err = |m: String| SetupError(m);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| err(format!("no free port: {e}")))?
+            .port();
+        let dir = tempfile::tempdir().map_err(|e| err(e.to_string()))?;
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                err(format!(
+                    "cannot run redis-server ({e}); run scripts/install-test-deps.sh"
+                ))
+            })?;
+        let p = RedisProcess {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        for _ in 0..200 {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let mut buf = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok()
+                    && s.read_exact(&mut buf).is_ok()
+                    && &buf == b"+PONG\r\n"
+                {
+                    return Ok(p);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        Err(err("redis-server did not answer within 5 s".into()))
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
