@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need from Debian, if it is missing:
 #
-#   nginx  the nginx auth_request tests (crates/portcullis-gateway/tests/it/nginx.rs)
-#   curl   scripts and manual checks
+#   nginx         the nginx auth_request tests (crates/portcullis-gateway/tests/it/nginx.rs)
+#   redis-server  the Redis rate-limit tests (crates/portcullis/tests/it/redis_limit.rs,
+#                 crates/portcullis-gateway/tests/it/redis.rs)
+#   curl          scripts and manual checks
 #
 # and a Python venv at the repo root's .venv (git-ignored) with pinned client
 # libraries from PyPI, for the OAuth2 / JWT tests that drive the gateway with
@@ -14,11 +16,13 @@
 # (the venv is left alone when it imports the pinned versions).
 # Run as root (or through sudo).
 #
-# The tests never use a system nginx: each test starts its own nginx
+# The tests never use a system nginx or Redis: each test starts its own nginx
 # (`nginx -p PREFIX -c CONF -e stderr`, `daemon off; master_process off;`)
-# on a free loopback port, with pid, logs and temp paths inside a temp dir.
-# So this script also keeps the package from starting the system service on
-# install, and nothing needs to be running afterwards.
+# or redis-server (`--port P --bind 127.0.0.1 --save "" --appendonly no
+# --daemonize no --dir TMP`) on a free loopback port, with pid, logs and
+# data inside a temp dir. So this script also keeps the packages from
+# starting their system services on install, and nothing needs to be
+# running afterwards.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,11 +48,12 @@ installable() {
 
 missing=()
 have curl || missing+=(curl)
+have redis-server || missing+=(redis-server)
 need_nginx=0
 have nginx || need_nginx=1
 
 if [ "${#missing[@]}" -eq 0 ] && [ "$need_nginx" -eq 0 ]; then
-    echo "install-test-deps: nginx and curl already installed" >&2
+    echo "install-test-deps: nginx, redis-server and curl already installed" >&2
 else
     if [ "$(id -u)" -ne 0 ]; then
         echo "install-test-deps: must run as root to install: ${missing[*]} $([ "$need_nginx" -eq 1 ] && echo nginx)" >&2
@@ -73,8 +78,9 @@ else
         missing+=("$pkg")
     fi
 
-    # Keep package scripts from starting the system nginx: the tests run
-    # their own. Only add a policy if none exists, and remove only ours.
+    # Keep package scripts from starting the system nginx or redis-server:
+    # the tests run their own. Only add a policy if none exists, and remove
+    # only ours.
     ours=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
@@ -142,4 +148,10 @@ else
     echo "install-test-deps: installed ${PY_PINS[*]} into $venv" >&2
 fi
 
-echo "install-test-deps: ok ($("$nginx_bin" -v 2>&1), $(curl --version | head -n1 | cut -d' ' -f1-2), $("$venv/bin/python" --version))" >&2
+redis_bin=$(command -v redis-server 2>/dev/null || echo /usr/bin/redis-server)
+if ! "$redis_bin" --version >/dev/null 2>&1; then
+    echo "install-test-deps: $redis_bin does not run" >&2
+    exit 1
+fi
+
+echo "install-test-deps: ok ($("$nginx_bin" -v 2>&1), $("$redis_bin" --version | cut -d' ' -f1-3), $(curl --version | head -n1 | cut -d' ' -f1-2), $("$venv/bin/python" --version))" >&2

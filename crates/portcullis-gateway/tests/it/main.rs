@@ -11,4 +11,6 @@ mod logs;
 mod nginx;
 mod oauth;
 mod ratelimit;
+mod redis;
+mod redis_server;
 mod sessions;

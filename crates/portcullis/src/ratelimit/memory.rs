@@ -150,7 +150,7 @@ impl MemoryLimiter {
                 } => Some((i, *retry_after_ms, *reset_ms)),
                 Decision::Admit { .. } => None,
             })
-            .max_by_key(|(_, r, _)| *r);
+            .max_by_key(|(i, r, _)| (*r, std::cmp::Reverse(*i)));
         if let Some((i, retry, reset)) = refused {
             return Some(Verdict {
                 admitted: false,
