@@ -122,7 +122,7 @@ pub struct RateLimitConfig {
     pub redis: Option<portcullis::ratelimit::RedisSettings>,
     /// What to do while Redis cannot answer.
     pub on_backend_error: portcullis::ratelimit::OnBackendError,
-    /// The per-address limit on `/oauth/*` and `/auth/login`.
+    /// The per-address limit on `/oauth/token` and `/auth/login`.
     pub auth_endpoints: Option<portcullis_core::ratelimit::Policy>,
 }
 

@@ -155,10 +155,10 @@ impl App {
                 return self.decide(&parts, peer, client, rid, out).await;
             }
             p if portcullis::oauth::PATHS.contains(&p) => {
-                if matches!(
-                    p,
-                    "/oauth/token" | "/oauth/revoke" | "/oauth/introspect" | "/auth/login"
-                ) && let Some(policy) = &self.cfg.rate_limit.auth_endpoints
+                // Where passwords and client secrets are tried. Not
+                // introspection: resource servers call it for every request.
+                if matches!(p, "/oauth/token" | "/auth/login")
+                    && let Some(policy) = &self.cfg.rate_limit.auth_endpoints
                 {
                     let plan = Plan::new(
                         Pool::Named("auth"),
