@@ -70,18 +70,81 @@ pub fn is_trusted(trusted: &[Cidr], ip: IpAddr) -> bool {
     trusted.iter().any(|c| c.contains(ip))
 }
 
+/// Which header the trusted proxies write the client's address in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1` (nginx, most load balancers).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for="[2001:db8::1]:4711"`.
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    /// The header's name, lower case.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
+        }
+    }
+
+    /// Parses `x-forwarded-for` or `forwarded`.
+    pub fn parse(s: &str) -> Option<ForwardedHeader> {
+        match s.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Some(ForwardedHeader::XForwardedFor),
+            "forwarded" => Some(ForwardedHeader::Forwarded),
+            _ => None,
+        }
+    }
+}
+
+/// The address in one `Forwarded` element's `for=` parameter, without
+/// quotes, brackets or port; `None` when there is none or it is
+/// `unknown` / an obfuscated name.
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    let v = element.split(';').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("for").then_some(v.trim())
+    })?;
+    let v = v
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(v);
+    if let Some(rest) = v.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    match v.parse() {
+        Ok(ip) => Some(ip),
+        // IPv4 with a port.
+        Err(_) => v.split_once(':')?.0.parse().ok(),
+    }
+}
+
 /// The client's address: the peer, unless the peer is trusted; then the
-/// rightmost `X-Forwarded-For` entry that is not itself trusted. A client
-/// can write anything at the left of the header, so only entries added by
-/// trusted proxies, read from the right, are believed.
-pub fn client_ip<'a>(peer: IpAddr, trusted: &[Cidr], xff: impl Iterator<Item = &'a str>) -> IpAddr {
+/// rightmost address in `header` that is not itself trusted. A client can
+/// write anything at the left of the header, so only entries added by
+/// trusted proxies, read from the right, are believed; an entry that does
+/// not parse stops the walk there.
+pub fn client_ip<'a>(
+    peer: IpAddr,
+    trusted: &[Cidr],
+    header: ForwardedHeader,
+    values: impl Iterator<Item = &'a str>,
+) -> IpAddr {
     if !is_trusted(trusted, peer) {
         return peer;
     }
-    let entries: Vec<&str> = xff.flat_map(|h| h.split(',')).collect();
+    let entries: Vec<Option<IpAddr>> = values
+        .flat_map(|h| h.split(','))
+        .map(|e| match header {
+            ForwardedHeader::XForwardedFor => e.trim().parse().ok(),
+            ForwardedHeader::Forwarded => forwarded_for(e),
+        })
+        .collect();
     let mut last = peer;
     for e in entries.iter().rev() {
-        let Ok(ip) = e.trim().parse::<IpAddr>() else {
+        let Some(ip) = *e else {
             // A garbled entry: trust stops here.
             return last;
         };
@@ -104,12 +167,26 @@ mod tests {
         ];
         let peer: IpAddr = "127.0.0.1".parse().unwrap();
         let stranger: IpAddr = "203.0.113.9".parse().unwrap();
-        assert_eq!(client_ip(stranger, &t, ["1.2.3.4"].into_iter()), stranger);
+        let xff = ForwardedHeader::XForwardedFor;
         assert_eq!(
-            client_ip(peer, &t, ["6.6.6.6, 198.51.100.7, 10.1.1.1"].into_iter()),
+            client_ip(stranger, &t, xff, ["1.2.3.4"].into_iter()),
+            stranger
+        );
+        assert_eq!(
+            client_ip(
+                peer,
+                &t,
+                xff,
+                ["6.6.6.6, 198.51.100.7, 10.1.1.1"].into_iter()
+            ),
             "198.51.100.7".parse::<IpAddr>().unwrap()
         );
-        assert_eq!(client_ip(peer, &t, std::iter::empty()), peer);
+        assert_eq!(client_ip(peer, &t, xff, std::iter::empty()), peer);
+        // A garbled entry stops the walk at the last trusted hop.
+        assert_eq!(
+            client_ip(peer, &t, xff, ["6.6.6.6, junk, 10.1.1.1"].into_iter()),
+            "10.1.1.1".parse::<IpAddr>().unwrap()
+        );
         assert!(
             "::ffff:127.0.0.1"
                 .parse::<IpAddr>()
@@ -117,6 +194,30 @@ mod tests {
                 .unwrap()
         );
         assert!("1.2.3.4/33".parse::<Cidr>().is_err());
+
+        // RFC 7239: quoted, bracketed, with ports; the rightmost untrusted.
+        let fwd = ForwardedHeader::Forwarded;
+        let h = [
+            "for=6.6.6.6, for=\"[2001:db8:cafe::17]:4711\";proto=https",
+            "For=\"10.2.3.4:8080\";by=10.0.0.1",
+        ];
+        assert_eq!(
+            client_ip(peer, &t, fwd, h.into_iter()),
+            "2001:db8:cafe::17".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(peer, &t, fwd, ["for=192.0.2.60;proto=http"].into_iter()),
+            "192.0.2.60".parse::<IpAddr>().unwrap()
+        );
+        // `unknown` and obfuscated names are not addresses.
+        assert_eq!(
+            client_ip(peer, &t, fwd, ["for=1.2.3.4, for=unknown"].into_iter()),
+            peer
+        );
+        assert_eq!(
+            client_ip(peer, &t, fwd, ["for=1.2.3.4, proto=http"].into_iter()),
+            peer
+        );
         assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(stranger));
     }
 }

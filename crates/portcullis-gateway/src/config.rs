@@ -157,6 +157,7 @@ struct RawServer {
     listen: Option<String>,
     admin_listen: Option<String>,
     trusted_proxies: Option<Vec<String>>,
+    forwarded_header: Option<String>,
     header_read_timeout: Option<String>,
     max_header_bytes: Option<usize>,
     max_body_bytes: Option<usize>,
@@ -276,6 +277,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Peers whose `X-Forwarded-*` / `X-Original-*` headers are believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// The header trusted proxies name the client in.
+    pub forwarded_header: portcullis_core::net::ForwardedHeader,
     /// Slow clients are cut off after this.
     pub header_read_timeout: Duration,
     /// Largest request head.
@@ -710,6 +713,15 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
                 .map_err(|e| cerr(format!("server.trusted_proxies[{i}]"), e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let forwarded_header = match s.forwarded_header.as_deref() {
+        None => portcullis_core::net::ForwardedHeader::default(),
+        Some(h) => portcullis_core::net::ForwardedHeader::parse(h).ok_or_else(|| {
+            cerr(
+                "server.forwarded_header",
+                "use \"x-forwarded-for\" or \"forwarded\" (the one your proxy sets)",
+            )
+        })?,
+    };
     let max_header_bytes = s.max_header_bytes.unwrap_or(16 * 1024);
     if !(8192..=1024 * 1024).contains(&max_header_bytes) {
         return Err(cerr(
@@ -846,6 +858,7 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
         listen,
         admin_listen,
         trusted_proxies,
+        forwarded_header,
         header_read_timeout: dur(
             "server.header_read_timeout",
             &s.header_read_timeout,

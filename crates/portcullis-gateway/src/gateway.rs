@@ -98,8 +98,9 @@ impl App {
         let client = client_ip(
             peer.ip(),
             &self.cfg.trusted_proxies,
+            self.cfg.forwarded_header,
             req.headers()
-                .get_all("x-forwarded-for")
+                .get_all(self.cfg.forwarded_header.name())
                 .iter()
                 .filter_map(|v| v.to_str().ok()),
         );

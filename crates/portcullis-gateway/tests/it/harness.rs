@@ -31,11 +31,16 @@ impl Env {
     /// Writes a config: `[server]` and `[store]` are filled in, `extra` is
     /// appended (routes and other sections).
     pub fn new(extra: &str) -> Env {
+        Env::with_server("", extra)
+    }
+
+    /// As [`Env::new`], with `server` lines added to `[server]`.
+    pub fn with_server(server: &str, extra: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let admin_port = free_port();
         let cfg = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\nshutdown_grace = \"5s\"\nheader_read_timeout = \"2s\"\n\n[store]\nurl = \"sqlite://{}\"\n\n[log]\nlevel = \"trace\"\n\n{extra}\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\nshutdown_grace = \"5s\"\nheader_read_timeout = \"2s\"\n{server}\n\n[store]\nurl = \"sqlite://{}\"\n\n[log]\nlevel = \"trace\"\n\n{extra}\n",
             dir.path().join("p.db").display()
         );
         std::fs::write(dir.path().join("p.toml"), cfg).unwrap();

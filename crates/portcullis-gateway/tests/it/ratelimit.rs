@@ -300,3 +300,45 @@ fn token_and_login_endpoints_are_limited_per_address() {
     let body: serde_json::Value = r.json().unwrap();
     assert_eq!(body["code"], "rate_limited");
 }
+
+/// Per-address limits count the real client: a spoofed X-Forwarded-For
+/// from an untrusted peer changes nothing; behind a trusted proxy that
+/// writes `Forwarded`, its `for=` decides and X-Forwarded-For is ignored.
+#[test]
+fn client_addresses_come_only_from_trusted_proxies() {
+    let route = "[[routes]]\npath = \"/p\"\nmethods = [\"GET\"]\nupstream = \"demo\"\nrate_limit = \"2/hour\"\n";
+    let c = client();
+
+    let env = Env::with_server("trusted_proxies = []", route);
+    env.init();
+    let _s = env.serve();
+    let get = |xff: &str| {
+        c.get(env.url("/p"))
+            .header("X-Forwarded-For", xff)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(get("1.1.1.1"), 200);
+    assert_eq!(get("2.2.2.2"), 200);
+    assert_eq!(get("3.3.3.3"), 429);
+
+    let env = Env::with_server("forwarded_header = \"forwarded\"", route);
+    env.init();
+    let _s = env.serve();
+    let get = |fwd: &str, xff: &str| {
+        c.get(env.url("/p"))
+            .header("Forwarded", fwd)
+            .header("X-Forwarded-For", xff)
+            .send()
+            .unwrap()
+            .status()
+    };
+    for x in ["7.7.7.7", "8.8.8.8"] {
+        assert_eq!(get("for=\"[2001:db8::1]:443\"", x), 200);
+    }
+    // Same /64, other X-Forwarded-For: the same allowance, spent.
+    assert_eq!(get("for=\"[2001:db8::2]\"", "9.9.9.9"), 429);
+    // Another client, named by the proxy.
+    assert_eq!(get("for=192.0.2.1", "7.7.7.7"), 200);
+}
