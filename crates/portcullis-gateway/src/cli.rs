@@ -877,6 +877,7 @@ async fn serve(cfg: Config) -> Result<()> {
         keys: KeyService::new(store.clone(), clock(), Some(verifier.clone())),
         guard: admin_guard,
         identity: Some(identity.clone()),
+        limiter: Some(app.limiter.clone()),
     });
     let cfg = Arc::new(cfg);
     let (tx, rx) = tokio::sync::watch::channel(false);

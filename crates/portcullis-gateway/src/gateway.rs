@@ -32,7 +32,8 @@ pub struct App {
     store: Store,
     seq: AtomicU64,
     id_prefix: String,
-    limiter: Limiter,
+    /// The rate limiter (shared with the admin API's status).
+    pub limiter: Arc<Limiter>,
 }
 
 /// What the access log says about a request.
@@ -68,7 +69,7 @@ impl App {
             ),
         };
         Ok(App {
-            limiter,
+            limiter: Arc::new(limiter),
             proxy: Proxy::new(cfg.connect_timeout),
             cfg,
             routes,

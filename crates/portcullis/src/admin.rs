@@ -32,6 +32,8 @@ pub struct AdminState {
     pub guard: Guard,
     /// Users and OAuth2 clients; without it their endpoints answer 404.
     pub identity: Option<Arc<Identity>>,
+    /// The rate limiter, for `GET /admin/v1/rate-limit`.
+    pub limiter: Option<Arc<crate::ratelimit::Limiter>>,
 }
 
 #[derive(Clone)]
@@ -47,6 +49,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/v1/keys/{id}/disable", post(disable_key))
         .route("/admin/v1/keys/{id}/enable", post(enable_key))
         .route("/admin/v1/audit", get(list_audit))
+        .route("/admin/v1/rate-limit", get(rate_limit_status))
         .merge(crate::admin_identity::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .with_state(state)
@@ -431,4 +434,26 @@ impl IntoResponse for KeyError {
     fn into_response(self) -> Response {
         err(self)
     }
+}
+
+/// `GET /admin/v1/rate-limit`: the backend, the breaker's state and the
+/// counts since start (decisions Redis made, decisions made without it,
+/// failed calls, times the breaker opened).
+async fn rate_limit_status(State(st): State<AdminState>) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(l) = &st.limiter else {
+        return problem_response(&Problem::new(ErrorCode::ResourceNotFound), None);
+    };
+    let s = l.stats();
+    let body = serde_json::json!({
+        "backend": if l.is_shared() { "redis" } else { "memory" },
+        "on_backend_error": l.on_backend_error().as_str(),
+        "breaker": l.breaker_state().as_str(),
+        "counters_in_memory": l.local().len(),
+        "redis_decisions": s.remote.load(Relaxed),
+        "fallback_decisions": s.fallback.load(Relaxed),
+        "redis_errors": s.errors.load(Relaxed),
+        "breaker_opened": s.opened.load(Relaxed),
+    });
+    axum::Json(body).into_response()
 }

@@ -240,9 +240,7 @@ fn redis_outage_is_handled_as_configured_and_sharing_resumes() {
         .iter()
         .map(|m| Env::new(&outage_cfg(&redis, m)))
         .collect();
-    for e in &envs {
-        e.init();
-    }
+    let admin_keys: Vec<String> = envs.iter().map(Env::init).collect();
     let servers: Vec<Server> = envs.iter().map(Env::serve).collect();
     let (local, allow, deny) = (&envs[0], &envs[1], &envs[2]);
     let c = client();
@@ -311,6 +309,24 @@ fn redis_outage_is_handled_as_configured_and_sharing_resumes() {
         );
     }
 
+    // The admin API reports the outage: the breaker, and the counts.
+    let status = |i: usize| -> serde_json::Value {
+        c.get(envs[i].admin_url("/admin/v1/rate-limit"))
+            .header("X-API-Key", &admin_keys[i])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let st = status(2);
+    assert_eq!(st["backend"], "redis", "{st}");
+    assert_eq!(st["on_backend_error"], "deny", "{st}");
+    assert_ne!(st["breaker"], "closed", "{st}");
+    assert_eq!(st["breaker_opened"], 1, "{st}");
+    assert!(st["fallback_decisions"].as_u64().unwrap() >= 5, "{st}");
+    assert!(st["redis_decisions"].as_u64().unwrap() >= 1, "{st}");
+    assert!(st["redis_errors"].as_u64().unwrap() >= 3, "{st}");
+
     // Back, and empty. Requests keep flowing; a probe after each
     // cooldown finds Redis, and each gateway goes back to it by itself.
     redis.start_again();
@@ -324,6 +340,7 @@ fn redis_outage_is_handled_as_configured_and_sharing_resumes() {
     // Shared again: a fresh 5 for all three (for `local`, a 200 is
     // Redis's answer: its own count is spent).
     spend_shared(&c, &envs);
+    assert_eq!(status(0)["breaker"], "closed");
 
     for (s, mode) in servers.into_iter().zip(MODES) {
         let log = s.stop();

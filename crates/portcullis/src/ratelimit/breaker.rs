@@ -19,6 +19,17 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+impl BreakerState {
+    /// `closed`, `open` or `half_open`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
 /// Leave to call Redis once; the breaker learns the outcome through
 /// [`Breaker::success`] or [`Breaker::failure`]. A probe dropped without an
 /// outcome (its request was cancelled) lets the next caller probe.

@@ -123,6 +123,17 @@ pub enum OnBackendError {
     Local,
 }
 
+impl OnBackendError {
+    /// The config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnBackendError::Allow => "allow",
+            OnBackendError::Deny => "deny",
+            OnBackendError::Local => "local",
+        }
+    }
+}
+
 impl std::str::FromStr for OnBackendError {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -254,6 +265,16 @@ impl Limiter {
         self.remote
             .as_ref()
             .map_or(BreakerState::Closed, |(_, b)| b.state())
+    }
+
+    /// Whether counters live in Redis.
+    pub fn is_shared(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// What happens while Redis cannot answer.
+    pub fn on_backend_error(&self) -> OnBackendError {
+        self.on_error
     }
 
     /// The counts so far.
