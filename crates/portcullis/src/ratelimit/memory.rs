@@ -133,6 +133,8 @@ impl MemoryLimiter {
         order.dedup();
         let mut guards: Vec<(usize, MutexGuard<'_, Shard>)> =
             order.iter().map(|s| (*s, lock(&self.shards[*s]))).collect();
+        // `order` holds every name's shard (built from `names` above), so the
+        // search always finds it; `guards` is in the same order.
         let guard_of = |s: usize| order.binary_search(&s).unwrap_or(0);
         let mut decisions = Vec::with_capacity(checks.len());
         for (i, c) in checks.iter().enumerate() {
