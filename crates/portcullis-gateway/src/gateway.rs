@@ -169,7 +169,7 @@ impl App {
                         None,
                         client,
                     );
-                    if let Some(r) = self.limit(&plan, 1, rid, out).await.err() {
+                    if let Some(r) = self.limit(&plan, 1, false, rid, out).await.err() {
                         return r;
                     }
                 }
@@ -227,7 +227,7 @@ impl App {
         let principal = granted.principal.as_ref();
         self.note_principal(principal, out);
         let plan = self.plan(&route, principal, client);
-        let verdict = match self.limit(&plan, route.cost, rid, out).await {
+        let verdict = match self.limit(&plan, route.cost, false, rid, out).await {
             Ok(v) => v,
             Err(r) => return r,
         };
@@ -268,38 +268,41 @@ impl App {
     }
 
     /// Counts the request: `Ok` with the deciding verdict (for the
-    /// response's fields) when admitted, or the 429 / 503 answer.
+    /// response's fields) when admitted, or the 429 / 503 answer, marked
+    /// for the proxy when it answers the decision endpoint.
     async fn limit(
         &self,
         plan: &Plan<'_>,
         cost: u32,
+        decision: bool,
         rid: &str,
         out: &mut Outcome,
     ) -> Result<Option<Verdict>, Response<Body>> {
-        match self.limiter.check(plan.checks(), cost).await {
-            Ok(Some(v)) if !v.admitted => {
-                out.reason = "rate_limited";
-                let mut r = problem_response(
-                    &Problem::new(ErrorCode::RateLimited).retry_after(v.retry_after_secs),
-                    Some(rid),
-                );
-                write_headers(
-                    r.headers_mut(),
-                    plan.label(&v),
-                    &v,
-                    self.cfg.rate_limit.legacy_headers,
-                );
-                Err(r)
-            }
-            Ok(v) => Ok(v),
-            Err(u) => {
-                out.reason = "limiter_unavailable";
-                Err(problem_response(
-                    &Problem::new(ErrorCode::LimiterUnavailable).retry_after(u.retry_after_secs),
-                    Some(rid),
-                ))
-            }
+        let (problem, refused) = match self.limiter.check(plan.checks(), cost).await {
+            Ok(Some(v)) if !v.admitted => (
+                Problem::new(ErrorCode::RateLimited).retry_after(v.retry_after_secs),
+                Some(v),
+            ),
+            Ok(v) => return Ok(v),
+            Err(u) => (
+                Problem::new(ErrorCode::LimiterUnavailable).retry_after(u.retry_after_secs),
+                None,
+            ),
+        };
+        out.reason = problem.code.code();
+        let mut r = problem_response(&problem, Some(rid));
+        if let Some(v) = refused {
+            write_headers(
+                r.headers_mut(),
+                plan.label(&v),
+                &v,
+                self.cfg.rate_limit.legacy_headers,
+            );
         }
+        if decision {
+            mark_decision(r.headers_mut(), problem.code);
+        }
+        Err(r)
     }
 
     /// Hands an admitted request to the upstream (or the demo).
@@ -460,17 +463,9 @@ impl App {
             Ok(g) => {
                 self.note_principal(g.principal.as_ref(), out);
                 let plan = self.plan(&route, g.principal.as_ref(), client);
-                let verdict = match self.limit(&plan, route.cost, rid, out).await {
+                let verdict = match self.limit(&plan, route.cost, true, rid, out).await {
                     Ok(v) => v,
-                    Err(mut r) => {
-                        let code = if r.status() == StatusCode::TOO_MANY_REQUESTS {
-                            ErrorCode::RateLimited
-                        } else {
-                            ErrorCode::LimiterUnavailable
-                        };
-                        mark_decision(r.headers_mut(), code);
-                        return r;
-                    }
+                    Err(r) => return r,
                 };
                 if let Err(d) = self.guard.spend(&g, route.cost).await {
                     return self.decision_denied(d.problem, rid, out);

@@ -12,5 +12,7 @@ mod nginx;
 mod oauth;
 mod ratelimit;
 mod redis;
+// One helper for both crates' tests: the library's.
+#[path = "../../../portcullis/tests/it/redis_server.rs"]
 mod redis_server;
 mod sessions;

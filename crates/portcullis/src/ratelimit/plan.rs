@@ -62,7 +62,7 @@ impl<'a> Plan<'a> {
         principal: Option<&'a Principal>,
         client: IpAddr,
     ) -> Plan<'a> {
-        let client = counted_address(client);
+        let client = portcullis_core::net::counted_address(client);
         let mut checks = Vec::new();
         let own = principal.and_then(|p| p.rate_limit.as_deref().map(|l| (p, l)));
         if let Some((p, l)) = own {
@@ -116,21 +116,6 @@ impl<'a> Plan<'a> {
     }
 }
 
-/// The address a client is counted under: IPv4 as it is, IPv6 by its /64,
-/// since one subscriber usually holds a whole /64 and could otherwise
-/// take a fresh allowance with every address in it.
-pub fn counted_address(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(
-                v6.to_bits() & !((1u128 << 64) - 1),
-            )),
-        },
-    }
-}
-
 /// Writes `RateLimit-Policy` and `RateLimit`
 /// (draft-ietf-httpapi-ratelimit-headers) for the deciding limit, and
 /// `X-RateLimit-Limit / -Remaining / -Reset` when `legacy` is set.
@@ -166,21 +151,5 @@ pub fn write_headers(h: &mut HeaderMap, label: (char, usize), v: &Verdict, legac
 fn put(h: &mut HeaderMap, n: HeaderName, v: &str) {
     if let Ok(v) = HeaderValue::from_str(v) {
         h.insert(n, v);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ipv6_counts_by_64_and_mapped_v4_as_v4() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
-        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(counted_address(a), counted_address(b));
-        assert_ne!(counted_address(a), counted_address(c));
-        let m: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        assert_eq!(counted_address(m), "192.0.2.7".parse::<IpAddr>().unwrap());
     }
 }

@@ -198,25 +198,6 @@ impl RedisLimiter {
             };
         parse_reply(&reply, checks).map(Some)
     }
-
-    /// Deletes every counter under this limiter's prefix (tests, resets).
-    pub async fn clear(&self) -> Result<u64, RedisLimitError> {
-        let mut conn = self.conn.clone();
-        let pattern = format!("{}*", self.settings.key_prefix);
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(&pattern)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| RedisLimitError::Redis(describe(&e)))?;
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        redis::cmd("DEL")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| RedisLimitError::Redis(describe(&e)))
-    }
 }
 
 fn parse_reply(r: &[i64], checks: &[Check<'_>]) -> Result<Verdict, RedisLimitError> {

@@ -1,7 +1,7 @@
 //! A private `redis-server` on a free loopback port, in a temp dir, with
 //! no persistence: killed on drop, and stoppable and restartable on the
-//! same port to play an outage. (The gateway tests keep their own copy:
-//! the two crates cannot share test code.)
+//! same port to play an outage. The gateway's tests use this file too
+//! (`#[path]` in their main.rs).
 
 #![allow(dead_code)]
 
