@@ -54,6 +54,16 @@ error_codes! {
     RateLimited = ("rate_limited", 429, "Too Many Requests", "Rate limit exceeded; retry later"),
     /// A request that is not well-formed.
     BadRequest = ("bad_request", 400, "Bad Request", "Bad request"),
+    /// The `Host` (or the request target's authority) is missing, repeated, malformed or not a trusted host.
+    InvalidHost = ("invalid_host", 400, "Bad Request", "Invalid host header"),
+    /// A CORS preflight asked for an origin, method or header that is not allowed.
+    CorsRejected = ("cors_rejected", 400, "Bad Request", "Disallowed CORS origin"),
+    /// The request's length is given ambiguously: Content-Length with Transfer-Encoding, or either repeated.
+    AmbiguousFraming = ("ambiguous_framing", 400, "Bad Request", "The request's length is given ambiguously; send one Content-Length or Transfer-Encoding: chunked, not both"),
+    /// A credential was sent over plain HTTP to a gateway that serves HTTPS.
+    HttpsRequired = ("https_required", 403, "Forbidden", "HTTPS required"),
+    /// The request body did not arrive in time.
+    RequestTimeout = ("request_timeout", 408, "Request Timeout", "The request body was not received in time"),
     /// The request path is not in normal form (dot segments, encoded slashes).
     PathNotNormalized = ("path_not_normalized", 400, "Bad Request", "The request path must not contain dot segments, empty segments or encoded slashes"),
     /// No route matches the path.

@@ -12,9 +12,12 @@
 
 pub mod base62;
 pub mod basic;
+pub mod cors;
 pub mod credential;
 pub mod csrf;
 pub mod error;
+pub mod framing;
+pub mod host;
 pub mod key;
 pub mod principal;
 pub mod quota;
