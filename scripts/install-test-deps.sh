@@ -5,6 +5,11 @@
 #   redis-server  the Redis rate-limit tests (crates/portcullis/tests/it/redis_limit.rs,
 #                 crates/portcullis-gateway/tests/it/redis.rs)
 #   curl          scripts and manual checks
+#   chromium, chromium-driver
+#                 the browser test (crates/portcullis-gateway/tests/it/browser.rs),
+#                 which drives headless /usr/bin/chromium through
+#                 /usr/bin/chromedriver (W3C WebDriver); both are built from
+#                 one Debian source, so their versions match
 #
 # and a Python venv at the repo root's .venv (git-ignored) with pinned client
 # libraries from PyPI, for the OAuth2 / JWT tests that drive the gateway with
@@ -15,6 +20,10 @@
 # Idempotent: a second run installs nothing and does not touch the network
 # (the venv is left alone when it imports the pinned versions).
 # Run as root (or through sudo).
+#
+# The browser test needs a real Chromium, not Ubuntu's snap-installing
+# transitional package: on a host without the Debian packages it is skipped
+# unless PORTCULLIS_REQUIRE_BROWSER is set (CI sets it), when it fails.
 #
 # The tests never use a system nginx or Redis: each test starts its own nginx
 # (`nginx -p PREFIX -c CONF -e stderr`, `daemon off; master_process off;`)
@@ -49,11 +58,16 @@ installable() {
 missing=()
 have curl || missing+=(curl)
 have redis-server || missing+=(redis-server)
+# The browser test runs these exact paths.
+chromium_bin=/usr/bin/chromium
+chromedriver_bin=/usr/bin/chromedriver
+[ -x "$chromium_bin" ] || missing+=(chromium)
+[ -x "$chromedriver_bin" ] || missing+=(chromium-driver)
 need_nginx=0
 have nginx || need_nginx=1
 
 if [ "${#missing[@]}" -eq 0 ] && [ "$need_nginx" -eq 0 ]; then
-    echo "install-test-deps: nginx, redis-server and curl already installed" >&2
+    echo "install-test-deps: nginx, redis-server, curl, chromium and chromium-driver already installed" >&2
 else
     if [ "$(id -u)" -ne 0 ]; then
         echo "install-test-deps: must run as root to install: ${missing[*]} $([ "$need_nginx" -eq 1 ] && echo nginx)" >&2
@@ -154,4 +168,17 @@ if ! "$redis_bin" --version >/dev/null 2>&1; then
     exit 1
 fi
 
-echo "install-test-deps: ok ($("$nginx_bin" -v 2>&1), $("$redis_bin" --version | cut -d' ' -f1-3), $(curl --version | head -n1 | cut -d' ' -f1-2), $("$venv/bin/python" --version))" >&2
+# `chromium --version` needs no display; Debian's wrapper script may
+# print noise on stderr.
+chromium_version=$("$chromium_bin" --version 2>/dev/null | awk '/Chromium/ { print $2; exit }')
+chromedriver_version=$("$chromedriver_bin" --version 2>/dev/null | awk '/ChromeDriver/ { print $2; exit }')
+if [ -z "$chromium_version" ] || [ -z "$chromedriver_version" ]; then
+    echo "install-test-deps: $chromium_bin or $chromedriver_bin does not run (is chromium a snap transitional package?)" >&2
+    exit 1
+fi
+if [ "${chromium_version%%.*}" != "${chromedriver_version%%.*}" ]; then
+    echo "install-test-deps: chromedriver $chromedriver_version does not match chromium $chromium_version: upgrade chromium and chromium-driver together" >&2
+    exit 1
+fi
+
+echo "install-test-deps: ok ($("$nginx_bin" -v 2>&1), $("$redis_bin" --version | cut -d' ' -f1-3), $(curl --version | head -n1 | cut -d' ' -f1-2), Chromium $chromium_version, ChromeDriver $chromedriver_version, $("$venv/bin/python" --version))" >&2

@@ -853,14 +853,16 @@ async fn serve(cfg: Config) -> Result<()> {
     verifier.spawn_background();
     let admin_guard = Guard::new(verifier.clone(), cfg.names.clone());
     let identity = crate::identity_setup::build(&cfg, &store, clock(), Some(&verifier)).await?;
-    if cfg.routes.iter().any(|r| {
-        r.policy.schemes.schemes().iter().any(|s| {
-            matches!(
-                s,
-                portcullis_core::Scheme::Session | portcullis_core::Scheme::ApiKeyCookie
-            )
+    if cfg.tls.is_none()
+        && cfg.routes.iter().any(|r| {
+            r.policy.schemes.schemes().iter().any(|s| {
+                matches!(
+                    s,
+                    portcullis_core::Scheme::Session | portcullis_core::Scheme::ApiKeyCookie
+                )
+            })
         })
-    }) {
+    {
         tracing::warn!(
             "cookies are set with the Secure attribute and the __Host- prefix, but this listener speaks plain HTTP: browsers keep such cookies only on localhost. Put Portcullis behind TLS for anything else"
         );
@@ -872,6 +874,25 @@ async fn serve(cfg: Config) -> Result<()> {
     let admin_l = tokio::net::TcpListener::bind(cfg.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", cfg.admin_listen))?;
+    let transport = match &cfg.tls {
+        None => crate::serve::Transport::Plain,
+        Some(t) => {
+            let certs = crate::tls::Reloadable::new(t.cert.clone(), t.key.clone())
+                .context("tls: cannot load the certificate")?;
+            crate::tls::reload_on_sighup(certs.clone());
+            crate::serve::Transport::Tls(tokio_rustls::TlsAcceptor::from(
+                crate::tls::server_config(certs)?,
+            ))
+        }
+    };
+    let redirect_l = match cfg.tls.as_ref().and_then(|t| t.redirect_http_from) {
+        None => None,
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} (tls.redirect_http_from)"))?,
+        ),
+    };
     let app = Arc::new(App::new(cfg.clone(), guard.clone(), store.clone())?);
     let admin_router = admin::router(AdminState {
         keys: KeyService::new(store.clone(), clock(), Some(verifier.clone())),
@@ -881,18 +902,30 @@ async fn serve(cfg: Config) -> Result<()> {
     });
     let cfg = Arc::new(cfg);
     let (tx, rx) = tokio::sync::watch::channel(false);
-    tracing::info!(listen = %public.local_addr()?, admin_listen = %admin_l.local_addr()?, routes = cfg.routes.len(), "portcullis listening");
+    tracing::info!(listen = %public.local_addr()?, admin_listen = %admin_l.local_addr()?, tls = cfg.tls.is_some(), routes = cfg.routes.len(), "portcullis listening");
     let a = app.clone();
     let public_task = tokio::spawn(crate::serve::run(
         public,
         cfg.clone(),
-        move |peer, req| a.clone().handle(peer, req),
+        transport,
+        move |conn, req| a.clone().handle(conn, req),
         rx.clone(),
     ));
+    let redirect_task = redirect_l.map(|l| {
+        let a = app.clone();
+        tokio::spawn(crate::serve::run(
+            l,
+            cfg.clone(),
+            crate::serve::Transport::Plain,
+            move |conn, req| a.clone().handle(conn, req),
+            rx.clone(),
+        ))
+    });
     let admin_task = tokio::spawn(crate::serve::run(
         admin_l,
         cfg.clone(),
-        move |_peer, req| {
+        crate::serve::Transport::Plain,
+        move |_conn, req| {
             let r = admin_router.clone();
             async move {
                 use tower::ServiceExt;
@@ -908,6 +941,9 @@ async fn serve(cfg: Config) -> Result<()> {
     tracing::info!("shutting down: finishing open requests");
     let _ = tx.send(true);
     let _ = public_task.await;
+    if let Some(t) = redirect_task {
+        let _ = t.await;
+    }
     let _ = admin_task.await;
     verifier.flush_last_used().await;
     tracing::info!("stopped");

@@ -57,6 +57,72 @@ struct RawConfig {
     rate_limit: RawRateLimit,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    tls: Option<RawTls>,
+    cors: Option<RawCors>,
+    #[serde(default)]
+    security_headers: RawSecurityHeaders,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: String,
+    key: String,
+    redirect_http_from: Option<String>,
+    redirect_host: Option<String>,
+    hsts_max_age: Option<String>,
+    hsts_include_subdomains: Option<bool>,
+    hsts_preload: Option<bool>,
+    handshake_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCors {
+    #[serde(default)]
+    allow_origins: Vec<String>,
+    allow_methods: Option<Vec<String>>,
+    #[serde(default)]
+    allow_headers: Vec<String>,
+    #[serde(default)]
+    expose_headers: Vec<String>,
+    #[serde(default)]
+    allow_credentials: bool,
+    #[serde(default)]
+    allow_private_network: bool,
+    max_age: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurityHeaders {
+    #[serde(default)]
+    proxied: std::collections::BTreeMap<String, String>,
+    overwrite: Option<bool>,
+}
+
+/// Terminating TLS here.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: std::path::PathBuf,
+    /// PEM private key.
+    pub key: std::path::PathBuf,
+    /// A plain-HTTP listener that redirects browsers to HTTPS.
+    pub redirect_http_from: Option<SocketAddr>,
+    /// The host named in redirects; else the request's (trusted) host.
+    pub redirect_host: Option<String>,
+    /// The `Strict-Transport-Security` value.
+    pub hsts: http::HeaderValue,
+}
+
+/// Headers added to responses.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityHeaders {
+    /// Added to upstream responses.
+    pub proxied: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Replace the upstream's own value (else only fill in missing ones).
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,7 +228,10 @@ struct RawServer {
     max_header_bytes: Option<usize>,
     max_body_bytes: Option<usize>,
     max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     shutdown_grace: Option<String>,
+    trusted_hosts: Option<Vec<String>>,
+    body_read_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -202,6 +271,7 @@ struct RawLog {
 struct RawUpstream {
     connect_timeout: Option<String>,
     timeout: Option<String>,
+    max_body_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,6 +288,8 @@ struct RawRoute {
     rate_limit: Option<String>,
     rate_limit_by: Option<String>,
     cost: Option<u32>,
+    max_body_bytes: Option<usize>,
+    cors: Option<RawCors>,
 }
 
 /// Where a route sends requests.
@@ -257,6 +329,10 @@ pub struct Route {
     pub rate_limit_by: LimitBy,
     /// What one request counts as.
     pub cost: u32,
+    /// Largest request body forwarded.
+    pub max_body_bytes: usize,
+    /// The route's own CORS policy (else the global one).
+    pub cors: Option<std::sync::Arc<portcullis_core::cors::Cors>>,
 }
 
 /// Log format.
@@ -287,6 +363,20 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Open connections at most, per listener.
     pub max_connections: usize,
+    /// Open connections at most from one client address (0 = no cap).
+    pub max_connections_per_ip: usize,
+    /// Hosts requests may be addressed to (empty = any).
+    pub trusted_hosts: portcullis_core::host::TrustedHosts,
+    /// Time allowed for a whole request body to arrive.
+    pub body_read_timeout: Duration,
+    /// TLS, when Portcullis terminates it.
+    pub tls: Option<TlsConfig>,
+    /// Time allowed for a TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// The global CORS policy.
+    pub cors: Option<std::sync::Arc<portcullis_core::cors::Cors>>,
+    /// Headers added to responses.
+    pub security_headers: SecurityHeaders,
     /// How long in-flight requests get on SIGTERM.
     pub shutdown_grace: Duration,
     /// `sqlite://…`
@@ -843,9 +933,10 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
     )?;
 
     let rate_limit = parse_rate_limit(&raw.rate_limit)?;
+    let max_proxied_body = raw.upstream.max_body_bytes.unwrap_or(10 * 1024 * 1024);
     let mut routes = Vec::new();
     for (i, r) in raw.routes.iter().enumerate() {
-        let route = parse_route(i, r, allow_query, default_timeout)?;
+        let route = parse_route(i, r, allow_query, default_timeout, max_proxied_body)?;
         check_cost(
             &format!("routes[{i}].cost"),
             route.cost,
@@ -867,6 +958,30 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
         max_header_bytes,
         max_body_bytes,
         max_connections,
+        max_connections_per_ip: s.max_connections_per_ip.unwrap_or(256),
+        trusted_hosts: portcullis_core::host::TrustedHosts::parse(
+            s.trusted_hosts.as_deref().unwrap_or_default(),
+        )
+        .map_err(|e| cerr("server", e.to_string()))?,
+        body_read_timeout: positive(
+            dur(
+                "server.body_read_timeout",
+                &s.body_read_timeout,
+                Duration::from_secs(30),
+            )?,
+            "server.body_read_timeout",
+        )?,
+        tls_handshake_timeout: positive(
+            dur(
+                "tls.handshake_timeout",
+                &raw.tls.as_ref().and_then(|t| t.handshake_timeout.clone()),
+                Duration::from_secs(10),
+            )?,
+            "tls.handshake_timeout",
+        )?,
+        tls: parse_tls(raw.tls.as_ref(), listen, admin_listen)?,
+        cors: parse_cors("cors", raw.cors.as_ref())?,
+        security_headers: parse_security_headers(&raw.security_headers)?,
         shutdown_grace: dur(
             "server.shutdown_grace",
             &s.shutdown_grace,
@@ -882,6 +997,133 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
         routes,
         identity: parse_identity(&raw, listen, env)?,
         rate_limit,
+    })
+}
+
+fn positive(d: Duration, path: &str) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        return Err(cerr(path, "must be at least 1s"));
+    }
+    Ok(d)
+}
+
+fn parse_tls(
+    t: Option<&RawTls>,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+) -> Result<Option<TlsConfig>, ConfigError> {
+    let Some(t) = t else { return Ok(None) };
+    if t.cert.is_empty() || t.key.is_empty() {
+        return Err(cerr("tls", "cert and key must name PEM files"));
+    }
+    let redirect_http_from = match &t.redirect_http_from {
+        None => None,
+        Some(a) => {
+            let a = addr("tls.redirect_http_from", &Some(a.clone()), "")?;
+            if a == listen || a == admin_listen {
+                return Err(cerr(
+                    "tls.redirect_http_from",
+                    "must differ from server.listen and server.admin_listen",
+                ));
+            }
+            Some(a)
+        }
+    };
+    let redirect_host = match &t.redirect_host {
+        None => None,
+        Some(h) => {
+            portcullis_core::host::check_authority(
+                &portcullis_core::host::TrustedHosts::default(),
+                h,
+            )
+            .map_err(|_| {
+                cerr(
+                    "tls.redirect_host",
+                    format!(
+                        "{h:?} is not a host name (a name, optionally :port, no scheme or path)"
+                    ),
+                )
+            })?;
+            Some(h.to_ascii_lowercase())
+        }
+    };
+    let max_age = secs("tls.hsts_max_age", &t.hsts_max_age, 2 * 365 * 86_400)?;
+    if max_age < 365 * 86_400 {
+        return Err(cerr(
+            "tls.hsts_max_age",
+            "must be at least 365d: shorter HSTS leaves first visits after expiry open to downgrade",
+        ));
+    }
+    let sub = t.hsts_include_subdomains.unwrap_or(false);
+    let preload = t.hsts_preload.unwrap_or(false);
+    if preload && (!sub || max_age < 365 * 86_400) {
+        return Err(cerr(
+            "tls.hsts_preload",
+            "preload lists require hsts_include_subdomains = true",
+        ));
+    }
+    let mut hsts = format!("max-age={max_age}");
+    if sub {
+        hsts.push_str("; includeSubDomains");
+    }
+    if preload {
+        hsts.push_str("; preload");
+    }
+    Ok(Some(TlsConfig {
+        cert: t.cert.clone().into(),
+        key: t.key.clone().into(),
+        redirect_http_from,
+        redirect_host,
+        hsts: http::HeaderValue::from_str(&hsts)
+            .map_err(|_| cerr("tls.hsts_max_age", "not a header value"))?,
+    }))
+}
+
+fn parse_cors(
+    path: &str,
+    c: Option<&RawCors>,
+) -> Result<Option<std::sync::Arc<portcullis_core::cors::Cors>>, ConfigError> {
+    let Some(c) = c else { return Ok(None) };
+    let cfg = portcullis_core::cors::CorsConfig {
+        allow_origins: c.allow_origins.clone(),
+        allow_methods: c.allow_methods.clone().unwrap_or_default(),
+        allow_headers: c.allow_headers.clone(),
+        expose_headers: c.expose_headers.clone(),
+        allow_credentials: c.allow_credentials,
+        allow_private_network: c.allow_private_network,
+        max_age: c.max_age,
+    };
+    portcullis_core::cors::Cors::new(&cfg)
+        .map(|c| Some(std::sync::Arc::new(c)))
+        .map_err(|e| cerr(format!("{path}.{}", e.field()), e.message()))
+}
+
+fn parse_security_headers(r: &RawSecurityHeaders) -> Result<SecurityHeaders, ConfigError> {
+    let mut proxied = Vec::new();
+    for (k, v) in &r.proxied {
+        let at = format!("security_headers.proxied.{k}");
+        let name = http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| cerr(&at, "not a header name"))?;
+        if name.as_str().starts_with("access-control-")
+            || [
+                http::header::SET_COOKIE,
+                http::header::CONTENT_LENGTH,
+                http::header::TRANSFER_ENCODING,
+                http::header::CONNECTION,
+            ]
+            .contains(&name)
+        {
+            return Err(cerr(
+                &at,
+                "this header is Portcullis's or the upstream's to set (CORS comes from [cors])",
+            ));
+        }
+        let value = http::HeaderValue::from_str(v).map_err(|_| cerr(&at, "not a header value"))?;
+        proxied.push((name, value));
+    }
+    Ok(SecurityHeaders {
+        proxied,
+        overwrite: r.overwrite.unwrap_or(false),
     })
 }
 
@@ -901,6 +1143,7 @@ fn parse_route(
     r: &RawRoute,
     allow_query: bool,
     default_timeout: Duration,
+    default_max_body: usize,
 ) -> Result<Route, ConfigError> {
     let at = |k: &str| format!("routes[{i}].{k}");
     let pattern = PathPattern::parse(&r.path).map_err(|e| cerr(at("path"), e.to_string()))?;
@@ -998,6 +1241,8 @@ fn parse_route(
             schemes: SchemeSet::new(&schemes),
             scopes,
         },
+        max_body_bytes: r.max_body_bytes.unwrap_or(default_max_body),
+        cors: parse_cors(&at("cors"), r.cors.as_ref())?,
         timeout: dur(&at("timeout"), &r.timeout, default_timeout)?,
         rate_limit: policy(&at("rate_limit"), r.rate_limit.as_deref())?,
         rate_limit_by: match r.rate_limit_by.as_deref() {

@@ -2,17 +2,21 @@
 //! check, route match, credential and scopes (the guard), then the
 //! upstream or the demo, then the access log.
 
+use crate::body::{self, Cutoff};
 use crate::config::{Config, Route, Upstream};
 use crate::proxy::{self, Proxy};
+use crate::serve::Conn;
 use axum::body::Body;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use portcullis::guard::{Guard, Head};
+use portcullis::guard::{Guard, Head, Policy};
 use portcullis::ratelimit::{
     Limiter, MemoryLimiter, Plan, Pool, RedisLimiter, Verdict, write_headers,
 };
 use portcullis::response::problem_response;
 use portcullis::store::Store;
+use portcullis_core::cors::Cors;
+use portcullis_core::host::{HostError, TrustedHosts, check_authority, request_host};
 use portcullis_core::net::{client_ip, is_trusted};
 use portcullis_core::route::{RouteMatch, RouteTable, check_path};
 use portcullis_core::{ErrorCode, Principal, Problem};
@@ -43,6 +47,12 @@ struct Outcome {
     credential_id: Option<String>,
     principal: Option<String>,
     reason: &'static str,
+    /// The upstream (or the demo) answered: its headers are its own.
+    proxied: bool,
+    /// The connection must close after this answer.
+    close: bool,
+    /// A CORS preflight, answered with its own CORS headers.
+    preflight: bool,
 }
 
 impl App {
@@ -90,12 +100,15 @@ impl App {
         )
     }
 
-    /// Handles one request from `peer`.
-    pub async fn handle(self: Arc<Self>, peer: SocketAddr, req: Request<Body>) -> Response<Body> {
+    /// Handles one request from `conn`: the checks every request passes
+    /// before routing (framing, head size, host, HTTPS), then
+    /// [`App::dispatch`], then the response headers and the access log.
+    pub async fn handle(self: Arc<Self>, conn: Conn, req: Request<Body>) -> Response<Body> {
         let start = Instant::now();
         let rid = self.request_id();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
+        let peer = conn.peer;
         let client = client_ip(
             peer.ip(),
             &self.cfg.trusted_proxies,
@@ -109,7 +122,25 @@ impl App {
             reason: "allowed",
             ..Outcome::default()
         };
-        let mut resp = self.dispatch(req, peer, client, &rid, &mut out).await;
+        let origin = portcullis_core::cors::single_origin(req.headers()).cloned();
+        let h1 = req.version() < http::Version::HTTP_2;
+        // Portcullis never upgrades a connection nor tunnels. After a
+        // refused Upgrade or CONNECT hyper would read on, but the framing
+        // watcher has stopped following the stream: end it instead.
+        out.close =
+            req.headers().contains_key(http::header::UPGRADE) || req.method() == Method::CONNECT;
+        let mut resp = match self.admit(&conn, &req, &mut out) {
+            Err(p) => self.deny(p, &rid, &mut out),
+            Ok(()) if self.cfg.tls.is_some() && !conn.tls => {
+                self.insecure(req, peer, client, &rid, &mut out).await
+            }
+            Ok(()) => self.dispatch(req, &conn, client, &rid, &mut out).await,
+        };
+        self.finish(&mut resp, &conn, origin.as_ref(), &out);
+        if out.close && h1 {
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Ok(v) = HeaderValue::from_str(&rid) {
             resp.headers_mut().insert(proxy::REQUEST_ID, v);
         }
@@ -126,13 +157,53 @@ impl App {
                 key_id = out.credential_id.as_deref().unwrap_or(""),
                 principal = out.principal.as_deref().unwrap_or(""),
                 reason = out.reason,
+                tls = conn.tls,
                 "request"
             );
         }
         resp
     }
 
-    async fn dispatch(
+    /// The checks before anything else: a connection that framed a
+    /// request ambiguously, a head over the limit, and the host.
+    fn admit(&self, conn: &Conn, req: &Request<Body>, out: &mut Outcome) -> Result<(), Problem> {
+        if let Some(a) = conn.ambiguity() {
+            out.close = true;
+            return Err(Problem::new(ErrorCode::AmbiguousFraming).log_reason(a.log_reason()));
+        }
+        if head_size(req) > self.cfg.max_header_bytes {
+            out.close = true;
+            return Err(Problem::new(ErrorCode::HeadersTooLarge));
+        }
+        let h = req.headers();
+        // Behind a trusted proxy the browser's host is the forwarded one
+        // (the proxy may have pointed Host at us); from anyone else the
+        // header means nothing. The Host must be well-formed either way.
+        let forwarded = if is_trusted(&self.cfg.trusted_proxies, conn.peer.ip()) {
+            let mut xfh = h.get_all("x-forwarded-host").iter();
+            match (xfh.next(), xfh.next()) {
+                (None, _) => None,
+                (Some(v), None) => Some(v.to_str().map_err(|_| HostError::Malformed)),
+                (Some(_), Some(_)) => Some(Err(HostError::Repeated)),
+            }
+        } else {
+            None
+        };
+        let checked = match forwarded {
+            None => request_host(&self.cfg.trusted_hosts, req.version(), req.uri(), h).map(|_| ()),
+            Some(v) => request_host(&TrustedHosts::default(), req.version(), req.uri(), h)
+                .and_then(|_| check_authority(&self.cfg.trusted_hosts, v?).map(|_| ())),
+        };
+        if let Err(e) = checked {
+            return Err(Problem::new(ErrorCode::InvalidHost).log_reason(e.log_reason()));
+        }
+        Ok(())
+    }
+
+    /// A request on the plain-HTTP listener of a gateway that serves
+    /// HTTPS: browser navigations are sent to HTTPS; anything carrying a
+    /// credential is refused, and the credential logged as exposed.
+    async fn insecure(
         &self,
         req: Request<Body>,
         peer: SocketAddr,
@@ -140,6 +211,132 @@ impl App {
         rid: &str,
         out: &mut Outcome,
     ) -> Response<Body> {
+        let head = Head {
+            client_ip: Some(client),
+            ..Head::new(req.method(), req.headers(), req.uri().query())
+        };
+        let every = portcullis_core::SchemeSet::new(&portcullis_core::Scheme::ALL);
+        let found = portcullis_core::credential::extract(
+            &every,
+            self.guard.names(),
+            req.headers(),
+            req.uri().query(),
+        );
+        if found != portcullis_core::Extracted::Missing {
+            // Which credential went over cleartext: verify it (without
+            // spending a use) only to name its id in the log.
+            let any = Policy {
+                schemes: every,
+                scopes: portcullis_core::Scopes::empty(),
+            };
+            let id = match self.guard.authenticate(&any, &head).await {
+                Ok(g) => g.principal.map(|p| p.credential_id),
+                Err(d) => d.credential_id,
+            };
+            tracing::warn!(
+                request_id = %rid,
+                peer = %peer.ip(),
+                key_id = id.as_deref().unwrap_or(""),
+                exposed = true,
+                "a credential was sent over plain HTTP; treat it as exposed and rotate it"
+            );
+            out.credential_id = id;
+            return self.deny(
+                Problem::new(ErrorCode::HttpsRequired)
+                    .detail("HTTPS required: this credential was sent in cleartext and should be rotated")
+                    .log_reason("credential_over_http"),
+                rid,
+                out,
+            );
+        }
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return self.deny(Problem::new(ErrorCode::HttpsRequired), rid, out);
+        }
+        let Some(tls) = &self.cfg.tls else {
+            return self.deny(Problem::new(ErrorCode::HttpsRequired), rid, out);
+        };
+        let host = match &tls.redirect_host {
+            Some(h) => h.clone(),
+            None => {
+                // Checked against trusted_hosts already.
+                let name = request_host(
+                    &self.cfg.trusted_hosts,
+                    req.version(),
+                    req.uri(),
+                    req.headers(),
+                )
+                .map(|h| h.name.into_owned())
+                .unwrap_or_default();
+                match self.cfg.listen.port() {
+                    443 => name,
+                    p => format!("{name}:{p}"),
+                }
+            }
+        };
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let location = format!("https://{host}{pq}");
+        out.reason = "https_redirect";
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+        match HeaderValue::from_str(&location) {
+            Ok(v) => {
+                r.headers_mut().insert(http::header::LOCATION, v);
+                r
+            }
+            Err(_) => self.deny(Problem::new(ErrorCode::HttpsRequired), rid, out),
+        }
+    }
+
+    /// Headers every answer gets: CORS for its origin, HSTS over TLS, and
+    /// the security headers — all of them on Portcullis's own answers,
+    /// the configured set on the upstream's.
+    fn finish(
+        &self,
+        resp: &mut Response<Body>,
+        conn: &Conn,
+        origin: Option<&HeaderValue>,
+        out: &Outcome,
+    ) {
+        let cors = out
+            .route
+            .as_ref()
+            .and_then(|r| r.cors.as_deref())
+            .or(self.cfg.cors.as_deref());
+        let h = resp.headers_mut();
+        if let Some(c) = cors
+            && !out.preflight
+        {
+            c.apply_origin(origin, h);
+        }
+        if conn.tls
+            && let Some(t) = &self.cfg.tls
+        {
+            h.insert(http::header::STRICT_TRANSPORT_SECURITY, t.hsts.clone());
+        }
+        if out.proxied {
+            let sh = &self.cfg.security_headers;
+            for (n, v) in &sh.proxied {
+                if sh.overwrite || !h.contains_key(n) {
+                    h.insert(n.clone(), v.clone());
+                }
+            }
+        } else {
+            own_headers(h);
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<Body>,
+        conn: &Conn,
+        client: IpAddr,
+        rid: &str,
+        out: &mut Outcome,
+    ) -> Response<Body> {
+        let peer = conn.peer;
+        if Cors::is_preflight(req.method(), req.headers()) {
+            return self.preflight(&req, rid, out);
+        }
         match req.uri().path() {
             "/healthz" => return json(StatusCode::OK, r#"{"status":"ok"}"#),
             "/readyz" => {
@@ -173,7 +370,16 @@ impl App {
                         return r;
                     }
                 }
-                let origin = self.own_origin(req.headers(), peer);
+                let origin = self.own_origin(req.headers(), conn);
+                let cutoff = Cutoff::default();
+                let req = req.map(|b| {
+                    body::limit(
+                        b,
+                        self.cfg.max_body_bytes,
+                        self.cfg.body_read_timeout,
+                        &cutoff,
+                    )
+                });
                 let ctx = portcullis::oauth::Ctx {
                     client_ip: Some(client),
                     origin: origin.as_deref(),
@@ -184,6 +390,10 @@ impl App {
                     out.reason = o.reason;
                     out.principal = o.principal;
                     out.credential_id = o.credential_id;
+                    if let Some(p) = cutoff.problem() {
+                        out.close = true;
+                        return self.deny(p, rid, out);
+                    }
                     return r;
                 }
                 return self.deny(Problem::new(ErrorCode::RouteNotFound), rid, out);
@@ -210,7 +420,7 @@ impl App {
         let origin = route
             .policy
             .uses_cookies()
-            .then(|| self.own_origin(req.headers(), peer))
+            .then(|| self.own_origin(req.headers(), conn))
             .flatten();
         let head = Head {
             client_ip: Some(client),
@@ -235,7 +445,9 @@ impl App {
         if let Err(d) = self.guard.spend(&granted, route.cost).await {
             return self.deny(d.problem, rid, out);
         }
-        let mut resp = self.forward(req, &route, principal, client, rid, out).await;
+        let mut resp = self
+            .forward(req, &route, principal, client, conn.tls, rid, out)
+            .await;
         if let Some(v) = verdict {
             write_headers(
                 resp.headers_mut(),
@@ -306,36 +518,107 @@ impl App {
     }
 
     /// Hands an admitted request to the upstream (or the demo).
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
-        mut req: Request<Body>,
+        req: Request<Body>,
         route: &Arc<Route>,
         principal: Option<&Principal>,
         client: IpAddr,
+        tls: bool,
         rid: &str,
         out: &mut Outcome,
     ) -> Response<Body> {
-        if let Err(p) = proxy::prepare(&mut req, route, self.guard.names(), principal, client, rid)
-        {
+        // A declared length over the limit is refused before a byte of the
+        // body is read (so `Expect: 100-continue` gets no 100); a chunked
+        // one is cut off as it streams.
+        if content_length(req.headers()).is_some_and(|n| n > route.max_body_bytes as u64) {
+            out.close = true;
+            return self.deny(Problem::new(ErrorCode::PayloadTooLarge), rid, out);
+        }
+        let cutoff = Cutoff::default();
+        let mut req =
+            req.map(|b| body::limit(b, route.max_body_bytes, self.cfg.body_read_timeout, &cutoff));
+        let names = self.guard.names();
+        if let Err(p) = proxy::prepare(&mut req, route, names, principal, client, tls, rid) {
             return self.deny(p, rid, out);
         }
-        match &route.upstream {
-            Upstream::Demo => crate::demo::handle(&req),
-            Upstream::Http { .. } => match self.proxy.send(req, route.timeout).await {
-                Ok(r) => r,
-                Err(p) => self.deny(p, rid, out),
-            },
+        let r = match &route.upstream {
+            Upstream::Demo => crate::demo::handle(req).await,
+            Upstream::Http { .. } => self.proxy.send(req, route.timeout).await,
+        };
+        // The body's own failure explains an upstream failure better.
+        match (r, cutoff.problem()) {
+            (_, Some(p)) => {
+                out.close = true;
+                self.deny(p, rid, out)
+            }
+            (Ok(r), None) => {
+                out.proxied = true;
+                r
+            }
+            (Err(p), None) => self.deny(p, rid, out),
         }
+    }
+
+    /// Answers a CORS preflight from the policy of the route it asks
+    /// about (else the global one); never authenticated, never forwarded.
+    fn preflight(&self, req: &Request<Body>, rid: &str, out: &mut Outcome) -> Response<Body> {
+        let asked = req
+            .headers()
+            .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+        let route = asked.and_then(|m| match self.routes.find(&m, req.uri().path()) {
+            RouteMatch::Found(r) => Some(r.clone()),
+            _ => None,
+        });
+        let cors = route
+            .as_ref()
+            .and_then(|r| r.cors.clone())
+            .or(self.cfg.cors.clone());
+        out.route = route;
+        let mut headers = HeaderMap::new();
+        let result = match &cors {
+            Some(c) => c.preflight(req.headers(), &mut headers),
+            None => Err(portcullis_core::cors::CorsRefusal {
+                origin: true,
+                method: false,
+                headers: false,
+                private_network: false,
+            }),
+        };
+        let mut r = match result {
+            Ok(()) => {
+                out.reason = "cors_preflight";
+                let mut r = Response::new(Body::from("OK"));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                r
+            }
+            Err(refusal) => self.deny(
+                Problem::new(ErrorCode::CorsRejected).detail(refusal.to_string()),
+                rid,
+                out,
+            ),
+        };
+        out.preflight = true;
+        for (n, v) in headers.iter() {
+            r.headers_mut().append(n.clone(), v.clone());
+        }
+        r
     }
 
     /// The origin this request was addressed to, for the CSRF origin
     /// check: the scheme (https only when a trusted proxy says so, until
     /// Portcullis terminates TLS itself) and the Host.
-    fn own_origin(&self, h: &HeaderMap, peer: SocketAddr) -> Option<String> {
+    fn own_origin(&self, h: &HeaderMap, conn: &Conn) -> Option<String> {
         let host = h.get(http::header::HOST)?.to_str().ok()?;
-        let https = is_trusted(&self.cfg.trusted_proxies, peer.ip())
-            && h.get("x-forwarded-proto")
-                .is_some_and(|v| v.as_bytes() == b"https");
+        let https = conn.tls
+            || is_trusted(&self.cfg.trusted_proxies, conn.peer.ip())
+                && h.get("x-forwarded-proto")
+                    .is_some_and(|v| v.as_bytes() == b"https");
         Some(format!("{}://{host}", if https { "https" } else { "http" }))
     }
 
@@ -556,6 +839,39 @@ fn set_allow(h: &mut HeaderMap, allowed: &[Method]) {
         .join(", ");
     if let Ok(v) = HeaderValue::from_str(&v) {
         h.insert(http::header::ALLOW, v);
+    }
+}
+
+/// The request head's size as hyper read it, near enough: each field's
+/// name and value plus ": " and CRLF.
+fn head_size(req: &Request<Body>) -> usize {
+    req.headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + req.uri().path_and_query().map_or(0, |p| p.as_str().len())
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The headers on every answer Portcullis writes itself: nothing in it
+/// is for framing, sniffing, caching or referring elsewhere.
+fn own_headers(h: &mut HeaderMap) {
+    use http::header::{
+        CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+        X_FRAME_OPTIONS,
+    };
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if !h.contains_key(CACHE_CONTROL) {
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
 }
 

@@ -1,6 +1,7 @@
 //! `portcullis`: the gateway, its decision endpoint, its admin API, and the
 //! CLI that manages keys.
 
+mod body;
 mod cli;
 mod config;
 mod demo;
@@ -8,6 +9,7 @@ mod gateway;
 mod identity_setup;
 mod proxy;
 mod serve;
+mod tls;
 
 use std::process::ExitCode;
 

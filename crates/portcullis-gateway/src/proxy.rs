@@ -102,6 +102,7 @@ pub fn prepare(
     names: &CredentialNames,
     principal: Option<&Principal>,
     client_ip: IpAddr,
+    tls: bool,
     request_id: &str,
 ) -> Result<(), Problem> {
     let schemes = route.policy.schemes.schemes();
@@ -160,7 +161,7 @@ pub fn prepare(
     }
     h.insert(
         HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
     );
 
     let path = req.uri().path().to_owned();

@@ -36,6 +36,7 @@ impl Env {
 
     /// As [`Env::new`], with `server` lines added to `[server]`.
     pub fn with_server(server: &str, extra: &str) -> Env {
+        crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let admin_port = free_port();
@@ -313,8 +314,15 @@ fn serve_conn(
                 headers.push((n.to_ascii_lowercase(), v.trim().to_owned()));
             }
         }
+        let chunked = headers
+            .iter()
+            .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
         let mut body = vec![0u8; len];
-        std::io::Read::read_exact(&mut reader, &mut body).ok();
+        if chunked {
+            body = read_chunked(&mut reader);
+        } else {
+            std::io::Read::read_exact(&mut reader, &mut body).ok();
+        }
         hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         match f(&uri) {
             Some(Misbehave::Reset) => {
@@ -348,8 +356,42 @@ fn serve_conn(
     }
 }
 
+/// A chunked body, trailers skipped.
+fn read_chunked(r: &mut impl std::io::BufRead) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return body;
+        }
+        let size = line.trim().split(';').next().unwrap_or("");
+        let n = usize::from_str_radix(size, 16).unwrap_or(0);
+        if n == 0 {
+            // Trailers, up to the empty line.
+            loop {
+                let mut t = String::new();
+                if r.read_line(&mut t).unwrap_or(0) == 0 || t.trim().is_empty() {
+                    return body;
+                }
+            }
+        }
+        let mut chunk = vec![0u8; n + 2];
+        if std::io::Read::read_exact(r, &mut chunk).is_err() {
+            return body;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// reqwest's rustls needs the process's crypto provider chosen before
+/// any client is built: aws-lc-rs, the project's one provider.
+pub fn crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// A blocking HTTP client.
 pub fn client() -> reqwest::blocking::Client {
+    crypto_provider();
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -413,4 +455,59 @@ pub fn venv_python() -> PathBuf {
         root.display()
     );
     py
+}
+
+/// A test CA and a server certificate it signed, as PEM files in `dir`.
+pub struct TestCerts {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA certificate (PEM), for clients to trust.
+    pub ca_pem: String,
+    pub ca_file: PathBuf,
+}
+
+/// Generates a CA and a leaf certificate for `names` (DNS names or IP
+/// addresses), valid now, written into `dir` as `{tag}-cert.pem` /
+/// `{tag}-key.pem`.
+pub fn make_certs(dir: &Path, tag: &str, names: &[&str]) -> TestCerts {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("portcullis test CA {tag}"));
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, format!("portcullis test {tag}"));
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    let cert = dir.join(format!("{tag}-cert.pem"));
+    let key = dir.join(format!("{tag}-key.pem"));
+    let ca_file = dir.join(format!("{tag}-ca.pem"));
+    std::fs::write(&cert, leaf_cert.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    TestCerts {
+        cert,
+        key,
+        ca_pem: ca_cert.pem(),
+        ca_file,
+    }
+}
+
+/// A blocking HTTPS client trusting `ca_pem` only, with TLS 1.2 and 1.3
+/// through rustls (aws-lc-rs), HTTP/2 by ALPN when `h2`.
+pub fn tls_client(ca_pem: &str, h2: bool) -> reqwest::blocking::Client {
+    crypto_provider();
+    let b = reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20));
+    let b = if h2 { b } else { b.http1_only() };
+    b.build().unwrap()
 }

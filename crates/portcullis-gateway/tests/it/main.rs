@@ -6,7 +6,10 @@
 mod harness;
 
 mod admin;
+mod browser;
+mod cors;
 mod gateway;
+mod hostile;
 mod logs;
 mod nginx;
 mod oauth;
@@ -16,3 +19,4 @@ mod redis;
 #[path = "../../../portcullis/tests/it/redis_server.rs"]
 mod redis_server;
 mod sessions;
+mod tls;
