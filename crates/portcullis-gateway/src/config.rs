@@ -1185,7 +1185,7 @@ fn parse_route(
         if u.scheme_str() != Some("http") {
             return Err(cerr(
                 at("upstream"),
-                "use http://HOST:PORT (or \"demo\"); https upstreams arrive with TLS support",
+                "use http://HOST:PORT (or \"demo\"); https:// upstreams are not supported yet: keep the upstream on loopback or a private network",
             ));
         }
         let Some(auth) = u.authority() else {
