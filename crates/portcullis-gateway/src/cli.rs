@@ -925,10 +925,23 @@ async fn serve(cfg: Config) -> Result<()> {
         admin_l,
         cfg.clone(),
         crate::serve::Transport::Plain,
-        move |_conn, req| {
+        move |conn: crate::serve::Conn, req| {
             let r = admin_router.clone();
             async move {
                 use tower::ServiceExt;
+                // The admin listener refuses ambiguous framing as the
+                // public one does.
+                if let Some(a) = conn.ambiguity() {
+                    let p =
+                        portcullis_core::Problem::new(portcullis_core::ErrorCode::AmbiguousFraming)
+                            .log_reason(a.log_reason());
+                    let mut resp = portcullis::response::problem_response(&p, None);
+                    resp.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                    return resp;
+                }
                 match r.oneshot(req).await {
                     Ok(resp) => resp,
                     Err(never) => match never {},
