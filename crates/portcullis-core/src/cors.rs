@@ -688,15 +688,14 @@ fn parse_host(host: &str) -> Result<String, String> {
     Ok(host)
 }
 
+/// The port rule is the Host header's ([`crate::host::parse_port`]);
+/// only the messages are config-specific.
 fn parse_port(p: &str) -> Result<u16, String> {
     if p.is_empty() {
         return Err("has an empty port; write the port or drop the `:`".into());
     }
-    if !p.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("has a port that is not a number".into());
-    }
-    p.parse::<u16>()
-        .map_err(|_| String::from("has a port above 65535"))
+    crate::host::parse_port(p)
+        .ok_or_else(|| String::from("has a port that is not a number from 1 to 65535"))
 }
 
 /// IPv6 as the URL standard serialises it: lowercase hex, the first

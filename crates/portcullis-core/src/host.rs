@@ -309,7 +309,7 @@ fn is_label(label: &str) -> bool {
 
 /// A port of 1 to 5 digits, 1–65535. `u16::from_str` alone would take a
 /// leading `+`.
-fn parse_port(port: &str) -> Option<u16> {
+pub(crate) fn parse_port(port: &str) -> Option<u16> {
     if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

@@ -108,17 +108,19 @@ pub async fn run<F, Fut>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn = Connection {
-            stream,
+        let serve = Serve {
             peer,
             builder: builder.clone(),
             watcher: graceful.watcher(),
-            handshake_timeout: cfg.tls_handshake_timeout,
             max_head: hyper_buf_size(cfg.max_header_bytes),
         };
-        let (t, h) = (transport.clone(), handler.clone());
+        let (t, h, hs) = (
+            transport.clone(),
+            handler.clone(),
+            cfg.tls_handshake_timeout,
+        );
         tokio::spawn(async move {
-            conn.serve(t, h).await;
+            accept(stream, t, hs, serve, h).await;
             drop(slot);
             drop(permit);
         });
@@ -136,47 +138,28 @@ fn hyper_buf_size(max_header_bytes: usize) -> usize {
     max_header_bytes.saturating_mul(4).max(8192)
 }
 
-/// One accepted connection, before its handshake.
-struct Connection {
+/// Accepts `stream` for HTTP: the TLS handshake first (under its
+/// timeout) on a TLS listener.
+async fn accept<F, Fut>(
     stream: TcpStream,
-    peer: SocketAddr,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
+    transport: Transport,
     handshake_timeout: std::time::Duration,
-    max_head: usize,
-}
-
-impl Connection {
-    async fn serve<F, Fut>(self, transport: Transport, handler: F)
-    where
-        F: Fn(Conn, Request<Body>) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = Response<Body>> + Send + 'static,
-    {
-        let Connection {
-            stream,
-            peer,
-            builder,
-            watcher,
-            handshake_timeout,
-            max_head,
-        } = self;
-        let serve = Serve {
-            peer,
-            builder,
-            watcher,
-            max_head,
-        };
-        match transport {
-            Transport::Plain => serve.io(stream, false, handler).await,
-            Transport::Tls(acceptor) => {
-                // tokio-rustls has no handshake timeout of its own; a
-                // client that opens a socket and says nothing must not
-                // hold it.
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => serve.io(tls, true, handler).await,
-                    Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
-                }
+    serve: Serve,
+    handler: F,
+) where
+    F: Fn(Conn, Request<Body>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    match transport {
+        Transport::Plain => serve.io(stream, false, handler).await,
+        Transport::Tls(acceptor) => {
+            // tokio-rustls has no handshake timeout of its own; a client
+            // that opens a socket and says nothing must not hold it.
+            let peer = serve.peer;
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => serve.io(tls, true, handler).await,
+                Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
             }
         }
     }

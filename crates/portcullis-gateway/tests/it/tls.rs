@@ -237,7 +237,7 @@ fn https_versions_alpn_hsts_and_the_plain_listener() {
     );
 
     let log = srv.stop();
-    let id = key_id_of(&key, &log);
+    let id = key_id_of(&log);
     assert!(
         log.lines()
             .any(|l| l.contains("\"exposed\":true") && l.contains(&id)),
@@ -247,7 +247,7 @@ fn https_versions_alpn_hsts_and_the_plain_listener() {
 }
 
 /// The key id the access log gave the key's successful request.
-fn key_id_of(_key: &str, log: &str) -> String {
+fn key_id_of(log: &str) -> String {
     log.lines()
         .filter(|l| l.contains("portcullis::access") && l.contains("\"path\":\"/data\""))
         .find_map(|l| {
