@@ -16,6 +16,11 @@
 # real third-party clients (tests/python/*.py, run as .venv/bin/python ...):
 #
 #   PyJWT[crypto], cryptography, authlib, requests   (versions: PY_PINS below)
+#   fastapi, uvicorn, python-multipart, pwdlib[argon2], slowapi
+#                 the FastAPI rendition of the seed app, for the differential
+#                 run (scripts/differential)
+#   openapi-spec-validator
+#                 validates the OpenAPI documents Portcullis serves
 #
 # Idempotent: a second run installs nothing and does not touch the network
 # (the venv is left alone when it imports the pinned versions).
@@ -42,6 +47,12 @@ PY_PINS=(
     "cryptography==50.0.2"
     "authlib==1.9.9"
     "requests==2.34.2"
+    "fastapi==0.163.2"
+    "uvicorn==0.54.0"
+    "python-multipart==0.0.34"
+    "pwdlib[argon2]==0.3.1"
+    "slowapi==0.1.10"
+    "openapi-spec-validator==0.9.0"
 )
 
 have() {
@@ -120,7 +131,7 @@ venv_ok() {
     "$venv/bin/python" - "${PY_PINS[@]}" >/dev/null 2>&1 <<'PY'
 import sys
 from importlib.metadata import version
-import jwt, authlib, requests, cryptography  # noqa: F401
+import jwt, authlib, requests, cryptography, fastapi, uvicorn, multipart, pwdlib, slowapi, openapi_spec_validator  # noqa: F401
 for pin in sys.argv[1:]:
     name, want = pin.split("==")
     name = name.split("[")[0]

@@ -5,6 +5,7 @@
 //! implementation of every decision.
 
 use crate::identity::{Identity, Refusal};
+use crate::static_key::{self, StaticKey};
 use crate::store::StoreError;
 use crate::verify::{CachedKey, KeyRejection, KeyVerdict, Verifier};
 use http::{HeaderMap, Method};
@@ -107,12 +108,13 @@ impl<'a> Head<'a> {
 /// Checks requests against policies.
 #[derive(Debug, Clone)]
 pub struct Guard {
-    verifier: Arc<Verifier>,
+    verifier: Option<Arc<Verifier>>,
+    static_keys: Arc<[StaticKey]>,
     names: CredentialNames,
     identity: Option<Arc<Identity>>,
 }
 
-fn invalid_challenge(scheme: Scheme) -> &'static str {
+pub(crate) fn invalid_challenge(scheme: Scheme) -> &'static str {
     match scheme {
         Scheme::Bearer => "Bearer error=\"invalid_token\"",
         Scheme::Basic => portcullis_core::basic::CHALLENGE,
@@ -125,10 +127,29 @@ impl Guard {
     /// A guard over a verifier.
     pub fn new(verifier: Arc<Verifier>, names: CredentialNames) -> Guard {
         Guard {
-            verifier,
+            verifier: Some(verifier),
+            static_keys: Arc::new([]),
             names,
             identity: None,
         }
+    }
+
+    /// A guard with no key store: only static keys (and, with
+    /// [`Guard::with_identity`], users and tokens) are accepted.
+    pub fn without_store(names: CredentialNames) -> Guard {
+        Guard {
+            verifier: None,
+            static_keys: Arc::new([]),
+            names,
+            identity: None,
+        }
+    }
+
+    /// Adds keys from the environment, accepted wherever an API key is
+    /// (header, query, cookie, or `Authorization: Bearer`).
+    pub fn with_static_keys(mut self, keys: Vec<StaticKey>) -> Guard {
+        self.static_keys = keys.into();
+        self
     }
 
     /// Adds users, tokens and sessions: the `bearer` JWT, `basic` and
@@ -148,9 +169,14 @@ impl Guard {
         &self.names
     }
 
-    /// The verifier.
-    pub fn verifier(&self) -> &Arc<Verifier> {
-        &self.verifier
+    /// The static key `presented` is, if any.
+    pub fn static_key(&self, presented: &str) -> Option<&StaticKey> {
+        static_key::find(&self.static_keys, presented)
+    }
+
+    /// The verifier of managed keys, when there is a store.
+    pub fn verifier(&self) -> Option<&Arc<Verifier>> {
+        self.verifier.as_ref()
     }
 
     /// Decides a request: `Ok` to proceed, `Err` with the answer. A key
@@ -165,10 +191,10 @@ impl Guard {
     /// called after the rate limiter admitted the request, so a refused
     /// request costs no quota.
     pub async fn spend(&self, g: &Granted, cost: u32) -> Result<(), Denied> {
-        let Some(k) = &g.metered else {
+        let (Some(k), Some(verifier)) = (&g.metered, &self.verifier) else {
             return Ok(());
         };
-        let rejection = match self.verifier.spend(k, cost).await {
+        let rejection = match verifier.spend(k, cost).await {
             Ok(None) => return Ok(()),
             Ok(Some(r)) => r,
             Err(e) => return Err(store_down(e, g.scheme.unwrap_or(Scheme::ApiKeyHeader))),
@@ -186,7 +212,20 @@ impl Guard {
     /// Decides a request like [`Guard::check`] but leaves a limited key's
     /// use unspent: follow with [`Guard::spend`].
     pub async fn authenticate(&self, policy: &Policy, head: &Head<'_>) -> Result<Granted, Denied> {
-        let r = self.decide(policy, head).await;
+        self.authenticate_parts(&policy.schemes, &policy.scopes, head)
+            .await
+    }
+
+    /// [`Guard::authenticate`] with the policy's parts given apart, so a
+    /// caller holding a scheme set and a scope set need not build a
+    /// [`Policy`] for each request.
+    pub async fn authenticate_parts(
+        &self,
+        schemes: &SchemeSet,
+        scopes: &Scopes,
+        head: &Head<'_>,
+    ) -> Result<Granted, Denied> {
+        let r = self.decide(schemes, scopes, head).await;
         if let Err(d) = &r {
             tracing::debug!(
                 reason = d.problem.log_reason,
@@ -198,18 +237,23 @@ impl Guard {
         r
     }
 
-    async fn decide(&self, policy: &Policy, head: &Head<'_>) -> Result<Granted, Denied> {
-        if policy.schemes.is_public() {
+    async fn decide(
+        &self,
+        schemes: &SchemeSet,
+        scopes: &Scopes,
+        head: &Head<'_>,
+    ) -> Result<Granted, Denied> {
+        if schemes.is_public() {
             return Ok(Granted {
                 principal: None,
                 scheme: None,
                 metered: None,
             });
         }
-        let presented = match extract(&policy.schemes, &self.names, head.headers, head.query) {
+        let presented = match extract(schemes, &self.names, head.headers, head.query) {
             Extracted::Missing => {
                 let mut p = Problem::new(ErrorCode::NotAuthenticated);
-                if let Some(c) = policy.schemes.challenge() {
+                if let Some(c) = schemes.challenge() {
                     p = p.challenge(c);
                 }
                 return Err(Denied::new(p, None));
@@ -240,7 +284,10 @@ impl Guard {
                 metered = m;
                 p
             }
-            Scheme::Bearer if portcullis_core::key::looks_like_key(value) => {
+            Scheme::Bearer
+                if portcullis_core::key::looks_like_key(value)
+                    || static_key::find(&self.static_keys, value).is_some() =>
+            {
                 let (p, m) = self.verify_key(value, scheme).await?;
                 metered = m;
                 p
@@ -316,9 +363,9 @@ impl Guard {
                 });
             }
         }
-        let missing = principal.scopes.missing(&policy.scopes);
+        let missing = principal.scopes.missing(scopes);
         if !missing.is_empty() {
-            let need = policy.scopes.to_space_separated();
+            let need = scopes.to_space_separated();
             return Err(Denied {
                 problem: Problem::new(ErrorCode::InsufficientScope).challenge(format!(
                     "Bearer error=\"insufficient_scope\", scope=\"{need}\""
@@ -339,7 +386,13 @@ impl Guard {
         value: &str,
         scheme: Scheme,
     ) -> Result<(Principal, Option<Arc<CachedKey>>), Denied> {
-        match self.verifier.verify_unspent(value).await {
+        if let Some(k) = static_key::find(&self.static_keys, value) {
+            return Ok((k.principal().clone(), None));
+        }
+        let Some(verifier) = &self.verifier else {
+            return Err(reject_key(KeyRejection::Unknown, scheme));
+        };
+        match verifier.verify_unspent(value).await {
             Ok(KeyVerdict::Valid(k)) => Ok((
                 Principal {
                     subject: k.grant.owner.clone(),

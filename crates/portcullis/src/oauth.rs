@@ -232,6 +232,65 @@ async fn authenticate_client(
     }
 }
 
+/// One of the endpoints this module answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /oauth/token` (RFC 6749 §3.2).
+    Token,
+    /// `POST /oauth/revoke` (RFC 7009).
+    Revoke,
+    /// `POST /oauth/introspect` (RFC 7662).
+    Introspect,
+    /// `GET /.well-known/jwks.json`.
+    Jwks,
+    /// `GET /.well-known/oauth-authorization-server` (RFC 8414).
+    Metadata,
+    /// `POST /auth/login`: a session cookie and its CSRF token.
+    Login,
+    /// `POST /auth/logout`.
+    Logout,
+    /// `GET /auth/csrf`: a CSRF token for the cookie credential presented.
+    Csrf,
+}
+
+impl Endpoint {
+    /// Every endpoint, in [`PATHS`] order.
+    pub const ALL: [Endpoint; 8] = [
+        Endpoint::Token,
+        Endpoint::Revoke,
+        Endpoint::Introspect,
+        Endpoint::Jwks,
+        Endpoint::Metadata,
+        Endpoint::Login,
+        Endpoint::Logout,
+        Endpoint::Csrf,
+    ];
+
+    /// The path the gateway serves it at.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Token => "/oauth/token",
+            Endpoint::Revoke => "/oauth/revoke",
+            Endpoint::Introspect => "/oauth/introspect",
+            Endpoint::Jwks => "/.well-known/jwks.json",
+            Endpoint::Metadata => "/.well-known/oauth-authorization-server",
+            Endpoint::Login => "/auth/login",
+            Endpoint::Logout => "/auth/logout",
+            Endpoint::Csrf => "/auth/csrf",
+        }
+    }
+
+    /// The endpoint served at `path`.
+    pub fn from_path(path: &str) -> Option<Endpoint> {
+        Endpoint::ALL.into_iter().find(|e| e.path() == path)
+    }
+
+    /// Whether it answers GET (and HEAD) rather than POST.
+    pub fn is_get(self) -> bool {
+        matches!(self, Endpoint::Jwks | Endpoint::Metadata | Endpoint::Csrf)
+    }
+}
+
 /// Answers one of [`PATHS`]; `None` when the path is not one of them.
 pub async fn handle(
     guard: &Guard,
@@ -239,32 +298,35 @@ pub async fn handle(
     ctx: Ctx<'_>,
     out: &mut Outcome,
 ) -> Option<Response<Body>> {
-    let path = req.uri().path();
-    if !PATHS.contains(&path) {
-        return None;
-    }
+    let endpoint = Endpoint::from_path(req.uri().path())?;
+    Some(answer(endpoint, guard, req, ctx, out).await)
+}
+
+/// Answers `endpoint`, wherever it is mounted.
+pub async fn answer(
+    endpoint: Endpoint,
+    guard: &Guard,
+    req: Request<Body>,
+    ctx: Ctx<'_>,
+    out: &mut Outcome,
+) -> Response<Body> {
     let Some(id) = guard.identity() else {
         out.reason = "not_found";
-        return Some(problem_response(
+        return problem_response(
             &Problem::new(ErrorCode::RouteNotFound),
             Some(ctx.request_id),
-        ));
+        );
     };
-    let path = path.to_owned();
-    let method = req.method().clone();
-    let get_only = matches!(
-        path.as_str(),
-        "/.well-known/jwks.json" | "/.well-known/oauth-authorization-server" | "/auth/csrf"
-    );
-    if get_only && method != Method::GET && method != Method::HEAD {
-        return Some(method_not_allowed("GET, HEAD", ctx.request_id, out));
+    let method = req.method();
+    if endpoint.is_get() && method != Method::GET && method != Method::HEAD {
+        return method_not_allowed("GET, HEAD", ctx.request_id, out);
     }
-    if !get_only && method != Method::POST {
-        return Some(method_not_allowed("POST", ctx.request_id, out));
+    if !endpoint.is_get() && method != Method::POST {
+        return method_not_allowed("POST", ctx.request_id, out);
     }
     out.reason = "allowed";
-    Some(match path.as_str() {
-        "/.well-known/jwks.json" => {
+    match endpoint {
+        Endpoint::Jwks => {
             let mut r = json_response(StatusCode::OK, id.tokens().jwks_json());
             r.headers_mut().insert(
                 CACHE_CONTROL,
@@ -277,7 +339,7 @@ pub async fn handle(
             );
             r
         }
-        "/.well-known/oauth-authorization-server" => {
+        Endpoint::Metadata => {
             let s = id.tokens().settings();
             let base = s.issuer.trim_end_matches('/');
             let body = serde_json::json!({
@@ -301,25 +363,25 @@ pub async fn handle(
             r.headers_mut().remove(PRAGMA);
             r
         }
-        "/oauth/token" => match token(id, req, ctx).await {
+        Endpoint::Token => match token(id, req, ctx).await {
             Ok((r, who)) => {
                 out.principal = Some(who);
                 r
             }
             Err(e) => error_response(&e, out),
         },
-        "/oauth/revoke" => match revoke(id, req).await {
+        Endpoint::Revoke => match revoke(id, req).await {
             Ok(r) => r,
             Err(e) => error_response(&e, out),
         },
-        "/oauth/introspect" => match introspect(id, req).await {
+        Endpoint::Introspect => match introspect(id, req).await {
             Ok(r) => r,
             Err(e) => error_response(&e, out),
         },
-        "/auth/login" => login(id, req, ctx, out).await,
-        "/auth/logout" => logout(guard, id, req, ctx, out).await,
-        _ => csrf_endpoint(guard, id, req, ctx, out).await,
-    })
+        Endpoint::Login => login(id, req, ctx, out).await,
+        Endpoint::Logout => logout(guard, id, req, ctx, out).await,
+        Endpoint::Csrf => csrf_endpoint(guard, id, req, ctx, out).await,
+    }
 }
 
 fn requested_scopes(form: &HashMap<String, String>) -> Result<Option<Scopes>, OAuthError> {
@@ -843,9 +905,13 @@ async fn csrf_endpoint(
             _ => None,
         }
     } else if let Some(k) = cookie_value(h, &guard.names().cookie) {
-        match guard.verifier().verify(k).await {
-            Ok(KeyVerdict::Valid(_)) => Some(k),
-            _ => None,
+        match guard.verifier() {
+            _ if guard.static_key(k).is_some() => Some(k),
+            Some(v) => match v.verify(k).await {
+                Ok(KeyVerdict::Valid(_)) => Some(k),
+                _ => None,
+            },
+            None => None,
         }
     } else {
         None

@@ -1,0 +1,282 @@
+//! [`RequireLayer`]: protects a whole router or one route, the way
+//! FastAPI's `dependencies=[Security(...)]` does, and optionally rate
+//! limits it. It runs the gateway's own decision ([`crate::guard::Guard`]):
+//! one credential of the listed schemes, the scopes, CSRF for cookies,
+//! then the rate limit, then the key's quota.
+//!
+//! ```no_run
+//! use axum::{Router, routing::{get, post}};
+//! use portcullis::{Authenticated, Portcullis};
+//! use portcullis::core::Scheme;
+//!
+//! # async fn f(pc: Portcullis) -> Result<(), portcullis::rejection::Rejection> {
+//! async fn reset(Authenticated(who): Authenticated) -> String { who.subject }
+//! let app: Router = Router::new()
+//!     .route("/public", get(|| async { "open" }))
+//!     // one protected route in an otherwise open router
+//!     .route(
+//!         "/admin/password_reset",
+//!         post(reset).route_layer(pc.require([Scheme::ApiKeyHeader]).scopes(["admin"])?),
+//!     )
+//!     .route("/items", get(|| async { "[]" }).route_layer(pc.rate_limit("100/minute")?))
+//!     .layer(pc.layer());
+//! # Ok(()) }
+//! ```
+
+use crate::rejection::Rejection;
+use crate::response::problem_response;
+use crate::service::Portcullis;
+use crate::verified::{Authenticated, AuthenticatedBy, SecurityScopes};
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, Request};
+use portcullis_core::ratelimit::Policy as RatePolicy;
+use portcullis_core::{ErrorCode, Problem, Scheme, SchemeSet, Scopes};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::{Layer, Service};
+
+pub use crate::ratelimit::LimitBy;
+
+/// What a [`RequireLayer`] demands.
+#[derive(Debug)]
+struct Demand {
+    schemes: SchemeSet,
+    scopes: Vec<String>,
+    rate: Option<(RatePolicy, LimitBy, u32)>,
+}
+
+/// A layer demanding a credential, scopes and/or a rate limit. Made by
+/// [`Portcullis::require`] or [`Portcullis::rate_limit`].
+#[derive(Debug, Clone)]
+pub struct RequireLayer {
+    pc: Portcullis,
+    demand: Arc<Demand>,
+}
+
+impl Portcullis {
+    /// A layer admitting requests with exactly one credential of
+    /// `schemes` (an empty list demands none). Use `.route_layer(...)` so
+    /// unmatched paths still answer 404.
+    ///
+    /// ```
+    /// # async fn f(pc: portcullis::Portcullis) {
+    /// use portcullis::core::Scheme;
+    /// let bearer_or_key = pc.require([Scheme::Bearer, Scheme::ApiKeyHeader]);
+    /// # }
+    /// ```
+    pub fn require(&self, schemes: impl IntoIterator<Item = Scheme>) -> RequireLayer {
+        let v: Vec<Scheme> = schemes.into_iter().collect();
+        RequireLayer {
+            pc: self.clone(),
+            demand: Arc::new(Demand {
+                schemes: SchemeSet::new(&v),
+                scopes: Vec::new(),
+                rate: None,
+            }),
+        }
+    }
+
+    /// A layer that only rate limits, by client address, with a slowapi
+    /// style policy (`"5/minute"`, `"10/second; 1000/hour"`). Errors
+    /// name what is wrong with the policy.
+    ///
+    /// ```
+    /// # async fn f(pc: portcullis::Portcullis) {
+    /// let l = pc.rate_limit("100/minute").unwrap();
+    /// assert!(pc.rate_limit("lots").is_err());
+    /// # }
+    /// ```
+    pub fn rate_limit(&self, policy: &str) -> Result<RequireLayer, Rejection> {
+        self.require([]).limit(policy, LimitBy::Caller)
+    }
+}
+
+impl RequireLayer {
+    /// Also demands `scopes` (added to those of enclosing layers, like
+    /// FastAPI's `Security(..., scopes=[...])`).
+    pub fn scopes<'a>(
+        self,
+        scopes: impl IntoIterator<Item = &'a str>,
+    ) -> Result<RequireLayer, Rejection> {
+        let v: Vec<String> = scopes.into_iter().map(str::to_owned).collect();
+        Scopes::from_iter_checked(v.iter().map(String::as_str)).map_err(|e| {
+            Rejection::new(ErrorCode::BadRequest).detail(format!("invalid scope: {e}"))
+        })?;
+        Ok(self.with(|d| d.scopes = v))
+    }
+
+    /// Also rate limits with `policy`, counted `by` caller (a key, user
+    /// or client; the address when there is none), owner, address or
+    /// route.
+    pub fn limit(self, policy: &str, by: LimitBy) -> Result<RequireLayer, Rejection> {
+        let p = RatePolicy::parse(policy).map_err(|e| {
+            Rejection::new(ErrorCode::BadRequest).detail(format!("rate limit {policy:?}: {e}"))
+        })?;
+        let pool = self.pc.next_pool();
+        Ok(self.with(|d| d.rate = Some((p, by, pool))))
+    }
+
+    fn with(self, f: impl FnOnce(&mut Demand)) -> RequireLayer {
+        let mut d = Demand {
+            schemes: self.demand.schemes.clone(),
+            scopes: self.demand.scopes.clone(),
+            rate: self.demand.rate.clone(),
+        };
+        f(&mut d);
+        RequireLayer {
+            pc: self.pc,
+            demand: Arc::new(d),
+        }
+    }
+}
+
+impl<S> Layer<S> for RequireLayer {
+    type Service = Require<S>;
+    fn layer(&self, inner: S) -> Require<S> {
+        Require {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of a [`RequireLayer`].
+#[derive(Debug, Clone)]
+pub struct Require<S> {
+    inner: S,
+    layer: RequireLayer,
+}
+
+impl<S, B> Service<Request<B>> for Require<S>
+where
+    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The clone that was made ready is the one to call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            match layer.admit(&mut parts).await {
+                Err(r) => Ok(r),
+                Ok(extra) => {
+                    let mut resp = inner.call(Request::from_parts(parts, body)).await?;
+                    resp.headers_mut().extend(extra);
+                    Ok(resp)
+                }
+            }
+        })
+    }
+}
+
+impl RequireLayer {
+    /// Decides the request; on admission, records the caller and scopes
+    /// in its extensions and returns the rate-limit fields for the answer.
+    async fn admit(&self, parts: &mut http::request::Parts) -> Result<HeaderMap, Response> {
+        let pc = &self.pc;
+        let d = &self.demand;
+        let trail = parts
+            .extensions
+            .get::<SecurityScopes>()
+            .cloned()
+            .unwrap_or_default()
+            .extended(d.scopes.iter().map(String::as_str));
+        let required = trail.to_set().map_err(IntoResponse::into_response)?;
+        let mut granted = None;
+        let principal = match parts.extensions.get::<Authenticated>() {
+            // An outer layer admitted the caller: only the scopes remain.
+            Some(Authenticated(p)) => {
+                if !p.scopes.covers(&required) {
+                    let p = Problem::new(ErrorCode::InsufficientScope).challenge(format!(
+                        "Bearer error=\"insufficient_scope\", scope=\"{}\"",
+                        required.to_space_separated()
+                    ));
+                    return Err(problem_response(&p, None));
+                }
+                Some(p.clone())
+            }
+            None if d.schemes.is_public() => None,
+            None => {
+                let guard = pc.guard();
+                let cookies = d.schemes.accepts(Scheme::Session)
+                    || d.schemes.accepts(Scheme::ApiKeyCookie);
+                let ctx = pc.context(parts, cookies);
+                let head = Portcullis::head(parts, &ctx);
+                let g = guard
+                    .authenticate_parts(&d.schemes, &required, &head)
+                    .await
+                    .map_err(|e| problem_response(&e.problem, None))?;
+                let p = g.principal.clone();
+                granted = Some(g);
+                p
+            }
+        };
+        let mut extra = HeaderMap::new();
+        if let Some((policy, by, pool)) = &d.rate {
+            let client = pc
+                .client_ip(parts)
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            let plan = crate::ratelimit::Plan::new(
+                crate::ratelimit::Pool::Route(*pool),
+                Some(policy),
+                *by,
+                principal.as_ref(),
+                client,
+            );
+            match pc.limiter().check(plan.checks(), 1).await {
+                Ok(Some(v)) => {
+                    crate::ratelimit::write_headers(
+                        &mut extra,
+                        plan.label(&v),
+                        &v,
+                        pc.legacy_headers(),
+                    );
+                    if !v.admitted {
+                        let p = Problem::new(ErrorCode::RateLimited).retry_after(v.retry_after_secs);
+                        let mut r = problem_response(&p, None);
+                        r.headers_mut().extend(extra);
+                        return Err(r);
+                    }
+                }
+                Ok(None) => {}
+                Err(u) => {
+                    let p = Problem::new(ErrorCode::LimiterUnavailable)
+                        .retry_after(u.retry_after_secs);
+                    return Err(problem_response(&p, None));
+                }
+            }
+        }
+        if let Some(g) = &granted {
+            pc.guard()
+                .spend(g, 1)
+                .await
+                .map_err(|e| problem_response(&e.problem, None))?;
+            if let Some(s) = g.scheme {
+                parts.extensions.insert(AuthenticatedBy(s));
+            }
+        }
+        if let Some(p) = principal {
+            parts.extensions.insert(Authenticated(p));
+        }
+        parts.extensions.insert(trail);
+        Ok(extra)
+    }
+}
+
+/// Keeps `Body` in the public signature documented: the layer answers
+/// with axum's body type.
+pub type ResponseBody = Body;

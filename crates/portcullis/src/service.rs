@@ -1,0 +1,509 @@
+//! [`Portcullis`]: the handle an in-process service builds once and hands
+//! to its router. It holds the same [`Guard`] the gateway uses (so every
+//! decision has one implementation), the rate limiter, and the settings
+//! the extractors and layers read.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use portcullis::{Portcullis, Verified, schemes::ApiKeyHeader};
+//! use portcullis::static_key::StaticKey;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let pc = Portcullis::builder()
+//!     .static_key(StaticKey::from_env("API_KEY")?)
+//!     .build()
+//!     .await?;
+//! async fn data(_: Verified<ApiKeyHeader>) -> &'static str { "secret" }
+//! let app: Router = Router::new().route("/data", get(data)).layer(pc.layer());
+//! # Ok(()) }
+//! ```
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::guard::{Guard, Head};
+use crate::identity::{Identity, IdentityError, SessionSettings};
+use crate::keys::KeyService;
+use crate::password::{Passwords, default_params};
+use crate::ratelimit::{Limiter, MemoryLimiter, OnBackendError, RedisLimiter, RedisSettings};
+use crate::static_key::StaticKey;
+use crate::store::{Store, StoreError};
+use crate::throttle::{Throttle, ThrottleSettings};
+use crate::tokens::{Grants, SigningAlg, TokenError, TokenSettings, Tokens};
+use crate::verify::{Verifier, VerifierConfig};
+use axum::extract::ConnectInfo;
+use http::request::Parts;
+use portcullis_core::credential::CredentialNames;
+use portcullis_core::net::{Cidr, ForwardedHeader, client_ip};
+use portcullis_core::{Scheme, SchemeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Why a [`Portcullis`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    /// Users, sessions or tokens could not be set up.
+    #[error("cannot set up users and sessions: {0}")]
+    Identity(#[from] IdentityError),
+    /// The token signing keys could not be loaded.
+    #[error("cannot load the token signing keys: {0}")]
+    Tokens(#[from] TokenError),
+    /// The Redis URL is not usable.
+    #[error("rate_limit backend: {0}")]
+    Redis(String),
+    /// A setting is wrong.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The library's handle: clone it freely (one `Arc`).
+#[derive(Clone)]
+pub struct Portcullis {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    guard: Guard,
+    /// One single-scheme set per [`Scheme`], in `Scheme::ALL` order, so
+    /// extractors need not build one per request.
+    single: [SchemeSet; 6],
+    limiter: Limiter,
+    pools: AtomicU32,
+    trusted_proxies: Vec<Cidr>,
+    forwarded: ForwardedHeader,
+    https: bool,
+    legacy_headers: bool,
+    docs: DocSettings,
+    keys: Option<KeyService>,
+}
+
+/// What the OpenAPI document says about the schemes (see
+/// [`crate::openapi`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DocSettings {
+    pub(crate) token_url: Option<String>,
+    pub(crate) scopes: Vec<(String, String)>,
+    pub(crate) descriptions: Vec<(Scheme, String)>,
+}
+
+impl std::fmt::Debug for Portcullis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Portcullis")
+            .field("guard", &self.inner.guard)
+            .field("https", &self.inner.https)
+            .finish_non_exhaustive()
+    }
+}
+
+fn index(s: Scheme) -> usize {
+    Scheme::ALL.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+impl Portcullis {
+    /// Starts a builder.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A layer that makes this handle available to the extractors and
+    /// layers of everything under it. Add it outermost (last).
+    ///
+    /// ```
+    /// # async fn f() {
+    /// use axum::{Router, routing::get};
+    /// use portcullis::Portcullis;
+    /// use portcullis::static_key::StaticKey;
+    /// use portcullis::core::Secret;
+    /// let pc = Portcullis::builder()
+    ///     .static_key(StaticKey::new(Secret::new("correct-horse-battery".into())).unwrap())
+    ///     .build().await.unwrap();
+    /// let app: Router = Router::new().route("/", get(|| async { "hi" })).layer(pc.layer());
+    /// # }
+    /// ```
+    pub fn layer(&self) -> axum::Extension<Portcullis> {
+        axum::Extension(self.clone())
+    }
+
+    /// The guard: the gateway's own decision code.
+    pub fn guard(&self) -> &Guard {
+        &self.inner.guard
+    }
+
+    /// The identity service (users, tokens, sessions), when a store is
+    /// configured with users.
+    pub fn identity(&self) -> Option<&Arc<Identity>> {
+        self.inner.guard.identity()
+    }
+
+    /// Managed keys (create, rotate, revoke), when a store is configured.
+    pub fn keys(&self) -> Option<&KeyService> {
+        self.inner.keys.as_ref()
+    }
+
+    /// The rate limiter.
+    pub fn limiter(&self) -> &Limiter {
+        &self.inner.limiter
+    }
+
+    pub(crate) fn single(&self, s: Scheme) -> &SchemeSet {
+        // `index` is within bounds: `single` has one entry per scheme.
+        &self.inner.single[index(s)]
+    }
+
+    pub(crate) fn next_pool(&self) -> u32 {
+        self.inner.pools.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn legacy_headers(&self) -> bool {
+        self.inner.legacy_headers
+    }
+
+    pub(crate) fn docs(&self) -> &DocSettings {
+        &self.inner.docs
+    }
+
+    /// The names credentials are read under.
+    pub fn names(&self) -> &CredentialNames {
+        self.inner.guard.names()
+    }
+
+    /// The client's address: the peer from axum's `ConnectInfo`, or a
+    /// forwarded address when the peer is a trusted proxy.
+    pub fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())?;
+        let name = self.inner.forwarded.name();
+        let values = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        Some(client_ip(
+            peer,
+            &self.inner.trusted_proxies,
+            self.inner.forwarded,
+            values,
+        ))
+    }
+
+    /// Whether the request came over HTTPS: the URI says so (HTTP/2), or a
+    /// trusted proxy said so in `X-Forwarded-Proto`, or the builder was
+    /// told the service is only reached over HTTPS.
+    pub fn is_https(&self, parts: &Parts) -> bool {
+        if self.inner.https || parts.uri.scheme_str() == Some("https") {
+            return true;
+        }
+        let from_proxy = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_some_and(|c| portcullis_core::net::is_trusted(&self.inner.trusted_proxies, c.0.ip()));
+        from_proxy
+            && parts
+                .headers
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+    }
+
+    /// The origin the service is reached at, from the Host header, for the
+    /// CSRF origin check.
+    pub fn own_origin(&self, parts: &Parts) -> Option<String> {
+        let host = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| parts.headers.get(http::header::HOST)?.to_str().ok())?;
+        let scheme = if self.is_https(parts) { "https" } else { "http" };
+        Some(format!("{scheme}://{}", host.to_ascii_lowercase()))
+    }
+
+    /// What the guard needs of a request besides its head: the client's
+    /// address, and (for cookie credentials) the origin it was sent to.
+    pub(crate) fn context(&self, parts: &Parts, cookies: bool) -> (Option<IpAddr>, Option<String>) {
+        let origin = if cookies { self.own_origin(parts) } else { None };
+        (self.client_ip(parts), origin)
+    }
+
+    /// The guard's view of a request.
+    pub(crate) fn head<'a>(
+        parts: &'a Parts,
+        ctx: &'a (Option<IpAddr>, Option<String>),
+    ) -> Head<'a> {
+        Head {
+            method: &parts.method,
+            headers: &parts.headers,
+            query: parts.uri.query(),
+            client_ip: ctx.0,
+            origin: ctx.1.as_deref(),
+        }
+    }
+
+    /// The handle installed by [`Portcullis::layer`] on this request.
+    pub fn from_parts(parts: &Parts) -> Result<Portcullis, crate::rejection::Rejection> {
+        parts.extensions.get::<Portcullis>().cloned().ok_or_else(|| {
+            tracing::error!(
+                "a Portcullis extractor or layer ran without the handle: add `.layer(portcullis.layer())` to the router"
+            );
+            crate::rejection::Rejection::new(portcullis_core::ErrorCode::Internal)
+        })
+    }
+}
+
+/// Builds a [`Portcullis`].
+///
+/// ```
+/// # async fn f() -> Result<(), portcullis::service::BuildError> {
+/// use portcullis::Portcullis;
+/// let dir = std::env::temp_dir().join(format!("pc-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let pc = Portcullis::builder()
+///     .store(&format!("sqlite://{}/store.db", dir.display()))
+///     .users(true)
+///     .password_grant(true)
+///     .build()
+///     .await?;
+/// assert!(pc.identity().is_some());
+/// # Ok(()) }
+/// ```
+#[derive(Default)]
+pub struct Builder {
+    names: CredentialNames,
+    static_keys: Vec<StaticKey>,
+    store: Option<String>,
+    users: bool,
+    password_grant: bool,
+    issuer: Option<String>,
+    sessions: SessionSettings,
+    redis: Option<String>,
+    on_backend_error: OnBackendError,
+    trusted_proxies: Vec<Cidr>,
+    forwarded: Option<ForwardedHeader>,
+    https: bool,
+    legacy_headers: bool,
+    clock: Option<SharedClock>,
+    docs: DocSettings,
+    hash_parallelism: Option<usize>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("static_keys", &self.static_keys)
+            .field("users", &self.users)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// The header API keys are read from (`X-API-Key` by default).
+    pub fn header_name(mut self, name: &str) -> Result<Builder, BuildError> {
+        self.names.header = http::HeaderName::try_from(name.to_ascii_lowercase())
+            .map_err(|_| BuildError::Config(format!("{name:?} is not a header name")))?;
+        Ok(self)
+    }
+
+    /// The query parameter API keys are read from (`api_key`).
+    pub fn query_name(mut self, name: impl Into<String>) -> Builder {
+        self.names.query = name.into();
+        self
+    }
+
+    /// The cookie API keys are read from (`api_key`).
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Builder {
+        self.names.cookie = name.into();
+        self
+    }
+
+    /// Accepts a static key (from the environment, say). May be repeated.
+    pub fn static_key(mut self, key: StaticKey) -> Builder {
+        self.static_keys.push(key);
+        self
+    }
+
+    /// Managed keys in a store: `sqlite://path` (created if missing).
+    pub fn store(mut self, url: &str) -> Builder {
+        self.store = Some(url.to_owned());
+        self
+    }
+
+    /// Users, tokens and sessions from the store: the `bearer` JWT,
+    /// `basic` and `session` schemes, and the token and login endpoints.
+    pub fn users(mut self, on: bool) -> Builder {
+        self.users = on;
+        self
+    }
+
+    /// Serves the OAuth2 password grant at the token endpoint (off by
+    /// default, as RFC 9700 advises; the seeds' `/token` needs it).
+    pub fn password_grant(mut self, on: bool) -> Builder {
+        self.password_grant = on;
+        self
+    }
+
+    /// The `iss` (and `aud`) of the tokens issued.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Builder {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Session settings (lifetimes, SameSite, further trusted origins).
+    pub fn sessions(mut self, s: SessionSettings) -> Builder {
+        self.sessions = s;
+        self
+    }
+
+    /// Shares rate-limit counters through Redis (`redis://host:port/db`).
+    pub fn redis(mut self, url: impl Into<String>, on_error: OnBackendError) -> Builder {
+        self.redis = Some(url.into());
+        self.on_backend_error = on_error;
+        self
+    }
+
+    /// Proxies whose `X-Forwarded-For` (or `Forwarded`) and
+    /// `X-Forwarded-Proto` are believed.
+    pub fn trusted_proxies(mut self, cidrs: Vec<Cidr>, header: ForwardedHeader) -> Builder {
+        self.trusted_proxies = cidrs;
+        self.forwarded = Some(header);
+        self
+    }
+
+    /// Says the service is only ever reached over HTTPS (a TLS terminator
+    /// in front that does not say so in headers).
+    pub fn https(mut self, on: bool) -> Builder {
+        self.https = on;
+        self
+    }
+
+    /// Also sends `X-RateLimit-*` fields.
+    pub fn legacy_rate_limit_headers(mut self, on: bool) -> Builder {
+        self.legacy_headers = on;
+        self
+    }
+
+    /// A clock (tests pass a manual one).
+    pub fn clock(mut self, clock: SharedClock) -> Builder {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// How many password hashes may run at once (default: the cores).
+    pub fn hash_parallelism(mut self, n: usize) -> Builder {
+        self.hash_parallelism = Some(n.max(1));
+        self
+    }
+
+    /// For the OpenAPI document: the token URL the `OAuth2PasswordBearer`
+    /// scheme names (as FastAPI's `tokenUrl`) and the scopes it offers.
+    pub fn token_url(mut self, url: impl Into<String>, scopes: &[(&str, &str)]) -> Builder {
+        self.docs.token_url = Some(url.into());
+        self.docs.scopes = scopes
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect();
+        self
+    }
+
+    /// For the OpenAPI document: a scheme's description.
+    pub fn describe(mut self, scheme: Scheme, text: impl Into<String>) -> Builder {
+        self.docs.descriptions.push((scheme, text.into()));
+        self
+    }
+
+    /// Builds the handle: opens the store, loads keys, starts the
+    /// background work (change watcher, last-used writer).
+    pub async fn build(self) -> Result<Portcullis, BuildError> {
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        if self.users && self.store.is_none() {
+            return Err(BuildError::Config(
+                "users need a store: call .store(\"sqlite://…\")".into(),
+            ));
+        }
+        let mut keys = None;
+        let mut guard = match &self.store {
+            Some(url) => {
+                let store = Store::open(url, true).await?;
+                let verifier =
+                    Verifier::new(store.clone(), clock.clone(), VerifierConfig::default()).await?;
+                verifier.spawn_background();
+                keys = Some(KeyService::new(
+                    store.clone(),
+                    clock.clone(),
+                    Some(verifier.clone()),
+                ));
+                let mut g = Guard::new(verifier.clone(), self.names.clone());
+                if self.users {
+                    let issuer = self
+                        .issuer
+                        .clone()
+                        .unwrap_or_else(|| "urn:portcullis:app".to_owned());
+                    let settings = TokenSettings {
+                        audience: issuer.clone(),
+                        issuer,
+                        access_ttl: 1800,
+                        refresh_ttl: 14 * 86_400,
+                        alg: SigningAlg::EdDSA,
+                        hs_secret: None,
+                        leeway: 30,
+                        trusted: Vec::new(),
+                        grants: Grants {
+                            password: self.password_grant,
+                            ..Grants::default()
+                        },
+                    };
+                    let tokens = Tokens::start(settings, store.clone(), clock.clone()).await?;
+                    let parallel = self.hash_parallelism.unwrap_or_else(|| {
+                        std::thread::available_parallelism().map_or(2, |n| n.get())
+                    });
+                    let passwords = Passwords::new(default_params(), parallel)
+                        .map_err(|e| BuildError::Config(e.to_string()))?;
+                    let identity = Identity::new(
+                        store.clone(),
+                        clock.clone(),
+                        passwords,
+                        tokens,
+                        self.sessions.clone(),
+                        Throttle::new(ThrottleSettings::default(), clock.clone()),
+                    )
+                    .await?;
+                    let weak = Arc::downgrade(&identity);
+                    verifier.on_change(move |changed| {
+                        if let Some(id) = weak.upgrade() {
+                            tokio::spawn(async move { id.on_changes(&changed).await });
+                        }
+                    });
+                    g = g.with_identity(identity);
+                }
+                g
+            }
+            None => Guard::without_store(self.names.clone()),
+        };
+        guard = guard.with_static_keys(self.static_keys);
+        let memory = MemoryLimiter::new(clock.clone(), 1_000_000);
+        let limiter = match &self.redis {
+            None => Limiter::memory(memory),
+            Some(url) => {
+                let r = RedisLimiter::new(RedisSettings::new(url.clone()))
+                    .map_err(|e| BuildError::Redis(e.to_string()))?;
+                Limiter::redis(r, memory, self.on_backend_error)
+            }
+        };
+        let single = Scheme::ALL.map(|s| SchemeSet::new(&[s]));
+        Ok(Portcullis {
+            inner: Arc::new(Inner {
+                guard,
+                single,
+                limiter,
+                pools: AtomicU32::new(0),
+                trusted_proxies: self.trusted_proxies,
+                forwarded: self.forwarded.unwrap_or(ForwardedHeader::XForwardedFor),
+                https: self.https,
+                legacy_headers: self.legacy_headers,
+                docs: self.docs,
+                keys,
+            }),
+        })
+    }
+}
