@@ -321,7 +321,7 @@ impl App {
                 }
             }
         } else {
-            own_headers(h);
+            portcullis::edge::own_headers(h);
         }
     }
 
@@ -577,31 +577,13 @@ impl App {
             .and_then(|r| r.cors.clone())
             .or(self.cfg.cors.clone());
         out.route = route;
-        let mut headers = HeaderMap::new();
-        let result = match &cors {
-            Some(c) => c.preflight(req.headers(), &mut headers),
-            None => Err(portcullis_core::cors::CorsRefusal {
-                origin: true,
-                method: false,
-                headers: false,
-                private_network: false,
-            }),
-        };
+        let (result, headers) = portcullis::edge::preflight(cors.as_deref(), req.headers());
         let mut r = match result {
             Ok(()) => {
                 out.reason = "cors_preflight";
-                let mut r = Response::new(Body::from("OK"));
-                r.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                );
-                r
+                portcullis::edge::preflight_ok()
             }
-            Err(refusal) => self.deny(
-                Problem::new(ErrorCode::CorsRejected).detail(refusal.to_string()),
-                rid,
-                out,
-            ),
+            Err(p) => self.deny(p, rid, out),
         };
         out.preflight = true;
         for (n, v) in headers.iter() {
@@ -854,25 +836,6 @@ fn head_size(req: &Request<Body>) -> usize {
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
-
-/// The headers on every answer Portcullis writes itself: nothing in it
-/// is for framing, sniffing, caching or referring elsewhere.
-fn own_headers(h: &mut HeaderMap) {
-    use http::header::{
-        CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
-        X_FRAME_OPTIONS,
-    };
-    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(
-        CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
-    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    if !h.contains_key(CACHE_CONTROL) {
-        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
 }
 
 fn json(status: StatusCode, body: &'static str) -> Response<Body> {

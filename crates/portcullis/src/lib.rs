@@ -8,6 +8,8 @@
 pub mod admin;
 pub mod admin_identity;
 pub mod clock;
+pub mod edge;
+pub mod endpoints;
 pub mod guard;
 pub mod identity;
 pub mod keys;

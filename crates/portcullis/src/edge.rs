@@ -1,0 +1,319 @@
+//! The browser- and transport-facing checks for an in-process service, in
+//! the order the gateway runs them: trusted hosts, the HTTPS rule, CORS
+//! preflights; then CORS and security headers on the answer. The
+//! decisions are the core's ([`portcullis_core::host`],
+//! [`portcullis_core::cors`]); the helpers here are shared with the
+//! gateway so both answer alike.
+//!
+//! ```
+//! # async fn f(pc: portcullis::Portcullis) {
+//! use axum::{Router, routing::get};
+//! use portcullis::core::cors::CorsConfig;
+//! let cors = CorsConfig {
+//!     allow_origins: vec!["https://myapp.example.com".into()],
+//!     allow_credentials: true,
+//!     ..CorsConfig::default()
+//! };
+//! let edge = pc.edge()
+//!     .trusted_hosts(&["api.example.com".into(), "*.example.com".into()]).unwrap()
+//!     .cors(&cors).unwrap()
+//!     .https_redirect(true);
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hi" }))
+//!     .layer(edge)
+//!     .layer(pc.layer());
+//! # }
+//! ```
+
+use crate::response::problem_response;
+use crate::service::Portcullis;
+use axum::body::Body;
+use axum::response::Response;
+use futures_util::future::BoxFuture;
+use http::header::{CONTENT_TYPE, LOCATION};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use portcullis_core::cors::{Cors, CorsConfig, CorsConfigError, CorsRefusal, single_origin};
+use portcullis_core::credential::{CredentialNames, Extracted, extract};
+use portcullis_core::host::{HostPatternError, TrustedHosts, request_host};
+use portcullis_core::{ErrorCode, Problem, Scheme, SchemeSet};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::{Layer, Service};
+
+/// The headers on every answer Portcullis writes itself: nothing in it
+/// is for framing, sniffing, caching or referring elsewhere.
+pub fn own_headers(h: &mut HeaderMap) {
+    use http::header::{
+        CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+        X_FRAME_OPTIONS,
+    };
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if !h.contains_key(CACHE_CONTROL) {
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+}
+
+/// Decides a CORS preflight under `cors` (none configured refuses every
+/// origin): `Ok` for the 200 `OK` answer, or the 400 `cors_rejected`
+/// problem in Starlette's words; either way with the CORS headers to add.
+pub fn preflight(cors: Option<&Cors>, req: &HeaderMap) -> (Result<(), Problem>, HeaderMap) {
+    let mut headers = HeaderMap::new();
+    let result = match cors {
+        Some(c) => c.preflight(req, &mut headers),
+        None => Err(CorsRefusal {
+            origin: true,
+            method: false,
+            headers: false,
+            private_network: false,
+        }),
+    };
+    let result =
+        result.map_err(|r| Problem::new(ErrorCode::CorsRejected).detail(r.to_string()));
+    (result, headers)
+}
+
+/// The 200 answer to an allowed preflight.
+pub fn preflight_ok() -> Response {
+    let mut r = Response::new(Body::from("OK"));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Whether the request carries a credential of any scheme (which must
+/// then not be redirected from plain HTTP, but refused: it is exposed).
+pub fn carries_credential(names: &CredentialNames, headers: &HeaderMap, query: Option<&str>) -> bool {
+    let every = SchemeSet::new(&Scheme::ALL);
+    extract(&every, names, headers, query) != Extracted::Missing
+}
+
+/// The 308 to the HTTPS address of a plain-HTTP GET or HEAD.
+pub fn https_redirect(host: &str, port: Option<u16>, path_and_query: &str) -> Option<Response> {
+    let location = match port {
+        None | Some(443) => format!("https://{host}{path_and_query}"),
+        Some(p) => format!("https://{host}:{p}{path_and_query}"),
+    };
+    let v = HeaderValue::from_str(&location).ok()?;
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    r.headers_mut().insert(LOCATION, v);
+    Some(r)
+}
+
+/// The settings of an [`EdgeLayer`].
+#[derive(Debug, Default)]
+struct Settings {
+    hosts: Option<TrustedHosts>,
+    cors: Option<Cors>,
+    redirect: bool,
+    redirect_port: Option<u16>,
+}
+
+/// Trusted hosts, HTTPS redirect and CORS for a router. Made by
+/// [`Portcullis::edge`].
+#[derive(Debug, Clone)]
+pub struct EdgeLayer {
+    pc: Portcullis,
+    settings: Arc<Settings>,
+}
+
+impl Portcullis {
+    /// An [`EdgeLayer`] with nothing switched on.
+    pub fn edge(&self) -> EdgeLayer {
+        EdgeLayer {
+            pc: self.clone(),
+            settings: Arc::new(Settings::default()),
+        }
+    }
+}
+
+impl EdgeLayer {
+    fn with(self, f: impl FnOnce(&mut Settings)) -> EdgeLayer {
+        let mut s = Settings {
+            hosts: self.settings.hosts.clone(),
+            cors: self.settings.cors.clone(),
+            redirect: self.settings.redirect,
+            redirect_port: self.settings.redirect_port,
+        };
+        f(&mut s);
+        EdgeLayer {
+            pc: self.pc,
+            settings: Arc::new(s),
+        }
+    }
+
+    /// Answers 400 `invalid_host` unless the request's host is one of
+    /// `patterns` (`api.example.com`, `*.example.com`).
+    pub fn trusted_hosts(self, patterns: &[String]) -> Result<EdgeLayer, HostPatternError> {
+        let t = TrustedHosts::parse(patterns)?;
+        Ok(self.with(|s| s.hosts = Some(t)))
+    }
+
+    /// Answers CORS preflights and sets CORS headers under `config`.
+    pub fn cors(self, config: &CorsConfig) -> Result<EdgeLayer, CorsConfigError> {
+        let c = Cors::new(config)?;
+        Ok(self.with(|s| s.cors = Some(c)))
+    }
+
+    /// Plain-HTTP requests: GET and HEAD without a credential get a 308
+    /// to HTTPS; anything else gets 403 `https_required`.
+    pub fn https_redirect(self, on: bool) -> EdgeLayer {
+        self.with(|s| s.redirect = on)
+    }
+
+    /// The HTTPS port redirects name (default: 443, left out).
+    pub fn https_port(self, port: u16) -> EdgeLayer {
+        self.with(|s| s.redirect_port = Some(port))
+    }
+
+    /// Decides what the edge answers itself, before the service.
+    fn answer<B>(&self, req: &Request<B>) -> Option<Response> {
+        let s = &self.settings;
+        let any = TrustedHosts::default();
+        let rules = s.hosts.as_ref().unwrap_or(&any);
+        let host = match request_host(rules, req.version(), req.uri(), req.headers()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::info!(reason = e.log_reason(), "request refused: host");
+                return Some(problem_response(&Problem::new(ErrorCode::InvalidHost), None));
+            }
+        };
+        if s.redirect {
+            let (parts, ()) = clone_parts(req);
+            if !self.pc.is_https(&parts) {
+                let names = self.pc.names();
+                let credential = carries_credential(names, req.headers(), req.uri().query());
+                if credential {
+                    tracing::warn!(
+                        exposed = true,
+                        "a credential was sent over plain HTTP; treat it as exposed and rotate it"
+                    );
+                    let p = Problem::new(ErrorCode::HttpsRequired).detail(
+                        "HTTPS required: this credential was sent in cleartext and should be rotated",
+                    );
+                    return Some(problem_response(&p, None));
+                }
+                if matches!(*req.method(), Method::GET | Method::HEAD) {
+                    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                    if let Some(r) = https_redirect(&host.name, s.redirect_port, pq) {
+                        return Some(r);
+                    }
+                }
+                return Some(problem_response(
+                    &Problem::new(ErrorCode::HttpsRequired),
+                    None,
+                ));
+            }
+        }
+        if Cors::is_preflight(req.method(), req.headers()) && s.cors.is_some() {
+            let (result, headers) = preflight(s.cors.as_ref(), req.headers());
+            let mut r = match result {
+                Ok(()) => preflight_ok(),
+                Err(p) => problem_response(&p, None),
+            };
+            for (n, v) in headers.iter() {
+                r.headers_mut().append(n.clone(), v.clone());
+            }
+            return Some(r);
+        }
+        None
+    }
+}
+
+/// A head-only copy of the request's parts, for the checks that read
+/// [`http::request::Parts`].
+fn clone_parts<B>(req: &Request<B>) -> (http::request::Parts, ()) {
+    let mut b = Request::builder()
+        .method(req.method().clone())
+        .uri(req.uri().clone())
+        .version(req.version());
+    if let Some(h) = b.headers_mut() {
+        *h = req.headers().clone();
+    }
+    if let Some(e) = b.extensions_mut() {
+        if let Some(c) = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        {
+            e.insert(*c);
+        }
+    }
+    match b.body(()) {
+        Ok(r) => r.into_parts(),
+        // The method, URI and version came from a valid request.
+        Err(_) => Request::new(()).into_parts(),
+    }
+}
+
+impl<S> Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+    fn layer(&self, inner: S) -> Edge<S> {
+        Edge {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of an [`EdgeLayer`].
+#[derive(Debug, Clone)]
+pub struct Edge<S> {
+    inner: S,
+    layer: EdgeLayer,
+}
+
+impl<S, B> Service<Request<B>> for Edge<S>
+where
+    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let origin = single_origin(req.headers()).cloned();
+            let preflight = Cors::is_preflight(req.method(), req.headers());
+            let (mut resp, own) = match layer.answer(&req) {
+                Some(r) => (r, true),
+                None => {
+                    let r = inner.call(req).await?;
+                    // Problem answers from Portcullis' extractors and
+                    // layers are ours too.
+                    let own = r
+                        .headers()
+                        .get(CONTENT_TYPE)
+                        .is_some_and(|v| v.as_bytes() == portcullis_core::error::PROBLEM_JSON.as_bytes());
+                    (r, own)
+                }
+            };
+            // A preflight's answer already holds its own CORS headers.
+            if let Some(c) = &layer.settings.cors
+                && !(preflight && own)
+            {
+                c.apply_origin(origin.as_ref(), resp.headers_mut());
+            }
+            if own {
+                own_headers(resp.headers_mut());
+            }
+            Ok(resp)
+        })
+    }
+}
