@@ -18,10 +18,13 @@
 //!     .trusted_hosts(&["api.example.com".into(), "*.example.com".into()]).unwrap()
 //!     .cors(&cors).unwrap()
 //!     .https_redirect(true);
-//! let app: Router = Router::new()
+//! let router: Router = Router::new()
 //!     .route("/", get(|| async { "hi" }))
-//!     .layer(edge)
 //!     .layer(pc.layer());
+//! // Around the router, not `Router::layer`: the checks must run before
+//! // routing, so unknown paths and methods get them too.
+//! let app = tower::Layer::layer(&edge, router);
+//! # let _ = app;
 //! # }
 //! ```
 

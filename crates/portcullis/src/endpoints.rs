@@ -24,7 +24,7 @@ impl Portcullis {
     /// A route answering `endpoint` (GET for the JWKS, metadata and CSRF
     /// endpoints, POST for the others). Without users
     /// ([`crate::service::Builder::users`]) it answers 404.
-    pub fn endpoint(&self, endpoint: Endpoint) -> MethodRouter {
+    pub fn endpoint<S: Clone + Send + Sync + 'static>(&self, endpoint: Endpoint) -> MethodRouter<S> {
         let pc = self.clone();
         let handler = move |req: Request<Body>| {
             let pc = pc.clone();
