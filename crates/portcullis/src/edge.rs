@@ -76,8 +76,7 @@ pub fn preflight(cors: Option<&Cors>, req: &HeaderMap) -> (Result<(), Problem>, 
             private_network: false,
         }),
     };
-    let result =
-        result.map_err(|r| Problem::new(ErrorCode::CorsRejected).detail(r.to_string()));
+    let result = result.map_err(|r| Problem::new(ErrorCode::CorsRejected).detail(r.to_string()));
     (result, headers)
 }
 
@@ -93,7 +92,11 @@ pub fn preflight_ok() -> Response {
 
 /// Whether the request carries a credential of any scheme (which must
 /// then not be redirected from plain HTTP, but refused: it is exposed).
-pub fn carries_credential(names: &CredentialNames, headers: &HeaderMap, query: Option<&str>) -> bool {
+pub fn carries_credential(
+    names: &CredentialNames,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> bool {
     let every = SchemeSet::new(&Scheme::ALL);
     extract(&every, names, headers, query) != Extracted::Missing
 }
@@ -186,7 +189,10 @@ impl EdgeLayer {
             Ok(h) => h,
             Err(e) => {
                 tracing::info!(reason = e.log_reason(), "request refused: host");
-                return Some(problem_response(&Problem::new(ErrorCode::InvalidHost), None));
+                return Some(problem_response(
+                    &Problem::new(ErrorCode::InvalidHost),
+                    None,
+                ));
             }
         };
         if s.redirect {
@@ -241,13 +247,12 @@ fn clone_parts<B>(req: &Request<B>) -> (http::request::Parts, ()) {
     if let Some(h) = b.headers_mut() {
         *h = req.headers().clone();
     }
-    if let Some(e) = b.extensions_mut() {
-        if let Some(c) = req
+    if let Some(e) = b.extensions_mut()
+        && let Some(c) = req
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        {
-            e.insert(*c);
-        }
+    {
+        e.insert(*c);
     }
     match b.body(()) {
         Ok(r) => r.into_parts(),
@@ -300,10 +305,9 @@ where
                     let r = inner.call(req).await?;
                     // Problem answers from Portcullis' extractors and
                     // layers are ours too.
-                    let own = r
-                        .headers()
-                        .get(CONTENT_TYPE)
-                        .is_some_and(|v| v.as_bytes() == portcullis_core::error::PROBLEM_JSON.as_bytes());
+                    let own = r.headers().get(CONTENT_TYPE).is_some_and(|v| {
+                        v.as_bytes() == portcullis_core::error::PROBLEM_JSON.as_bytes()
+                    });
                     (r, own)
                 }
             };

@@ -24,7 +24,10 @@ impl Portcullis {
     /// A route answering `endpoint` (GET for the JWKS, metadata and CSRF
     /// endpoints, POST for the others). Without users
     /// ([`crate::service::Builder::users`]) it answers 404.
-    pub fn endpoint<S: Clone + Send + Sync + 'static>(&self, endpoint: Endpoint) -> MethodRouter<S> {
+    pub fn endpoint<S: Clone + Send + Sync + 'static>(
+        &self,
+        endpoint: Endpoint,
+    ) -> MethodRouter<S> {
         let pc = self.clone();
         let handler = move |req: Request<Body>| {
             let pc = pc.clone();
@@ -37,7 +40,11 @@ impl Portcullis {
         }
     }
 
-    async fn answer_endpoint(&self, endpoint: Endpoint, req: Request<Body>) -> axum::response::Response {
+    async fn answer_endpoint(
+        &self,
+        endpoint: Endpoint,
+        req: Request<Body>,
+    ) -> axum::response::Response {
         let (parts, body) = req.into_parts();
         let (client_ip, origin) = self.context(&parts, true);
         let req = Request::from_parts(parts, body);

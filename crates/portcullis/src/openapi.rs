@@ -187,13 +187,16 @@ impl Portcullis {
                                 });
                             }
                         }
-                        if name == OAuth2PasswordBearer::NAME && !offered.is_empty() {
-                            if let Some(s) = scopes.iter().find(|s| !offered.iter().any(|(o, _)| o == *s)) {
-                                return Err(OpenApiError::UnknownScope {
-                                    operation,
-                                    scope: (*s).to_owned(),
-                                });
-                            }
+                        if name == OAuth2PasswordBearer::NAME
+                            && !offered.is_empty()
+                            && let Some(s) = scopes
+                                .iter()
+                                .find(|s| !offered.iter().any(|(o, _)| o == *s))
+                        {
+                            return Err(OpenApiError::UnknownScope {
+                                operation,
+                                scope: (*s).to_owned(),
+                            });
                         }
                         if !used.contains(name) {
                             used.push(name.clone());

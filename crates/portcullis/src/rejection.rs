@@ -19,7 +19,11 @@ use std::borrow::Cow;
 /// assert_eq!(r.into_response().status(), 401);
 /// ```
 #[derive(Debug, Clone)]
-pub struct Rejection {
+pub struct Rejection(Box<Inner>);
+
+/// Boxed so `Result<_, Rejection>` stays one word wide on the happy path.
+#[derive(Debug, Clone)]
+struct Inner {
     problem: Problem,
     extra: Option<http::HeaderMap>,
 }
@@ -47,34 +51,34 @@ impl Rejection {
 
     /// Replaces the detail sent to the client.
     pub fn detail(mut self, detail: impl Into<Cow<'static, str>>) -> Rejection {
-        self.problem = self.problem.detail(detail);
+        self.0.problem = self.0.problem.detail(detail);
         self
     }
 
     /// Sets the `WWW-Authenticate` challenge.
     pub fn challenge(mut self, challenge: impl Into<String>) -> Rejection {
-        self.problem = self.problem.challenge(challenge);
+        self.0.problem = self.0.problem.challenge(challenge);
         self
     }
 
     /// Adds headers to the answer (rate-limit fields on a 429, say).
     pub fn with_headers(mut self, headers: http::HeaderMap) -> Rejection {
-        self.extra = Some(headers);
+        self.0.extra = Some(headers);
         self
     }
 
     /// The problem.
     pub fn problem(&self) -> &Problem {
-        &self.problem
+        &self.0.problem
     }
 }
 
 impl From<Problem> for Rejection {
     fn from(problem: Problem) -> Rejection {
-        Rejection {
+        Rejection(Box::new(Inner {
             problem,
             extra: None,
-        }
+        }))
     }
 }
 
@@ -86,7 +90,12 @@ impl From<crate::guard::Denied> for Rejection {
 
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.problem.code.code(), self.problem.detail)
+        write!(
+            f,
+            "{}: {}",
+            self.0.problem.code.code(),
+            self.0.problem.detail
+        )
     }
 }
 
@@ -94,8 +103,8 @@ impl std::error::Error for Rejection {}
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        let mut r = problem_response(&self.problem, None);
-        if let Some(extra) = self.extra {
+        let mut r = problem_response(&self.0.problem, None);
+        if let Some(extra) = self.0.extra {
             r.headers_mut().extend(extra);
         }
         r

@@ -9,7 +9,7 @@
 //! use portcullis::{Authenticated, Portcullis};
 //! use portcullis::core::Scheme;
 //!
-//! # async fn f(pc: Portcullis) -> Result<(), portcullis::rejection::Rejection> {
+//! # async fn f(pc: Portcullis) -> Result<(), portcullis::require::LayerError> {
 //! async fn reset(Authenticated(who): Authenticated) -> String { who.subject }
 //! let app: Router = Router::new()
 //!     .route("/public", get(|| async { "open" }))
@@ -23,7 +23,6 @@
 //! # Ok(()) }
 //! ```
 
-use crate::rejection::Rejection;
 use crate::response::problem_response;
 use crate::service::Portcullis;
 use crate::verified::{Authenticated, AuthenticatedBy, SecurityScopes};
@@ -39,6 +38,11 @@ use std::task::{Context, Poll};
 use tower::{Layer, Service};
 
 pub use crate::ratelimit::LimitBy;
+
+/// A layer that cannot be built: a malformed scope or rate limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LayerError(String);
 
 /// What a [`RequireLayer`] demands.
 #[derive(Debug)]
@@ -89,7 +93,7 @@ impl Portcullis {
     /// assert!(pc.rate_limit("lots").is_err());
     /// # }
     /// ```
-    pub fn rate_limit(&self, policy: &str) -> Result<RequireLayer, Rejection> {
+    pub fn rate_limit(&self, policy: &str) -> Result<RequireLayer, LayerError> {
         self.require([]).limit(policy, LimitBy::Caller)
     }
 }
@@ -100,21 +104,19 @@ impl RequireLayer {
     pub fn scopes<'a>(
         self,
         scopes: impl IntoIterator<Item = &'a str>,
-    ) -> Result<RequireLayer, Rejection> {
+    ) -> Result<RequireLayer, LayerError> {
         let v: Vec<String> = scopes.into_iter().map(str::to_owned).collect();
-        Scopes::from_iter_checked(v.iter().map(String::as_str)).map_err(|e| {
-            Rejection::new(ErrorCode::BadRequest).detail(format!("invalid scope: {e}"))
-        })?;
+        Scopes::from_iter_checked(v.iter().map(String::as_str))
+            .map_err(|e| LayerError(e.to_string()))?;
         Ok(self.with(|d| d.scopes = v))
     }
 
     /// Also rate limits with `policy`, counted `by` caller (a key, user
     /// or client; the address when there is none), owner, address or
     /// route.
-    pub fn limit(self, policy: &str, by: LimitBy) -> Result<RequireLayer, Rejection> {
-        let p = RatePolicy::parse(policy).map_err(|e| {
-            Rejection::new(ErrorCode::BadRequest).detail(format!("rate limit {policy:?}: {e}"))
-        })?;
+    pub fn limit(self, policy: &str, by: LimitBy) -> Result<RequireLayer, LayerError> {
+        let p = RatePolicy::parse(policy)
+            .map_err(|e| LayerError(format!("rate limit {policy:?}: {e}")))?;
         let pool = self.pc.next_pool();
         Ok(self.with(|d| d.rate = Some((p, by, pool))))
     }
@@ -212,8 +214,8 @@ impl RequireLayer {
             None if d.schemes.is_public() => None,
             None => {
                 let guard = pc.guard();
-                let cookies = d.schemes.accepts(Scheme::Session)
-                    || d.schemes.accepts(Scheme::ApiKeyCookie);
+                let cookies =
+                    d.schemes.accepts(Scheme::Session) || d.schemes.accepts(Scheme::ApiKeyCookie);
                 let ctx = pc.context(parts, cookies);
                 let head = Portcullis::head(parts, &ctx);
                 let g = guard
@@ -246,7 +248,8 @@ impl RequireLayer {
                         pc.legacy_headers(),
                     );
                     if !v.admitted {
-                        let p = Problem::new(ErrorCode::RateLimited).retry_after(v.retry_after_secs);
+                        let p =
+                            Problem::new(ErrorCode::RateLimited).retry_after(v.retry_after_secs);
                         let mut r = problem_response(&p, None);
                         r.headers_mut().extend(extra);
                         return Err(r);
@@ -254,8 +257,8 @@ impl RequireLayer {
                 }
                 Ok(None) => {}
                 Err(u) => {
-                    let p = Problem::new(ErrorCode::LimiterUnavailable)
-                        .retry_after(u.retry_after_secs);
+                    let p =
+                        Problem::new(ErrorCode::LimiterUnavailable).retry_after(u.retry_after_secs);
                     return Err(problem_response(&p, None));
                 }
             }

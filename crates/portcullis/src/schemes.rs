@@ -50,7 +50,10 @@ pub async fn read<S: SecurityScheme>(parts: &Parts) -> Result<Option<S>, Rejecti
 }
 
 /// [`read`] with the handle already at hand.
-pub fn read_with<S: SecurityScheme>(pc: &Portcullis, parts: &Parts) -> Result<Option<S>, Rejection> {
+pub fn read_with<S: SecurityScheme>(
+    pc: &Portcullis,
+    parts: &Parts,
+) -> Result<Option<S>, Rejection> {
     let set = pc.single(S::SCHEME);
     match extract(set, pc.names(), &parts.headers, parts.uri.query()) {
         Extracted::Missing => Ok(None),

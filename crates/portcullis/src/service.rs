@@ -200,7 +200,9 @@ impl Portcullis {
         let from_proxy = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .is_some_and(|c| portcullis_core::net::is_trusted(&self.inner.trusted_proxies, c.0.ip()));
+            .is_some_and(|c| {
+                portcullis_core::net::is_trusted(&self.inner.trusted_proxies, c.0.ip())
+            });
         from_proxy
             && parts
                 .headers
@@ -216,14 +218,22 @@ impl Portcullis {
             .authority()
             .map(|a| a.as_str())
             .or_else(|| parts.headers.get(http::header::HOST)?.to_str().ok())?;
-        let scheme = if self.is_https(parts) { "https" } else { "http" };
+        let scheme = if self.is_https(parts) {
+            "https"
+        } else {
+            "http"
+        };
         Some(format!("{scheme}://{}", host.to_ascii_lowercase()))
     }
 
     /// What the guard needs of a request besides its head: the client's
     /// address, and (for cookie credentials) the origin it was sent to.
     pub(crate) fn context(&self, parts: &Parts, cookies: bool) -> (Option<IpAddr>, Option<String>) {
-        let origin = if cookies { self.own_origin(parts) } else { None };
+        let origin = if cookies {
+            self.own_origin(parts)
+        } else {
+            None
+        };
         (self.client_ip(parts), origin)
     }
 

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use sqlx::SqlitePool;
 use std::net::SocketAddr;
 use utoipa::OpenApi;
-use validate::{FromFields, Fields, Valid, ValidQuery};
+use validate::{Fields, FromFields, Valid, ValidQuery};
 
 /// The app's settings, from the environment (the same variables the
 /// FastAPI rendition reads).
@@ -64,7 +64,9 @@ impl Settings {
                 "localhost,127.0.0.1,api.example.com,*.example.com",
             ),
             https_redirect: std::env::var("SEED_HTTPS_REDIRECT").is_ok_and(|v| v == "1"),
-            redis: std::env::var("SEED_REDIS_URL").ok().filter(|s| !s.is_empty()),
+            redis: std::env::var("SEED_REDIS_URL")
+                .ok()
+                .filter(|s| !s.is_empty()),
         })
     }
 }
@@ -144,7 +146,10 @@ struct ItemQuery {
 /// "parameterised queries (ORM or raw)": `q` is bound, never spliced.
 #[utoipa::path(get, path = "/items", params(("q" = Option<String>, Query, description = "Name contains")),
     responses((status = 200, description = "Items"), (status = 429, description = "Too many requests")))]
-async fn list_items(State(app): State<App>, Query(q): Query<ItemQuery>) -> Result<Json<Value>, Rejection> {
+async fn list_items(
+    State(app): State<App>,
+    Query(q): Query<ItemQuery>,
+) -> Result<Json<Value>, Rejection> {
     let pattern = format!("%{}%", q.q.unwrap_or_default());
     let rows: Vec<(String, f64)> =
         sqlx::query_as("SELECT name, price FROM items WHERE name LIKE ?1 ORDER BY name")
@@ -179,7 +184,10 @@ impl FromFields for Item {
 /// Seed: `@app.post("/items/") def create_item(item: Item)`.
 #[utoipa::path(post, path = "/items",
     responses((status = 200, description = "The item stored"), (status = 422, description = "Which field is wrong")))]
-async fn create_item(State(app): State<App>, Valid(item): Valid<Item>) -> Result<Json<Value>, Rejection> {
+async fn create_item(
+    State(app): State<App>,
+    Valid(item): Valid<Item>,
+) -> Result<Json<Value>, Rejection> {
     sqlx::query("INSERT INTO items (name, price) VALUES (?1, ?2)")
         .bind(&item.name)
         .bind(item.price)
@@ -267,8 +275,23 @@ fn db_error(e: sqlx::Error) -> Rejection {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Portcullis seed app", description = "The seed guides' app on the portcullis library"),
-    paths(public, data, export, users_me, secure_data, both, basic, list_items, create_item, create_order, password_reset)
+    info(
+        title = "Portcullis seed app",
+        description = "The seed guides' app on the portcullis library"
+    ),
+    paths(
+        public,
+        data,
+        export,
+        users_me,
+        secure_data,
+        both,
+        basic,
+        list_items,
+        create_item,
+        create_order,
+        password_reset
+    )
 )]
 struct ApiDoc;
 
@@ -289,7 +312,9 @@ async fn open_db(dir: &std::path::Path) -> Result<SqlitePool> {
     )
     .execute(&db)
     .await?;
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM items").fetch_one(&db).await?;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM items")
+        .fetch_one(&db)
+        .await?;
     if n == 0 {
         for (name, price) in [("Foo", 50.5), ("Bar", 62.0), ("Baz", 10.0)] {
             sqlx::query("INSERT INTO items (name, price) VALUES (?1, ?2)")
@@ -335,10 +360,15 @@ type Service = portcullis::edge::Edge<Router>;
 async fn build(s: &Settings) -> Result<Service> {
     std::fs::create_dir_all(&s.data_dir)
         .with_context(|| format!("cannot create {}", s.data_dir.display()))?;
-    let key = StaticKey::from_env("SEED_API_KEY")?.owner("demo").id("seed-static");
+    let key = StaticKey::from_env("SEED_API_KEY")?
+        .owner("demo")
+        .id("seed-static");
     let mut b = Portcullis::builder()
         .static_key(key)
-        .store(&format!("sqlite://{}", s.data_dir.join("portcullis.db").display()))
+        .store(&format!(
+            "sqlite://{}",
+            s.data_dir.join("portcullis.db").display()
+        ))
         .users(true)
         .password_grant(true)
         .token_url(
@@ -348,7 +378,10 @@ async fn build(s: &Settings) -> Result<Service> {
                 ("items", "Read items."),
             ],
         )
-        .describe(Scheme::ApiKeyHeader, "The key from `SEED_API_KEY` or `portcullis keys create`");
+        .describe(
+            Scheme::ApiKeyHeader,
+            "The key from `SEED_API_KEY` or `portcullis keys create`",
+        );
     if let Some(url) = &s.redis {
         b = b.redis(url.clone(), portcullis::ratelimit::OnBackendError::Local);
     }
@@ -381,7 +414,7 @@ async fn build(s: &Settings) -> Result<Service> {
     let items_limit = pc
         .require([])
         .limit(&s.items_rate, LimitBy::Ip)
-        .map_err(|e| anyhow::anyhow!("SEED_ITEMS_RATE: {}", e.problem().detail))?;
+        .context("SEED_ITEMS_RATE")?;
     let admin = pc.require([Scheme::ApiKeyHeader]);
 
     let router = Router::new()
@@ -395,9 +428,7 @@ async fn build(s: &Settings) -> Result<Service> {
         .route("/basic", get(basic))
         .route(
             "/items",
-            get(list_items)
-                .route_layer(items_limit)
-                .post(create_item),
+            get(list_items).route_layer(items_limit).post(create_item),
         )
         .route("/login", pc.endpoint(Endpoint::Login))
         .route("/orders", axum::routing::post(create_order))
@@ -421,7 +452,10 @@ async fn build(s: &Settings) -> Result<Service> {
 /// One line per request: method, path (never the query string, where a
 /// key may ride) and status. Credentials are never logged: they live in
 /// `Secret`s that print `[REDACTED]`.
-async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn access_log(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let r = next.run(req).await;

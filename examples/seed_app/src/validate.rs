@@ -220,17 +220,29 @@ impl<S: Send + Sync, T: FromFields> FromRequest<S> for Valid<T> {
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            });
         let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
             .await
             .map_err(|_| {
-                Invalid(vec![err(&["body"], "The body is too large or unreadable", "value_error")])
-                    .into_response()
+                Invalid(vec![err(
+                    &["body"],
+                    "The body is too large or unreadable",
+                    "value_error",
+                )])
+                .into_response()
             })?;
         let value: Value = if json_type {
             serde_json::from_slice(&bytes).map_err(|e| {
-                Invalid(vec![err(&["body"], format!("JSON decode error: {e}"), "json_invalid")])
-                    .into_response()
+                Invalid(vec![err(
+                    &["body"],
+                    format!("JSON decode error: {e}"),
+                    "json_invalid",
+                )])
+                .into_response()
             })?
         } else {
             Value::Null
@@ -243,7 +255,9 @@ impl<S: Send + Sync, T: FromFields> FromRequest<S> for Valid<T> {
             )])
             .into_response());
         };
-        read::<T>("body", &map).map(Valid).map_err(IntoResponse::into_response)
+        read::<T>("body", &map)
+            .map(Valid)
+            .map_err(IntoResponse::into_response)
     }
 }
 
