@@ -1,6 +1,8 @@
 //! The admin API (`/admin/v1/...`), served on the admin listener only and
-//! guarded by an API key with scope `admin`.
+//! guarded by an API key with scope `admin`, except its OpenAPI document
+//! (`GET /admin/v1/openapi.json`, [`crate::admin_openapi`]).
 
+use crate::admin_openapi::{Guarded, JsonBody};
 use crate::guard::Head;
 use crate::guard::{Guard, Policy};
 use crate::identity::Identity;
@@ -12,13 +14,14 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, get, on};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 use portcullis_core::time::parse_duration;
 use portcullis_core::{ErrorCode, Problem, Scheme, SchemeSet, Scopes};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
 
 /// Largest admin request body.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -39,19 +42,105 @@ pub struct AdminState {
 #[derive(Clone)]
 pub(crate) struct Actor(String);
 
+/// One route of the admin API: a method, a path (as routed and as
+/// documented, `{id}` for a parameter) and its handler.
+///
+/// [`router`] is built from the tables of these ([`ROUTES`],
+/// [`crate::admin_identity::ROUTES`]), and the OpenAPI document
+/// ([`crate::admin_openapi`]) is tested against the same tables, so a
+/// route cannot be served without being documented.
+pub struct Route {
+    /// The method.
+    pub method: Method,
+    /// The path.
+    pub path: &'static str,
+    /// The handler, routed for the method's filter.
+    pub(crate) handler: fn(MethodFilter) -> MethodRouter<AdminState>,
+}
+
+/// The key, audit and rate-limit routes. Each handler carries its
+/// `#[utoipa::path]`.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: Method::GET,
+        path: "/admin/v1/keys",
+        handler: |m| on(m, list_keys),
+    },
+    Route {
+        method: Method::POST,
+        path: "/admin/v1/keys",
+        handler: |m| on(m, create_key),
+    },
+    Route {
+        method: Method::GET,
+        path: "/admin/v1/keys/{id}",
+        handler: |m| on(m, show_key),
+    },
+    Route {
+        method: Method::DELETE,
+        path: "/admin/v1/keys/{id}",
+        handler: |m| on(m, delete_key),
+    },
+    Route {
+        method: Method::POST,
+        path: "/admin/v1/keys/{id}/revoke",
+        handler: |m| on(m, revoke_key),
+    },
+    Route {
+        method: Method::POST,
+        path: "/admin/v1/keys/{id}/rotate",
+        handler: |m| on(m, rotate_key),
+    },
+    Route {
+        method: Method::POST,
+        path: "/admin/v1/keys/{id}/disable",
+        handler: |m| on(m, disable_key),
+    },
+    Route {
+        method: Method::POST,
+        path: "/admin/v1/keys/{id}/enable",
+        handler: |m| on(m, enable_key),
+    },
+    Route {
+        method: Method::GET,
+        path: "/admin/v1/audit",
+        handler: |m| on(m, list_audit),
+    },
+    Route {
+        method: Method::GET,
+        path: "/admin/v1/rate-limit",
+        handler: |m| on(m, rate_limit_status),
+    },
+];
+
+/// Adds `routes` to `r`.
+pub(crate) fn with_routes(r: Router<AdminState>, routes: &[Route]) -> Router<AdminState> {
+    routes.iter().fold(r, |r, route| {
+        match MethodFilter::try_from(route.method.clone()) {
+            Ok(filter) => r.route(route.path, (route.handler)(filter)),
+            Err(_) => {
+                // Not reachable with the tables' methods (a unit test
+                // routes every one).
+                tracing::error!(method = %route.method, path = route.path, "admin route skipped: its method cannot be routed");
+                r
+            }
+        }
+    })
+}
+
 /// The admin router. Mount it on the admin listener.
 pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/admin/v1/keys", get(list_keys).post(create_key))
-        .route("/admin/v1/keys/{id}", get(show_key).delete(revoke_key))
-        .route("/admin/v1/keys/{id}/revoke", post(revoke_key))
-        .route("/admin/v1/keys/{id}/rotate", post(rotate_key))
-        .route("/admin/v1/keys/{id}/disable", post(disable_key))
-        .route("/admin/v1/keys/{id}/enable", post(enable_key))
-        .route("/admin/v1/audit", get(list_audit))
-        .route("/admin/v1/rate-limit", get(rate_limit_status))
+    with_routes(Router::new(), ROUTES)
         .merge(crate::admin_identity::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        // Merged after the `route_layer`, so the admin check does not
+        // cover it: the OpenAPI document describes the operations and
+        // holds no secret (no key, user, client or setting beyond the
+        // API-key header's name), and tools need it before they hold a key.
+        .merge(Router::new().route(
+            crate::admin_openapi::OPENAPI_PATH,
+            get(crate::admin_openapi::openapi_json),
+        ))
         .with_state(state)
 }
 
@@ -152,25 +241,41 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-#[derive(Deserialize)]
+/// Scopes: one string, space- or comma-separated (`"data:read data:write"`),
+/// or a list of single scopes.
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
 pub(crate) enum ScopeList {
+    /// Space- or comma-separated.
     One(String),
+    /// One scope per item.
     Many(Vec<String>),
 }
 
-#[derive(Deserialize)]
+/// A key to create.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+pub(crate) struct CreateBody {
+    /// Name.
     name: String,
+    /// Owner; defaults to the name.
     owner: Option<String>,
+    /// Scopes.
     scopes: Option<ScopeList>,
+    /// Environment label, in the key's prefix (`pc_<env>_`); default `live`.
     env: Option<String>,
+    /// Lifetime (`30d`, `24h`, `1h30m`); default: never expires.
     expires_in: Option<String>,
+    /// Uses (at least 1); default: unlimited.
     uses: Option<i64>,
+    /// `day` or `month`: refill the uses at the start of each.
     refill: Option<String>,
+    /// The uses each refill gives; default: `uses`. Needs `refill`.
     refill_amount: Option<i64>,
+    /// Rate-limit override (`100/minute; 1000/day`).
     rate_limit: Option<String>,
+    /// Free JSON metadata: an object, at most 4096 bytes.
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
 }
 
@@ -245,7 +350,24 @@ pub fn created_json(c: &CreatedKey) -> serde_json::Value {
     v
 }
 
-async fn create_key(State(st): State<AdminState>, req: Request) -> Response {
+/// Create a key
+///
+/// The answer holds the key itself, shown this once; only its SHA-256 is
+/// stored.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/keys",
+    tag = "keys",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "The key's record and the key, shown once", body = crate::admin_openapi::NewKey),
+        JsonBody,
+        (status = 500, description = "No randomness for the key (`internal_error`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn create_key(State(st): State<AdminState>, req: Request) -> Response {
     let actor = actor(&req);
     let b: CreateBody = match read_json(req, false).await {
         Ok(b) => b,
@@ -293,16 +415,51 @@ pub(crate) fn actor(req: &Request) -> String {
         .unwrap_or_else(|| "admin".into())
 }
 
-#[derive(Deserialize)]
+/// Which keys to list.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Only this owner's keys.
     owner: Option<String>,
+    /// Include revoked keys (default `false`).
     include_revoked: Option<bool>,
+    /// Only keys whose id sorts after this one: the previous page's
+    /// `next_after`.
     after: Option<String>,
+    /// At most this many (default 100; clamped to 1-1000).
     limit: Option<i64>,
 }
 
-async fn list_keys(
+/// A page of keys.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct KeyList {
+    /// The keys, by id.
+    #[schema(value_type = Vec<crate::admin_openapi::Key>)]
+    keys: Vec<KeyRecord>,
+    /// The last id of a full page, to pass as `after` for the next one;
+    /// `null` when this page is the last.
+    #[schema(required = true)]
+    next_after: Option<String>,
+}
+
+/// List keys
+///
+/// Paged by id: pass `next_after` as `after` for the next page. Never
+/// holds a key or its hash.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/keys",
+    tag = "keys",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of keys", body = KeyList),
+        (status = 422, description = "An unknown or malformed query parameter (`validation_failed`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn list_keys(
     State(st): State<AdminState>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -320,10 +477,10 @@ async fn list_keys(
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
     };
     match st.keys.list(&filter).await {
-        Ok(v) => json(
-            StatusCode::OK,
-            &serde_json::json!({ "keys": v, "next_after": next_after(&v, filter.limit) }),
-        ),
+        Ok(keys) => {
+            let next_after = next_after(&keys, filter.limit);
+            json(StatusCode::OK, &KeyList { keys, next_after })
+        }
         Err(e) => err(e),
     }
 }
@@ -336,14 +493,68 @@ fn next_after(v: &[KeyRecord], limit: i64) -> Option<String> {
     }
 }
 
-async fn show_key(State(st): State<AdminState>, Path(id): Path<String>) -> Response {
+/// Show a key
+#[utoipa::path(
+    get,
+    path = "/admin/v1/keys/{id}",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id (`key_…`)")),
+    responses(
+        (status = 200, description = "The key's record", body = crate::admin_openapi::Key),
+        (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn show_key(State(st): State<AdminState>, Path(id): Path<String>) -> Response {
     match st.keys.show(&id).await {
         Ok(r) => json(StatusCode::OK, &r),
         Err(e) => err(e),
     }
 }
 
-async fn revoke_key(
+/// Revoke a key (`DELETE`)
+///
+/// The same as `POST /admin/v1/keys/{id}/revoke`.
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/keys/{id}",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id (`key_…`)")),
+    responses(
+        (status = 200, description = "The revoked key's record", body = crate::admin_openapi::Key),
+        (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked already; revocation is final (`conflict`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn delete_key(
+    state: State<AdminState>,
+    id: Path<String>,
+    req: Request,
+) -> Response {
+    revoke_key(state, id, req).await
+}
+
+/// Revoke a key
+///
+/// Now, and for good: this gateway refuses the key at once, others
+/// sharing the store within a second.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/keys/{id}/revoke",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id (`key_…`)")),
+    responses(
+        (status = 200, description = "The revoked key's record", body = crate::admin_openapi::Key),
+        (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked already; revocation is final (`conflict`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn revoke_key(
     State(st): State<AdminState>,
     Path(id): Path<String>,
     req: Request,
@@ -354,7 +565,23 @@ async fn revoke_key(
     }
 }
 
-async fn disable_key(
+/// Disable a key
+///
+/// Switched off until enabled again.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/keys/{id}/disable",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id (`key_…`)")),
+    responses(
+        (status = 200, description = "The key's record", body = crate::admin_openapi::Key),
+        (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked (`conflict`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn disable_key(
     State(st): State<AdminState>,
     Path(id): Path<String>,
     req: Request,
@@ -365,7 +592,21 @@ async fn disable_key(
     }
 }
 
-async fn enable_key(
+/// Enable a key
+#[utoipa::path(
+    post,
+    path = "/admin/v1/keys/{id}/enable",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id (`key_…`)")),
+    responses(
+        (status = 200, description = "The key's record", body = crate::admin_openapi::Key),
+        (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked (`conflict`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn enable_key(
     State(st): State<AdminState>,
     Path(id): Path<String>,
     req: Request,
@@ -376,13 +617,43 @@ async fn enable_key(
     }
 }
 
-#[derive(Deserialize)]
+/// How to rotate a key.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RotateBody {
+pub(crate) struct RotateBody {
+    /// How long the old key keeps working (`24h`, `0s` to end it now);
+    /// default 24 hours.
     grace: Option<String>,
 }
 
-async fn rotate_key(
+/// Rotate a key
+///
+/// Issues a replacement with the same owner, scopes, expiry, uses, rate
+/// limit and metadata; the old key works until the grace ends. The body
+/// may be empty.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/keys/{id}/rotate",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id (`key_…`)")),
+    // A reference rather than `Option<RotateBody>`: the body is optional,
+    // but a JSON `null` is refused, which `Option` would allow.
+    request_body(
+        content = ref("#/components/schemas/RotateBody"),
+        content_type = "application/json",
+        description = "Optional: an empty body keeps the default grace (24 hours)"
+    ),
+    responses(
+        (status = 201, description = "The replacement's record and key, shown once", body = crate::admin_openapi::NewKey),
+        (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked or expired (`conflict`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        JsonBody,
+        (status = 500, description = "No randomness for the key (`internal_error`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn rotate_key(
     State(st): State<AdminState>,
     Path(id): Path<String>,
     req: Request,
@@ -402,14 +673,42 @@ async fn rotate_key(
     }
 }
 
-#[derive(Deserialize)]
+/// Which audit events to list.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct AuditQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// Only events with a sequence number below this one (paging).
     before: Option<i64>,
+    /// At most this many (default 100; clamped to 1-1000).
     limit: Option<i64>,
 }
 
-async fn list_audit(
+/// Audit events, newest first.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuditList {
+    /// The events.
+    #[schema(value_type = Vec<crate::admin_openapi::AuditEvent>)]
+    events: Vec<crate::store::AuditEvent>,
+}
+
+/// List audit events
+///
+/// Newest first: who (`cli` or the admin key's id), what, when. Never
+/// holds a secret.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/audit",
+    tag = "audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Audit events, newest first", body = AuditList),
+        (status = 422, description = "An unknown or malformed query parameter (`validation_failed`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn list_audit(
     State(st): State<AdminState>,
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -425,7 +724,7 @@ async fn list_audit(
         .list_audit(q.before, q.limit.unwrap_or(100).clamp(1, 1000))
         .await
     {
-        Ok(v) => json(StatusCode::OK, &serde_json::json!({ "events": v })),
+        Ok(events) => json(StatusCode::OK, &AuditList { events }),
         Err(e) => err(KeyError::Store(e)),
     }
 }
@@ -436,24 +735,61 @@ impl IntoResponse for KeyError {
     }
 }
 
-/// `GET /admin/v1/rate-limit`: the backend, the breaker's state and the
-/// counts since start (decisions Redis made, decisions made without it,
-/// failed calls, times the breaker opened).
-async fn rate_limit_status(State(st): State<AdminState>) -> Response {
+/// The rate limiter's state.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RateLimitStatus {
+    /// Where the counters are.
+    #[schema(value_type = crate::admin_openapi::RateLimitBackend)]
+    backend: &'static str,
+    /// What happens while Redis is down.
+    #[schema(value_type = crate::admin_openapi::OnBackendError)]
+    on_backend_error: &'static str,
+    /// The breaker in front of Redis.
+    #[schema(value_type = crate::admin_openapi::BreakerState)]
+    breaker: &'static str,
+    /// Counters held in this process's memory.
+    counters_in_memory: u64,
+    /// Decisions Redis made, since start.
+    redis_decisions: u64,
+    /// Decisions made without Redis (by `on_backend_error`), since start.
+    fallback_decisions: u64,
+    /// Redis calls that failed or timed out, since start.
+    redis_errors: u64,
+    /// Times the breaker opened, since start.
+    breaker_opened: u64,
+}
+
+/// Show the rate limiter
+///
+/// The backend, the breaker's state and the counts since start
+/// (decisions Redis made, decisions made without it, failed calls, times
+/// the breaker opened).
+#[utoipa::path(
+    get,
+    path = "/admin/v1/rate-limit",
+    tag = "rate-limit",
+    responses(
+        (status = 200, description = "The rate limiter's state", body = RateLimitStatus),
+        (status = 404, description = "This gateway has no rate limiter (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn rate_limit_status(State(st): State<AdminState>) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
     let Some(l) = &st.limiter else {
         return problem_response(&Problem::new(ErrorCode::ResourceNotFound), None);
     };
     let s = l.stats();
-    let body = serde_json::json!({
-        "backend": if l.is_shared() { "redis" } else { "memory" },
-        "on_backend_error": l.on_backend_error().as_str(),
-        "breaker": l.breaker_state().as_str(),
-        "counters_in_memory": l.local().len(),
-        "redis_decisions": s.remote.load(Relaxed),
-        "fallback_decisions": s.fallback.load(Relaxed),
-        "redis_errors": s.errors.load(Relaxed),
-        "breaker_opened": s.opened.load(Relaxed),
-    });
-    axum::Json(body).into_response()
+    let body = RateLimitStatus {
+        backend: if l.is_shared() { "redis" } else { "memory" },
+        on_backend_error: l.on_backend_error().as_str(),
+        breaker: l.breaker_state().as_str(),
+        counters_in_memory: l.local().len(),
+        redis_decisions: s.remote.load(Relaxed),
+        fallback_decisions: s.fallback.load(Relaxed),
+        redis_errors: s.errors.load(Relaxed),
+        breaker_opened: s.opened.load(Relaxed),
+    };
+    json(StatusCode::OK, &body)
 }

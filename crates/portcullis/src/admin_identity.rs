@@ -5,7 +5,8 @@
 //! Also the pieces the CLI shares with it: the JSON of a new client and
 //! the reader for `users import` files.
 
-use crate::admin::{AdminState, ScopeList, actor, json, read_json};
+use crate::admin::{AdminState, Route, ScopeList, actor, json, read_json, with_routes};
+use crate::admin_openapi::{Guarded, JsonBody};
 use crate::identity::{IdentityError, NewClientSecret};
 use crate::password::PasswordError;
 use crate::response::problem_response;
@@ -13,21 +14,65 @@ use crate::store::StoreError;
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::response::Response;
-use axum::routing::{get, post};
-use http::StatusCode;
+use axum::routing::on;
+use http::{Method, StatusCode};
 use portcullis_core::{ErrorCode, Problem, Scopes, Secret};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The user and client routes, as [`crate::admin::ROUTES`]: each handler
+/// carries its `#[utoipa::path]`.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: Method::GET,
+        path: "/admin/v1/users",
+        handler: |m| on(m, list_users),
+    },
+    Route {
+        method: Method::POST,
+        path: "/admin/v1/users",
+        handler: |m| on(m, create_user),
+    },
+    Route {
+        method: Method::GET,
+        path: "/admin/v1/users/{name}",
+        handler: |m| on(m, show_user),
+    },
+    Route {
+        method: Method::POST,
+        path: "/admin/v1/users/{name}/disable",
+        handler: |m| on(m, disable_user),
+    },
+    Route {
+        method: Method::POST,
+        path: "/admin/v1/users/{name}/enable",
+        handler: |m| on(m, enable_user),
+    },
+    Route {
+        method: Method::POST,
+        path: "/admin/v1/users/{name}/password",
+        handler: |m| on(m, set_password),
+    },
+    Route {
+        method: Method::GET,
+        path: "/admin/v1/clients",
+        handler: |m| on(m, list_clients),
+    },
+    Route {
+        method: Method::POST,
+        path: "/admin/v1/clients",
+        handler: |m| on(m, create_client),
+    },
+    Route {
+        method: Method::POST,
+        path: "/admin/v1/clients/{id}/revoke",
+        handler: |m| on(m, revoke_client),
+    },
+];
 
 /// The user and client routes (state: [`AdminState`]).
 pub fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/admin/v1/users", get(list_users).post(create_user))
-        .route("/admin/v1/users/{name}", get(show_user))
-        .route("/admin/v1/users/{name}/disable", post(disable_user))
-        .route("/admin/v1/users/{name}/enable", post(enable_user))
-        .route("/admin/v1/users/{name}/password", post(set_password))
-        .route("/admin/v1/clients", get(list_clients).post(create_client))
-        .route("/admin/v1/clients/{id}/revoke", post(revoke_client))
+    with_routes(Router::new(), ROUTES)
 }
 
 /// What an identity error answers. `what` names the missing record for a
@@ -121,25 +166,66 @@ pub fn client_created_json(c: &NewClientSecret) -> serde_json::Value {
 
 // ---- users -----------------------------------------------------------
 
-async fn list_users(State(st): State<AdminState>) -> Response {
+/// Every user.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct UserList {
+    /// The users.
+    #[schema(value_type = Vec<crate::admin_openapi::User>)]
+    users: Vec<crate::store::identity::UserRecord>,
+}
+
+/// List users
+#[utoipa::path(
+    get,
+    path = "/admin/v1/users",
+    tag = "users",
+    responses(
+        (status = 200, description = "Every user", body = UserList),
+        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn list_users(State(st): State<AdminState>) -> Response {
     let Some(id) = st.identity.as_deref() else {
         return not_configured();
     };
     match id.list_users().await {
-        Ok(v) => json(StatusCode::OK, &serde_json::json!({ "users": v })),
+        Ok(users) => json(StatusCode::OK, &UserList { users }),
         Err(e) => err(&e, "no users"),
     }
 }
 
-#[derive(Deserialize)]
+/// A user to add.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateUserBody {
+pub(crate) struct CreateUserBody {
+    /// Login name.
     username: String,
+    /// The password, stored as an Argon2id hash.
+    #[schema(format = Password)]
     password: String,
+    /// Scopes.
     scopes: Option<ScopeList>,
 }
 
-async fn create_user(State(st): State<AdminState>, req: Request) -> Response {
+/// Add a user
+#[utoipa::path(
+    post,
+    path = "/admin/v1/users",
+    tag = "users",
+    request_body = CreateUserBody,
+    responses(
+        (status = 201, description = "The new user", body = crate::admin_openapi::User),
+        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A user with that name exists (`conflict`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        JsonBody,
+        (status = 500, description = "The password could not be hashed (`internal_error`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn create_user(State(st): State<AdminState>, req: Request) -> Response {
     let Some(id) = st.identity.as_deref() else {
         return not_configured();
     };
@@ -159,7 +245,20 @@ async fn create_user(State(st): State<AdminState>, req: Request) -> Response {
     }
 }
 
-async fn show_user(State(st): State<AdminState>, Path(name): Path<String>) -> Response {
+/// Show a user
+#[utoipa::path(
+    get,
+    path = "/admin/v1/users/{name}",
+    tag = "users",
+    params(("name" = String, Path, description = "The user's login name")),
+    responses(
+        (status = 200, description = "The user", body = crate::admin_openapi::User),
+        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn show_user(State(st): State<AdminState>, Path(name): Path<String>) -> Response {
     let Some(id) = st.identity.as_deref() else {
         return not_configured();
     };
@@ -179,7 +278,22 @@ async fn set_disabled(st: &AdminState, name: &str, actor: &str, disabled: bool) 
     }
 }
 
-async fn disable_user(
+/// Disable a user
+///
+/// Ends the user's sessions and tokens at once.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/users/{name}/disable",
+    tag = "users",
+    params(("name" = String, Path, description = "The user's login name")),
+    responses(
+        (status = 200, description = "The user", body = crate::admin_openapi::User),
+        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn disable_user(
     State(st): State<AdminState>,
     Path(name): Path<String>,
     req: Request,
@@ -187,7 +301,20 @@ async fn disable_user(
     set_disabled(&st, &name, &actor(&req), true).await
 }
 
-async fn enable_user(
+/// Enable a user
+#[utoipa::path(
+    post,
+    path = "/admin/v1/users/{name}/enable",
+    tag = "users",
+    params(("name" = String, Path, description = "The user's login name")),
+    responses(
+        (status = 200, description = "The user", body = crate::admin_openapi::User),
+        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn enable_user(
     State(st): State<AdminState>,
     Path(name): Path<String>,
     req: Request,
@@ -195,13 +322,34 @@ async fn enable_user(
     set_disabled(&st, &name, &actor(&req), false).await
 }
 
-#[derive(Deserialize)]
+/// A new password.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PasswordBody {
+pub(crate) struct PasswordBody {
+    /// The password, stored as an Argon2id hash.
+    #[schema(format = Password)]
     password: String,
 }
 
-async fn set_password(
+/// Set a user's password
+///
+/// Ends the user's sessions and tokens.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/users/{name}/password",
+    tag = "users",
+    params(("name" = String, Path, description = "The user's login name")),
+    request_body = PasswordBody,
+    responses(
+        (status = 204, description = "The password is set"),
+        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        JsonBody,
+        (status = 500, description = "The password could not be hashed (`internal_error`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn set_password(
     State(st): State<AdminState>,
     Path(name): Path<String>,
     req: Request,
@@ -227,25 +375,69 @@ async fn set_password(
 
 // ---- clients ---------------------------------------------------------
 
-async fn list_clients(State(st): State<AdminState>) -> Response {
+/// Every OAuth2 client.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ClientList {
+    /// The clients.
+    #[schema(value_type = Vec<crate::admin_openapi::Client>)]
+    clients: Vec<crate::store::identity::ClientRecord>,
+}
+
+/// List OAuth2 clients
+#[utoipa::path(
+    get,
+    path = "/admin/v1/clients",
+    tag = "clients",
+    responses(
+        (status = 200, description = "Every client", body = ClientList),
+        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn list_clients(State(st): State<AdminState>) -> Response {
     let Some(id) = st.identity.as_deref() else {
         return not_configured();
     };
     match id.list_clients().await {
-        Ok(v) => json(StatusCode::OK, &serde_json::json!({ "clients": v })),
+        Ok(clients) => json(StatusCode::OK, &ClientList { clients }),
         Err(e) => err(&e, "no clients"),
     }
 }
 
-#[derive(Deserialize)]
+/// An OAuth2 client to add.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateClientBody {
+pub(crate) struct CreateClientBody {
+    /// Name: 1-128 characters, no control characters.
     name: String,
+    /// The scopes the client may be granted.
     scopes: Option<ScopeList>,
+    /// Grant types (`client_credentials`, `refresh_token`, `password`), as a
+    /// list or a space- or comma-separated string; default
+    /// `client_credentials refresh_token`.
     grants: Option<ScopeList>,
 }
 
-async fn create_client(State(st): State<AdminState>, req: Request) -> Response {
+/// Add an OAuth2 client
+///
+/// The answer holds the client secret, shown this once; only its SHA-256
+/// is stored.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/clients",
+    tag = "clients",
+    request_body = CreateClientBody,
+    responses(
+        (status = 201, description = "The client's record and secret, shown once", body = crate::admin_openapi::NewClient),
+        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        JsonBody,
+        (status = 500, description = "No randomness for the id or secret (`internal_error`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn create_client(State(st): State<AdminState>, req: Request) -> Response {
     let Some(id) = st.identity.as_deref() else {
         return not_configured();
     };
@@ -269,7 +461,23 @@ async fn create_client(State(st): State<AdminState>, req: Request) -> Response {
     }
 }
 
-async fn revoke_client(
+/// Revoke an OAuth2 client
+///
+/// Its refresh tokens are revoked and its access tokens stop working.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/clients/{id}/revoke",
+    tag = "clients",
+    params(("id" = String, Path, description = "The client's id (`cl_…`)")),
+    responses(
+        (status = 200, description = "The revoked client's record", body = crate::admin_openapi::Client),
+        (status = 404, description = "No client with that id, or clients are not configured on this gateway (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The client is revoked already (`conflict`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn revoke_client(
     State(st): State<AdminState>,
     Path(client_id): Path<String>,
     req: Request,

@@ -13,6 +13,7 @@ mod hostile;
 mod logs;
 mod nginx;
 mod oauth;
+mod openapi;
 mod ratelimit;
 mod redis;
 // One helper for both crates' tests: the library's.

@@ -1,0 +1,736 @@
+//! The admin API's own OpenAPI 3.1 document, served without credentials
+//! at `GET /admin/v1/openapi.json`.
+//!
+//! Each operation is declared beside its handler with `#[utoipa::path]`
+//! ([`crate::admin`], [`crate::admin_identity`]); this module gathers
+//! them, adds the security schemes and the schemas of what is sent, and
+//! serves the result.
+//!
+//! The admin router is built from route tables ([`crate::admin::ROUTES`],
+//! [`crate::admin_identity::ROUTES`]) and [`served_routes`] lists the same
+//! tables: the tests below (and the gateway's integration test) check that
+//! the document's operations are exactly those, so a route served without
+//! its documentation, or documented but not served, fails them.
+//!
+//! The records the store returns ([`crate::store::KeyRecord`] and its
+//! kin) are described here by mirror types ([`Key`], [`User`], ...); a
+//! test serializes the real records and checks their members against the
+//! mirrors, both ways.
+
+use crate::admin::AdminState;
+use crate::response::problem_response;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::Response;
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, StatusCode};
+use portcullis_core::ErrorCode;
+use serde::Serialize;
+use std::sync::LazyLock;
+use utoipa::openapi::Components;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoResponses, OpenApi, ToSchema};
+
+/// Where the document is served.
+pub const OPENAPI_PATH: &str = "/admin/v1/openapi.json";
+/// The security scheme of an admin key in the API-key header (FastAPI's
+/// `APIKeyHeader` name).
+pub const API_KEY_SCHEME: &str = "APIKeyHeader";
+/// The security scheme of an admin key as `Authorization: Bearer`
+/// (FastAPI's `HTTPBearer` name).
+pub const BEARER_SCHEME: &str = "HTTPBearer";
+/// The scope every guarded operation requires.
+pub const ADMIN_SCOPE: &str = "admin";
+/// The API-key header when `[credentials] api_key_header` is not set.
+const DEFAULT_HEADER: &str = "X-API-Key";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Portcullis admin API",
+        version = env!("CARGO_PKG_VERSION"),
+        description = "Keys, users, OAuth2 clients, the audit trail and the rate limiter of a Portcullis gateway. Served on the admin listener only. Every operation but this document requires a key holding the `admin` scope, in the API-key header or as `Authorization: Bearer`. Errors are `application/problem+json` (RFC 9457, with FastAPI's `detail` member).",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    paths(
+        crate::admin::list_keys,
+        crate::admin::create_key,
+        crate::admin::show_key,
+        crate::admin::delete_key,
+        crate::admin::revoke_key,
+        crate::admin::rotate_key,
+        crate::admin::disable_key,
+        crate::admin::enable_key,
+        crate::admin::list_audit,
+        crate::admin::rate_limit_status,
+        crate::admin_identity::list_users,
+        crate::admin_identity::create_user,
+        crate::admin_identity::show_user,
+        crate::admin_identity::disable_user,
+        crate::admin_identity::enable_user,
+        crate::admin_identity::set_password,
+        crate::admin_identity::list_clients,
+        crate::admin_identity::create_client,
+        crate::admin_identity::revoke_client,
+        openapi_json,
+    ),
+    components(schemas(
+        Problem,
+        crate::admin::RotateBody,
+        Key,
+        NewKey,
+        AuditEvent,
+        User,
+        Client,
+        NewClient,
+        RateLimitBackend,
+        OnBackendError,
+        BreakerState,
+    )),
+    tags(
+        (name = "keys", description = "API keys: create, list, rotate, revoke, disable"),
+        (name = "audit", description = "The audit trail of every change"),
+        (name = "rate-limit", description = "The rate limiter's state"),
+        (name = "users", description = "Users who sign in with a password"),
+        (name = "clients", description = "OAuth2 clients"),
+        (name = "meta", description = "This document")
+    )
+)]
+struct AdminApi;
+
+/// The document, naming `api_key_header` (the configured
+/// `[credentials] api_key_header`) as the API-key header.
+pub fn document(api_key_header: &str) -> utoipa::openapi::OpenApi {
+    let mut doc = AdminApi::openapi();
+    let components = doc.components.get_or_insert_with(Components::new);
+    components.add_security_scheme(
+        API_KEY_SCHEME,
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            api_key_header.to_owned(),
+            "An API key holding the `admin` scope.".to_owned(),
+        ))),
+    );
+    components.add_security_scheme(
+        BEARER_SCHEME,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "An API key holding the `admin` scope, sent as `Authorization: Bearer <key>`.",
+                ))
+                .build(),
+        ),
+    );
+    doc
+}
+
+/// The header as the document writes it: `X-API-Key` for the default,
+/// the configured name otherwise.
+fn header_label(configured: &str) -> &str {
+    if configured.eq_ignore_ascii_case(DEFAULT_HEADER) {
+        DEFAULT_HEADER
+    } else {
+        configured
+    }
+}
+
+/// The document as JSON, or `None` if it cannot be written.
+fn document_json(api_key_header: &str) -> Option<Bytes> {
+    serde_json::to_vec(&document(header_label(api_key_header)))
+        .ok()
+        .map(Bytes::from)
+}
+
+/// The document for the default header, written once.
+static DEFAULT_DOCUMENT: LazyLock<Option<Bytes>> = LazyLock::new(|| document_json(DEFAULT_HEADER));
+
+/// Every (method, path) the admin router serves, and whether the admin
+/// check guards it: the route tables the router is built from, and this
+/// document.
+pub fn served_routes() -> Vec<(Method, &'static str, bool)> {
+    crate::admin::ROUTES
+        .iter()
+        .chain(crate::admin_identity::ROUTES)
+        .map(|r| (r.method.clone(), r.path, true))
+        .chain(std::iter::once((Method::GET, OPENAPI_PATH, false)))
+        .collect()
+}
+
+/// The admin API's OpenAPI document
+///
+/// Served without credentials: it describes the operations and the
+/// shapes of their requests and answers, and holds no key, user, client
+/// or setting of this gateway (only the name of the API-key header), so
+/// a client or tool can read it before it has an admin key.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/openapi.json",
+    tag = "meta",
+    responses(
+        (status = 200, description = "This document (OpenAPI 3.1)", body = Object, content_type = "application/json"),
+        (status = 500, description = "The document could not be written (`internal_error`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn openapi_json(State(st): State<AdminState>) -> Response {
+    // No admin check here: the router merges this route after the
+    // admin `route_layer`. The document holds no secret (see above).
+    let header = st.guard.names().header.as_str();
+    let body = if header.eq_ignore_ascii_case(DEFAULT_HEADER) {
+        DEFAULT_DOCUMENT.clone()
+    } else {
+        document_json(header)
+    };
+    let Some(body) = body else {
+        tracing::error!("the admin OpenAPI document could not be written");
+        return problem_response(&portcullis_core::Problem::new(ErrorCode::Internal), None);
+    };
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::OK;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+// ---- shared answers ----------------------------------------------------
+
+/// An error: RFC 9457 problem details with FastAPI's `detail` member, sent
+/// as `application/problem+json`.
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    /// `https://portcullis.dev/errors/{code}`.
+    #[serde(rename = "type")]
+    #[schema(
+        format = "uri",
+        example = "https://portcullis.dev/errors/resource_not_found"
+    )]
+    pub type_: String,
+    /// The status's reason phrase.
+    #[schema(example = "Not Found")]
+    pub title: String,
+    /// The HTTP status.
+    #[schema(example = 404)]
+    pub status: u16,
+    /// What went wrong, for people (FastAPI's member).
+    #[schema(example = "no key with id \"key_nope\"")]
+    pub detail: String,
+    /// The stable error code (docs/errors.md).
+    #[schema(example = "resource_not_found")]
+    pub code: String,
+    /// The request's id, where one was assigned (the admin API sends none).
+    #[schema(value_type = String, required = false)]
+    pub request_id: Option<String>,
+}
+
+/// The refusals of the admin check, which every guarded operation can
+/// answer.
+#[derive(IntoResponses)]
+pub enum Guarded {
+    /// More than one credential was presented (`ambiguous_credentials`).
+    #[response(status = 400, content_type = "application/problem+json")]
+    AmbiguousCredentials(Problem),
+    /// No credential (`not_authenticated`), or one that is unknown,
+    /// expired, revoked or disabled (`invalid_credentials`). Carries
+    /// `WWW-Authenticate`.
+    #[response(
+        status = 401,
+        content_type = "application/problem+json",
+        headers(("WWW-Authenticate" = String, description = "The challenge"))
+    )]
+    NotAuthenticated(Problem),
+    /// The credential lacks the `admin` scope (`insufficient_scope`).
+    #[response(
+        status = 403,
+        content_type = "application/problem+json",
+        headers(("WWW-Authenticate" = String, description = "Bearer error=\"insufficient_scope\", scope=\"admin\""))
+    )]
+    InsufficientScope(Problem),
+    /// The admin key's limited uses are spent until its next refill
+    /// (`quota_exceeded`).
+    #[response(
+        status = 429,
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds until the next refill"))
+    )]
+    QuotaExceeded(Problem),
+    /// The credential store could not be reached (`store_unavailable`).
+    #[response(status = 503, content_type = "application/problem+json")]
+    StoreUnavailable(Problem),
+}
+
+/// The refusals of a JSON request body.
+#[derive(IntoResponses)]
+pub enum JsonBody {
+    /// The body is larger than 64 KiB (`payload_too_large`).
+    #[response(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Problem),
+    /// The body is not sent as `application/json` (`unsupported_media_type`).
+    #[response(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Problem),
+    /// The body does not parse, has an unknown member, or a member is
+    /// invalid; `detail` names it (`validation_failed`).
+    #[response(status = 422, content_type = "application/problem+json")]
+    ValidationFailed(Problem),
+}
+
+// ---- mirrors of the store's records ------------------------------------
+
+/// An API key as the admin API shows it: never the key itself or its hash.
+#[derive(Serialize, ToSchema)]
+pub struct Key {
+    /// Public id (`key_…`).
+    pub id: String,
+    /// Display prefix (`pc_live_Ab12Cd`).
+    pub prefix: String,
+    /// Environment label (`live`, `test`, ...).
+    pub env: String,
+    /// Owner.
+    pub owner: String,
+    /// Name.
+    pub name: String,
+    /// Scopes, space-separated.
+    pub scopes: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; `null`: never expires.
+    #[schema(required = true)]
+    pub expires_at: Option<i64>,
+    /// Unix seconds; `null`: not revoked.
+    #[schema(required = true)]
+    pub revoked_at: Option<i64>,
+    /// Switched off.
+    pub disabled: bool,
+    /// Uses left; `null`: unlimited.
+    #[schema(required = true)]
+    pub remaining_uses: Option<i64>,
+    /// `day` or `month`: the uses are refilled at the start of each;
+    /// `null`: never refilled.
+    #[schema(required = true)]
+    pub refill: Option<String>,
+    /// The uses the key gets at each refill.
+    #[schema(required = true)]
+    pub refill_amount: Option<i64>,
+    /// Rate-limit override (`100/minute; 1000/day`).
+    #[schema(required = true)]
+    pub rate_limit: Option<String>,
+    /// Free JSON metadata.
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    /// Last use (Unix seconds), written in batches; `null`: never used.
+    #[schema(required = true)]
+    pub last_used_at: Option<i64>,
+    /// The id of the key this one replaced.
+    #[schema(required = true)]
+    pub rotated_from: Option<String>,
+    /// The id of the key that replaced this one.
+    #[schema(required = true)]
+    pub rotated_to: Option<String>,
+}
+
+/// A key just created or issued by a rotation: its record and the key
+/// itself, shown this once.
+#[derive(Serialize, ToSchema)]
+pub struct NewKey {
+    /// The record.
+    #[serde(flatten)]
+    pub record: Key,
+    /// The key (`pc_live_…`). Store it now: it is never shown again.
+    pub key: String,
+}
+
+/// An audit event.
+#[derive(Serialize, ToSchema)]
+pub struct AuditEvent {
+    /// Sequence number.
+    pub id: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Who: `cli`, or the acting admin key's id.
+    pub actor: String,
+    /// What (`key.create`, `key.revoke`, `user.create`, ...).
+    pub action: String,
+    /// The object's id or name.
+    #[schema(required = true)]
+    pub target: Option<String>,
+    /// Non-secret detail.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+/// A user: no password hash.
+#[derive(Serialize, ToSchema)]
+pub struct User {
+    /// Login name.
+    pub username: String,
+    /// Scopes, space-separated.
+    pub scopes: String,
+    /// Switched off.
+    pub disabled: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+    /// The stored hash's algorithm (`argon2id`, `bcrypt`): an imported
+    /// bcrypt user has not signed in since.
+    pub hash_algorithm: String,
+}
+
+/// An OAuth2 client: no secret hash.
+#[derive(Serialize, ToSchema)]
+pub struct Client {
+    /// Public id (`cl_…`).
+    pub client_id: String,
+    /// Name.
+    pub name: String,
+    /// Scopes, space-separated.
+    pub scopes: String,
+    /// Grant types, space-separated.
+    pub grants: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; `null`: not revoked.
+    #[schema(required = true)]
+    pub revoked_at: Option<i64>,
+}
+
+/// A client just created: its record and its secret, shown this once.
+#[derive(Serialize, ToSchema)]
+pub struct NewClient {
+    /// The record.
+    #[serde(flatten)]
+    pub record: Client,
+    /// The client secret (`pcs_…`). Store it now: it is never shown again.
+    pub client_secret: String,
+}
+
+/// Where the rate limiter counts.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitBackend {
+    /// In this process.
+    Memory,
+    /// In Redis, shared by every gateway.
+    Redis,
+}
+
+/// What the limiter does while Redis is down (`[rate_limit]
+/// on_backend_error`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBackendError {
+    /// Admit every request.
+    Allow,
+    /// Refuse every request (503 `limiter_unavailable`).
+    Deny,
+    /// Count in this process's memory.
+    Local,
+}
+
+/// The state of the breaker in front of Redis.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    /// Redis is asked.
+    Closed,
+    /// Redis is not asked until the cooldown ends.
+    Open,
+    /// The cooldown ended: one probe is asking.
+    HalfOpen,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+    use std::collections::BTreeSet;
+
+    const METHODS: [&str; 8] = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+
+    fn doc() -> Value {
+        serde_json::to_value(document(DEFAULT_HEADER)).unwrap()
+    }
+
+    /// (method, path) of every operation in the document.
+    fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (m, op) in item.as_object().unwrap() {
+                assert!(METHODS.contains(&m.as_str()), "{path}: unexpected {m}");
+                out.push((m.clone(), path.clone(), op.clone()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn document_covers_the_router_exactly() {
+        let served = served_routes();
+        let served_set: BTreeSet<(String, String)> = served
+            .iter()
+            .map(|(m, p, _)| (m.as_str().to_ascii_lowercase(), (*p).to_owned()))
+            .collect();
+        assert_eq!(
+            served_set.len(),
+            served.len(),
+            "a route is in the tables twice"
+        );
+        let d = doc();
+        let documented: BTreeSet<(String, String)> =
+            operations(&d).into_iter().map(|(m, p, _)| (m, p)).collect();
+        let undocumented: Vec<_> = served_set.difference(&documented).collect();
+        let unserved: Vec<_> = documented.difference(&served_set).collect();
+        assert!(
+            undocumented.is_empty(),
+            "served but not in the OpenAPI document: {undocumented:?}"
+        );
+        assert!(
+            unserved.is_empty(),
+            "in the OpenAPI document but not served: {unserved:?}"
+        );
+    }
+
+    #[test]
+    fn the_router_builds_from_the_tables() {
+        // axum panics on a path it cannot route or a method routed twice;
+        // every method in the tables must be routable.
+        for r in crate::admin::ROUTES
+            .iter()
+            .chain(crate::admin_identity::ROUTES)
+        {
+            assert!(
+                axum::routing::MethodFilter::try_from(r.method.clone()).is_ok(),
+                "{} {}",
+                r.method,
+                r.path
+            );
+        }
+        let _ = crate::admin::with_routes(axum::Router::new(), crate::admin::ROUTES)
+            .merge(crate::admin_identity::routes());
+    }
+
+    #[test]
+    fn guarded_operations_name_the_schemes_and_the_admin_scope() {
+        let d = doc();
+        let schemes = d["components"]["securitySchemes"].as_object().unwrap();
+        assert_eq!(
+            schemes[API_KEY_SCHEME],
+            json!({"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "An API key holding the `admin` scope."})
+        );
+        assert_eq!(schemes[BEARER_SCHEME]["type"], "http");
+        assert_eq!(schemes[BEARER_SCHEME]["scheme"], "bearer");
+        for (m, p, op) in operations(&d) {
+            if p == OPENAPI_PATH {
+                assert!(op.get("security").is_none(), "{m} {p} must be open");
+                continue;
+            }
+            let sec = op["security"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{m} {p}: no security"));
+            let mut named = BTreeSet::new();
+            for req in sec {
+                for (scheme, scopes) in req.as_object().unwrap() {
+                    assert!(
+                        schemes.contains_key(scheme),
+                        "{m} {p}: unknown scheme {scheme}"
+                    );
+                    assert_eq!(scopes, &json!([ADMIN_SCOPE]), "{m} {p}");
+                    named.insert(scheme.clone());
+                }
+            }
+            assert_eq!(
+                named,
+                BTreeSet::from([API_KEY_SCHEME.to_owned(), BEARER_SCHEME.to_owned()]),
+                "{m} {p}"
+            );
+            // Every guarded operation documents the admin check's refusals.
+            for status in ["400", "401", "403", "429", "503"] {
+                let r = &op["responses"][status];
+                assert!(
+                    r["content"]["application/problem+json"]["schema"]["$ref"]
+                        == "#/components/schemas/Problem",
+                    "{m} {p}: {status} is not a Problem"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn references_resolve() {
+        fn walk(v: &Value, d: &Value, at: &str) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        let ptr = r.strip_prefix('#').unwrap_or_else(|| panic!("{at}: {r}"));
+                        assert!(d.pointer(ptr).is_some(), "{at}: {r} does not resolve");
+                    }
+                    for (k, v) in m {
+                        walk(v, d, &format!("{at}/{k}"));
+                    }
+                }
+                Value::Array(a) => a.iter().for_each(|v| walk(v, d, at)),
+                _ => {}
+            }
+        }
+        let d = doc();
+        walk(&d, &d, "");
+        assert_eq!(d["openapi"], "3.1.0");
+        assert_eq!(d["info"]["title"], "Portcullis admin API");
+        assert_eq!(d["info"]["version"], env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn the_configured_header_is_named() {
+        let d = serde_json::to_value(document(header_label("x-admin-token"))).unwrap();
+        assert_eq!(
+            d["components"]["securitySchemes"][API_KEY_SCHEME]["name"],
+            "x-admin-token"
+        );
+        assert_eq!(header_label("x-api-key"), "X-API-Key");
+    }
+
+    /// The members a schema component declares, and those it requires.
+    fn members(d: &Value, name: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+        let s = &d["components"]["schemas"][name];
+        let props = s["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{name} has no properties"))
+            .keys()
+            .cloned()
+            .collect();
+        let req = s["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        (props, req)
+    }
+
+    /// The real record's members are the mirror's, every one required.
+    fn mirrors(d: &Value, name: &str, real: &impl Serialize) {
+        let v = serde_json::to_value(real).unwrap();
+        let sent: BTreeSet<String> = v.as_object().unwrap().keys().cloned().collect();
+        let (props, req) = members(d, name);
+        assert_eq!(sent, props, "{name}: the record and its schema differ");
+        assert_eq!(sent, req, "{name}: every member is always sent");
+    }
+
+    #[test]
+    fn mirrors_match_the_store_records() {
+        use crate::store::identity::{ClientRecord, UserRecord};
+        use crate::store::{AuditEvent as RealAudit, KeyRecord};
+        let d = doc();
+        let key = KeyRecord {
+            id: "key_1".into(),
+            prefix: "pc_live_Ab12Cd".into(),
+            env: "live".into(),
+            owner: "o".into(),
+            name: "n".into(),
+            scopes: "a b".into(),
+            created_at: 1,
+            expires_at: None,
+            revoked_at: None,
+            disabled: false,
+            remaining_uses: None,
+            refill: None,
+            refill_amount: None,
+            rate_limit: None,
+            metadata: json!({}),
+            last_used_at: None,
+            rotated_from: None,
+            rotated_to: None,
+        };
+        mirrors(&d, "Key", &key);
+        mirrors(
+            &d,
+            "AuditEvent",
+            &RealAudit {
+                id: 1,
+                at: 1,
+                actor: "cli".into(),
+                action: "key.create".into(),
+                target: None,
+                detail: json!({}),
+            },
+        );
+        mirrors(
+            &d,
+            "User",
+            &UserRecord {
+                username: "u".into(),
+                scopes: String::new(),
+                disabled: false,
+                created_at: 1,
+                updated_at: 1,
+                hash_algorithm: "argon2id",
+            },
+        );
+        let client = ClientRecord {
+            client_id: "cl_1".into(),
+            name: "c".into(),
+            scopes: String::new(),
+            grants: "client_credentials".into(),
+            created_at: 1,
+            revoked_at: None,
+        };
+        mirrors(&d, "Client", &client);
+
+        // The JSON of a new key / client is the record plus the secret.
+        let new_key = &d["components"]["schemas"]["NewKey"]["allOf"];
+        assert_eq!(new_key[0]["$ref"], "#/components/schemas/Key");
+        assert_eq!(new_key[1]["required"], json!(["key"]));
+        let new_client = &d["components"]["schemas"]["NewClient"]["allOf"];
+        assert_eq!(new_client[0]["$ref"], "#/components/schemas/Client");
+        assert_eq!(new_client[1]["required"], json!(["client_secret"]));
+    }
+
+    #[test]
+    fn limiter_enums_match() {
+        use crate::ratelimit::{BreakerState as B, OnBackendError as O};
+        let d = doc();
+        let values = |name: &str| -> BTreeSet<String> {
+            d["components"]["schemas"][name]["enum"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name} is not an enum"))
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect()
+        };
+        // Exhaustive matches: a new variant fails to compile here.
+        let b = |s: B| match s {
+            B::Closed | B::Open | B::HalfOpen => s.as_str().to_owned(),
+        };
+        let o = |s: O| match s {
+            O::Allow | O::Deny | O::Local => s.as_str().to_owned(),
+        };
+        assert_eq!(
+            values("BreakerState"),
+            [B::Closed, B::Open, B::HalfOpen].map(b).into()
+        );
+        assert_eq!(
+            values("OnBackendError"),
+            [O::Allow, O::Deny, O::Local].map(o).into()
+        );
+        assert_eq!(
+            values("RateLimitBackend"),
+            BTreeSet::from(["memory".to_owned(), "redis".to_owned()])
+        );
+    }
+
+    #[test]
+    fn problems_are_documented_as_sent() {
+        let d = doc();
+        let (props, req) = members(&d, "Problem");
+        let p = portcullis_core::Problem::new(ErrorCode::ResourceNotFound);
+        let sent: Value = serde_json::from_str(&p.to_json(Some("r1"))).unwrap();
+        let sent: BTreeSet<String> = sent.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(sent, props);
+        let without: Value = serde_json::from_str(&p.to_json(None)).unwrap();
+        let without: BTreeSet<String> = without.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(without, req);
+    }
+}
