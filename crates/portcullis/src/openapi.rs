@@ -119,7 +119,10 @@ impl Portcullis {
             None => ApiKeyValue::new(n),
         };
         Some(match name {
-            "APIKeyHeader" => Doc::ApiKey(ApiKey::Header(key(&header_case(names.header.as_str())))),
+            "APIKeyHeader" => Doc::ApiKey(ApiKey::Header(key(docs
+                .header_name
+                .as_deref()
+                .unwrap_or("X-API-Key")))),
             "APIKeyQuery" => Doc::ApiKey(ApiKey::Query(key(&names.query))),
             "APIKeyCookie" => Doc::ApiKey(ApiKey::Cookie(key(&names.cookie))),
             "SessionCookie" => Doc::ApiKey(ApiKey::Cookie(key(&names.session_cookie))),
@@ -223,23 +226,4 @@ fn http(scheme: HttpAuthScheme, description: Option<String>) -> Http {
         .scheme(scheme)
         .description(description)
         .build()
-}
-
-/// `x-api-key` as people write it: `X-Api-Key`. FastAPI echoes the name
-/// given; ours is stored lowercase, so restore the usual capitals.
-fn header_case(name: &str) -> String {
-    name.split('-')
-        .map(|part| {
-            let mut c = part.chars();
-            match c.next() {
-                Some(f) if part.eq_ignore_ascii_case("api") => {
-                    let _ = f;
-                    "API".to_owned()
-                }
-                Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
-                None => String::new(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("-")
 }

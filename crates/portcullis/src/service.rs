@@ -83,6 +83,9 @@ struct Inner {
 /// [`crate::openapi`]).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DocSettings {
+    /// The API-key header's name as configured (stored lowercase for
+    /// matching, echoed as written in documents, as FastAPI does).
+    pub(crate) header_name: Option<String>,
     pub(crate) token_url: Option<String>,
     pub(crate) scopes: Vec<(String, String)>,
     pub(crate) descriptions: Vec<(Scheme, String)>,
@@ -312,6 +315,7 @@ impl Builder {
     pub fn header_name(mut self, name: &str) -> Result<Builder, BuildError> {
         self.names.header = http::HeaderName::try_from(name.to_ascii_lowercase())
             .map_err(|_| BuildError::Config(format!("{name:?} is not a header name")))?;
+        self.docs.header_name = Some(name.to_owned());
         Ok(self)
     }
 

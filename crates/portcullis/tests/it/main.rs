@@ -6,6 +6,7 @@
 
 mod common;
 mod failures;
+mod fastapi;
 mod guard;
 mod lifecycle;
 mod no_store;

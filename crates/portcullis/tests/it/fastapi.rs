@@ -1,0 +1,3166 @@
+//! FastAPI's own security tests, ported to the library: the conformance
+//! suite behind docs/fastapi-compat.md.
+//!
+//! Each case is one request from one of FastAPI's test files (or one item
+//! of the edge-case checklist in the FastAPI semantics reference, §10),
+//! sent over a real socket to the equivalent axum app built on the
+//! library, with FastAPI's expected status, `detail` and
+//! `WWW-Authenticate` (and the echoed body where FastAPI's test checks
+//! one). A case FastAPI and Portcullis answer differently must name the
+//! heading of docs/fastapi-compat.md that explains why (`differs`). The
+//! suite fails when
+//!
+//! * a case differs from FastAPI and names no heading,
+//! * a named heading is not in docs/fastapi-compat.md (`### Title {#anchor}`), or
+//! * a case that names a heading now matches FastAPI (the doc is stale).
+//!
+//! Classes Portcullis does not provide are cases with a `not-provided-…`
+//! anchor; they still run where an equivalent reader exists, and are
+//! recorded unrun where none does. Run with `--nocapture` for the tally
+//! and what each differing case answered.
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use portcullis::core::cors::CorsConfig;
+use portcullis::core::net::{Cidr, ForwardedHeader};
+use portcullis::core::{Scheme, Scopes, Secret};
+use portcullis::oauth::Endpoint;
+use portcullis::schemes::{
+    ApiKeyCookie, ApiKeyHeader, ApiKeyQuery, HttpBasic, HttpBearer, OAuth2PasswordBearer,
+};
+use portcullis::static_key::StaticKey;
+use portcullis::{Portcullis, SecurityScopes, Verified};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use utoipa::openapi::path::OperationBuilder;
+use utoipa::openapi::security::SecurityRequirement;
+use utoipa::openapi::{HttpMethod, OpenApi, OpenApiBuilder, PathItem, PathsBuilder};
+
+portcullis::scopes!(Me = ["me"]);
+portcullis::scopes!(Scope1 = ["scope1"]);
+portcullis::scopes!(Scope2 = ["scope2"]);
+portcullis::scopes!(FooBar = ["foo", "bar"]);
+
+/// The static key the apps that verify accept (as a header, or as
+/// `Authorization: Bearer`).
+const KEY: &str = "fastapi-compat-static-key-0001";
+
+/// The headings every version of docs/fastapi-compat.md must keep: the
+/// differences this suite and the browser/transport tests rely on.
+const REQUIRED_ANCHORS: &[&str] = &[
+    "problem-json",
+    "ambiguous-credentials",
+    "strict-basic",
+    "basic-realm",
+    "invalid-credentials",
+    "insufficient-scope",
+    "token-endpoint-errors",
+    "token-grant-type",
+    "token-scopes",
+    "disabled-users",
+    "empty-bearer-token",
+    "not-provided-http-base",
+    "not-provided-http-digest",
+    "not-provided-oauth2",
+    "not-provided-authorization-code",
+    "not-provided-openid-connect",
+    "not-provided-password-form",
+    "not-provided-error-override",
+    "case-insensitive-hosts",
+    "no-wildcard-host",
+    "https-redirect",
+    "cors-exact-origins",
+    "cors-refused-origin",
+    "cors-upstream-replaced",
+    "rate-limit-answers",
+];
+
+// ---- a minimal HTTP/1.1 client ------------------------------------------
+
+/// One request, written byte for byte as given.
+#[derive(Debug, Clone)]
+struct Req {
+    method: &'static str,
+    target: String,
+    /// `None` sends no Host header at all.
+    host: Option<String>,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Req {
+    fn new(method: &'static str, target: &str) -> Req {
+        Req {
+            method,
+            target: target.to_owned(),
+            host: Some("testserver".to_owned()),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+    fn get(target: &str) -> Req {
+        Req::new("GET", target)
+    }
+    fn post(target: &str) -> Req {
+        Req::new("POST", target)
+    }
+    fn options(target: &str) -> Req {
+        Req::new("OPTIONS", target)
+    }
+    /// A POST of `application/x-www-form-urlencoded` fields.
+    fn form(target: &str, fields: &[(&str, &str)]) -> Req {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let mut r = Req::post(target).h("Content-Type", "application/x-www-form-urlencoded");
+        r.body = body.into_bytes();
+        r
+    }
+    fn h(mut self, name: &str, value: &str) -> Req {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+    fn auth(self, value: &str) -> Req {
+        self.h("Authorization", value)
+    }
+    /// `auth=(user, password)` in requests' terms.
+    fn basic(self, user: &str, password: &str) -> Req {
+        let v = portcullis::core::basic::encode(user, password);
+        self.auth(&v)
+    }
+    fn bearer(self, token: &str) -> Req {
+        self.auth(&format!("Bearer {token}"))
+    }
+    fn host(mut self, host: Option<&str>) -> Req {
+        self.host = host.map(str::to_owned);
+        self
+    }
+}
+
+/// What came back.
+#[derive(Debug, Clone)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+    /// Our `detail` member, or a plain-text body (Starlette's middleware
+    /// answers in text; we answer problem+json with the same `detail`).
+    fn detail(&self) -> Option<String> {
+        if let Some(d) = self
+            .json()
+            .as_ref()
+            .and_then(|v| v.get("detail"))
+            .and_then(Value::as_str)
+        {
+            return Some(d.to_owned());
+        }
+        let text = self.text();
+        let is_text = self
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain"));
+        (is_text && !text.is_empty()).then_some(text)
+    }
+}
+
+/// Sends `req` on a new connection (`Connection: close`) and reads the
+/// whole answer.
+async fn send(addr: SocketAddr, req: &Req) -> Resp {
+    let mut head = format!("{} {} HTTP/1.1\r\n", req.method, req.target);
+    if let Some(h) = &req.host {
+        head.push_str(&format!("Host: {h}\r\n"));
+    }
+    for (n, v) in &req.headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("Connection: close\r\n");
+    if !req.body.is_empty() || req.method == "POST" {
+        head.push_str(&format!("Content-Length: {}\r\n", req.body.len()));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(&req.body);
+    let io = async {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(&bytes).await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(30), io)
+        .await
+        .unwrap_or_else(|_| panic!("{} {}: no answer in 30 s", req.method, req.target))
+        .unwrap_or_else(|e| panic!("{} {}: {e}", req.method, req.target));
+    parse(&raw)
+}
+
+fn parse(raw: &[u8]) -> Resp {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header block in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        body = dechunk(&body);
+    } else if let Some(n) = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        body.truncate(n);
+    }
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size_text = String::from_utf8_lossy(&b[..eol]);
+        let size_hex = size_text.split(';').next().unwrap_or("0").trim();
+        let size = usize::from_str_radix(size_hex, 16).unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        let start = eol + 2;
+        out.extend_from_slice(&b[start..start + size]);
+        b = &b[(start + size + 2).min(b.len())..];
+    }
+}
+
+/// Serves `app` on a free loopback port, with the peer address available.
+async fn serve(app: Router) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await
+    });
+    addr
+}
+
+// ---- what FastAPI answers ------------------------------------------------
+
+/// FastAPI's answer to a case, as its test (or the reference) states it.
+#[derive(Debug, Clone, Default)]
+struct Want {
+    status: u16,
+    /// `{"detail": ...}` (compared with our `detail` member).
+    detail: Option<String>,
+    /// `WWW-Authenticate`; `None` means FastAPI sends none.
+    www: Option<String>,
+    /// Skip the `WWW-Authenticate` comparison (a status-only check).
+    any_www: bool,
+    /// The whole JSON body.
+    body: Option<Value>,
+    /// JSON pointers into the body, and their values.
+    fields: Vec<(&'static str, Value)>,
+    /// Further headers: a value, or `None` for "not sent".
+    headers: Vec<(&'static str, Option<String>)>,
+}
+
+fn status(s: u16) -> Want {
+    Want {
+        status: s,
+        ..Want::default()
+    }
+}
+
+/// 200 with `body`.
+fn ok(body: Value) -> Want {
+    status(200).body(body)
+}
+
+/// FastAPI's 401 `Not authenticated` with challenge `www`.
+fn not_auth(www: &str) -> Want {
+    status(401).detail("Not authenticated").www(www)
+}
+
+/// `status` with `{"detail": detail}` and no challenge.
+fn err(s: u16, detail: &str) -> Want {
+    status(s).detail(detail)
+}
+
+impl Want {
+    fn detail(mut self, d: &str) -> Want {
+        self.detail = Some(d.to_owned());
+        self
+    }
+    fn www(mut self, w: &str) -> Want {
+        self.www = Some(w.to_owned());
+        self
+    }
+    fn any_www(mut self) -> Want {
+        self.any_www = true;
+        self
+    }
+    fn body(mut self, b: Value) -> Want {
+        self.body = Some(b);
+        self
+    }
+    fn field(mut self, pointer: &'static str, v: Value) -> Want {
+        self.fields.push((pointer, v));
+        self
+    }
+    fn header(mut self, name: &'static str, v: Option<&str>) -> Want {
+        self.headers.push((name, v.map(str::to_owned)));
+        self
+    }
+
+    /// Where `got` differs from this; empty when it matches.
+    fn compare(&self, got: &Resp) -> Vec<String> {
+        let mut m = Vec::new();
+        if got.status != self.status {
+            m.push(format!("status {} (FastAPI {})", got.status, self.status));
+        }
+        if let Some(d) = &self.detail {
+            let ours = got.detail();
+            if ours.as_deref() != Some(d.as_str()) {
+                m.push(format!("detail {ours:?} (FastAPI {d:?})"));
+            }
+        }
+        if !self.any_www {
+            let ours = got.header("www-authenticate");
+            if ours != self.www.as_deref() {
+                m.push(format!(
+                    "WWW-Authenticate {ours:?} (FastAPI {:?})",
+                    self.www
+                ));
+            }
+        }
+        if let Some(b) = &self.body {
+            let ours = got.json();
+            if ours.as_ref() != Some(b) {
+                m.push(format!("body {} (FastAPI {b})", got.text()));
+            }
+        }
+        for (p, v) in &self.fields {
+            let ours = got.json().and_then(|j| j.pointer(p).cloned());
+            if ours.as_ref() != Some(v) {
+                m.push(format!("{p} {ours:?} (FastAPI {v})"));
+            }
+        }
+        for (n, v) in &self.headers {
+            let ours = got.header(n);
+            if ours != v.as_deref() {
+                m.push(format!("{n} {ours:?} (FastAPI {v:?})"));
+            }
+        }
+        m
+    }
+}
+
+// ---- the verdicts --------------------------------------------------------
+
+/// One case's outcome: `mismatches` is `None` when the case was not run
+/// (a class Portcullis does not provide and no equivalent exists).
+struct Verdict {
+    source: String,
+    differs: &'static [&'static str],
+    mismatches: Option<Vec<String>>,
+}
+
+/// A group of cases, judged together at the end.
+struct Suite {
+    name: &'static str,
+    verdicts: Vec<Verdict>,
+}
+
+fn doc_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/fastapi-compat.md")
+}
+
+/// The `{#anchor}` ids of the headings of docs/fastapi-compat.md.
+fn doc_anchors() -> Vec<String> {
+    let text = std::fs::read_to_string(doc_path()).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with('#'))
+        .filter_map(|l| {
+            let l = l.trim_end();
+            let at = l.rfind("{#")?;
+            l.strip_suffix('}').map(|s| s[at + 2..].to_owned())
+        })
+        .collect()
+}
+
+impl Suite {
+    fn new(name: &'static str) -> Suite {
+        Suite {
+            name,
+            verdicts: Vec::new(),
+        }
+    }
+
+    /// Sends `req` to `app` and compares the answer with FastAPI's.
+    async fn http(
+        &mut self,
+        source: &str,
+        app: SocketAddr,
+        req: Req,
+        want: Want,
+        differs: &'static [&'static str],
+    ) -> Resp {
+        let got = send(app, &req).await;
+        let mut m = want.compare(&got);
+        if !m.is_empty() {
+            m.insert(0, format!("{} {}", req.method, req.target));
+        }
+        self.record(source, differs, Some(m));
+        got
+    }
+
+    /// A case of a class Portcullis does not provide, with nothing
+    /// equivalent to run it against.
+    fn unrun(&mut self, source: &str, _req: Req, _want: Want, differs: &'static [&'static str]) {
+        self.record(source, differs, None);
+    }
+
+    fn record(&mut self, source: &str, differs: &'static [&'static str], m: Option<Vec<String>>) {
+        self.verdicts.push(Verdict {
+            source: source.to_owned(),
+            differs,
+            mismatches: m,
+        });
+    }
+
+    /// Judges every case; panics listing each failure.
+    fn finish(self) {
+        let anchors = doc_anchors();
+        let (mut matching, mut documented, mut not_provided, mut bugs) = (0, 0, 0, 0);
+        let mut failures = Vec::new();
+        for v in &self.verdicts {
+            for a in v.differs {
+                if !anchors.iter().any(|x| x == a) {
+                    failures.push(format!(
+                        "{}: #{a} is not a heading in docs/fastapi-compat.md",
+                        v.source
+                    ));
+                }
+            }
+            let provided = !v.differs.iter().any(|a| a.starts_with("not-provided-"));
+            match &v.mismatches {
+                None => {
+                    if provided {
+                        failures.push(format!(
+                            "{}: not run, but names no not-provided-… heading",
+                            v.source
+                        ));
+                    }
+                    not_provided += 1;
+                }
+                Some(m) if m.is_empty() => {
+                    if v.differs.is_empty() {
+                        matching += 1;
+                    } else {
+                        failures.push(format!(
+                            "{}: matches FastAPI now, but is marked as differing ({}): update docs/fastapi-compat.md and the case",
+                            v.source,
+                            v.differs.join(", ")
+                        ));
+                    }
+                }
+                Some(m) => {
+                    if v.differs.is_empty() {
+                        failures.push(format!(
+                            "{}: differs from FastAPI with no documented reason: {}",
+                            v.source,
+                            m.join("; ")
+                        ));
+                        continue;
+                    }
+                    eprintln!(
+                        "  [{}] {} ~ {}",
+                        v.differs.join(", "),
+                        v.source,
+                        m.join("; ")
+                    );
+                    if !provided {
+                        not_provided += 1;
+                    } else if v.differs.iter().any(|a| a.starts_with("bug-")) {
+                        bugs += 1;
+                    } else {
+                        documented += 1;
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "fastapi[{}]: {} cases: {matching} match FastAPI, {documented} documented differences, {not_provided} not provided, {bugs} known bugs",
+            self.name,
+            self.verdicts.len()
+        );
+        assert!(
+            failures.is_empty(),
+            "fastapi[{}]: {} failure(s):\n{}",
+            self.name,
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+}
+
+// ---- apps ----------------------------------------------------------------
+
+/// Serves `routes` under `pc`'s handle.
+async fn app(pc: &Portcullis, routes: Router) -> SocketAddr {
+    serve(routes.layer(pc.layer())).await
+}
+
+fn msg() -> Value {
+    json!({"msg": "Create an account first"})
+}
+
+/// A handle reading API keys under FastAPI's test name `key`, accepting
+/// [`KEY`] (owner `john`) wherever an API key is read.
+async fn readers() -> Portcullis {
+    let scopes = Scopes::parse("foo bar scope1 scope2 scope3 me items read write").unwrap();
+    let key = StaticKey::new(Secret::new(KEY.to_owned()))
+        .unwrap()
+        .owner("john")
+        .scopes(scopes);
+    Portcullis::builder()
+        .header_name("key")
+        .unwrap()
+        .query_name("key")
+        .cookie_name("key")
+        .static_key(key)
+        .build()
+        .await
+        .unwrap()
+}
+
+fn echo_basic(c: &portcullis::schemes::HttpBasicCredentials) -> Value {
+    json!({"username": c.username, "password": c.password.expose()})
+}
+
+fn echo_bearer(c: &portcullis::schemes::HttpAuthorizationCredentials) -> Value {
+    json!({"scheme": c.scheme, "credentials": c.credentials.expose()})
+}
+
+// ---- readers: APIKey*, HTTPBasic, HTTPBearer, the OAuth2 bearers ----------
+
+#[tokio::test]
+async fn fastapi_readers() {
+    let pc = readers().await;
+    let mut s = Suite::new("readers");
+
+    // APIKeyQuery / APIKeyHeader / APIKeyCookie(name="key"), required and
+    // optional. (`*_description.py` sends the same requests.)
+    let query = app(
+        &pc,
+        Router::new().route(
+            "/users/me",
+            get(|ApiKeyQuery(k): ApiKeyQuery| async move { Json(json!({"username": k.expose()})) }),
+        ),
+    )
+    .await;
+    let query_opt = app(
+        &pc,
+        Router::new().route(
+            "/users/me",
+            get(|k: Option<ApiKeyQuery>| async move {
+                Json(k.map_or_else(msg, |ApiKeyQuery(k)| json!({"username": k.expose()})))
+            }),
+        ),
+    )
+    .await;
+    let header =
+        app(
+            &pc,
+            Router::new().route(
+                "/users/me",
+                get(|ApiKeyHeader(k): ApiKeyHeader| async move {
+                    Json(json!({"username": k.expose()}))
+                }),
+            ),
+        )
+        .await;
+    let header_opt = app(
+        &pc,
+        Router::new().route(
+            "/users/me",
+            get(|k: Option<ApiKeyHeader>| async move {
+                Json(k.map_or_else(msg, |ApiKeyHeader(k)| json!({"username": k.expose()})))
+            }),
+        ),
+    )
+    .await;
+    let cookie =
+        app(
+            &pc,
+            Router::new().route(
+                "/users/me",
+                get(|ApiKeyCookie(k): ApiKeyCookie| async move {
+                    Json(json!({"username": k.expose()}))
+                }),
+            ),
+        )
+        .await;
+    let cookie_opt = app(
+        &pc,
+        Router::new().route(
+            "/users/me",
+            get(|k: Option<ApiKeyCookie>| async move {
+                Json(k.map_or_else(msg, |ApiKeyCookie(k)| json!({"username": k.expose()})))
+            }),
+        ),
+    )
+    .await;
+    let secret = || ok(json!({"username": "secret"}));
+
+    let f = "test_security_api_key_query.py";
+    s.http(
+        &format!("{f}::test_security_api_key"),
+        query,
+        Req::get("/users/me?key=secret"),
+        secret(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_api_key_no_key"),
+        query,
+        Req::get("/users/me"),
+        not_auth("APIKey"),
+        &[],
+    )
+    .await;
+    s.http(
+        "§1: the error body's media type",
+        query,
+        Req::get("/users/me"),
+        not_auth("APIKey").header("content-type", Some("application/json")),
+        &["problem-json"],
+    )
+    .await;
+    let f = "test_security_api_key_query_optional.py";
+    s.http(
+        &format!("{f}::test_security_api_key"),
+        query_opt,
+        Req::get("/users/me?key=secret"),
+        secret(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_api_key_no_key"),
+        query_opt,
+        Req::get("/users/me"),
+        ok(msg()),
+        &[],
+    )
+    .await;
+    let f = "test_security_api_key_header.py";
+    s.http(
+        &format!("{f}::test_security_api_key"),
+        header,
+        Req::get("/users/me").h("key", "secret"),
+        secret(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_api_key_no_key"),
+        header,
+        Req::get("/users/me"),
+        not_auth("APIKey"),
+        &[],
+    )
+    .await;
+    let f = "test_security_api_key_header_optional.py";
+    s.http(
+        &format!("{f}::test_security_api_key"),
+        header_opt,
+        Req::get("/users/me").h("key", "secret"),
+        secret(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_api_key_no_key"),
+        header_opt,
+        Req::get("/users/me"),
+        ok(msg()),
+        &[],
+    )
+    .await;
+    let f = "test_security_api_key_cookie.py";
+    s.http(
+        &format!("{f}::test_security_api_key"),
+        cookie,
+        Req::get("/users/me").h("Cookie", "key=secret"),
+        secret(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_api_key_no_key"),
+        cookie,
+        Req::get("/users/me"),
+        not_auth("APIKey"),
+        &[],
+    )
+    .await;
+    let f = "test_security_api_key_cookie_optional.py";
+    s.http(
+        &format!("{f}::test_security_api_key"),
+        cookie_opt,
+        Req::get("/users/me").h("Cookie", "key=secret"),
+        secret(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_api_key_no_key"),
+        cookie_opt,
+        Req::get("/users/me"),
+        ok(msg()),
+        &[],
+    )
+    .await;
+
+    // Checklist 8 and 9: repeated and empty keys.
+    let c = "checklist §10.8";
+    s.http(
+        &format!("{c}: ?key=a&key=b, APIKeyQuery takes the last"),
+        query,
+        Req::get("/users/me?key=a&key=b"),
+        ok(json!({"username": "b"})),
+        &["ambiguous-credentials"],
+    )
+    .await;
+    s.http(
+        &format!("{c}: two `key` headers, APIKeyHeader takes the first"),
+        header,
+        Req::get("/users/me").h("key", "a").h("key", "b"),
+        ok(json!({"username": "a"})),
+        &["ambiguous-credentials"],
+    )
+    .await;
+    s.http(
+        &format!("{c}: cookie key twice, APIKeyCookie takes the last"),
+        cookie,
+        Req::get("/users/me").h("Cookie", "key=a; key=b"),
+        ok(json!({"username": "b"})),
+        &["ambiguous-credentials"],
+    )
+    .await;
+    let c = "checklist §10.9";
+    s.http(
+        &format!("{c}: ?key= is missing"),
+        query,
+        Req::get("/users/me?key="),
+        not_auth("APIKey"),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{c}: empty key header is missing"),
+        header,
+        Req::get("/users/me").h("key", ""),
+        not_auth("APIKey"),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{c}: empty key cookie is missing"),
+        cookie,
+        Req::get("/users/me").h("Cookie", "key="),
+        not_auth("APIKey"),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{c}: ?key= is None under auto_error=False"),
+        query_opt,
+        Req::get("/users/me?key="),
+        ok(msg()),
+        &[],
+    )
+    .await;
+
+    // HTTPBase(scheme="Other"): no arbitrary-scheme reader.
+    let f = "test_security_http_base.py";
+    let np: &'static [&'static str] = &["not-provided-http-base"];
+    s.unrun(
+        &format!("{f}::test_security_http_base"),
+        Req::get("/users/me").auth("Other foobar"),
+        ok(json!({"scheme": "Other", "credentials": "foobar"})),
+        np,
+    );
+    s.unrun(
+        &format!("{f}::test_security_http_base_with_whitespaces"),
+        Req::get("/users/me").auth("Other  foobar "),
+        ok(json!({"scheme": "Other", "credentials": "foobar"})),
+        np,
+    );
+    s.unrun(
+        &format!("{f}::test_security_http_base_no_credentials"),
+        Req::get("/users/me"),
+        not_auth("Other"),
+        np,
+    );
+    s.unrun(
+        "test_security_http_base_optional.py::test_security_http_base_no_credentials",
+        Req::get("/users/me"),
+        ok(msg()),
+        np,
+    );
+    s.unrun(
+        "checklist §10.11: HTTPBase(scheme=\"Other\") accepts `Bearer x`",
+        Req::get("/users/me").auth("Bearer x"),
+        ok(json!({"scheme": "Bearer", "credentials": "x"})),
+        np,
+    );
+
+    // HTTPBasic(realm="simple"), HTTPBasic(auto_error=False), tutorial006.
+    let basic = app(
+        &pc,
+        Router::new().route(
+            "/users/me",
+            get(|HttpBasic(c): HttpBasic| async move { Json(echo_basic(&c)) }),
+        ),
+    )
+    .await;
+    let basic_opt = app(
+        &pc,
+        Router::new().route(
+            "/users/me",
+            get(|c: Option<HttpBasic>| async move {
+                Json(c.map_or_else(msg, |HttpBasic(c)| echo_basic(&c)))
+            }),
+        ),
+    )
+    .await;
+    let john = || ok(json!({"username": "john", "password": "secret"}));
+    let realm = r#"Basic realm="simple""#;
+    let no_colon = format!("Basic {}", b64("johnsecret"));
+    let f = "test_security_http_basic_realm.py";
+    s.http(
+        &format!("{f}::test_security_http_basic"),
+        basic,
+        Req::get("/users/me").basic("john", "secret"),
+        john(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_http_basic_no_credentials"),
+        basic,
+        Req::get("/users/me"),
+        not_auth(realm),
+        &["basic-realm"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_http_basic_invalid_credentials"),
+        basic,
+        Req::get("/users/me").auth("Basic notabase64token"),
+        not_auth(realm),
+        &["invalid-credentials", "basic-realm"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_http_basic_non_basic_credentials"),
+        basic,
+        Req::get("/users/me").auth(&no_colon),
+        not_auth(realm),
+        &["invalid-credentials", "basic-realm"],
+    )
+    .await;
+    let f = "test_security_http_basic_optional.py";
+    s.http(
+        &format!("{f}::test_security_http_basic"),
+        basic_opt,
+        Req::get("/users/me").basic("john", "secret"),
+        john(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_http_basic_no_credentials"),
+        basic_opt,
+        Req::get("/users/me"),
+        ok(msg()),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_http_basic_invalid_credentials"),
+        basic_opt,
+        Req::get("/users/me").auth("Basic notabase64token"),
+        not_auth("Basic"),
+        &["invalid-credentials", "basic-realm"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_http_basic_non_basic_credentials"),
+        basic_opt,
+        Req::get("/users/me").auth(&no_colon),
+        not_auth("Basic"),
+        &["invalid-credentials", "basic-realm"],
+    )
+    .await;
+    s.http(
+        &format!("{f}: Authorization with another scheme is None"),
+        basic_opt,
+        Req::get("/users/me").auth("Bearer x"),
+        ok(msg()),
+        &[],
+    )
+    .await;
+    let f = "test_tutorial/test_security/test_tutorial006.py";
+    s.http(
+        &format!("{f}::test_security_http_basic"),
+        basic,
+        Req::get("/users/me").basic("john", "secret"),
+        john(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_http_basic_no_credentials"),
+        basic,
+        Req::get("/users/me"),
+        not_auth("Basic"),
+        &["basic-realm"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_http_basic_invalid_credentials"),
+        basic,
+        Req::get("/users/me").auth("Basic notabase64token"),
+        not_auth("Basic"),
+        &["invalid-credentials", "basic-realm"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_http_basic_non_basic_credentials"),
+        basic,
+        Req::get("/users/me").auth(&no_colon),
+        not_auth("Basic"),
+        &["invalid-credentials", "basic-realm"],
+    )
+    .await;
+
+    // Checklist 4-7 and the Basic edge cases of §2.3.
+    let c = "checklist §10";
+    s.http(
+        &format!("{c}.4: HTTPBasic(auto_error=False) + `Basic ???` is 401, not None"),
+        basic_opt,
+        Req::get("/users/me").auth("Basic ???"),
+        not_auth("Basic"),
+        &["invalid-credentials", "basic-realm"],
+    )
+    .await;
+    s.http(
+        &format!("{c}.5: base64 with trailing junk `!!` is accepted"),
+        basic,
+        Req::get("/users/me").auth("Basic am9objpzZWNyZXQ=!!"),
+        john(),
+        &["strict-basic"],
+    )
+    .await;
+    s.http(
+        &format!("{c}.6: a non-ASCII password is refused"),
+        basic,
+        Req::get("/users/me").auth(&format!("Basic {}", b64("john:sécret"))),
+        not_auth(realm),
+        &["strict-basic"],
+    )
+    .await;
+    s.http(
+        &format!("{c}.7: the password keeps its colons"),
+        basic,
+        Req::get("/users/me").basic("john", "se:cr:et"),
+        ok(json!({"username": "john", "password": "se:cr:et"})),
+        &[],
+    )
+    .await;
+    s.http(
+        "§2.3 HTTPBasic: an empty user name (`:pw`) is accepted",
+        basic,
+        Req::get("/users/me").auth(&format!("Basic {}", b64(":pw"))),
+        ok(json!({"username": "", "password": "pw"})),
+        &["strict-basic"],
+    )
+    .await;
+    s.http(
+        "§2.3 HTTPBasic: missing padding is refused",
+        basic,
+        Req::get("/users/me").auth("Basic am9objpzZWNyZXQ"),
+        not_auth(realm),
+        &["invalid-credentials", "basic-realm"],
+    )
+    .await;
+    s.http(
+        "§2.3 HTTPBasic: the scheme is case-insensitive (`basic`)",
+        basic,
+        Req::get("/users/me").auth(&format!("basic {}", b64("john:secret"))),
+        john(),
+        &[],
+    )
+    .await;
+    s.http(
+        "§2.3 HTTPBasic: the scheme is case-insensitive (`BASIC`)",
+        basic,
+        Req::get("/users/me").auth(&format!("BASIC {}", b64("john:secret"))),
+        john(),
+        &[],
+    )
+    .await;
+
+    // HTTPBearer, required and optional.
+    let bearer = app(
+        &pc,
+        Router::new().route(
+            "/users/me",
+            get(|HttpBearer(c): HttpBearer| async move { Json(echo_bearer(&c)) }),
+        ),
+    )
+    .await;
+    let bearer_opt = app(
+        &pc,
+        Router::new().route(
+            "/users/me",
+            get(|c: Option<HttpBearer>| async move {
+                Json(c.map_or_else(msg, |HttpBearer(c)| echo_bearer(&c)))
+            }),
+        ),
+    )
+    .await;
+    let foobar = || ok(json!({"scheme": "Bearer", "credentials": "foobar"}));
+    let f = "test_security_http_bearer.py";
+    s.http(
+        &format!("{f}::test_security_http_bearer"),
+        bearer,
+        Req::get("/users/me").auth("Bearer foobar"),
+        foobar(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_http_bearer_no_credentials"),
+        bearer,
+        Req::get("/users/me"),
+        not_auth("Bearer"),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_http_bearer_incorrect_scheme_credentials"),
+        bearer,
+        Req::get("/users/me").auth("Basic notreally"),
+        not_auth("Bearer"),
+        &[],
+    )
+    .await;
+    let f = "test_security_http_bearer_optional.py";
+    s.http(
+        &format!("{f}::test_security_http_bearer"),
+        bearer_opt,
+        Req::get("/users/me").auth("Bearer foobar"),
+        foobar(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_http_bearer_no_credentials"),
+        bearer_opt,
+        Req::get("/users/me"),
+        ok(msg()),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_http_bearer_incorrect_scheme_credentials"),
+        bearer_opt,
+        Req::get("/users/me").auth("Basic notreally"),
+        ok(msg()),
+        &[],
+    )
+    .await;
+    let c = "checklist §10";
+    s.http(
+        &format!("{c}.1: `bearer abc` keeps the scheme's case"),
+        bearer,
+        Req::get("/users/me").auth("bearer abc"),
+        ok(json!({"scheme": "bearer", "credentials": "abc"})),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{c}.2: HTTPBearer refuses `Bearer` with no token"),
+        bearer,
+        Req::get("/users/me").auth("Bearer"),
+        not_auth("Bearer"),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{c}.3: a tab is not a separator (`Bearer\\tabc`)"),
+        bearer,
+        Req::get("/users/me").auth("Bearer\tabc"),
+        not_auth("Bearer"),
+        &[],
+    )
+    .await;
+    s.http(
+        "§2.2: `Bearer  foobar ` is stripped",
+        bearer,
+        Req::get("/users/me").auth("Bearer  foobar "),
+        foobar(),
+        &[],
+    )
+    .await;
+
+    // HTTPDigest: no digest reader.
+    let np: &'static [&'static str] = &["not-provided-http-digest"];
+    let f = "test_security_http_digest.py";
+    s.unrun(
+        &format!("{f}::test_security_http_digest"),
+        Req::get("/users/me").auth("Digest foobar"),
+        ok(json!({"scheme": "Digest", "credentials": "foobar"})),
+        np,
+    );
+    s.unrun(
+        &format!("{f}::test_security_http_digest_no_credentials"),
+        Req::get("/users/me"),
+        not_auth("Digest"),
+        np,
+    );
+    s.unrun(
+        &format!("{f}::test_security_http_digest_incorrect_scheme_credentials"),
+        Req::get("/users/me").auth("Other invalidauthorization"),
+        not_auth("Digest"),
+        np,
+    );
+    let f = "test_security_http_digest_optional.py";
+    s.unrun(
+        &format!("{f}::test_security_http_digest_no_credentials"),
+        Req::get("/users/me"),
+        ok(msg()),
+        np,
+    );
+    s.unrun(
+        &format!("{f}::test_security_http_digest_incorrect_scheme_credentials"),
+        Req::get("/users/me").auth("Other invalidauthorization"),
+        ok(msg()),
+        np,
+    );
+
+    // OAuth2PasswordBearer: tutorial001, tutorial002, the optional file,
+    // and the checklist's empty token.
+    // FastAPI's TestClient follows the 307 from `/items` to `/items/`.
+    let token_echo = || {
+        get(|OAuth2PasswordBearer(t): OAuth2PasswordBearer| async move {
+            Json(json!({"token": t.expose()}))
+        })
+    };
+    let items = app(
+        &pc,
+        Router::new()
+            .route("/items", token_echo())
+            .route("/items/", token_echo()),
+    )
+    .await;
+    let items_opt = app(
+        &pc,
+        Router::new().route(
+            "/items/",
+            get(|t: Option<OAuth2PasswordBearer>| async move {
+                Json(t.map_or_else(msg, |OAuth2PasswordBearer(t)| json!({"token": t.expose()})))
+            }),
+        ),
+    )
+    .await;
+    let t002 = app(
+        &pc,
+        Router::new().route(
+            "/users/me",
+            get(|OAuth2PasswordBearer(t): OAuth2PasswordBearer| async move {
+                Json(json!({
+                    "username": format!("{}fakedecoded", t.expose()),
+                    "email": "john@example.com",
+                    "full_name": "John Doe",
+                    "disabled": null,
+                }))
+            }),
+        ),
+    )
+    .await;
+    let testtoken = || ok(json!({"token": "testtoken"}));
+    let f = "test_tutorial/test_security/test_tutorial001.py";
+    s.http(
+        &format!("{f}::test_no_token"),
+        items,
+        Req::get("/items"),
+        not_auth("Bearer"),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_token"),
+        items,
+        Req::get("/items/").bearer("testtoken"),
+        testtoken(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_incorrect_token"),
+        items,
+        Req::get("/items/").auth("Notexistent testtoken"),
+        not_auth("Bearer"),
+        &[],
+    )
+    .await;
+    let f = "test_tutorial/test_security/test_tutorial002.py";
+    s.http(
+        &format!("{f}::test_no_token"),
+        t002,
+        Req::get("/users/me"),
+        not_auth("Bearer"),
+        &[],
+    )
+    .await;
+    s.http(&format!("{f}::test_token"), t002, Req::get("/users/me").bearer("testtoken"), ok(json!({"username": "testtokenfakedecoded", "email": "john@example.com", "full_name": "John Doe", "disabled": null})), &[]).await;
+    s.http(
+        &format!("{f}::test_incorrect_token"),
+        t002,
+        Req::get("/users/me").auth("Notexistent testtoken"),
+        not_auth("Bearer"),
+        &[],
+    )
+    .await;
+    let f = "test_security_oauth2_password_bearer_optional.py";
+    s.http(
+        &format!("{f}::test_no_token"),
+        items_opt,
+        Req::get("/items/"),
+        ok(msg()),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_token"),
+        items_opt,
+        Req::get("/items/").bearer("testtoken"),
+        testtoken(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_incorrect_token"),
+        items_opt,
+        Req::get("/items/").auth("Notexistent testtoken"),
+        ok(msg()),
+        &[],
+    )
+    .await;
+    let c = "checklist §10.2";
+    s.http(
+        &format!("{c}: OAuth2PasswordBearer yields \"\" for `Bearer`"),
+        items,
+        Req::get("/items/").auth("Bearer"),
+        testtoken().body(json!({"token": ""})),
+        &["empty-bearer-token"],
+    )
+    .await;
+    s.http(
+        "checklist §10.3: OAuth2PasswordBearer and `Bearer\\tabc`",
+        items,
+        Req::get("/items/").auth("Bearer\tabc"),
+        not_auth("Bearer"),
+        &[],
+    )
+    .await;
+
+    // OAuth2AuthorizationCodeBearer: its bearer cases, on OAuth2PasswordBearer.
+    let f = "test_security_oauth2_authorization_code_bearer.py";
+    s.http(
+        &format!("{f}::test_no_token"),
+        items,
+        Req::get("/items"),
+        not_auth("Bearer"),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_incorrect_token"),
+        items,
+        Req::get("/items").auth("Non-existent testtoken"),
+        not_auth("Bearer"),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_token"),
+        items,
+        Req::get("/items").bearer("testtoken"),
+        testtoken(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_token_with_whitespaces"),
+        items,
+        Req::get("/items").auth("Bearer  testtoken "),
+        testtoken(),
+        &[],
+    )
+    .await;
+
+    // OAuth2 (base class) and OpenIdConnect return the whole header; the
+    // nearest reader is OAuth2PasswordBearer, which returns the token.
+    let me = app(
+        &pc,
+        Router::new().route(
+            "/users/me",
+            get(|OAuth2PasswordBearer(t): OAuth2PasswordBearer| async move {
+                Json(json!({"username": t.expose()}))
+            }),
+        ),
+    )
+    .await;
+    let me_opt = app(
+        &pc,
+        Router::new().route(
+            "/users/me",
+            get(|t: Option<OAuth2PasswordBearer>| async move {
+                Json(t.map_or_else(
+                    msg,
+                    |OAuth2PasswordBearer(t)| json!({"username": t.expose()}),
+                ))
+            }),
+        ),
+    )
+    .await;
+    for (f, np) in [
+        (
+            "test_security_oauth2.py",
+            &["not-provided-oauth2"] as &'static [&'static str],
+        ),
+        (
+            "test_security_openid_connect.py",
+            &["not-provided-openid-connect"] as &'static [&'static str],
+        ),
+    ] {
+        s.http(
+            &format!("{f}::test_security_oauth2"),
+            me,
+            Req::get("/users/me").auth("Bearer footokenbar"),
+            ok(json!({"username": "Bearer footokenbar"})),
+            np,
+        )
+        .await;
+        s.http(
+            &format!("{f}::test_security_oauth2_password_other_header"),
+            me,
+            Req::get("/users/me").auth("Other footokenbar"),
+            ok(json!({"username": "Other footokenbar"})),
+            np,
+        )
+        .await;
+        s.http(
+            &format!("{f}::test_security_oauth2_password_bearer_no_header"),
+            me,
+            Req::get("/users/me"),
+            not_auth("Bearer"),
+            &[],
+        )
+        .await;
+    }
+    for (f, np) in [
+        (
+            "test_security_oauth2_optional.py",
+            &["not-provided-oauth2"] as &'static [&'static str],
+        ),
+        (
+            "test_security_openid_connect_optional.py",
+            &["not-provided-openid-connect"] as &'static [&'static str],
+        ),
+    ] {
+        s.http(
+            &format!("{f}::test_security_oauth2"),
+            me_opt,
+            Req::get("/users/me").auth("Bearer footokenbar"),
+            ok(json!({"username": "Bearer footokenbar"})),
+            np,
+        )
+        .await;
+        s.http(
+            &format!("{f}::test_security_oauth2_password_other_header"),
+            me_opt,
+            Req::get("/users/me").auth("Other footokenbar"),
+            ok(json!({"username": "Other footokenbar"})),
+            np,
+        )
+        .await;
+        s.http(
+            &format!("{f}::test_security_oauth2_password_bearer_no_header"),
+            me_opt,
+            Req::get("/users/me"),
+            ok(msg()),
+            &[],
+        )
+        .await;
+    }
+
+    // how-to/authentication-error-status-code: the old 403, by answering
+    // it from the Option form.
+    let forbidden = app(
+        &pc,
+        Router::new().route(
+            "/me",
+            get(|c: Option<HttpBearer>| async move {
+                match c {
+                    Some(HttpBearer(c)) => Json(json!({"message": "You are authenticated", "token": c.credentials.expose()})).into_response(),
+                    None => (StatusCode::FORBIDDEN, Json(json!({"detail": "Not authenticated"}))).into_response(),
+                }
+            }),
+        ),
+    )
+    .await;
+    let f = "test_tutorial/test_authentication_error_status_code/test_tutorial001.py";
+    s.http(
+        &format!("{f}::test_get_me"),
+        forbidden,
+        Req::get("/me").bearer("secrettoken"),
+        ok(json!({"message": "You are authenticated", "token": "secrettoken"})),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_get_me_no_credentials"),
+        forbidden,
+        Req::get("/me"),
+        err(403, "Not authenticated"),
+        &[],
+    )
+    .await;
+
+    // Two optional schemes, the user's dependency taking the first present
+    // (§2.3): each reader reads only its own place, so this is FastAPI's.
+    let either = app(
+        &pc,
+        Router::new().route(
+            "/users/me",
+            get(
+                |k: Option<ApiKeyHeader>, b: Option<HttpBearer>| async move {
+                    match (k, b) {
+                        (Some(ApiKeyHeader(k)), _) => {
+                            Json(json!({"via": "key", "value": k.expose()})).into_response()
+                        }
+                        (None, Some(HttpBearer(c))) => {
+                            Json(json!({"via": "bearer", "value": c.credentials.expose()}))
+                                .into_response()
+                        }
+                        (None, None) => portcullis::rejection::Rejection::not_authenticated(Some(
+                            "APIKey, Bearer",
+                        ))
+                        .into_response(),
+                    }
+                },
+            ),
+        ),
+    )
+    .await;
+    let c = "§2.3 auto_error=False with two schemes";
+    s.http(
+        &format!("{c}: key and bearer, the first wins"),
+        either,
+        Req::get("/users/me").h("key", "k1").bearer("t1"),
+        ok(json!({"via": "key", "value": "k1"})),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{c}: bearer only"),
+        either,
+        Req::get("/users/me").bearer("t1"),
+        ok(json!({"via": "bearer", "value": "t1"})),
+        &[],
+    )
+    .await;
+
+    s.finish();
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+// ---- verified credentials, layers and SecurityScopes -----------------------
+
+#[tokio::test]
+async fn fastapi_layers_and_scopes() {
+    let pc = readers().await;
+    let mut s = Suite::new("layers");
+
+    // test_top_level_security_scheme_in_openapi: dependencies=[Depends(HTTPBearer())].
+    let top = app(
+        &pc,
+        Router::new().route(
+            "/",
+            get(|| async { Json(json!({"message": "Hello, World!"})) })
+                .route_layer(pc.require([Scheme::Bearer])),
+        ),
+    )
+    .await;
+    let hello = || ok(json!({"message": "Hello, World!"}));
+    let f = "test_top_level_security_scheme_in_openapi.py";
+    s.http(
+        &format!("{f}::test_get_root"),
+        top,
+        Req::get("/").bearer("token"),
+        hello(),
+        &["invalid-credentials"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_get_root (with a key Portcullis accepts)"),
+        top,
+        Req::get("/").bearer(KEY),
+        hello(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_get_root_no_token"),
+        top,
+        Req::get("/"),
+        not_auth("Bearer"),
+        &[],
+    )
+    .await;
+
+    // A credential in two places where the route accepts both.
+    let both = app(
+        &pc,
+        Router::new().route(
+            "/users/me",
+            get(|who: portcullis::Authenticated| async move {
+                Json(json!({"username": who.0.subject}))
+            })
+            .route_layer(pc.require([Scheme::ApiKeyHeader, Scheme::Bearer])),
+        ),
+    )
+    .await;
+    let c = "§2.3 auto_error=False with two schemes";
+    s.http(
+        &format!("{c}: key and bearer on one protected route, the first wins"),
+        both,
+        Req::get("/users/me").h("key", KEY).bearer(KEY),
+        ok(json!({"username": "john"})),
+        &["ambiguous-credentials"],
+    )
+    .await;
+    s.http(
+        &format!("{c}: one of them"),
+        both,
+        Req::get("/users/me").bearer(KEY),
+        ok(json!({"username": "john"})),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{c}: neither"),
+        both,
+        Req::get("/users/me"),
+        not_auth("APIKey, Bearer"),
+        &[],
+    )
+    .await;
+
+    // test_security_scopes_dont_propagate: siblings do not see each
+    // other's scopes.
+    let scopes = app(
+        &pc,
+        Router::new().route(
+            "/scopes",
+            get(
+                |a: Verified<ApiKeyHeader, Scope1>, b: Verified<ApiKeyHeader, Scope2>| async move {
+                    Json(json!({
+                        "dep1": a.security_scopes().scopes(),
+                        "dep2": b.security_scopes().scopes(),
+                    }))
+                },
+            )
+            .route_layer(pc.require([]).scopes(["scope3"]).unwrap()),
+        ),
+    )
+    .await;
+    s.http(
+        "test_security_scopes_dont_propagate.py::test_security_scopes_dont_propagate",
+        scopes,
+        Req::get("/scopes").h("key", KEY),
+        ok(json!({"dep1": ["scope3", "scope1"], "dep2": ["scope3", "scope2"]})),
+        &[],
+    )
+    .await;
+
+    // test_dependency_security_overrides: Security(get_user, ["foo","bar"]).
+    let user = app(
+        &pc,
+        Router::new().route(
+            "/user",
+            get(|u: Verified<ApiKeyHeader, FooBar>| async move {
+                Json(json!({"user": u.subject, "scopes": u.security_scopes().scopes(), "data": [1, 2, 3]}))
+            }),
+        ),
+    )
+    .await;
+    s.http(
+        "test_dependency_security_overrides.py::test_normal",
+        user,
+        Req::get("/user").h("key", KEY),
+        ok(json!({"user": "john", "scopes": ["foo", "bar"], "data": [1, 2, 3]})),
+        &[],
+    )
+    .await;
+
+    // test_security_scopes_sub_dependency / tutorial005: the scopes
+    // get_current_user sees, outer first.
+    let trail = app(
+        &pc,
+        Router::new()
+            .route(
+                "/users/me",
+                get(|u: Verified<ApiKeyHeader, Me>| async move {
+                    Json(json!({"scopes": u.security_scopes().scopes()}))
+                }),
+            )
+            .route(
+                "/users/me/items",
+                get(
+                    |u: Verified<ApiKeyHeader, Me>, s: SecurityScopes| async move {
+                        Json(
+                            json!({"scopes": u.security_scopes().scopes(), "layer": s.scope_str()}),
+                        )
+                    },
+                )
+                .route_layer(pc.require([]).scopes(["items"]).unwrap()),
+            ),
+    )
+    .await;
+    let f = "test_security_scopes_sub_dependency.py (§3.3)";
+    s.http(
+        &format!("{f}: Security(get_current_user, [\"me\"])"),
+        trail,
+        Req::get("/users/me").h("key", KEY),
+        ok(json!({"scopes": ["me"]})),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}: under Security(..., [\"items\"])"),
+        trail,
+        Req::get("/users/me/items").h("key", KEY),
+        ok(json!({"scopes": ["items", "me"], "layer": "items"})),
+        &[],
+    )
+    .await;
+
+    // test_security_oauth2_authorization_code_bearer_scopes_openapi: scopes
+    // from the router and the route, with the bearer read in each handler.
+    let code = app(
+        &pc,
+        Router::new()
+            .route(
+                "/",
+                get(|_: OAuth2PasswordBearer| async { Json(json!({"message": "Hello World"})) }),
+            )
+            .route(
+                "/with-oauth2-scheme",
+                get(|_: OAuth2PasswordBearer| async { Json(json!({"message": "Admin Access"})) })
+                    .route_layer(pc.require([]).scopes(["read", "write"]).unwrap()),
+            )
+            .route(
+                "/with-get-token",
+                get(|_: OAuth2PasswordBearer| async { Json(json!({"message": "Admin Access"})) })
+                    .route_layer(pc.require([]).scopes(["read", "write"]).unwrap()),
+            )
+            .merge(
+                Router::new()
+                    .route(
+                        "/items/",
+                        get(|OAuth2PasswordBearer(t): OAuth2PasswordBearer| async move {
+                            Json(json!({"token": t.expose()}))
+                        })
+                        .merge(
+                            post(|OAuth2PasswordBearer(t): OAuth2PasswordBearer| async move {
+                                Json(json!({"token": t.expose()}))
+                            })
+                            .route_layer(pc.require([]).scopes(["read", "write"]).unwrap()),
+                        ),
+                    )
+                    .route_layer(pc.require([]).scopes(["read"]).unwrap()),
+            ),
+    )
+    .await;
+    let f = "test_security_oauth2_authorization_code_bearer_scopes_openapi.py";
+    s.http(
+        &format!("{f}::test_root"),
+        code,
+        Req::get("/").bearer("testtoken"),
+        ok(json!({"message": "Hello World"})),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_read_with_oauth2_scheme"),
+        code,
+        Req::get("/with-oauth2-scheme").bearer("testtoken"),
+        ok(json!({"message": "Admin Access"})),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_read_with_get_token"),
+        code,
+        Req::get("/with-get-token").bearer("testtoken"),
+        ok(json!({"message": "Admin Access"})),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_read_token"),
+        code,
+        Req::get("/items/").bearer("testtoken"),
+        ok(json!({"token": "testtoken"})),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_create_token"),
+        code,
+        Req::post("/items/").bearer("testtoken"),
+        ok(json!({"token": "testtoken"})),
+        &[],
+    )
+    .await;
+
+    s.finish();
+}
+
+// ---- the password flow: tutorials 003, 004, 005 and 007 ---------------------
+
+/// FastAPI's tutorial users, as the tutorials' handlers return them.
+fn profile(user: &str, with_hash: bool) -> Value {
+    let (full, email, hash) = match user {
+        "johndoe" => ("John Doe", "johndoe@example.com", "fakehashedsecret"),
+        "alice" => ("Alice Wonderson", "alice@example.com", "fakehashedsecret2"),
+        _ => (user, "", ""),
+    };
+    let mut v = json!({"username": user, "full_name": full, "email": email, "disabled": false});
+    if with_hash && let Some(m) = v.as_object_mut() {
+        m.insert("hashed_password".into(), hash.into());
+    }
+    v
+}
+
+/// A token from `/token` (the password grant).
+async fn token(addr: SocketAddr, user: &str, password: &str, scope: Option<&str>) -> String {
+    let mut f = vec![
+        ("grant_type", "password"),
+        ("username", user),
+        ("password", password),
+    ];
+    if let Some(sc) = scope {
+        f.push(("scope", sc));
+    }
+    let r = send(addr, &Req::form("/token", &f)).await;
+    assert_eq!(r.status, 200, "token for {user}: {}", r.text());
+    r.json()
+        .and_then(|j| j["access_token"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no access_token in {}", r.text()))
+}
+
+/// The tokens of FastAPI's tests 004/005, signed with the tutorials'
+/// HS256 secret: no `sub`, `sub` without a known user, `username:bob`.
+const NO_SUB: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJkYXRhIjoiZm9vIn0.9ynBhuYb4e6aW3oJr_K_TBgwcMTDpRToQIE25L57rOE";
+const NO_USERNAME: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJmb28ifQ.NnExK_dlNAYyzACrXtXDrcWOgGY2JuPbI4eDaHdfK5Y";
+const INEXISTENT_USER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VybmFtZTpib2IifQ.HcfCW67Uda-0gz54ZWTqmtgJnZeNem0Q757eTa9EZuw";
+
+#[tokio::test]
+async fn fastapi_password_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let pc = Portcullis::builder()
+        .store(&format!("sqlite://{}/fastapi.db", dir.path().display()))
+        .users(true)
+        .password_grant(true)
+        .hash_parallelism(2)
+        .token_url(
+            "token",
+            &[
+                ("me", "Read information about the current user."),
+                ("items", "Read items."),
+            ],
+        )
+        .build()
+        .await
+        .unwrap();
+    // johndoe's tutorial password, `secret`, is shorter than Portcullis
+    // accepts for a new password, but a FastAPI app's bcrypt hash of it
+    // imports as it is (and is checked as bcrypt until it can be
+    // upgraded). The others are added as new users.
+    let id = pc.identity().unwrap();
+    let john = bcrypt::hash("secret", 4).unwrap();
+    let me_items = Scopes::parse("me items").unwrap();
+    id.import_users(
+        vec![("johndoe".into(), john, me_items.clone(), false)],
+        "fastapi-compat",
+    )
+    .await
+    .unwrap();
+    for (user, password, scopes) in [
+        ("alice", "secretalice", me_items.clone()),
+        ("bob", "secretbob", Scopes::parse("me").unwrap()),
+        ("stanleyjobson", "swordfish", Scopes::empty()),
+    ] {
+        id.add_user(
+            user,
+            &Secret::new(password.to_owned()),
+            scopes,
+            "fastapi-compat",
+        )
+        .await
+        .unwrap();
+    }
+
+    let t003 =
+        app(
+            &pc,
+            Router::new()
+                .route("/token", pc.endpoint(Endpoint::Token))
+                .route(
+                    "/users/me",
+                    get(|u: Verified<OAuth2PasswordBearer>| async move {
+                        Json(profile(&u.subject, true))
+                    }),
+                ),
+        )
+        .await;
+    let me4 =
+        || get(|u: Verified<OAuth2PasswordBearer>| async move { Json(profile(&u.subject, false)) });
+    let t004 = app(
+        &pc,
+        Router::new()
+            .route("/token", pc.endpoint(Endpoint::Token))
+            .route("/users/me", me4())
+            .route("/users/me/", me4())
+            .route(
+                "/users/me/items/",
+                get(|u: Verified<OAuth2PasswordBearer>| async move {
+                    Json(json!([{"item_id": "Foo", "owner": u.subject}]))
+                }),
+            ),
+    )
+    .await;
+    let me5 = || {
+        get(|u: Verified<OAuth2PasswordBearer, Me>| async move { Json(profile(&u.subject, false)) })
+    };
+    let t005 = app(
+        &pc,
+        Router::new()
+            .route("/token", pc.endpoint(Endpoint::Token))
+            .route("/users/me", me5())
+            .route("/users/me/", me5())
+            .route(
+                "/users/me/items/",
+                get(|u: Verified<OAuth2PasswordBearer, Me>| async move {
+                    Json(json!([{"item_id": "Foo", "owner": u.subject}]))
+                })
+                .route_layer(pc.require([]).scopes(["items"]).unwrap()),
+            )
+            .route(
+                "/status/",
+                get(|_: Verified<OAuth2PasswordBearer>| async { Json(json!({"status": "ok"})) }),
+            ),
+    )
+    .await;
+    let t007 = app(
+        &pc,
+        Router::new().route(
+            "/users/me",
+            get(|u: Verified<HttpBasic>| async move { Json(json!({"username": u.subject})) }),
+        ),
+    )
+    .await;
+
+    // Tokens: johndoe's with each scope set, and alice's before she is
+    // disabled (FastAPI's alice is disabled from the start, and its login
+    // still issues her a token).
+    let john_all = token(t005, "johndoe", "secret", None).await;
+    let john_me = token(t005, "johndoe", "secret", Some("me")).await;
+    let john_items = token(t005, "johndoe", "secret", Some("items")).await;
+    let john_both = token(t005, "johndoe", "secret", Some("me items")).await;
+    let alice = token(t005, "alice", "secretalice", Some("me")).await;
+    id.set_user_disabled("alice", true, "fastapi-compat")
+        .await
+        .unwrap();
+
+    let mut s = Suite::new("password flow");
+    let login = |user: &str, pw: &str| Req::form("/token", &[("username", user), ("password", pw)]);
+    let login_gt = |user: &str, pw: &str| {
+        Req::form(
+            "/token",
+            &[
+                ("grant_type", "password"),
+                ("username", user),
+                ("password", pw),
+            ],
+        )
+    };
+    let incorrect = "Incorrect username or password";
+    let bearer_token = || status(200).field("/token_type", json!("bearer"));
+    let john4 = || ok(profile("johndoe", false));
+    let invalid = "Could not validate credentials";
+
+    let f = "test_tutorial/test_security/test_tutorial003.py";
+    s.http(
+        &format!("{f}::test_login"),
+        t003,
+        login("johndoe", "secret"),
+        ok(json!({"access_token": "johndoe", "token_type": "bearer"})),
+        &["token-grant-type"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_login (grant_type=password added)"),
+        t003,
+        login_gt("johndoe", "secret"),
+        bearer_token(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_login_incorrect_password (grant_type added)"),
+        t003,
+        login_gt("johndoe", "incorrect"),
+        err(400, incorrect),
+        &["token-endpoint-errors"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_login_incorrect_username (grant_type added)"),
+        t003,
+        login_gt("foo", "secret"),
+        err(400, incorrect),
+        &["token-endpoint-errors"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_no_token"),
+        t003,
+        Req::get("/users/me"),
+        not_auth("Bearer"),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_token (johndoe's token)"),
+        t003,
+        Req::get("/users/me").bearer(&john_all),
+        ok(profile("johndoe", true)),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_incorrect_token"),
+        t003,
+        Req::get("/users/me").bearer("nonexistent"),
+        not_auth("Bearer"),
+        &["invalid-credentials"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_incorrect_token_type"),
+        t003,
+        Req::get("/users/me").auth("Notexistent testtoken"),
+        not_auth("Bearer"),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_inactive_user (alice's token)"),
+        t003,
+        Req::get("/users/me").bearer(&alice),
+        err(400, "Inactive user"),
+        &["disabled-users"],
+    )
+    .await;
+
+    let f = "test_tutorial/test_security/test_tutorial004.py";
+    s.http(
+        &format!("{f}::test_login (grant_type added)"),
+        t004,
+        login_gt("johndoe", "secret"),
+        bearer_token(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_login_incorrect_password (grant_type added)"),
+        t004,
+        login_gt("johndoe", "incorrect"),
+        err(401, incorrect).www("Bearer"),
+        &["token-endpoint-errors"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_login_incorrect_username (grant_type added)"),
+        t004,
+        login_gt("foo", "secret"),
+        err(401, incorrect).www("Bearer"),
+        &["token-endpoint-errors"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_no_token"),
+        t004,
+        Req::get("/users/me"),
+        not_auth("Bearer"),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_token"),
+        t004,
+        Req::get("/users/me").bearer(&john_all),
+        john4(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_incorrect_token"),
+        t004,
+        Req::get("/users/me").bearer("nonexistent"),
+        err(401, invalid).www("Bearer"),
+        &["invalid-credentials"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_incorrect_token_type"),
+        t004,
+        Req::get("/users/me").auth("Notexistent testtoken"),
+        not_auth("Bearer"),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_token_no_sub"),
+        t004,
+        Req::get("/users/me").bearer(NO_SUB),
+        err(401, invalid).www("Bearer"),
+        &["invalid-credentials"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_token_no_username"),
+        t004,
+        Req::get("/users/me").bearer(NO_USERNAME),
+        err(401, invalid).www("Bearer"),
+        &["invalid-credentials"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_token_nonexistent_user"),
+        t004,
+        Req::get("/users/me").bearer(INEXISTENT_USER),
+        err(401, invalid).www("Bearer"),
+        &["invalid-credentials"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_token_inactive_user: alice logs in"),
+        t004,
+        login_gt("alice", "secretalice"),
+        bearer_token(),
+        &["disabled-users"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_token_inactive_user: alice's token"),
+        t004,
+        Req::get("/users/me").bearer(&alice),
+        err(400, "Inactive user"),
+        &["disabled-users"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_read_items"),
+        t004,
+        Req::get("/users/me/items/").bearer(&john_all),
+        ok(json!([{"item_id": "Foo", "owner": "johndoe"}])),
+        &[],
+    )
+    .await;
+
+    let f = "test_tutorial/test_security/test_tutorial005.py";
+    let scope_me = r#"Bearer scope="me""#;
+    s.http(
+        &format!("{f}::test_login (grant_type added)"),
+        t005,
+        login_gt("johndoe", "secret"),
+        bearer_token(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_login_incorrect_password (grant_type added)"),
+        t005,
+        login_gt("johndoe", "incorrect"),
+        err(400, incorrect),
+        &["token-endpoint-errors"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_login_incorrect_username (grant_type added)"),
+        t005,
+        login_gt("foo", "secret"),
+        err(400, incorrect),
+        &["token-endpoint-errors"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_no_token"),
+        t005,
+        Req::get("/users/me"),
+        not_auth("Bearer"),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_token (scope=me)"),
+        t005,
+        Req::get("/users/me").bearer(&john_me),
+        john4(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_incorrect_token"),
+        t005,
+        Req::get("/users/me").bearer("nonexistent"),
+        err(401, invalid).www(scope_me),
+        &["invalid-credentials"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_incorrect_token_type"),
+        t005,
+        Req::get("/users/me").auth("Notexistent testtoken"),
+        not_auth("Bearer"),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_token_no_sub"),
+        t005,
+        Req::get("/users/me").bearer(NO_SUB),
+        err(401, invalid).www(scope_me),
+        &["invalid-credentials"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_token_no_username"),
+        t005,
+        Req::get("/users/me").bearer(NO_USERNAME),
+        err(401, invalid).www(scope_me),
+        &["invalid-credentials"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_token_inexistent_user"),
+        t005,
+        Req::get("/users/me").bearer(INEXISTENT_USER),
+        err(401, invalid).www(scope_me),
+        &["invalid-credentials"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_token_no_scope (token asked with no scope)"),
+        t005,
+        Req::get("/users/me").bearer(&john_all),
+        err(401, "Not enough permissions").www(scope_me),
+        &["token-scopes"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_token_no_scope (a token without `me`)"),
+        t005,
+        Req::get("/users/me").bearer(&john_items),
+        err(401, "Not enough permissions").www(scope_me),
+        &["insufficient-scope"],
+    )
+    .await;
+    s.http(
+        &format!("{f} (§3.3): /users/me/items/ without `items`"),
+        t005,
+        Req::get("/users/me/items/").bearer(&john_me),
+        err(401, "Not enough permissions").www(r#"Bearer scope="items me""#),
+        &["insufficient-scope"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_token_inactive_user: alice logs in"),
+        t005,
+        Req::form(
+            "/token",
+            &[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", "secretalice"),
+                ("scope", "me"),
+            ],
+        ),
+        bearer_token(),
+        &["disabled-users"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_token_inactive_user: alice's token"),
+        t005,
+        Req::get("/users/me").bearer(&alice),
+        err(400, "Inactive user"),
+        &["disabled-users"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_read_items (scope=\"me items\")"),
+        t005,
+        Req::get("/users/me/items/").bearer(&john_both),
+        ok(json!([{"item_id": "Foo", "owner": "johndoe"}])),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_read_system_status"),
+        t005,
+        Req::get("/status/").bearer(&john_all),
+        ok(json!({"status": "ok"})),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_read_system_status_no_token"),
+        t005,
+        Req::get("/status/"),
+        not_auth("Bearer"),
+        &[],
+    )
+    .await;
+    // Derived: tutorial005 puts whatever scopes were asked for in the token.
+    let bob = token(t005, "bob", "secretbob", Some("me items")).await;
+    s.http(
+        &format!("{f} (derived): bob, allowed only `me`, asks for `me items`"),
+        t005,
+        Req::get("/users/me/items/").bearer(&bob),
+        ok(json!([{"item_id": "Foo", "owner": "bob"}])),
+        &["token-scopes"],
+    )
+    .await;
+
+    // test_security_oauth2.py's /login takes OAuth2PasswordRequestFormStrict;
+    // Portcullis' token endpoint reads the form itself.
+    let f = "test_security_oauth2.py";
+    let np: &'static [&'static str] = &["not-provided-password-form"];
+    s.http(
+        &format!("{f}::test_strict_login_no_data"),
+        t005,
+        Req::form("/token", &[]),
+        status(422).field("/detail/0/type", json!("missing")),
+        np,
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_strict_login_no_grant_type"),
+        t005,
+        login("johndoe", "secret"),
+        status(422).field("/detail/0/loc", json!(["body", "grant_type"])),
+        np,
+    )
+    .await;
+    for gt in ["incorrect", "passwordblah", "blahpassword"] {
+        s.http(
+            &format!("{f}::test_strict_login_incorrect_grant_type[{gt}]"),
+            t005,
+            Req::form(
+                "/token",
+                &[
+                    ("grant_type", gt),
+                    ("username", "johndoe"),
+                    ("password", "secret"),
+                ],
+            ),
+            status(422).field("/detail/0/type", json!("string_pattern_mismatch")),
+            np,
+        )
+        .await;
+    }
+    s.http(
+        &format!("{f}::test_strict_login_correct_grant_type (status)"),
+        t005,
+        login_gt("johndoe", "secret"),
+        status(200),
+        &[],
+    )
+    .await;
+
+    let f = "test_tutorial/test_security/test_tutorial007.py";
+    let incorrect_basic = || err(401, incorrect).www("Basic");
+    s.http(
+        &format!("{f}::test_security_http_basic"),
+        t007,
+        Req::get("/users/me").basic("stanleyjobson", "swordfish"),
+        ok(json!({"username": "stanleyjobson"})),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_http_basic_no_credentials"),
+        t007,
+        Req::get("/users/me"),
+        not_auth("Basic"),
+        &["basic-realm"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_http_basic_invalid_credentials"),
+        t007,
+        Req::get("/users/me").auth("Basic notabase64token"),
+        not_auth("Basic"),
+        &["invalid-credentials", "basic-realm"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_http_basic_non_basic_credentials"),
+        t007,
+        Req::get("/users/me").auth(&format!("Basic {}", b64("johnsecret"))),
+        not_auth("Basic"),
+        &["invalid-credentials", "basic-realm"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_http_basic_invalid_username"),
+        t007,
+        Req::get("/users/me").basic("alice", "swordfish"),
+        incorrect_basic(),
+        &["invalid-credentials", "basic-realm"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_security_http_basic_invalid_password"),
+        t007,
+        Req::get("/users/me").basic("stanleyjobson", "wrongpassword"),
+        incorrect_basic(),
+        &["invalid-credentials", "basic-realm"],
+    )
+    .await;
+
+    s.finish();
+}
+
+// ---- OpenAPI ---------------------------------------------------------------
+
+/// A document whose operations (GET) carry these requirements.
+fn openapi(ops: &[(&str, Vec<SecurityRequirement>)]) -> OpenApi {
+    let mut paths = PathsBuilder::new();
+    for (path, reqs) in ops {
+        let mut op = OperationBuilder::new();
+        for r in reqs {
+            op = op.security(r.clone());
+        }
+        paths = paths.path(*path, PathItem::new(HttpMethod::Get, op.build()));
+    }
+    OpenApiBuilder::new().paths(paths).build()
+}
+
+fn req(name: &str, scopes: &[&str]) -> SecurityRequirement {
+    SecurityRequirement::new(name, scopes.iter().copied())
+}
+
+/// Records the OpenAPI case `source`.
+fn doc(
+    s: &mut Suite,
+    source: &str,
+    pc: &Portcullis,
+    ops: Vec<(&str, Vec<SecurityRequirement>)>,
+    want: Option<Value>,
+    differs: &'static [&'static str],
+) {
+    let m = check_doc(pc, &ops, want);
+    s.record(source, differs, Some(m));
+}
+
+/// Documents `ops` with `pc` and compares `components.securitySchemes`
+/// (`None`: FastAPI writes no such key) and each operation's `security`.
+fn check_doc(
+    pc: &Portcullis,
+    ops: &[(&str, Vec<SecurityRequirement>)],
+    schemes: Option<Value>,
+) -> Vec<String> {
+    let mut doc = openapi(ops);
+    if let Err(e) = pc.document(&mut doc) {
+        return vec![format!("document() refused it: {e}")];
+    }
+    let v = serde_json::to_value(&doc).unwrap();
+    let mut m = Vec::new();
+    let ours = v.pointer("/components/securitySchemes");
+    if ours != schemes.as_ref() {
+        m.push(format!(
+            "securitySchemes {} (FastAPI {})",
+            ours.map_or("absent".into(), Value::to_string),
+            schemes.map_or("absent".into(), |s| s.to_string())
+        ));
+    }
+    for (path, reqs) in ops {
+        let want = if reqs.is_empty() {
+            Value::Null
+        } else {
+            serde_json::to_value(reqs).unwrap()
+        };
+        let got = v
+            .pointer(&format!("/paths/{}/get/security", path.replace('/', "~1")))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if got != want {
+            m.push(format!("{path} security {got} (FastAPI {want})"));
+        }
+    }
+    m
+}
+
+#[tokio::test]
+async fn fastapi_openapi() {
+    let mut s = Suite::new("openapi");
+    let build = |b: portcullis::service::Builder| async move { b.build().await.unwrap() };
+    let named = || {
+        Portcullis::builder()
+            .header_name("key")
+            .unwrap()
+            .query_name("key")
+            .cookie_name("key")
+    };
+    let plain = build(named()).await;
+    let described = build(
+        named()
+            .describe(Scheme::ApiKeyHeader, "An API Key Header")
+            .describe(Scheme::ApiKeyQuery, "API Key Query")
+            .describe(Scheme::ApiKeyCookie, "An API Cookie Key")
+            .describe(Scheme::Basic, "HTTPBasic scheme")
+            .describe(Scheme::Bearer, "HTTP Bearer token scheme"),
+    )
+    .await;
+    let token = build(Portcullis::builder().token_url("token", &[])).await;
+    let token_slash = build(
+        Portcullis::builder()
+            .token_url("/token", &[])
+            .describe(Scheme::Bearer, "OAuth2PasswordBearer security scheme"),
+    )
+    .await;
+    let t005 = build(Portcullis::builder().token_url(
+        "token",
+        &[
+            ("me", "Read information about the current user."),
+            ("items", "Read items."),
+        ],
+    ))
+    .await;
+
+    let me = |name: &str| vec![("/users/me", vec![req(name, &[])])];
+
+    let api_key = |place: &str| json!({"type": "apiKey", "name": "key", "in": place});
+    let with = |mut v: Value, d: &str| {
+        v["description"] = json!(d);
+        v
+    };
+    doc(
+        &mut s,
+        "test_security_api_key_query.py::test_openapi_schema",
+        &plain,
+        me("APIKeyQuery"),
+        Some(json!({"APIKeyQuery": api_key("query")})),
+        &[],
+    );
+    doc(
+        &mut s,
+        "test_security_api_key_query_description.py::test_openapi_schema",
+        &described,
+        me("APIKeyQuery"),
+        Some(json!({"APIKeyQuery": with(api_key("query"), "API Key Query")})),
+        &[],
+    );
+    doc(
+        &mut s,
+        "test_security_api_key_header.py::test_openapi_schema",
+        &plain,
+        me("APIKeyHeader"),
+        Some(json!({"APIKeyHeader": api_key("header")})),
+        &[],
+    );
+    doc(
+        &mut s,
+        "test_security_api_key_header_description.py::test_openapi_schema",
+        &described,
+        me("APIKeyHeader"),
+        Some(json!({"APIKeyHeader": with(api_key("header"), "An API Key Header")})),
+        &[],
+    );
+    doc(
+        &mut s,
+        "test_security_api_key_cookie.py::test_openapi_schema",
+        &plain,
+        me("APIKeyCookie"),
+        Some(json!({"APIKeyCookie": api_key("cookie")})),
+        &[],
+    );
+    doc(
+        &mut s,
+        "test_security_api_key_cookie_description.py::test_openapi_schema",
+        &described,
+        me("APIKeyCookie"),
+        Some(json!({"APIKeyCookie": with(api_key("cookie"), "An API Cookie Key")})),
+        &[],
+    );
+    let basic = json!({"type": "http", "scheme": "basic"});
+    doc(
+        &mut s,
+        "test_security_http_basic_realm.py::test_openapi_schema (realm not emitted)",
+        &plain,
+        me("HTTPBasic"),
+        Some(json!({"HTTPBasic": basic})),
+        &[],
+    );
+    doc(
+        &mut s,
+        "test_security_http_basic_realm_description.py::test_openapi_schema",
+        &described,
+        me("HTTPBasic"),
+        Some(json!({"HTTPBasic": with(basic.clone(), "HTTPBasic scheme")})),
+        &[],
+    );
+    doc(
+        &mut s,
+        "test_tutorial/test_security/test_tutorial007.py::test_openapi_schema",
+        &plain,
+        me("HTTPBasic"),
+        Some(json!({"HTTPBasic": basic})),
+        &[],
+    );
+    let bearer = json!({"type": "http", "scheme": "bearer"});
+    doc(
+        &mut s,
+        "test_security_http_bearer.py::test_openapi_schema",
+        &plain,
+        me("HTTPBearer"),
+        Some(json!({"HTTPBearer": bearer})),
+        &[],
+    );
+    doc(
+        &mut s,
+        "test_security_http_bearer_description.py::test_openapi_schema",
+        &described,
+        me("HTTPBearer"),
+        Some(json!({"HTTPBearer": with(bearer.clone(), "HTTP Bearer token scheme")})),
+        &[],
+    );
+    doc(
+        &mut s,
+        "test_top_level_security_scheme_in_openapi.py::test_openapi_schema",
+        &plain,
+        vec![("/", vec![req("HTTPBearer", &[])])],
+        Some(json!({"HTTPBearer": bearer})),
+        &[],
+    );
+    doc(
+        &mut s,
+        "test_tutorial/test_authentication_error_status_code/test_tutorial001.py (HTTPBearer403 under its class name)",
+        &plain,
+        me("HTTPBearer"),
+        Some(json!({"HTTPBearer403": bearer})),
+        &["not-provided-error-override"],
+    );
+    let password = |url: &str, scopes: Value| json!({"type": "oauth2", "flows": {"password": {"scopes": scopes, "tokenUrl": url}}});
+    doc(
+        &mut s,
+        "test_tutorial/test_security/test_tutorial003.py::test_openapi_schema",
+        &token,
+        me("OAuth2PasswordBearer"),
+        Some(json!({"OAuth2PasswordBearer": password("token", json!({}))})),
+        &[],
+    );
+    doc(
+        &mut s,
+        "test_security_oauth2_password_bearer_optional.py::test_openapi_schema",
+        &token_slash,
+        vec![("/items/", vec![req("OAuth2PasswordBearer", &[])])],
+        Some(
+            json!({"OAuth2PasswordBearer": with(password("/token", json!({})), "OAuth2PasswordBearer security scheme")}),
+        ),
+        &[],
+    );
+    doc(
+        &mut s,
+        "test_tutorial/test_security/test_tutorial005.py::test_openapi_schema",
+        &t005,
+        vec![
+            ("/users/me/", vec![req("OAuth2PasswordBearer", &["me"])]),
+            (
+                "/users/me/items/",
+                vec![req("OAuth2PasswordBearer", &["items", "me"])],
+            ),
+            ("/status/", vec![req("OAuth2PasswordBearer", &[])]),
+        ],
+        Some(
+            json!({"OAuth2PasswordBearer": password("token", json!({"me": "Read information about the current user.", "items": "Read items."}))}),
+        ),
+        &[],
+    );
+    doc(
+        &mut s,
+        "§2.3 two optional schemes: separate requirement objects (OR)",
+        &plain,
+        vec![(
+            "/users/me",
+            vec![req("APIKeyHeader", &[]), req("HTTPBearer", &[])],
+        )],
+        Some(json!({"APIKeyHeader": api_key("header"), "HTTPBearer": bearer})),
+        &[],
+    );
+    doc(
+        &mut s,
+        "§4: no route uses a scheme, no securitySchemes key",
+        &plain,
+        vec![("/", vec![])],
+        None,
+        &[],
+    );
+
+    // Scheme objects of classes Portcullis does not provide.
+    doc(
+        &mut s,
+        "test_security_http_base.py::test_openapi_schema",
+        &plain,
+        me("HTTPBase"),
+        Some(json!({"HTTPBase": {"type": "http", "scheme": "Other"}})),
+        &["not-provided-http-base"],
+    );
+    doc(
+        &mut s,
+        "test_security_http_digest.py::test_openapi_schema",
+        &plain,
+        me("HTTPDigest"),
+        Some(json!({"HTTPDigest": {"type": "http", "scheme": "digest"}})),
+        &["not-provided-http-digest"],
+    );
+    doc(
+        &mut s,
+        "test_security_oauth2.py::test_openapi_schema",
+        &plain,
+        me("OAuth2"),
+        Some(
+            json!({"OAuth2": {"type": "oauth2", "flows": {"password": {"tokenUrl": "token", "scopes": {"read:users": "Read the users", "write:users": "Create users"}}}}}),
+        ),
+        &["not-provided-oauth2"],
+    );
+    doc(
+        &mut s,
+        "test_security_oauth2_authorization_code_bearer.py::test_openapi_schema",
+        &plain,
+        vec![("/items/", vec![req("OAuth2AuthorizationCodeBearer", &[])])],
+        Some(
+            json!({"OAuth2AuthorizationCodeBearer": {"type": "oauth2", "flows": {"authorizationCode": {"authorizationUrl": "authorize", "tokenUrl": "token", "scopes": {}}}}}),
+        ),
+        &["not-provided-authorization-code"],
+    );
+    doc(
+        &mut s,
+        "test_security_openid_connect.py::test_openapi_schema",
+        &plain,
+        me("OpenIdConnect"),
+        Some(json!({"OpenIdConnect": {"type": "openIdConnect", "openIdConnectUrl": "/openid"}})),
+        &["not-provided-openid-connect"],
+    );
+
+    s.finish();
+}
+
+// ---- CORS, trusted hosts, HTTPS redirects, rate limits ---------------------
+
+fn hello() -> Value {
+    json!({"message": "Hello World"})
+}
+
+/// An app answering `GET /` with `hello()` behind `edge`.
+async fn edge_app(pc: &Portcullis, edge: portcullis::edge::EdgeLayer) -> SocketAddr {
+    app(
+        pc,
+        Router::new()
+            .route("/", get(|| async { Json(hello()) }))
+            .route("/a", get(|| async { Json(hello()) }))
+            .layer(edge),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn fastapi_edge() {
+    let pc = Portcullis::builder()
+        .trusted_proxies(
+            vec!["127.0.0.1/32".parse::<Cidr>().unwrap()],
+            ForwardedHeader::XForwardedFor,
+        )
+        .build()
+        .await
+        .unwrap();
+    let mut s = Suite::new("edge");
+
+    // docs_src/cors/tutorial001: origins, credentials, methods "*", headers "*".
+    let origins: Vec<String> = [
+        "http://localhost.tiangolo.com",
+        "https://localhost.tiangolo.com",
+        "http://localhost",
+        "http://localhost:8080",
+    ]
+    .map(String::from)
+    .to_vec();
+    let tutorial = CorsConfig {
+        allow_origins: origins.clone(),
+        allow_credentials: true,
+        allow_methods: vec!["*".into()],
+        allow_headers: vec!["*".into()],
+        ..CorsConfig::default()
+    };
+    let f = "test_tutorial/test_cors/test_tutorial001.py";
+    let refused = pc
+        .edge()
+        .cors(&tutorial)
+        .err()
+        .map(|e| vec![format!("refused: {e}")]);
+    s.record(
+        &format!("{f}: the tutorial's configuration is accepted"),
+        &["cors-exact-origins"],
+        Some(refused.unwrap_or_default()),
+    );
+    let listed = CorsConfig {
+        allow_headers: vec!["X-Example".into()],
+        ..tutorial.clone()
+    };
+    let cors = edge_app(&pc, pc.edge().cors(&listed).unwrap()).await;
+    let origin = "https://localhost.tiangolo.com";
+    let preflight = Req::options("/")
+        .h("Origin", origin)
+        .h("Access-Control-Request-Method", "GET")
+        .h("Access-Control-Request-Headers", "X-Example");
+    s.http(
+        &format!("{f}::test_cors preflight (headers listed)"),
+        cors,
+        preflight,
+        status(200)
+            .detail("OK")
+            .header("access-control-allow-origin", Some(origin))
+            .header("access-control-allow-headers", Some("X-Example")),
+        &["cors-exact-origins"],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_cors simple request"),
+        cors,
+        Req::get("/").h("Origin", origin),
+        ok(hello()).header("access-control-allow-origin", Some(origin)),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}::test_cors no Origin"),
+        cors,
+        Req::get("/"),
+        ok(hello()).header("access-control-allow-origin", None),
+        &[],
+    )
+    .await;
+
+    // Checklist 13-14.
+    let any = CorsConfig {
+        allow_origins: vec!["*".into()],
+        allow_methods: vec!["*".into()],
+        allow_headers: vec!["X-Example".into()],
+        ..CorsConfig::default()
+    };
+    let any = edge_app(&pc, pc.edge().cors(&any).unwrap()).await;
+    let c = "checklist §10.13";
+    let pre = |method: &str, headers: Option<&str>| {
+        let r = Req::options("/")
+            .h("Origin", "https://example.org")
+            .h("Access-Control-Request-Method", method);
+        match headers {
+            Some(h) => r.h("Access-Control-Request-Headers", h),
+            None => r,
+        }
+    };
+    s.http(
+        &format!("{c}: preflight for method `get` (lowercase)"),
+        any,
+        pre("get", None),
+        status(400)
+            .detail("Disallowed CORS method")
+            .header("access-control-allow-origin", Some("*")),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{c}: a trailing comma in the requested headers"),
+        any,
+        pre("GET", Some("X-Example,")),
+        status(400)
+            .detail("Disallowed CORS headers")
+            .header("access-control-allow-origin", Some("*")),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{c}: OPTIONS with Origin but no request method goes to the app"),
+        any,
+        Req::options("/").h("Origin", "https://example.org"),
+        status(405).any_www(),
+        &[],
+    )
+    .await;
+    let credentialed = CorsConfig {
+        allow_origins: vec!["https://app.example.com".into()],
+        allow_credentials: true,
+        ..CorsConfig::default()
+    };
+    let cred = edge_app(&pc, pc.edge().cors(&credentialed).unwrap()).await;
+    s.http(
+        "checklist §10.14: a refused origin still gets Allow-Credentials",
+        cred,
+        Req::get("/").h("Origin", "https://evil.example.com"),
+        ok(hello())
+            .header("access-control-allow-credentials", Some("true"))
+            .header("access-control-allow-origin", None),
+        &["cors-refused-origin"],
+    )
+    .await;
+    s.http(
+        "§5: an allowed origin on a credentialed simple request",
+        cred,
+        Req::get("/").h("Origin", "https://app.example.com"),
+        ok(hello())
+            .header("access-control-allow-credentials", Some("true"))
+            .header(
+                "access-control-allow-origin",
+                Some("https://app.example.com"),
+            ),
+        &[],
+    )
+    .await;
+    let wild_cred = CorsConfig {
+        allow_origins: vec!["*".into()],
+        allow_credentials: true,
+        ..CorsConfig::default()
+    };
+    let refused = pc
+        .edge()
+        .cors(&wild_cred)
+        .err()
+        .map(|e| vec![format!("refused: {e}")]);
+    s.record(
+        "§5 test_cors_allow_all: `*` with credentials mirrors the origin",
+        &["cors-exact-origins"],
+        Some(refused.unwrap_or_default()),
+    );
+    // The app's own Access-Control-Allow-Origin on a refused origin: kept by
+    // Starlette (its headers are only updated), replaced by Portcullis.
+    let leaky = app(
+        &pc,
+        Router::new()
+            .route(
+                "/",
+                get(|| async {
+                    (
+                        [("access-control-allow-origin", "https://evil.example.com")],
+                        Json(hello()),
+                    )
+                }),
+            )
+            .layer(pc.edge().cors(&credentialed).unwrap()),
+    )
+    .await;
+    s.http(
+        "§5: the app's own Allow-Origin, refused origin",
+        leaky,
+        Req::get("/").h("Origin", "https://evil.example.com"),
+        ok(hello()).header(
+            "access-control-allow-origin",
+            Some("https://evil.example.com"),
+        ),
+        &["cors-upstream-replaced", "cors-refused-origin"],
+    )
+    .await;
+
+    // docs_src/advanced_middleware/tutorial002: TrustedHostMiddleware.
+    let hosts = edge_app(
+        &pc,
+        pc.edge()
+            .trusted_hosts(&["example.com".into(), "*.example.com".into()])
+            .unwrap(),
+    )
+    .await;
+    let f = "test_tutorial/test_advanced_middleware/test_tutorial002.py";
+    let invalid = || err(400, "Invalid host header");
+    s.http(
+        &format!("{f}: example.com"),
+        hosts,
+        Req::get("/").host(Some("example.com")),
+        ok(hello()),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}: subdomain.example.com"),
+        hosts,
+        Req::get("/").host(Some("subdomain.example.com")),
+        ok(hello()),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}: invalidhost"),
+        hosts,
+        Req::get("/").host(Some("invalidhost")),
+        invalid(),
+        &[],
+    )
+    .await;
+    let c = "checklist §10.15";
+    s.http(
+        &format!("{c}: EXAMPLE.com is not example.com"),
+        hosts,
+        Req::get("/").host(Some("EXAMPLE.com")),
+        invalid(),
+        &["case-insensitive-hosts"],
+    )
+    .await;
+    s.http(
+        &format!("{c}: example.com:8080"),
+        hosts,
+        Req::get("/").host(Some("example.com:8080")),
+        ok(hello()),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{c}: no Host header"),
+        hosts,
+        Req::get("/").host(None),
+        invalid(),
+        &[],
+    )
+    .await;
+    let sub = edge_app(
+        &pc,
+        pc.edge().trusted_hosts(&["*.example.com".into()]).unwrap(),
+    )
+    .await;
+    s.http(
+        &format!("{c}: *.example.com does not match example.com"),
+        sub,
+        Req::get("/").host(Some("example.com")),
+        invalid(),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{c}: *.example.com matches a.b.example.com"),
+        sub,
+        Req::get("/").host(Some("a.b.example.com")),
+        ok(hello()),
+        &[],
+    )
+    .await;
+    let star = pc
+        .edge()
+        .trusted_hosts(&["*".into()])
+        .err()
+        .map(|e| vec![format!("refused: {e}")]);
+    s.record(
+        "§6.1: allowed_hosts=[\"*\"] lets every host through",
+        &["no-wildcard-host"],
+        Some(star.unwrap_or_default()),
+    );
+
+    // docs_src/advanced_middleware/tutorial001: HTTPSRedirectMiddleware.
+    let https = edge_app(&pc, pc.edge().https_redirect(true)).await;
+    let f = "test_tutorial/test_advanced_middleware/test_tutorial001.py";
+    let to = |loc: &str| status(307).header("location", Some(loc));
+    s.http(
+        &format!("{f}: https://testserver (X-Forwarded-Proto from a trusted proxy)"),
+        https,
+        Req::get("/").h("X-Forwarded-Proto", "https"),
+        ok(hello()),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{f}: http, follow_redirects=False"),
+        https,
+        Req::get("/"),
+        to("https://testserver/"),
+        &["https-redirect"],
+    )
+    .await;
+    let c = "checklist §10.16";
+    s.http(
+        &format!("{c}: port 80 is dropped"),
+        https,
+        Req::get("/").host(Some("testserver:80")),
+        to("https://testserver/"),
+        &["https-redirect"],
+    )
+    .await;
+    s.http(
+        &format!("{c}: port 443 is dropped"),
+        https,
+        Req::get("/").host(Some("testserver:443")),
+        to("https://testserver/"),
+        &["https-redirect"],
+    )
+    .await;
+    s.http(
+        &format!("{c}: other ports are kept"),
+        https,
+        Req::get("/").host(Some("testserver:123")),
+        to("https://testserver:123/"),
+        &["https-redirect"],
+    )
+    .await;
+    s.http(
+        &format!("{c}: the query is kept"),
+        https,
+        Req::get("/a?b=c"),
+        to("https://testserver/a?b=c"),
+        &["https-redirect"],
+    )
+    .await;
+    s.http(
+        &format!("{c}: POST is redirected too"),
+        https,
+        Req::post("/"),
+        to("https://testserver/"),
+        &["https-redirect"],
+    )
+    .await;
+    s.http(
+        &format!("{c}: a request carrying a credential is redirected too"),
+        https,
+        Req::get("/").bearer("sometoken"),
+        to("https://testserver/"),
+        &["https-redirect"],
+    )
+    .await;
+
+    // Checklist 17: slowapi's 429 (headers_enabled=False, its default).
+    let limited = app(
+        &pc,
+        Router::new().route(
+            "/home",
+            get(|| async { "home" }).route_layer(pc.rate_limit("1/minute").unwrap()),
+        ),
+    )
+    .await;
+    let c = "checklist §10.17";
+    s.http(
+        &format!("{c}: within the limit, no X-RateLimit headers"),
+        limited,
+        Req::get("/home"),
+        status(200)
+            .header("x-ratelimit-limit", None)
+            .header("retry-after", None),
+        &[],
+    )
+    .await;
+    s.http(
+        &format!("{c}: over the limit"),
+        limited,
+        Req::get("/home"),
+        status(429)
+            .body(json!({"error": "Rate limit exceeded: 1 per 1 minute"}))
+            .header("retry-after", None),
+        &["rate-limit-answers"],
+    )
+    .await;
+
+    s.finish();
+}
+
+// ---- the document ----------------------------------------------------------
+
+#[test]
+fn fastapi_compat_doc_keeps_its_sections() {
+    let anchors = doc_anchors();
+    let missing: Vec<&&str> = REQUIRED_ANCHORS
+        .iter()
+        .filter(|a| !anchors.iter().any(|x| x == **a))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/fastapi-compat.md lacks the headings {missing:?}"
+    );
+    let mut seen = std::collections::HashSet::new();
+    for a in &anchors {
+        assert!(
+            seen.insert(a),
+            "docs/fastapi-compat.md repeats the anchor #{a}"
+        );
+        assert!(
+            !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+            "anchor #{a} is not kebab-case"
+        );
+    }
+}
