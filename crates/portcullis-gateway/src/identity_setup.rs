@@ -2,13 +2,10 @@
 //! the config, and wiring it to the change log.
 
 use crate::config::Config;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use portcullis::clock::SharedClock;
 use portcullis::identity::Identity;
-use portcullis::password::{Passwords, default_params};
 use portcullis::store::Store;
-use portcullis::throttle::Throttle;
-use portcullis::tokens::Tokens;
 use portcullis::verify::Verifier;
 use std::sync::Arc;
 
@@ -21,28 +18,14 @@ pub async fn build(
     verifier: Option<&Arc<Verifier>>,
 ) -> Result<Arc<Identity>> {
     let ic = &cfg.identity;
-    let tokens = Tokens::start(ic.tokens.clone(), store.clone(), clock.clone())
-        .await
-        .context("cannot load the token signing keys")?;
-    let passwords = Passwords::new(default_params(), ic.hash_parallelism)
-        .context("cannot set up password hashing")?;
-    let identity = Identity::new(
-        store.clone(),
-        clock.clone(),
-        passwords,
-        tokens,
+    Ok(portcullis::service::start_identity(
+        store,
+        clock,
+        ic.tokens.clone(),
         ic.sessions.clone(),
-        Throttle::new(ic.throttle.clone(), clock),
+        ic.throttle.clone(),
+        ic.hash_parallelism,
+        verifier,
     )
-    .await
-    .context("cannot set up users and sessions")?;
-    if let Some(v) = verifier {
-        let weak = Arc::downgrade(&identity);
-        v.on_change(move |changed| {
-            if let Some(id) = weak.upgrade() {
-                tokio::spawn(async move { id.on_changes(&changed).await });
-            }
-        });
-    }
-    Ok(identity)
+    .await?)
 }

@@ -467,27 +467,19 @@ impl Builder {
                             ..Grants::default()
                         },
                     };
-                    let tokens = Tokens::start(settings, store.clone(), clock.clone()).await?;
                     let parallel = self.hash_parallelism.unwrap_or_else(|| {
                         std::thread::available_parallelism().map_or(2, |n| n.get())
                     });
-                    let passwords = Passwords::new(default_params(), parallel)
-                        .map_err(|e| BuildError::Config(e.to_string()))?;
-                    let identity = Identity::new(
-                        store.clone(),
+                    let identity = start_identity(
+                        &store,
                         clock.clone(),
-                        passwords,
-                        tokens,
+                        settings,
                         self.sessions.clone(),
-                        Throttle::new(ThrottleSettings::default(), clock.clone()),
+                        ThrottleSettings::default(),
+                        parallel,
+                        Some(&verifier),
                     )
                     .await?;
-                    let weak = Arc::downgrade(&identity);
-                    verifier.on_change(move |changed| {
-                        if let Some(id) = weak.upgrade() {
-                            tokio::spawn(async move { id.on_changes(&changed).await });
-                        }
-                    });
                     g = g.with_identity(identity);
                 }
                 g
@@ -520,4 +512,39 @@ impl Builder {
             }),
         })
     }
+}
+
+/// Starts the identity service (users, tokens, sessions) on `store` and,
+/// when a `verifier` is given, keeps its caches in step with the store's
+/// change log. The gateway and [`Builder::build`] both start it here.
+pub async fn start_identity(
+    store: &Store,
+    clock: SharedClock,
+    tokens: TokenSettings,
+    sessions: SessionSettings,
+    throttle: ThrottleSettings,
+    hash_parallelism: usize,
+    verifier: Option<&Arc<Verifier>>,
+) -> Result<Arc<Identity>, BuildError> {
+    let tokens = Tokens::start(tokens, store.clone(), clock.clone()).await?;
+    let passwords = Passwords::new(default_params(), hash_parallelism)
+        .map_err(|e| BuildError::Config(format!("cannot set up password hashing: {e}")))?;
+    let identity = Identity::new(
+        store.clone(),
+        clock.clone(),
+        passwords,
+        tokens,
+        sessions,
+        Throttle::new(throttle, clock),
+    )
+    .await?;
+    if let Some(v) = verifier {
+        let weak = Arc::downgrade(&identity);
+        v.on_change(move |changed| {
+            if let Some(id) = weak.upgrade() {
+                tokio::spawn(async move { id.on_changes(&changed).await });
+            }
+        });
+    }
+    Ok(identity)
 }
