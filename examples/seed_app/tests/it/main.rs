@@ -21,6 +21,10 @@ struct App {
 
 impl App {
     fn start(extra: &[(&str, &str)]) -> App {
+        // A workspace build gives reqwest rustls without a provider (the
+        // gateway's tests need that feature); install ours. Already
+        // installed by another test is fine.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
