@@ -180,6 +180,28 @@ impl EdgeLayer {
         self.with(|s| s.redirect_port = Some(port))
     }
 
+    /// The answer to a plain-HTTP request when HTTPS is required: a 308
+    /// for a GET or HEAD without a credential, else 403.
+    fn insecure<B>(&self, req: &Request<B>, host: &str) -> Response {
+        if carries_credential(self.pc.names(), req.headers(), req.uri().query()) {
+            tracing::warn!(
+                exposed = true,
+                "a credential was sent over plain HTTP; treat it as exposed and rotate it"
+            );
+            let p = Problem::new(ErrorCode::HttpsRequired).detail(
+                "HTTPS required: this credential was sent in cleartext and should be rotated",
+            );
+            return problem_response(&p, None);
+        }
+        if matches!(*req.method(), Method::GET | Method::HEAD) {
+            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            if let Some(r) = https_redirect(host, self.settings.redirect_port, pq) {
+                return r;
+            }
+        }
+        problem_response(&Problem::new(ErrorCode::HttpsRequired), None)
+    }
+
     /// Decides what the edge answers itself, before the service.
     fn answer<B>(&self, req: &Request<B>) -> Option<Response> {
         let s = &self.settings;
@@ -195,32 +217,12 @@ impl EdgeLayer {
                 ));
             }
         };
-        if s.redirect {
-            let (parts, ()) = clone_parts(req);
-            if !self.pc.is_https(&parts) {
-                let names = self.pc.names();
-                let credential = carries_credential(names, req.headers(), req.uri().query());
-                if credential {
-                    tracing::warn!(
-                        exposed = true,
-                        "a credential was sent over plain HTTP; treat it as exposed and rotate it"
-                    );
-                    let p = Problem::new(ErrorCode::HttpsRequired).detail(
-                        "HTTPS required: this credential was sent in cleartext and should be rotated",
-                    );
-                    return Some(problem_response(&p, None));
-                }
-                if matches!(*req.method(), Method::GET | Method::HEAD) {
-                    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-                    if let Some(r) = https_redirect(&host.name, s.redirect_port, pq) {
-                        return Some(r);
-                    }
-                }
-                return Some(problem_response(
-                    &Problem::new(ErrorCode::HttpsRequired),
-                    None,
-                ));
-            }
+        if s.redirect
+            && !self
+                .pc
+                .is_https_request(req.uri(), req.headers(), req.extensions())
+        {
+            return Some(self.insecure(req, &host.name));
         }
         if Cors::is_preflight(req.method(), req.headers()) && s.cors.is_some() {
             let (result, headers) = preflight(s.cors.as_ref(), req.headers());
@@ -234,30 +236,6 @@ impl EdgeLayer {
             return Some(r);
         }
         None
-    }
-}
-
-/// A head-only copy of the request's parts, for the checks that read
-/// [`http::request::Parts`].
-fn clone_parts<B>(req: &Request<B>) -> (http::request::Parts, ()) {
-    let mut b = Request::builder()
-        .method(req.method().clone())
-        .uri(req.uri().clone())
-        .version(req.version());
-    if let Some(h) = b.headers_mut() {
-        *h = req.headers().clone();
-    }
-    if let Some(e) = b.extensions_mut()
-        && let Some(c) = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-    {
-        e.insert(*c);
-    }
-    match b.body(()) {
-        Ok(r) => r.into_parts(),
-        // The method, URI and version came from a valid request.
-        Err(_) => Request::new(()).into_parts(),
     }
 }
 

@@ -197,18 +197,27 @@ impl Portcullis {
     /// trusted proxy said so in `X-Forwarded-Proto`, or the builder was
     /// told the service is only reached over HTTPS.
     pub fn is_https(&self, parts: &Parts) -> bool {
-        if self.inner.https || parts.uri.scheme_str() == Some("https") {
+        self.is_https_request(&parts.uri, &parts.headers, &parts.extensions)
+    }
+
+    /// [`Portcullis::is_https`] from a request's pieces (a layer holding
+    /// the whole request need not split it).
+    pub fn is_https_request(
+        &self,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> bool {
+        if self.inner.https || uri.scheme_str() == Some("https") {
             return true;
         }
-        let from_proxy = parts
-            .extensions
+        let from_proxy = extensions
             .get::<ConnectInfo<SocketAddr>>()
             .is_some_and(|c| {
                 portcullis_core::net::is_trusted(&self.inner.trusted_proxies, c.0.ip())
             });
         from_proxy
-            && parts
-                .headers
+            && headers
                 .get("x-forwarded-proto")
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
     }
