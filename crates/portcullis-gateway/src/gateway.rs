@@ -215,18 +215,15 @@ impl App {
             client_ip: Some(client),
             ..Head::new(req.method(), req.headers(), req.uri().query())
         };
-        let every = portcullis_core::SchemeSet::new(&portcullis_core::Scheme::ALL);
-        let found = portcullis_core::credential::extract(
-            &every,
+        if portcullis::edge::carries_credential(
             self.guard.names(),
             req.headers(),
             req.uri().query(),
-        );
-        if found != portcullis_core::Extracted::Missing {
+        ) {
             // Which credential went over cleartext: verify it (without
             // spending a use) only to name its id in the log.
             let any = Policy {
-                schemes: every,
+                schemes: portcullis_core::SchemeSet::new(&portcullis_core::Scheme::ALL),
                 scopes: portcullis_core::Scopes::empty(),
             };
             let id = match self.guard.authenticate(&any, &head).await {
@@ -241,13 +238,7 @@ impl App {
                 "a credential was sent over plain HTTP; treat it as exposed and rotate it"
             );
             out.credential_id = id;
-            return self.deny(
-                Problem::new(ErrorCode::HttpsRequired)
-                    .detail("HTTPS required: this credential was sent in cleartext and should be rotated")
-                    .log_reason("credential_over_http"),
-                rid,
-                out,
-            );
+            return self.deny(portcullis::edge::credential_over_http(), rid, out);
         }
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
             return self.deny(Problem::new(ErrorCode::HttpsRequired), rid, out);
@@ -490,16 +481,9 @@ impl App {
         rid: &str,
         out: &mut Outcome,
     ) -> Result<Option<Verdict>, Response<Body>> {
-        let (problem, refused) = match self.limiter.check(plan.checks(), cost).await {
-            Ok(Some(v)) if !v.admitted => (
-                Problem::new(ErrorCode::RateLimited).retry_after(v.retry_after_secs),
-                Some(v),
-            ),
+        let (problem, refused) = match self.limiter.admit(plan.checks(), cost).await {
             Ok(v) => return Ok(v),
-            Err(u) => (
-                Problem::new(ErrorCode::LimiterUnavailable).retry_after(u.retry_after_secs),
-                None,
-            ),
+            Err(r) => (r.problem, r.verdict),
         };
         out.reason = problem.code.code();
         let mut r = problem_response(&problem, Some(rid));

@@ -101,6 +101,13 @@ pub fn carries_credential(
     extract(&every, names, headers, query) != Extracted::Missing
 }
 
+/// The 403 for a credential that came over plain HTTP.
+pub fn credential_over_http() -> Problem {
+    Problem::new(ErrorCode::HttpsRequired)
+        .detail("HTTPS required: this credential was sent in cleartext and should be rotated")
+        .log_reason("credential_over_http")
+}
+
 /// The 308 to the HTTPS address of a plain-HTTP GET or HEAD.
 pub fn https_redirect(host: &str, port: Option<u16>, path_and_query: &str) -> Option<Response> {
     let location = match port {
@@ -188,10 +195,7 @@ impl EdgeLayer {
                 exposed = true,
                 "a credential was sent over plain HTTP; treat it as exposed and rotate it"
             );
-            let p = Problem::new(ErrorCode::HttpsRequired).detail(
-                "HTTPS required: this credential was sent in cleartext and should be rotated",
-            );
-            return problem_response(&p, None);
+            return problem_response(&credential_over_http(), None);
         }
         if matches!(*req.method(), Method::GET | Method::HEAD) {
             let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());

@@ -363,13 +363,9 @@ impl Guard {
                 });
             }
         }
-        let missing = principal.scopes.missing(scopes);
-        if !missing.is_empty() {
-            let need = scopes.to_space_separated();
+        if !principal.scopes.covers(scopes) {
             return Err(Denied {
-                problem: Problem::new(ErrorCode::InsufficientScope).challenge(format!(
-                    "Bearer error=\"insufficient_scope\", scope=\"{need}\""
-                )),
+                problem: insufficient_scope(scopes),
                 credential_id: Some(principal.credential_id),
                 scheme: Some(scheme),
             });
@@ -423,6 +419,14 @@ fn reject_key(r: KeyRejection, scheme: Scheme) -> Denied {
         credential_id: r.key_id().map(str::to_owned),
         scheme: Some(scheme),
     }
+}
+
+/// The answer for a principal lacking some of `required` (RFC 6750 §3.1).
+pub fn insufficient_scope(required: &Scopes) -> Problem {
+    Problem::new(ErrorCode::InsufficientScope).challenge(format!(
+        "Bearer error=\"insufficient_scope\", scope=\"{}\"",
+        required.to_space_separated()
+    ))
 }
 
 /// The answer while an account or address is locked out.

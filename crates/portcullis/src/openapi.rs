@@ -180,15 +180,15 @@ impl Portcullis {
                             .as_array()
                             .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
                             .unwrap_or_default();
-                        if name != OAuth2PasswordBearer::NAME && !scopes.is_empty() {
-                            // OpenAPI 3.1 allows role names here, but
-                            // FastAPI never writes them: keep to its form.
-                            if !matches!(name.as_str(), "HTTPBearer") {
-                                return Err(OpenApiError::ScopesNotAllowed {
-                                    operation,
-                                    name: name.clone(),
-                                });
-                            }
+                        // Scopes belong to the schemes whose credentials
+                        // carry them: OAuth2 and Bearer tokens. A key or a
+                        // password has none to list.
+                        let scoped = name == OAuth2PasswordBearer::NAME || name == HttpBearer::NAME;
+                        if !scoped && !scopes.is_empty() {
+                            return Err(OpenApiError::ScopesNotAllowed {
+                                operation,
+                                name: name.clone(),
+                            });
                         }
                         if name == OAuth2PasswordBearer::NAME
                             && !offered.is_empty()

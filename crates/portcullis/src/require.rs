@@ -31,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, Request};
 use portcullis_core::ratelimit::Policy as RatePolicy;
-use portcullis_core::{ErrorCode, Problem, Scheme, SchemeSet, Scopes};
+use portcullis_core::{Scheme, SchemeSet, Scopes};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -203,10 +203,7 @@ impl RequireLayer {
             // An outer layer admitted the caller: only the scopes remain.
             Some(Authenticated(p)) => {
                 if !p.scopes.covers(&required) {
-                    let p = Problem::new(ErrorCode::InsufficientScope).challenge(format!(
-                        "Bearer error=\"insufficient_scope\", scope=\"{}\"",
-                        required.to_space_separated()
-                    ));
+                    let p = crate::guard::insufficient_scope(&required);
                     return Err(problem_response(&p, None));
                 }
                 Some(p.clone())
@@ -239,27 +236,23 @@ impl RequireLayer {
                 principal.as_ref(),
                 client,
             );
-            match pc.limiter().check(plan.checks(), 1).await {
+            let legacy = pc.legacy_headers();
+            match pc.limiter().admit(plan.checks(), 1).await {
                 Ok(Some(v)) => {
-                    crate::ratelimit::write_headers(
-                        &mut extra,
-                        plan.label(&v),
-                        &v,
-                        pc.legacy_headers(),
-                    );
-                    if !v.admitted {
-                        let p =
-                            Problem::new(ErrorCode::RateLimited).retry_after(v.retry_after_secs);
-                        let mut r = problem_response(&p, None);
-                        r.headers_mut().extend(extra);
-                        return Err(r);
-                    }
+                    crate::ratelimit::write_headers(&mut extra, plan.label(&v), &v, legacy);
                 }
                 Ok(None) => {}
-                Err(u) => {
-                    let p =
-                        Problem::new(ErrorCode::LimiterUnavailable).retry_after(u.retry_after_secs);
-                    return Err(problem_response(&p, None));
+                Err(refused) => {
+                    let mut r = problem_response(&refused.problem, None);
+                    if let Some(v) = refused.verdict {
+                        crate::ratelimit::write_headers(
+                            r.headers_mut(),
+                            plan.label(&v),
+                            &v,
+                            legacy,
+                        );
+                    }
+                    return Err(r);
                 }
             }
         }

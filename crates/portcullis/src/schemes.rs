@@ -64,12 +64,16 @@ pub fn read_with<S: SecurityScheme>(
             let Some(v) = p.value.as_deref() else {
                 return Err(invalid(S::SCHEME, "unreadable_credential"));
             };
-            let scheme_text = parts
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|h| h.to_str().ok())
-                .and_then(|h| h.trim_start().split(' ').next())
-                .unwrap_or("");
+            // The scheme as sent, for `HttpAuthorizationCredentials`.
+            let scheme_text = match S::SCHEME {
+                Scheme::Bearer | Scheme::Basic => parts
+                    .headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|h| h.to_str().ok())
+                    .and_then(|h| h.trim_start().split(' ').next())
+                    .unwrap_or(""),
+                _ => "",
+            };
             S::from_value(scheme_text, v).map(Some)
         }
     }

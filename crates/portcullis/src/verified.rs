@@ -70,6 +70,11 @@ impl SecurityScopes {
 
     /// These scopes followed by `more`, without repeats.
     pub fn extended<'a>(&self, more: impl IntoIterator<Item = &'a str>) -> SecurityScopes {
+        let mut more = more.into_iter().peekable();
+        // Most routes add no scopes: share the trail rather than copy it.
+        if more.peek().is_none() {
+            return self.clone();
+        }
         let mut v = (*self.scopes).clone();
         for s in more {
             if !v.iter().any(|x| x == s) {
@@ -83,6 +88,9 @@ impl SecurityScopes {
 
     /// As a set the guard can check; errors name a malformed scope.
     pub(crate) fn to_set(&self) -> Result<Scopes, Rejection> {
+        if self.scopes.is_empty() {
+            return Ok(Scopes::empty());
+        }
         Scopes::from_iter_checked(self.scopes.iter().map(String::as_str)).map_err(|e| {
             tracing::error!(error = %e, "a required scope is malformed");
             Rejection::new(ErrorCode::Internal)

@@ -17,6 +17,7 @@ pub use plan::{LimitBy, Plan, write_headers};
 pub use redis::{RedisLimitError, RedisLimiter, RedisSettings};
 
 use portcullis_core::ratelimit::Limit;
+use portcullis_core::{ErrorCode, Problem};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,6 +109,15 @@ pub struct Verdict {
     pub reset_secs: u64,
     /// Seconds to wait, when refused.
     pub retry_after_secs: u64,
+}
+
+/// A request the limits did not admit.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// The answer: 429 or 503, with `Retry-After`.
+    pub problem: Problem,
+    /// The refusing limit's verdict (none when the backend was down).
+    pub verdict: Option<Verdict>,
 }
 
 /// What to do when the shared backend cannot answer.
@@ -257,6 +267,25 @@ impl Limiter {
                 retry_after_secs: breaker.retry_after_secs(),
             }),
             OnBackendError::Local => Ok(self.memory.check(checks, cost)),
+        }
+    }
+
+    /// [`Limiter::check`] as an answer: `Ok` with the deciding verdict
+    /// (for the `RateLimit` fields) when admitted, or why not — 429
+    /// `rate_limited` with the refusing verdict, or 503
+    /// `limiter_unavailable` while the backend is down under `deny`.
+    pub async fn admit(&self, checks: &[Check<'_>], cost: u32) -> Result<Option<Verdict>, Refused> {
+        match self.check(checks, cost).await {
+            Ok(Some(v)) if !v.admitted => Err(Refused {
+                problem: Problem::new(ErrorCode::RateLimited).retry_after(v.retry_after_secs),
+                verdict: Some(v),
+            }),
+            Ok(v) => Ok(v),
+            Err(u) => Err(Refused {
+                problem: Problem::new(ErrorCode::LimiterUnavailable)
+                    .retry_after(u.retry_after_secs),
+                verdict: None,
+            }),
         }
     }
 
