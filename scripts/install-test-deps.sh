@@ -5,6 +5,8 @@
 #   redis-server  the Redis rate-limit tests (crates/portcullis/tests/it/redis_limit.rs,
 #                 crates/portcullis-gateway/tests/it/redis.rs)
 #   curl          scripts and manual checks
+#   wrk           the load generator of the side-by-side benchmark
+#                 (bench/side-by-side; its smoke run is part of scripts/test)
 #   chromium, chromium-driver
 #                 the browser test (crates/portcullis-gateway/tests/it/browser.rs),
 #                 which drives headless /usr/bin/chromium through
@@ -68,6 +70,7 @@ installable() {
 
 missing=()
 have curl || missing+=(curl)
+have wrk || missing+=(wrk)
 have redis-server || missing+=(redis-server)
 # The browser test runs these exact paths.
 chromium_bin=/usr/bin/chromium
@@ -78,7 +81,7 @@ need_nginx=0
 have nginx || need_nginx=1
 
 if [ "${#missing[@]}" -eq 0 ] && [ "$need_nginx" -eq 0 ]; then
-    echo "install-test-deps: nginx, redis-server, curl, chromium and chromium-driver already installed" >&2
+    echo "install-test-deps: nginx, redis-server, curl, wrk, chromium and chromium-driver already installed" >&2
 else
     if [ "$(id -u)" -ne 0 ]; then
         echo "install-test-deps: must run as root to install: ${missing[*]} $([ "$need_nginx" -eq 1 ] && echo nginx)" >&2

@@ -824,7 +824,12 @@ fn show(out: &mut impl Write, k: &KeyRecord) -> std::io::Result<()> {
     writeln!(out, "metadata      {}", k.metadata)
 }
 
-fn init_logging(cfg: &Config) {
+/// Installs the log subscriber. Lines are written by a dedicated thread,
+/// so a request never waits on a write to stdout (a pipe or a terminal
+/// can be slow); the queue blocks rather than drops when full, so no
+/// access-log line is ever lost. Keep the guard until the end: dropping it
+/// flushes what is queued.
+fn init_logging(cfg: &Config) -> tracing_appender::non_blocking::WorkerGuard {
     // Dependencies stay at info or quieter even when ours are at trace:
     // their trace output can include raw header frames.
     let filter = format!(
@@ -833,9 +838,13 @@ fn init_logging(cfg: &Config) {
     );
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("portcullis-log")
+        .finish(std::io::stdout());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     let _ = match cfg.log_format {
         LogFormat::Json => b
             .json()
@@ -844,10 +853,11 @@ fn init_logging(cfg: &Config) {
             .try_init(),
         LogFormat::Text => b.try_init(),
     };
+    guard
 }
 
 async fn serve(cfg: Config) -> Result<()> {
-    init_logging(&cfg);
+    let _log_guard = init_logging(&cfg);
     let store = open_store(&cfg).await?;
     let verifier = Verifier::new(store.clone(), clock(), cfg.verifier.clone()).await?;
     verifier.spawn_background();

@@ -111,6 +111,11 @@ pub const ROUTES: &[Route] = &[
         path: "/admin/v1/rate-limit",
         handler: |m| on(m, rate_limit_status),
     },
+    Route {
+        method: Method::GET,
+        path: "/admin/v1/stats",
+        handler: |m| on(m, stats),
+    },
 ];
 
 /// Adds `routes` to `r`.
@@ -792,4 +797,59 @@ pub(crate) async fn rate_limit_status(State(st): State<AdminState>) -> Response 
         breaker_opened: s.opened.load(Relaxed),
     };
     json(StatusCode::OK, &body)
+}
+
+/// Entries in the key verification caches.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct KeyCacheSizes {
+    /// Known keys held (valid or not: revoked, expired and disabled keys
+    /// are held too).
+    known: u64,
+    /// Well-formed keys the store does not know, remembered for the
+    /// negative TTL.
+    unknown: u64,
+}
+
+/// The key verifier's counters.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Stats {
+    /// Entries in the verification caches (approximate while requests
+    /// are being verified).
+    key_cache: KeyCacheSizes,
+    /// Key lookups that reached the store since start. Malformed keys
+    /// never cause one; concurrent requests with the same key not in the
+    /// caches share one.
+    store_key_lookups: u64,
+}
+
+/// Show the key cache
+///
+/// The entries in the key verification caches and the key lookups that
+/// reached the store since start.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/stats",
+    tag = "stats",
+    responses(
+        (status = 200, description = "The key caches' sizes and the store lookups", body = Stats),
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn stats(State(st): State<AdminState>) -> Response {
+    let (known, unknown, lookups) = match st.guard.verifier() {
+        Some(v) => {
+            let (known, unknown) = v.cache_sizes();
+            (known, unknown, v.store_key_lookups())
+        }
+        // No verifier, no caches: the lookups of the key service's store.
+        None => (0, 0, st.keys.store().key_lookups()),
+    };
+    json(
+        StatusCode::OK,
+        &Stats {
+            key_cache: KeyCacheSizes { known, unknown },
+            store_key_lookups: lookups,
+        },
+    )
 }

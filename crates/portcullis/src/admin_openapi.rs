@@ -50,7 +50,7 @@ const DEFAULT_HEADER: &str = "X-API-Key";
     info(
         title = "Portcullis admin API",
         version = env!("CARGO_PKG_VERSION"),
-        description = "Keys, users, OAuth2 clients, the audit trail and the rate limiter of a Portcullis gateway. Served on the admin listener only. Every operation but this document requires a key holding the `admin` scope, in the API-key header or as `Authorization: Bearer`. Errors are `application/problem+json` (RFC 9457, with FastAPI's `detail` member).",
+        description = "Keys, users, OAuth2 clients, the audit trail, the rate limiter and the key cache of a Portcullis gateway. Served on the admin listener only. Every operation but this document requires a key holding the `admin` scope, in the API-key header or as `Authorization: Bearer`. Errors are `application/problem+json` (RFC 9457, with FastAPI's `detail` member).",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     paths(
@@ -64,6 +64,7 @@ const DEFAULT_HEADER: &str = "X-API-Key";
         crate::admin::enable_key,
         crate::admin::list_audit,
         crate::admin::rate_limit_status,
+        crate::admin::stats,
         crate::admin_identity::list_users,
         crate::admin_identity::create_user,
         crate::admin_identity::show_user,
@@ -92,6 +93,7 @@ const DEFAULT_HEADER: &str = "X-API-Key";
         (name = "keys", description = "API keys: create, list, rotate, revoke, disable"),
         (name = "audit", description = "The audit trail of every change"),
         (name = "rate-limit", description = "The rate limiter's state"),
+        (name = "stats", description = "The key caches and the store lookups"),
         (name = "users", description = "Users who sign in with a password"),
         (name = "clients", description = "OAuth2 clients"),
         (name = "meta", description = "This document")

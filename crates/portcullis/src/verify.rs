@@ -7,7 +7,9 @@
 //! 3. the negative cache of well-formed keys the store does not know,
 //!    held for `negative_ttl`, so a flood of unknown keys costs at most one
 //!    store query per key per `negative_ttl`;
-//! 4. the store.
+//! 4. the store. Concurrent misses for one key share one query: the
+//!    first asks the store, the others wait for its answer (a waiter whose
+//!    leader was cancelled asks again itself).
 //!
 //! Changes made anywhere (this process's admin API, or the CLI in another
 //! process) are appended to the store's change log; a watcher applies it to
@@ -19,10 +21,11 @@ use crate::store::{Store, StoreError};
 use moka::sync::Cache;
 use portcullis_core::key::{KeyFormatError, check_format};
 use portcullis_core::{KeyGrant, KeyHash, KeyState};
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, watch};
 
 /// Tuning for the verifier.
 #[derive(Debug, Clone)]
@@ -134,10 +137,71 @@ pub struct Verifier {
     generation: AtomicU64,
     config: VerifierConfig,
     listeners: std::sync::Mutex<Vec<Listener>>,
+    // Store lookups under way, by hash: touched on a cache miss only.
+    flights: std::sync::Mutex<Flights>,
 }
 
 /// Called with the hashes each change-log poll found changed.
 type Listener = Box<dyn Fn(Arc<[KeyHash]>) + Send + Sync>;
+
+/// What a store lookup found: the cached key, `None` for an unknown key,
+/// or the store's failure.
+type Found = Result<Option<Arc<CachedKey>>, Arc<StoreError>>;
+
+/// The lookups under way.
+#[derive(Default)]
+struct Flights {
+    by_hash: HashMap<KeyHash, Flight>,
+    next_id: u64,
+}
+
+/// One lookup under way: its waiters read the answer from `rx` (`None`
+/// until it lands; closed without an answer if the lookup was dropped).
+struct Flight {
+    id: u64,
+    // The generation the lookup started at: a later arrival that has seen
+    // a newer one does not wait for it.
+    generation: u64,
+    rx: watch::Receiver<Option<Found>>,
+}
+
+/// What a missing request does.
+enum Step<'a> {
+    /// Waits for the lookup under way.
+    Wait(watch::Receiver<Option<Found>>),
+    /// Asks the store itself.
+    Lead(Leader<'a>),
+}
+
+/// Held by the request that queries the store for the others: on drop,
+/// finished or cancelled, it takes its flight off the map (so no one new
+/// waits for it) and then closes the channel (so a waiter left without an
+/// answer asks again).
+struct Leader<'a> {
+    flights: &'a std::sync::Mutex<Flights>,
+    hash: KeyHash,
+    id: u64,
+    tx: watch::Sender<Option<Found>>,
+    landed: bool,
+}
+
+impl Leader<'_> {
+    fn land(&mut self) {
+        if !self.landed {
+            self.landed = true;
+            let mut f = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+            if f.by_hash.get(&self.hash).is_some_and(|x| x.id == self.id) {
+                f.by_hash.remove(&self.hash);
+            }
+        }
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        self.land();
+    }
+}
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -174,6 +238,7 @@ impl Verifier {
             generation: AtomicU64::new(0),
             config,
             listeners: std::sync::Mutex::new(Vec::new()),
+            flights: std::sync::Mutex::new(Flights::default()),
         }))
     }
 
@@ -243,33 +308,9 @@ impl Verifier {
                 if self.unknown.contains_key(&hash) {
                     return Ok(KeyVerdict::Rejected(KeyRejection::Unknown));
                 }
-                let generation = self.generation.load(Ordering::SeqCst);
-                let found = self.store.grant_by_hash(&hash).await?;
-                let stale = || self.generation.load(Ordering::SeqCst) != generation;
-                match found {
-                    None => {
-                        self.unknown.insert(hash, ());
-                        if stale() {
-                            self.unknown.invalidate(&hash);
-                        }
-                        return Ok(KeyVerdict::Rejected(KeyRejection::Unknown));
-                    }
-                    Some(grant) => {
-                        let c = Arc::new(CachedKey {
-                            grant,
-                            hash,
-                            last_used: AtomicI64::new(0),
-                            pending_touch: AtomicBool::new(false),
-                        });
-                        self.known.insert(hash, c.clone());
-                        if stale() {
-                            // A change was applied while we read: what we
-                            // read may predate it, so answer this request
-                            // from the read but keep nothing.
-                            self.known.invalidate(&hash);
-                        }
-                        c
-                    }
+                match self.look_up(hash).await? {
+                    Some(c) => c,
+                    None => return Ok(KeyVerdict::Rejected(KeyRejection::Unknown)),
                 }
             }
         };
@@ -295,6 +336,119 @@ impl Verifier {
             let _ = self.touches.send(cached.clone());
         }
         Ok(KeyVerdict::Valid(cached))
+    }
+
+    /// A cache miss: asks the store, or waits for a lookup of the same key
+    /// already under way. `None` for an unknown key.
+    async fn look_up(&self, hash: KeyHash) -> Result<Option<Arc<CachedKey>>, StoreError> {
+        loop {
+            // Read before the map: a lookup started at this generation or
+            // later saw the store after every change applied so far.
+            let generation = self.generation.load(Ordering::SeqCst);
+            // The guard must not live across an await: the block ends
+            // before any.
+            let step = {
+                let mut f = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+                match f.by_hash.get(&hash) {
+                    Some(x) if x.generation >= generation => Step::Wait(x.rx.clone()),
+                    _ => {
+                        // A leader fills the caches before it leaves the
+                        // map: one that just left was missed by the checks
+                        // above, not by these.
+                        if let Some(c) = self.known.get(&hash) {
+                            return Ok(Some(c));
+                        }
+                        if self.unknown.contains_key(&hash) {
+                            return Ok(None);
+                        }
+                        let (tx, rx) = watch::channel(None);
+                        let id = f.next_id;
+                        f.next_id = f.next_id.wrapping_add(1);
+                        // Replaces a lookup that started before a change
+                        // this request has seen applied; that one leaves
+                        // its waiters served but the map to this one.
+                        f.by_hash.insert(hash, Flight { id, generation, rx });
+                        Step::Lead(Leader {
+                            flights: &self.flights,
+                            hash,
+                            id,
+                            tx,
+                            landed: false,
+                        })
+                    }
+                }
+            };
+            let mut rx = match step {
+                Step::Wait(rx) => rx,
+                Step::Lead(leader) => return self.lead(leader, generation).await,
+            };
+            let found = match rx.wait_for(Option::is_some).await {
+                Ok(v) => v.clone(),
+                // The leader was dropped before it had an answer (its
+                // request was cancelled): ask again.
+                Err(_) => continue,
+            };
+            match found {
+                Some(Ok(c)) => return Ok(c),
+                Some(Err(e)) => return Err(StoreError::Shared(e)),
+                None => continue,
+            }
+        }
+    }
+
+    /// Queries the store for `leader`'s key, fills the caches, and hands
+    /// the answer to the requests waiting for it.
+    async fn lead(
+        &self,
+        mut leader: Leader<'_>,
+        generation: u64,
+    ) -> Result<Option<Arc<CachedKey>>, StoreError> {
+        let hash = leader.hash;
+        // Cancelled here, `leader` is dropped: off the map, channel closed.
+        let found = self.store.grant_by_hash(&hash).await;
+        let stale = || self.generation.load(Ordering::SeqCst) != generation;
+        let found = match found {
+            Err(e) => Err(e),
+            Ok(None) => {
+                self.unknown.insert(hash, ());
+                if stale() {
+                    self.unknown.invalidate(&hash);
+                }
+                Ok(None)
+            }
+            Ok(Some(grant)) => {
+                let c = Arc::new(CachedKey {
+                    grant,
+                    hash,
+                    last_used: AtomicI64::new(0),
+                    pending_touch: AtomicBool::new(false),
+                });
+                self.known.insert(hash, c.clone());
+                if stale() {
+                    // A change was applied while we read: what we read may
+                    // predate it, so answer this request (and those that
+                    // waited for it) from the read but keep nothing.
+                    self.known.invalidate(&hash);
+                }
+                Ok(Some(c))
+            }
+        };
+        // Off the map first (after the caches are filled), so that no one
+        // starts waiting once the answer is sent.
+        leader.land();
+        match found {
+            Ok(v) => {
+                leader.tx.send_replace(Some(Ok(v.clone())));
+                Ok(v)
+            }
+            // Not cached: the next request asks again.
+            Err(e) if leader.tx.receiver_count() == 0 => Err(e),
+            Err(e) => {
+                let e = Arc::new(e);
+                leader.tx.send_replace(Some(Err(e.clone())));
+                Err(StoreError::Shared(e))
+            }
+        }
     }
 
     /// Reads the change log and drops every changed key from both caches.
@@ -379,8 +533,18 @@ impl Verifier {
         });
     }
 
-    /// Entries in the positive and negative caches (approximate).
+    /// Entries in the positive and negative caches, after the caches'
+    /// pending maintenance (recent inserts, expiries) has run: still
+    /// approximate while requests are being verified.
     pub fn cache_sizes(&self) -> (u64, u64) {
+        self.known.run_pending_tasks();
+        self.unknown.run_pending_tasks();
         (self.known.entry_count(), self.unknown.entry_count())
+    }
+
+    /// Key lookups that reached the store ([`Store::key_lookups`]; shared
+    /// with every clone of the store this verifier was built with).
+    pub fn store_key_lookups(&self) -> u64 {
+        self.store.key_lookups()
     }
 }

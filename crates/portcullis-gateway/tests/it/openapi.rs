@@ -644,6 +644,15 @@ fn admin_openapi_document_is_served_valid_and_true_to_the_api() {
     );
     assert_eq!(s, 200);
     assert_eq!(rl["backend"], "memory");
+    let (s, stats) = api.call(
+        "get",
+        "/admin/v1/stats",
+        "/admin/v1/stats",
+        Auth::Header,
+        Body::None,
+    );
+    assert_eq!(s, 200);
+    assert!(stats["store_key_lookups"].as_u64().unwrap() >= 1);
 
     // …users…
     let users = "/admin/v1/users";

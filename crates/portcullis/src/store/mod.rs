@@ -11,6 +11,9 @@ pub use sqlite::SqliteStore;
 
 use portcullis_core::{KeyGrant, KeyHash, Scopes};
 use serde::Serialize;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A store failure. The message never carries a secret.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,10 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("corrupt stored value in {0}")]
     Corrupt(&'static str),
+    /// A failure another request met in a lookup this one waited on (the
+    /// verifier makes concurrent lookups of one key share one query).
+    #[error(transparent)]
+    Shared(Arc<StoreError>),
 }
 
 /// A stored key as the admin API and CLI show it. Never holds the key or
@@ -174,7 +181,31 @@ pub struct KeyFilter {
 #[derive(Debug, Clone)]
 pub enum Store {
     /// SQLite, one file.
-    Sqlite(SqliteStore),
+    Sqlite(Counted<SqliteStore>),
+}
+
+/// A backend with the counters every clone of its [`Store`] shares. It
+/// dereferences to the backend.
+#[derive(Debug, Clone)]
+pub struct Counted<B> {
+    backend: B,
+    key_lookups: Arc<AtomicU64>,
+}
+
+impl<B> Counted<B> {
+    fn new(backend: B) -> Counted<B> {
+        Counted {
+            backend,
+            key_lookups: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl<B> Deref for Counted<B> {
+    type Target = B;
+    fn deref(&self) -> &B {
+        &self.backend
+    }
 }
 
 macro_rules! dispatch {
@@ -193,11 +224,13 @@ impl Store {
     /// and applies migrations.
     pub async fn open(url: &str, create: bool) -> Result<Store, StoreError> {
         if let Some(path) = url.strip_prefix("sqlite://") {
-            Ok(Store::Sqlite(SqliteStore::open(path, create).await?))
+            Ok(Store::Sqlite(Counted::new(
+                SqliteStore::open(path, create).await?,
+            )))
         } else if url.starts_with("sqlite:") {
-            Ok(Store::Sqlite(
+            Ok(Store::Sqlite(Counted::new(
                 SqliteStore::open(url.trim_start_matches("sqlite:"), create).await?,
-            ))
+            )))
         } else {
             Err(StoreError::UnsupportedUrl(redact_url(url)))
         }
@@ -228,9 +261,20 @@ impl Store {
         dispatch!(self, s => s.list_keys(filter).await)
     }
 
-    /// What the verifier needs about the key with this hash.
+    /// What the verifier needs about the key with this hash. Every call
+    /// is counted ([`Store::key_lookups`]).
     pub async fn grant_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyGrant>, StoreError> {
-        dispatch!(self, s => s.grant_by_hash(hash).await)
+        dispatch!(self, s => {
+            s.key_lookups.fetch_add(1, Ordering::Relaxed);
+            s.grant_by_hash(hash).await
+        })
+    }
+
+    /// How many key lookups ([`Store::grant_by_hash`]) went to the
+    /// database through this store or any clone of it, since it was
+    /// opened. A failed lookup counts too.
+    pub fn key_lookups(&self) -> u64 {
+        dispatch!(self, s => s.key_lookups.load(Ordering::Relaxed))
     }
 
     /// Changes a key's state, with its audit event, atomically.

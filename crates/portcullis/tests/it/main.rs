@@ -9,6 +9,7 @@ mod failures;
 mod fastapi;
 mod guard;
 mod lifecycle;
+mod lookups;
 mod no_store;
 mod redis_limit;
 mod redis_server;
