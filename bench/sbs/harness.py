@@ -1,0 +1,394 @@
+"""Side-by-side benchmark: Portcullis against nginx and FastAPI, on one
+machine, in one run. See docs/benchmarks.md ("Side by side") for what each
+scenario measures and how to read the figures. Run it as bench/side-by-side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import contenders as C  # noqa: E402
+import keys as K  # noqa: E402
+import load as L  # noqa: E402
+import procs as P  # noqa: E402
+import report as R  # noqa: E402
+
+SCENARIOS = ["valid_key", "unknown_flood", "login_flood", "jwt", "limiter", "store_1m"]
+
+
+class Settings:
+    def __init__(self, a: argparse.Namespace):
+        smoke = a.smoke
+        self.smoke = smoke
+        self.reps = a.reps or (1 if smoke else 3)
+        self.seconds = a.seconds or (1 if smoke else 10)
+        self.warmup = 1 if smoke else 2
+        self.connections = 16 if smoke else 64
+        # Paced traffic: each connection sends one request every delay_ms,
+        # so the stream's latency is read at a fixed, modest rate.
+        self.paced_connections = 4 if smoke else 8
+        self.paced_delay_ms = 10 if smoke else 4
+        self.flood_connections = 16 if smoke else 64
+        self.login_connections = 4 if smoke else 16
+        self.flood_keys = 2_000 if smoke else 400_000
+        self.store_keys = a.store_keys or (20_000 if smoke else 1_000_000)
+        self.store_sample = 500 if smoke else 20_000
+        self.mint_seconds = 1 if smoke else 6
+        self.upstream_threads = 1
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in vars(self).items()}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def measure(run: C.Running, traffic: L.Traffic, s: Settings, work: Path, *,
+            seconds: float | None = None, connections: int | None = None,
+            warmup: bool = True) -> dict:
+    """One measured wrk run against `run`, with its CPU cost from /proc."""
+    conns = connections or s.connections
+    if warmup and s.warmup:
+        L.run(traffic, connections=conns, seconds=s.warmup, workdir=work)
+    pids = run.pids()
+    cpu0 = P.cpu_seconds(pids)
+    r = L.run(traffic, connections=conns, seconds=seconds or s.seconds, workdir=work)
+    cpu = P.cpu_seconds(pids) - cpu0
+    r["cpu_s"] = round(cpu, 3)
+    r["cpu_s_per_10k"] = round(cpu / r["requests"] * 10_000, 4) if r["requests"] else None
+    return r
+
+
+def summarise(runs: list[dict]) -> dict:
+    def med(k):
+        vals = [r[k] for r in runs if r.get(k) is not None]
+        return statistics.median(vals) if vals else None
+    return {
+        "rps": round(med("rps"), 1),
+        "p50_us": med("p50_us"),
+        "p99_us": med("p99_us"),
+        "max_us": max(r["max_us"] for r in runs),
+        "cpu_s_per_10k": med("cpu_s_per_10k"),
+        "requests": sum(r["requests"] for r in runs),
+        "non_2xx": sum(r["status_errors"] for r in runs),
+        "socket_errors": sum(r["errors"] for r in runs),
+        "reps": len(runs),
+    }
+
+
+def admin_stats(run: C.Running) -> dict | None:
+    """The gateway's key-cache and store-lookup counters (GET /admin/v1/stats)."""
+    port, key = run.extra.get("admin_port"), run.extra.get("admin_key")
+    if not port:
+        return None
+    try:
+        status, body = P.http(f"http://127.0.0.1:{port}/admin/v1/stats",
+                              headers={"X-API-Key": key})
+    except OSError:
+        return None
+    return json.loads(body) if status == 200 else None
+
+
+def valid_traffic(run: C.Running, **kw) -> L.Traffic:
+    return L.Traffic(run.url, dict(run.headers), **kw)
+
+
+# --- scenarios --------------------------------------------------------------
+
+def sc_valid_key(s, work, build, ctx) -> dict:
+    """Every contender, valid key, closed-loop load, alternating reps."""
+    order = ctx["contenders"]
+    runs: dict[str, list[dict]] = {c.name: [] for c in order}
+    for rep in range(s.reps):
+        rotated = order[rep % len(order):] + order[:rep % len(order)]
+        for c in rotated:
+            log(f"valid_key rep {rep + 1}/{s.reps}: {c.name}")
+            runs[c.name].append(measure(c, valid_traffic(c), s, work))
+    out = {}
+    for c in order:
+        out[c.name] = {
+            "summary": summarise(runs[c.name]),
+            "runs": runs[c.name],
+            "startup_s": round(c.startup_s, 3),
+            "idle_rss_kib": c.idle_rss_kib,
+            "peak_rss_kib": P.peak_rss_kib(c.pids()),
+        }
+    return {"contenders": out, "order": [c.name for c in order]}
+
+
+def _flood(s, work, gw: C.Running, flood: L.Traffic, flood_conns: int, label: str) -> dict:
+    paced = valid_traffic(gw, delay_ms=s.paced_delay_ms)
+    log(f"{label}: baseline (paced valid traffic alone)")
+    base = measure(gw, paced, s, work, connections=s.paced_connections)
+    stats0 = admin_stats(gw)
+    log(f"{label}: flood + paced valid traffic")
+    bg = L.start(flood, connections=flood_conns, seconds=s.seconds + 1, workdir=work)
+    time.sleep(0.5)
+    during = measure(gw, paced, s, work, connections=s.paced_connections, warmup=False)
+    fl = L.finish(bg)
+    stats1 = admin_stats(gw)
+    out = {
+        "baseline": base,
+        "during": during,
+        "flood": fl,
+        "p99_ratio": round(during["p99_us"] / base["p99_us"], 2) if base["p99_us"] else None,
+        "p50_ratio": round(during["p50_us"] / base["p50_us"], 2) if base["p50_us"] else None,
+    }
+    if stats0 and stats1:
+        out["store_key_lookups"] = stats1["store_key_lookups"] - stats0["store_key_lookups"]
+    return out
+
+
+def sc_unknown_flood(s, work, build, ctx) -> dict:
+    gw = ctx["portcullis"]
+    out = {}
+    unknown = K.write(work / "unknown-keys.txt", s.flood_keys, K.well_formed)
+    t = L.Traffic(gw.url, values_file=unknown, vary_header="X-API-Key")
+    out["unknown"] = _flood(s, work, gw, t, s.flood_connections, "unknown_flood")
+    out["unknown"]["distinct_keys"] = s.flood_keys
+    bad = K.write(work / "bad-checksum-keys.txt", min(s.flood_keys, 50_000), K.bad_checksum)
+    t = L.Traffic(gw.url, values_file=bad, vary_header="X-API-Key")
+    out["bad_checksum"] = _flood(s, work, gw, t, s.flood_connections, "bad_checksum_flood")
+    return out
+
+
+def sc_login_flood(s, work, build, ctx) -> dict:
+    gw = ctx["portcullis"]
+    pw = ctx["password"]
+    body = f"grant_type=password&username=bench&password={pw}"
+    t = L.Traffic(gw.url.replace("/data", "/oauth/token"), method="POST", body=body,
+                  headers={"Content-Type": "application/x-www-form-urlencoded"})
+    return _flood(s, work, gw, t, s.login_connections, "login_flood")
+
+
+def sc_jwt(s, work, build, ctx) -> dict:
+    gw = ctx["portcullis"]
+    cid, secret = ctx["client"]
+    tokens = work / "tokens.txt"
+    tokens.write_text("")
+    log("jwt: minting tokens (client_credentials)")
+    mint = L.run(L.Traffic(gw.url.replace("/data", "/oauth/token"), method="POST",
+                           body=f"grant_type=client_credentials&client_id={cid}&client_secret={secret}",
+                           headers={"Content-Type": "application/x-www-form-urlencoded"},
+                           save_tokens=tokens),
+                 connections=s.login_connections, seconds=s.mint_seconds, workdir=work)
+    toks = [t for t in tokens.read_text().splitlines() if t]
+    if not toks:
+        raise RuntimeError("no tokens were minted")
+    jwt_url = gw.url.replace("/data", "/jwt")
+    log(f"jwt: first sight ({len(toks)} tokens, each new to the gateway)")
+    first = measure(gw, L.Traffic(jwt_url, values_file=tokens, vary_header="Authorization",
+                                  vary_prefix="Bearer "), s, work, warmup=False)
+    first["distinct_tokens"] = len(toks)
+    first["first_sight_share"] = round(min(1.0, len(toks) / first["requests"]), 3)
+    log("jwt: repeated token")
+    rep = measure(gw, L.Traffic(jwt_url, {"Authorization": f"Bearer {toks[0]}"}), s, work)
+    return {"mint": mint, "first_sight": first, "repeated": rep}
+
+
+def sc_limiter(s, work, build, ctx) -> dict:
+    redis, rport = C.start_redis(work)
+    ctx["procs"].append(redis)
+    cfg, port, admin = C.gateway_config(work, "portcullis-redis", ctx["upstream_port"],
+                                        redis_url=f"redis://127.0.0.1:{rport}")
+    creds = C.prepare_gateway(build, cfg)
+    gw_r = C.start_gateway(build, work, "portcullis-redis", cfg, port, creds["key"])
+    ctx["procs"].append(gw_r.proc)
+    runs = {"memory": [], "redis": []}
+    pair = [("memory", ctx["portcullis"]), ("redis", gw_r)]
+    for rep in range(s.reps):
+        for name, run in (pair if rep % 2 == 0 else pair[::-1]):
+            log(f"limiter rep {rep + 1}/{s.reps}: {name}")
+            runs[name].append(measure(run, valid_traffic(run), s, work))
+    return {k: {"summary": summarise(v), "runs": v} for k, v in runs.items()}
+
+
+def sc_store_1m(s, work, build, ctx) -> dict:
+    cfg, port, admin = C.gateway_config(work, "portcullis-1m", ctx["upstream_port"])
+    creds = C.prepare_gateway(build, cfg)
+    sample = work / "store-sample.txt"
+    log(f"store_1m: writing {s.store_keys} keys")
+    t0 = time.monotonic()
+    r = subprocess.run([str(build.bins["bench-keys"]), "--store", str(work / "portcullis-1m" / "portcullis.db"),
+                        "--count", str(s.store_keys), "--sample", str(s.store_sample), "--out", str(sample),
+                        "--scopes", "data:read"], capture_output=True, text=True, timeout=1800)
+    if r.returncode != 0:
+        raise RuntimeError(f"bench-keys failed: {r.stderr.strip()}")
+    fill_s = time.monotonic() - t0
+    db_bytes = sum(p.stat().st_size for p in (work / "portcullis-1m").glob("portcullis.db*"))
+    gw = C.start_gateway(build, work, "portcullis-1m", cfg, port, creds["key"])
+    ctx["procs"].append(gw.proc)
+    time.sleep(1)
+    idle = P.rss_kib(gw.pids())
+    log("store_1m: sampled keys, first pass (each key's first request asks the store)")
+    t = L.Traffic(gw.url, values_file=sample, vary_header="X-API-Key")
+    cold = measure(gw, t, s, work, seconds=max(1, s.seconds // 2), warmup=False)
+    log("store_1m: sampled keys, cached")
+    warm = measure(gw, t, s, work)
+    return {
+        "keys": s.store_keys, "sampled_keys": s.store_sample, "fill_s": round(fill_s, 2),
+        "db_mib": round(db_bytes / 2**20, 1), "startup_s": round(gw.startup_s, 3),
+        "idle_rss_kib": idle, "first_pass": cold, "cached": warm,
+        "peak_rss_kib": P.peak_rss_kib(gw.pids()),
+    }
+
+
+RUNNERS = {
+    "valid_key": sc_valid_key, "unknown_flood": sc_unknown_flood, "login_flood": sc_login_flood,
+    "jwt": sc_jwt, "limiter": sc_limiter, "store_1m": sc_store_1m,
+}
+
+
+# --- set-up -------------------------------------------------------------------
+
+def build_binaries(profile: str) -> None:
+    argv = ["cargo", "build", "-p", "portcullis-gateway", "-p", "seed_app", "-p", "portcullis-bench", "--bins"]
+    if profile == "release":
+        argv.append("--release")
+    log("building: " + " ".join(argv))
+    subprocess.run(argv, cwd=C.ROOT, check=True)
+
+
+def machine() -> dict:
+    def cmd(*argv):
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+            return (r.stdout + r.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "not found"
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    py = C.venv_python()
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(int(mem) / 2**20, 1),
+        "kernel": platform.release(), "load_avg_at_start": os.getloadavg(),
+        "rustc": cmd("rustc", "--version"), "nginx": cmd(C.nginx_bin(), "-v"),
+        "wrk": cmd("wrk", "-v"), "redis": cmd("redis-server", "--version"),
+        "python": cmd(str(py), "--version"),
+        "fastapi": cmd(str(py), "-c", "import fastapi; print('fastapi', fastapi.__version__)"),
+        "uvicorn": cmd(str(py), "-c", "import uvicorn; print('uvicorn', uvicorn.__version__)"),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="bench/side-by-side", description=__doc__)
+    ap.add_argument("--smoke", action="store_true",
+                    help="a short run of every scenario on debug builds, to keep the harness working (CI)")
+    ap.add_argument("--reps", type=int, help="alternating repetitions (default 3; smoke 1)")
+    ap.add_argument("--seconds", type=int, help="seconds per measured run (default 10; smoke 1)")
+    ap.add_argument("--store-keys", type=int, help="keys in the big store (default 1000000)")
+    ap.add_argument("--only", help="comma-separated scenarios: " + ",".join(SCENARIOS))
+    ap.add_argument("--profile", choices=["release", "debug"], help="binaries to use (default release; smoke debug)")
+    ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    ap.add_argument("--out", type=Path, help="directory for results.json, results.md and the plots "
+                    "(default bench/results, or a temporary directory with --smoke)")
+    ap.add_argument("--docs", action="store_true",
+                    help="also write the table and plots into docs/benchmarks.md and docs/bench/")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
+    a = ap.parse_args()
+    s = Settings(a)
+    only = a.only.split(",") if a.only else SCENARIOS
+    bad = [x for x in only if x not in SCENARIOS]
+    if bad:
+        print(f"bench/side-by-side: unknown scenario {bad[0]!r}; choose from {', '.join(SCENARIOS)}",
+              file=sys.stderr)
+        return 2
+    if not L.have_wrk():
+        print("bench/side-by-side: wrk not found (apt-get install wrk, or scripts/install-test-deps.sh)",
+              file=sys.stderr)
+        return 2
+    if not C.venv_python().exists():
+        print("bench/side-by-side: .venv missing: run scripts/install-test-deps.sh", file=sys.stderr)
+        return 2
+    profile = a.profile or ("debug" if a.smoke else "release")
+    if not a.no_build:
+        build_binaries(profile)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", C.ROOT / "target"))
+    build = C.Build(target if target.is_absolute() else C.ROOT / target, profile)
+    if build.missing():
+        print(f"bench/side-by-side: not built: {', '.join(build.missing())}", file=sys.stderr)
+        return 2
+    out_dir = a.out or (Path(tempfile.mkdtemp(prefix="pc-bench-out-")) if a.smoke else C.ROOT / "bench" / "results")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="pc-bench-"))
+    ctx: dict = {"procs": []}
+    results: dict = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": "smoke" if a.smoke else "full", "profile": profile,
+        "machine": machine(), "settings": s.as_dict(), "scenarios": {},
+    }
+    started = time.monotonic()
+    try:
+        up, up_port = C.start_upstream(build, work, s.upstream_threads)
+        ctx["procs"].append(up)
+        ctx["upstream_port"] = up_port
+        cfg, port, admin = C.gateway_config(work, "portcullis", up_port, users=True)
+        creds = C.prepare_gateway(build, cfg)
+        ctx["password"] = C.random_password()
+        C.add_user(build, cfg, "bench", ctx["password"])
+        ctx["client"] = C.add_client(build, cfg)
+        gw = C.start_gateway(build, work, "portcullis", cfg, port, creds["key"])
+        gw.extra.update(admin_port=admin, admin_key=creds["admin_key"])
+        ctx["procs"].append(gw.proc)
+        ctx["portcullis"] = gw
+        runs = [C.Running("upstream", up, f"http://127.0.0.1:{up_port}/data", {"X-API-Key": creds["key"]})]
+        runs.append(gw)
+        if "valid_key" in only:
+            for start in (lambda: C.start_nginx(work, up_port, creds["key"]),
+                          lambda: C.start_fastapi(work, 1), lambda: C.start_fastapi(work, 2),
+                          lambda: C.start_seed_app(build, work)):
+                r = start()
+                ctx["procs"].append(r.proc)
+                runs.append(r)
+        time.sleep(1)
+        for r in runs:
+            r.idle_rss_kib = P.rss_kib(r.pids())
+        ctx["contenders"] = runs
+        for name in only:
+            log(f"scenario {name}")
+            results["scenarios"][name] = RUNNERS[name](s, work, build, ctx)
+    except Exception:
+        for p in ctx["procs"]:
+            if not p.alive():
+                print(f"--- {p.name} exited; its log:\n{p.tail(40)}", file=sys.stderr)
+        raise
+    finally:
+        for p in reversed(ctx["procs"]):
+            p.stop()
+        if a.keep:
+            log(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    md = R.markdown(results, plot_dir=out_dir, plot_link="")
+    (out_dir / "results.md").write_text(md)
+    print(R.summary(results))
+    log(f"results: {out_dir / 'results.json'}, {out_dir / 'results.md'}")
+    if a.docs:
+        R.write_docs(results, C.ROOT / "docs")
+        log("docs/benchmarks.md and docs/bench/ updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

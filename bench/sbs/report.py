@@ -1,0 +1,255 @@
+"""Turns a run's results into a markdown report, SVG bar charts and a list
+of the issue's targets, met or not. No plotting library: the charts are
+plain SVG written here."""
+
+from __future__ import annotations
+
+import re
+from html import escape
+from pathlib import Path
+
+BEGIN = "<!-- side-by-side:begin (written by bench/side-by-side --docs) -->"
+END = "<!-- side-by-side:end -->"
+
+
+def ms(us) -> str:
+    if us is None:
+        return "–"
+    return f"{us / 1000:.2f} ms" if us >= 1000 else f"{us} µs"
+
+
+def mib(kib) -> str:
+    return "–" if not kib else f"{kib / 1024:.1f} MiB"
+
+
+def num(x, digits=0) -> str:
+    if x is None:
+        return "–"
+    return f"{x:,.{digits}f}"
+
+
+# --- targets --------------------------------------------------------------------
+
+def targets(res: dict) -> list[dict]:
+    sc = res["scenarios"]
+    out = []
+
+    def add(name, target, measured, met):
+        out.append({"target": name, "goal": target, "measured": measured, "met": met})
+
+    vk = sc.get("valid_key", {}).get("contenders", {})
+    if "portcullis" in vk and "nginx" in vk:
+        p, n = vk["portcullis"]["summary"], vk["nginx"]["summary"]
+        ratio = p["rps"] / n["rps"] if n["rps"] else 0
+        add("Portcullis vs nginx, requests/s", "≥ 1.2×", f"{ratio:.2f}× ({num(p['rps'])} vs {num(n['rps'])})",
+            ratio >= 1.2)
+        add("Portcullis vs nginx, p99", "no worse", f"{ms(p['p99_us'])} vs {ms(n['p99_us'])}",
+            p["p99_us"] <= n["p99_us"])
+    if "seed_app" in vk:
+        fast = [vk[k]["summary"]["rps"] for k in ("fastapi-1w", "fastapi-2w") if k in vk]
+        if fast:
+            best = max(fast)
+            ratio = vk["seed_app"]["summary"]["rps"] / best if best else 0
+            add("seed_app vs FastAPI (best of 1 and 2 workers), /data requests/s", "≥ 20×",
+                f"{ratio:.1f}× ({num(vk['seed_app']['summary']['rps'])} vs {num(best)})", ratio >= 20)
+    if "portcullis" in vk:
+        idle = vk["portcullis"]["idle_rss_kib"]
+        add("Portcullis idle RSS", "≤ 30 MiB", mib(idle), idle <= 30 * 1024)
+    uf = sc.get("unknown_flood")
+    if uf:
+        u = uf["unknown"]
+        add("valid p99 during the unknown-key flood", "≤ 1.5× baseline",
+            f"{u['p99_ratio']}× ({ms(u['baseline']['p99_us'])} → {ms(u['during']['p99_us'])})",
+            u["p99_ratio"] is not None and u["p99_ratio"] <= 1.5)
+        if "store_key_lookups" in u:
+            sent = u["flood"]["requests"]
+            add("store queries for well-formed unknown keys", "≤ 1 per distinct key per negative-cache lifetime",
+                f"{num(u['store_key_lookups'])} queries for {num(min(sent, u['distinct_keys']))} distinct keys "
+                f"({num(sent)} requests)", u["store_key_lookups"] <= min(sent, u["distinct_keys"]))
+        b = uf["bad_checksum"]
+        if "store_key_lookups" in b:
+            add("store queries for checksum-invalid keys", "0",
+                f"{b['store_key_lookups']} for {num(b['flood']['requests'])} requests",
+                b["store_key_lookups"] == 0)
+    lf = sc.get("login_flood")
+    if lf:
+        add("proxied p99 during the login (Argon2) flood", "≤ 2× baseline",
+            f"{lf['p99_ratio']}× ({ms(lf['baseline']['p99_us'])} → {ms(lf['during']['p99_us'])})",
+            lf["p99_ratio"] is not None and lf["p99_ratio"] <= 2)
+    return out
+
+
+# --- SVG ------------------------------------------------------------------------
+
+COLOURS = {"portcullis": "#2b6cb0", "seed_app": "#2f855a", "nginx": "#718096",
+           "upstream": "#a0aec0", "fastapi-1w": "#c05621", "fastapi-2w": "#dd6b20"}
+
+
+def bar_svg(title: str, unit: str, bars: list[tuple[str, float, str]]) -> str:
+    """A horizontal bar chart: (label, value, colour) per bar."""
+    w, left, right, row = 640, 150, 110, 28
+    h = 50 + row * len(bars) + 10
+    top = max((v for _, v, _ in bars), default=1) or 1
+    span = w - left - right
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+           f'font-family="sans-serif" font-size="13">',
+           f'<rect width="{w}" height="{h}" fill="white"/>',
+           f'<text x="10" y="24" font-size="15" font-weight="bold">{escape(title)}</text>']
+    for i, (label, v, colour) in enumerate(bars):
+        y = 40 + i * row
+        bw = max(1, v / top * span)
+        out.append(f'<text x="{left - 8}" y="{y + 17}" text-anchor="end">{escape(label)}</text>')
+        out.append(f'<rect x="{left}" y="{y + 4}" width="{bw:.1f}" height="{row - 8}" fill="{colour}"/>')
+        shown = f"{v:,.0f} {unit}" if v >= 100 else f"{v:,.2f} {unit}"
+        out.append(f'<text x="{left + bw + 6:.1f}" y="{y + 17}">{escape(shown)}</text>')
+    out.append("</svg>\n")
+    return "\n".join(out)
+
+
+def plots(res: dict) -> dict[str, str]:
+    out = {}
+    vk = res["scenarios"].get("valid_key", {}).get("contenders", {})
+    if vk:
+        names = list(vk)
+        out["valid-key-rps.svg"] = bar_svg(
+            "Valid API key: requests per second (higher is better)", "req/s",
+            [(n, vk[n]["summary"]["rps"], COLOURS.get(n, "#4a5568")) for n in names])
+        out["valid-key-p99.svg"] = bar_svg(
+            "Valid API key: p99 latency (lower is better)", "ms",
+            [(n, vk[n]["summary"]["p99_us"] / 1000, COLOURS.get(n, "#4a5568")) for n in names])
+    floods = []
+    uf = res["scenarios"].get("unknown_flood")
+    if uf:
+        floods += [("no flood", uf["unknown"]["baseline"]["p99_us"], "#a0aec0"),
+                   ("unknown-key flood", uf["unknown"]["during"]["p99_us"], "#2b6cb0"),
+                   ("bad-checksum flood", uf["bad_checksum"]["during"]["p99_us"], "#4299e1")]
+    lf = res["scenarios"].get("login_flood")
+    if lf:
+        floods += [("login flood", lf["during"]["p99_us"], "#c05621")]
+    if floods:
+        out["floods-p99.svg"] = bar_svg("Valid traffic's p99 under floods (lower is better)", "ms",
+                                        [(n, v / 1000, c) for n, v, c in floods])
+    return out
+
+
+# --- markdown -------------------------------------------------------------------
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def markdown(res: dict, *, plot_dir: Path | None, plot_link: str) -> str:
+    m, s, sc = res["machine"], res["settings"], res["scenarios"]
+    lines = [
+        f"Run: {res['date']}, mode `{res['mode']}`, `{res['profile']}` binaries, "
+        f"{s['reps']} alternating repetitions of {s['seconds']} s after a {s['warmup']} s warm-up, "
+        f"wrk with 1 thread and {s['connections']} connections; took {res.get('elapsed_s', '?')} s.",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
+        f"load average {', '.join(f'{x:.2f}' for x in m['load_avg_at_start'])} at the start "
+        f"(a shared machine: load generator, contenders and upstream share its cores). "
+        f"{m['rustc']}; {m['nginx']}; {m['wrk']}; {m['redis'].split(' sha')[0]}; "
+        f"{m['python']}, {m['fastapi']}, {m['uvicorn']}.",
+        "",
+    ]
+    if plot_dir is not None:
+        for name, svg in plots(res).items():
+            (plot_dir / name).write_text(svg)
+    t = targets(res)
+    if t:
+        lines += ["**Targets**", "", _row(["target", "goal", "measured", "met"]), _row(["---"] * 4)]
+        lines += [_row([x["target"], x["goal"], x["measured"], "yes" if x["met"] else "**no**"]) for x in t]
+        lines.append("")
+    vk = sc.get("valid_key")
+    if vk:
+        lines += ["**Valid API key** (`GET /data` with `X-API-Key`; closed loop)", "",
+                  _row(["contender", "req/s", "p50", "p99", "max", "CPU s / 10k req", "idle RSS",
+                        "peak RSS", "start-up", "non-2xx"]), _row(["---"] * 10)]
+        for n, c in vk["contenders"].items():
+            x = c["summary"]
+            lines.append(_row([n, num(x["rps"]), ms(x["p50_us"]), ms(x["p99_us"]), ms(x["max_us"]),
+                               num(x["cpu_s_per_10k"], 3), mib(c["idle_rss_kib"]), mib(c["peak_rss_kib"]),
+                               f"{c['startup_s']:.2f} s" if c["startup_s"] else "–", x["non_2xx"]]))
+        lines.append("")
+        lines += [f"![requests per second]({plot_link}valid-key-rps.svg)",
+                  f"![p99 latency]({plot_link}valid-key-p99.svg)", ""]
+
+    def flood_rows(label, f, extra=""):
+        return [_row([label, ms(f["baseline"]["p50_us"]), ms(f["baseline"]["p99_us"]),
+                      ms(f["during"]["p50_us"]), ms(f["during"]["p99_us"]), f"{f['p99_ratio']}×",
+                      num(f["flood"]["rps"]), extra])]
+    rows = []
+    uf = sc.get("unknown_flood")
+    if uf:
+        rows += flood_rows("random well-formed unknown keys", uf["unknown"],
+                           f"{num(uf['unknown'].get('store_key_lookups'))} store queries")
+        rows += flood_rows("keys with a wrong checksum", uf["bad_checksum"],
+                           f"{num(uf['bad_checksum'].get('store_key_lookups'))} store queries")
+    lf = sc.get("login_flood")
+    if lf:
+        rows += flood_rows("`POST /oauth/token` password grant (Argon2id)", lf, "")
+    if rows:
+        lines += [f"**Floods** (paced valid traffic, {s['paced_connections']} connections × one request "
+                  f"per {s['paced_delay_ms']} ms, alone and then beside a flood on "
+                  f"{s['flood_connections']} (logins: {s['login_connections']}) more connections)", "",
+                  _row(["flood", "valid p50 alone", "valid p99 alone", "valid p50 during", "valid p99 during",
+                        "p99 ratio", "flood req/s", "store"]), _row(["---"] * 8)] + rows + [""]
+        lines += [f"![p99 under floods]({plot_link}floods-p99.svg)", ""]
+    j = sc.get("jwt")
+    if j:
+        lines += ["**Bearer JWT** (`GET /jwt`, EdDSA access tokens from `client_credentials`)", "",
+                  _row(["tokens", "req/s", "p50", "p99", "CPU s / 10k req"]), _row(["---"] * 5)]
+        f, r = j["first_sight"], j["repeated"]
+        lines.append(_row([f"first sight ({num(f['distinct_tokens'])} tokens, "
+                           f"{f['first_sight_share'] * 100:.0f}% of requests new)",
+                           num(f["rps"]), ms(f["p50_us"]), ms(f["p99_us"]), num(f["cpu_s_per_10k"], 3)]))
+        lines.append(_row(["one token, repeated", num(r["rps"]), ms(r["p50_us"]), ms(r["p99_us"]),
+                           num(r["cpu_s_per_10k"], 3)]))
+        lines.append("")
+    lim = sc.get("limiter")
+    if lim:
+        lines += ["**Rate limiter** (valid key, `1000000/second` so nothing is refused)", "",
+                  _row(["backend", "req/s", "p50", "p99", "CPU s / 10k req"]), _row(["---"] * 5)]
+        for n, v in lim.items():
+            x = v["summary"]
+            lines.append(_row([n, num(x["rps"]), ms(x["p50_us"]), ms(x["p99_us"]), num(x["cpu_s_per_10k"], 3)]))
+        lines.append("")
+    st = sc.get("store_1m")
+    if st:
+        lines += [f"**Big store** ({num(st['keys'])} keys in SQLite, {st['db_mib']} MiB, written in "
+                  f"{st['fill_s']} s by `bench-keys`; start-up to `/readyz` {st['startup_s']} s; idle RSS "
+                  f"{mib(st['idle_rss_kib'])}, peak {mib(st['peak_rss_kib'])})", "",
+                  _row(["pass", "req/s", "p50", "p99", "max"]), _row(["---"] * 5)]
+        for label, x in ((f"{num(st['sampled_keys'])} sampled keys, first pass (store lookups)", st["first_pass"]),
+                         ("the same keys, cached", st["cached"])):
+            lines.append(_row([label, num(x["rps"]), ms(x["p50_us"]), ms(x["p99_us"]), ms(x["max_us"])]))
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def summary(res: dict) -> str:
+    """A few lines for the terminal (and CI's log)."""
+    out = [f"side-by-side ({res['mode']}, {res['profile']}): {len(res['scenarios'])} scenarios "
+           f"in {res.get('elapsed_s', '?')} s"]
+    for n, c in res["scenarios"].get("valid_key", {}).get("contenders", {}).items():
+        x = c["summary"]
+        out.append(f"  valid_key {n:<12} {x['rps']:>10,.0f} req/s  p99 {ms(x['p99_us']):>10}  "
+                   f"non-2xx {x['non_2xx']}")
+    for t in targets(res):
+        out.append(f"  target {'met' if t['met'] else 'NOT met'}: {t['target']}: {t['measured']} (goal {t['goal']})")
+    return "\n".join(out)
+
+
+def write_docs(res: dict, docs: Path) -> None:
+    bench = docs / "bench"
+    bench.mkdir(exist_ok=True)
+    block = markdown(res, plot_dir=bench, plot_link="bench/")
+    (bench / "results.json").write_text(__import__("json").dumps(res, indent=2) + "\n")
+    page = docs / "benchmarks.md"
+    text = page.read_text()
+    if BEGIN in text and END in text:
+        text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: f"{BEGIN}\n{block}{END}", text,
+                      flags=re.S)
+    else:
+        text = text.rstrip() + f"\n\n{BEGIN}\n{block}{END}\n"
+    page.write_text(text)
