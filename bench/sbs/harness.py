@@ -161,6 +161,7 @@ def sc_unknown_flood(s, work, build, ctx) -> dict:
     t = L.Traffic(gw.url, values_file=unknown, vary_header="X-API-Key")
     out["unknown"] = _flood(s, work, gw, t, s.flood_connections, "unknown_flood")
     out["unknown"]["distinct_keys"] = s.flood_keys
+    out["unknown"]["flood_connections"] = s.flood_connections
     bad = K.write(work / "bad-checksum-keys.txt", min(s.flood_keys, 50_000), K.bad_checksum)
     t = L.Traffic(gw.url, values_file=bad, vary_header="X-API-Key")
     out["bad_checksum"] = _flood(s, work, gw, t, s.flood_connections, "bad_checksum_flood")

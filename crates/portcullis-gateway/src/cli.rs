@@ -824,12 +824,11 @@ fn show(out: &mut impl Write, k: &KeyRecord) -> std::io::Result<()> {
     writeln!(out, "metadata      {}", k.metadata)
 }
 
-/// Installs the log subscriber. Lines are written by a dedicated thread,
-/// so a request never waits on a write to stdout (a pipe or a terminal
-/// can be slow); the queue blocks rather than drops when full, so no
-/// access-log line is ever lost. Keep the guard until the end: dropping it
-/// flushes what is queued.
-fn init_logging(cfg: &Config) -> tracing_appender::non_blocking::WorkerGuard {
+/// Installs the log subscriber. Lines are written to stdout in batches by
+/// a dedicated thread (see [`crate::logwriter`]), so a request never waits
+/// on a write; none is ever dropped. Keep the guard until the end:
+/// dropping it writes what is pending.
+fn init_logging(cfg: &Config) -> Result<(crate::logwriter::Flusher, crate::logwriter::BatchLog)> {
     // Dependencies stay at info or quieter even when ours are at trace:
     // their trace output can include raw header frames.
     let filter = format!(
@@ -838,13 +837,11 @@ fn init_logging(cfg: &Config) -> tracing_appender::non_blocking::WorkerGuard {
     );
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("portcullis-log")
-        .finish(std::io::stdout());
+    let (writer, flusher) = crate::logwriter::batch_log(std::io::stdout())
+        .context("cannot start the log writer thread")?;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
+        .with_writer(writer.clone());
     let _ = match cfg.log_format {
         LogFormat::Json => b
             .json()
@@ -853,11 +850,13 @@ fn init_logging(cfg: &Config) -> tracing_appender::non_blocking::WorkerGuard {
             .try_init(),
         LogFormat::Text => b.try_init(),
     };
-    guard
+    Ok((flusher, writer))
 }
 
 async fn serve(cfg: Config) -> Result<()> {
-    let _log_guard = init_logging(&cfg);
+    let (_log_flusher, log_sink) = init_logging(&cfg)?;
+    // JSON access-log lines skip the subscriber's formatter (same shape).
+    let access_sink = matches!(cfg.log_format, LogFormat::Json).then_some(log_sink);
     let store = open_store(&cfg).await?;
     let verifier = Verifier::new(store.clone(), clock(), cfg.verifier.clone()).await?;
     verifier.spawn_background();
@@ -903,7 +902,9 @@ async fn serve(cfg: Config) -> Result<()> {
                 .with_context(|| format!("cannot listen on {a} (tls.redirect_http_from)"))?,
         ),
     };
-    let app = Arc::new(App::new(cfg.clone(), guard.clone(), store.clone())?);
+    let app = Arc::new(
+        App::new(cfg.clone(), guard.clone(), store.clone())?.with_access_sink(access_sink),
+    );
     let admin_router = admin::router(AdminState {
         keys: KeyService::new(store.clone(), clock(), Some(verifier.clone())),
         guard: admin_guard,

@@ -38,6 +38,8 @@ pub struct App {
     id_prefix: String,
     /// The rate limiter (shared with the admin API's status).
     pub limiter: Arc<Limiter>,
+    // Where JSON access-log lines go directly; `None`: through `tracing`.
+    access_sink: Option<crate::logwriter::BatchLog>,
 }
 
 /// What the access log says about a request.
@@ -87,7 +89,15 @@ impl App {
             store,
             seq: AtomicU64::new(0),
             id_prefix,
+            access_sink: None,
         })
+    }
+
+    /// Writes JSON access-log lines straight to `sink` (see
+    /// [`crate::access_log`]).
+    pub fn with_access_sink(mut self, sink: Option<crate::logwriter::BatchLog>) -> App {
+        self.access_sink = sink;
+        self
     }
 
     fn request_id(&self) -> String {
@@ -107,7 +117,8 @@ impl App {
         let start = Instant::now();
         let rid = self.request_id();
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        // A reference-counted copy of the target, for the log line.
+        let uri = req.uri().clone();
         let peer = conn.peer;
         let client = client_ip(
             peer.ip(),
@@ -145,20 +156,21 @@ impl App {
             resp.headers_mut().insert(proxy::REQUEST_ID, v);
         }
         if self.cfg.access_log {
-            tracing::info!(
-                target: "portcullis::access",
-                request_id = %rid,
-                method = %method,
-                path = %path,
-                route = out.route.as_ref().map_or("", |r| r.path.as_str()),
-                status = resp.status().as_u16(),
-                latency_us = start.elapsed().as_micros() as u64,
-                client_ip = %client,
-                key_id = out.credential_id.as_deref().unwrap_or(""),
-                principal = out.principal.as_deref().unwrap_or(""),
-                reason = out.reason,
-                tls = conn.tls,
-                "request"
+            crate::access_log::emit(
+                self.access_sink.as_ref(),
+                &crate::access_log::Line {
+                    request_id: &rid,
+                    method: method.as_str(),
+                    path: uri.path(),
+                    route: out.route.as_ref().map_or("", |r| r.path.as_str()),
+                    status: resp.status().as_u16(),
+                    latency_us: start.elapsed().as_micros() as u64,
+                    client_ip: client,
+                    key_id: out.credential_id.as_deref().unwrap_or(""),
+                    principal: out.principal.as_deref().unwrap_or(""),
+                    reason: out.reason,
+                    tls: conn.tls,
+                },
             );
         }
         resp

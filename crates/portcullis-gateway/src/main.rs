@@ -1,12 +1,14 @@
 //! `portcullis`: the gateway, its decision endpoint, its admin API, and the
 //! CLI that manages keys.
 
+mod access_log;
 mod body;
 mod cli;
 mod config;
 mod demo;
 mod gateway;
 mod identity_setup;
+mod logwriter;
 mod proxy;
 mod serve;
 mod tls;
