@@ -80,7 +80,7 @@ access_log = true
 
 [rate_limit]
 {backend}# On for every request, never refusing: the cost of counting is measured.
-default = "1000000/second"
+default = "1000/second burst 1000000000"
 # The login flood is the load here, not something to refuse.
 auth_endpoints = "off"
 

@@ -211,7 +211,7 @@ def markdown(res: dict, *, plot_dir: Path | None, plot_link: str) -> str:
         lines.append("")
     lim = sc.get("limiter")
     if lim:
-        lines += ["**Rate limiter** (valid key, `1000000/second` so nothing is refused)", "",
+        lines += ["**Rate limiter** (valid key, `1000/second burst 1000000000`, so every request is counted and none refused)", "",
                   _row(["backend", "req/s", "p50", "p99", "CPU s / 10k req"]), _row(["---"] * 5)]
         for n, v in lim.items():
             x = v["summary"]

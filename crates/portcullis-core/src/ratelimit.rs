@@ -153,6 +153,15 @@ fn parse_limit(item: &str) -> Result<Limit, PolicyError> {
             "{item:?}: a limit of 0 admits nothing; leave the limit out or deny the route"
         )));
     }
+    // Counters keep time in whole milliseconds (in memory and in Redis),
+    // so the steady rate can be at most one request per millisecond. A
+    // faster limit would silently become 1000/second after its burst:
+    // refuse it instead.
+    if period_ms < u64::from(count) {
+        return Err(PolicyError(format!(
+            "{item:?}: at most 1000 per second can be counted (one per millisecond); for more, write e.g. \"1000/second burst 100000\""
+        )));
+    }
     let burst = match burst {
         None => count,
         Some(b) => {
@@ -256,6 +265,16 @@ mod tests {
         ] {
             assert!(Policy::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn limits_faster_than_one_per_millisecond_are_refused() {
+        assert!(Policy::parse("1000/second").is_ok());
+        assert!(Policy::parse("60000/minute").is_ok());
+        let e = Policy::parse("1001/second").unwrap_err().to_string();
+        assert!(e.contains("at most 1000 per second"), "{e}");
+        assert!(Policy::parse("1000000/second").is_err());
+        assert!(Policy::parse("1000/second burst 1000000").is_ok());
     }
 
     #[test]
