@@ -87,19 +87,16 @@ def have_wrk() -> bool:
 
 
 def run(t: Traffic, *, connections: int, seconds: float, workdir: Path,
-        threads: int = 1, timeout_s: int = 5) -> dict:
+        threads: int = 1) -> dict:
     """Runs wrk to completion and returns its figures."""
-    script = workdir / f"wrk-{abs(hash((t.url, t.method, str(t.values_file), t.delay_ms)))}.lua"
-    script.write_text(_lua(t))
-    argv = ["wrk", f"-t{threads}", f"-c{max(connections, threads)}",
-            f"-d{max(1, round(seconds))}s", f"--timeout={timeout_s}s", "-s", str(script), t.url]
-    return _parse(subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60), argv)
+    return finish(start(t, connections=connections, seconds=seconds, workdir=workdir,
+                        threads=threads))
 
 
 def start(t: Traffic, *, connections: int, seconds: float, workdir: Path,
           threads: int = 1) -> subprocess.Popen:
     """Starts wrk in the background; finish with `finish`."""
-    script = workdir / f"wrk-bg-{abs(hash((t.url, t.method, str(t.values_file))))}.lua"
+    script = workdir / f"wrk-{abs(hash((t.url, t.method, str(t.values_file), t.delay_ms, t.body)))}.lua"
     script.write_text(_lua(t))
     argv = ["wrk", f"-t{threads}", f"-c{max(connections, threads)}",
             f"-d{max(1, round(seconds))}s", "--timeout=5s", "-s", str(script), t.url]
@@ -109,7 +106,11 @@ def start(t: Traffic, *, connections: int, seconds: float, workdir: Path,
 
 
 def finish(p: subprocess.Popen) -> dict:
-    out, err = p.communicate(timeout=600)
+    try:
+        out, err = p.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
     return _parse(subprocess.CompletedProcess(p.args, p.returncode, out, err), p.argv)  # type: ignore[attr-defined]
 
 
