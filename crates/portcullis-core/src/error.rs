@@ -64,8 +64,8 @@ error_codes! {
     HttpsRequired = ("https_required", 403, "Forbidden", "HTTPS required"),
     /// The request body did not arrive in time.
     RequestTimeout = ("request_timeout", 408, "Request Timeout", "The request body was not received in time"),
-    /// The request path is not in normal form (dot segments, encoded slashes).
-    PathNotNormalized = ("path_not_normalized", 400, "Bad Request", "The request path must not contain dot segments, empty segments or encoded slashes"),
+    /// The request path has a spelling servers read differently (see `path::canonicalize`).
+    PathNotNormalized = ("path_not_normalized", 400, "Bad Request", "The request path must not contain dot segments, empty segments, ';', '\\', control characters, invalid UTF-8 or encoded '/', '.' or '%'"),
     /// No route matches the path.
     RouteNotFound = ("not_found", 404, "Not Found", "Not Found"),
     /// A resource of the admin API does not exist.
@@ -74,6 +74,8 @@ error_codes! {
     MethodNotAllowed = ("method_not_allowed", 405, "Method Not Allowed", "Method Not Allowed"),
     /// The resource is in a state that forbids the change.
     Conflict = ("conflict", 409, "Conflict", "The resource is in a state that does not allow this change"),
+    /// The request body's framing is broken (a malformed chunk, or fewer bytes than declared).
+    MalformedBody = ("malformed_body", 400, "Bad Request", "The request body is malformed: its chunked encoding or length is invalid"),
     /// The body is larger than allowed.
     PayloadTooLarge = ("payload_too_large", 413, "Content Too Large", "The request body is too large"),
     /// The body is not of a supported media type.

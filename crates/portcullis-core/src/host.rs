@@ -369,6 +369,9 @@ pub fn request_host<'a>(
 ) -> Result<RequestHost<'a>, HostError> {
     let header = single_host_header(headers)?;
     let host = match (uri.authority(), header) {
+        // RFC 9112 §3.2: an HTTP/1.1 request without `Host` is a 400, even
+        // in absolute form (HTTP/2 carries `:authority` instead).
+        (Some(_), None) if version == Version::HTTP_11 => return Err(HostError::Missing),
         (Some(authority), header) => {
             let target = parse_authority(authority.as_str())?;
             if let Some(value) = header
@@ -621,10 +624,23 @@ mod tests {
             &[b"api.example.com"],
         );
         assert_eq!(evil, Err(HostError::Conflicting));
-        // Without a Host header the target alone decides, and is refused.
+        // HTTP/1.1 without a Host header is refused, whatever the target
+        // says (RFC 9112 §3.2); HTTP/1.0 may leave it out.
         assert_eq!(
             check(&r, Version::HTTP_11, "http://evil.com/", &[]),
+            Err(HostError::Missing)
+        );
+        assert_eq!(
+            check(&r, Version::HTTP_11, "http://api.example.com/", &[]),
+            Err(HostError::Missing)
+        );
+        assert_eq!(
+            check(&r, Version::HTTP_10, "http://evil.com/", &[]),
             Err(HostError::Untrusted)
+        );
+        assert_eq!(
+            check(&r, Version::HTTP_10, "http://api.example.com/", &[]),
+            ok("api.example.com", None)
         );
         assert_eq!(
             check(
@@ -649,7 +665,7 @@ mod tests {
         assert_eq!(
             check(
                 &r,
-                Version::HTTP_11,
+                Version::HTTP_10,
                 "http://evil.com@api.example.com/",
                 &[]
             ),

@@ -19,6 +19,7 @@ pub mod error;
 pub mod framing;
 pub mod host;
 pub mod key;
+pub mod path;
 pub mod principal;
 pub mod quota;
 pub mod ratelimit;

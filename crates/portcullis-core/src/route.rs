@@ -27,13 +27,15 @@ pub enum PatternError {
     /// `*` is allowed only as a final `/**`.
     #[error("'*' is allowed only as a final '/**'")]
     Wildcard,
-    /// Dot segments or empty segments.
-    #[error("a route path must not contain '.', '..' or empty segments")]
-    NotNormal,
+    /// A spelling requests are refused for (see [`crate::path`]).
+    #[error("a route path must be a path requests can name: {0}")]
+    NotNormal(crate::path::PathError),
 }
 
 impl PathPattern {
-    /// Parses `/exact` or `/prefix/**` (and `/**` for everything).
+    /// Parses `/exact` or `/prefix/**` (and `/**` for everything). The
+    /// path is kept in its canonical form ([`crate::path::canonicalize`]),
+    /// the form requests are matched in.
     pub fn parse(s: &str) -> Result<PathPattern, PatternError> {
         if !s.starts_with('/') {
             return Err(PatternError::NoLeadingSlash);
@@ -45,63 +47,26 @@ impl PathPattern {
         if base.contains('*') {
             return Err(PatternError::Wildcard);
         }
-        if !base.is_empty() && base != "/" && check_path(base).is_err() {
-            return Err(PatternError::NotNormal);
-        }
+        let base = if base.is_empty() {
+            String::new()
+        } else {
+            crate::path::canonicalize(base)
+                .map_err(PatternError::NotNormal)?
+                .into_owned()
+        };
         Ok(if prefix {
             PathPattern::Prefix(base.trim_end_matches('/').to_owned())
         } else {
-            PathPattern::Exact(base.to_owned())
+            PathPattern::Exact(base)
         })
-    }
-
-    fn matches(&self, path: &str) -> bool {
-        match self {
-            PathPattern::Exact(p) => p == path,
-            PathPattern::Prefix(base) => {
-                base.is_empty()
-                    || path == base
-                    || (path.starts_with(base.as_str())
-                        && path.as_bytes().get(base.len()) == Some(&b'/'))
-            }
-        }
     }
 }
 
-/// Why a request path was refused before routing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NotNormalized;
-
-/// Refuses paths that a proxy and an upstream could read differently: dot
-/// segments, empty segments, backslashes and encoded `/`, `\` or `.`.
-/// Matching on such a path and forwarding it as-is would let `/public/../admin`
-/// through a `/public/**` route.
-pub fn check_path(path: &str) -> Result<(), NotNormalized> {
-    if !path.starts_with('/') || path.contains('\\') {
-        return Err(NotNormalized);
-    }
-    let lower_has = |needle: &str| {
-        path.as_bytes()
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-    };
-    if lower_has("%2f") || lower_has("%5c") || lower_has("%2e") || lower_has("%00") {
-        return Err(NotNormalized);
-    }
-    let body = path.get(1..).unwrap_or("");
-    if body.is_empty() {
-        return Ok(());
-    }
-    for seg in body.split('/') {
-        if seg == "." || seg == ".." {
-            return Err(NotNormalized);
-        }
-    }
-    // An empty segment anywhere but a trailing slash.
-    if body.trim_end_matches('/').contains("//") || body.starts_with('/') {
-        return Err(NotNormalized);
-    }
-    Ok(())
+/// Does the prefix `base` (without its `/**`) cover `path`?
+fn prefix_matches(base: &str, path: &str) -> bool {
+    base.is_empty()
+        || path == base
+        || (path.starts_with(base) && path.as_bytes().get(base.len()) == Some(&b'/'))
 }
 
 /// The result of matching.
@@ -158,12 +123,13 @@ impl<R> RouteTable<R> {
         }
     }
 
-    /// Matches a normalised path and a method.
+    /// Matches a canonical path ([`crate::path::canonicalize`]) and a
+    /// method.
     pub fn find(&self, method: &Method, path: &str) -> RouteMatch<'_, R> {
         let group = self.exact.get(path).map(Vec::as_slice).or_else(|| {
             self.prefixes
                 .iter()
-                .find(|(base, _)| PathPattern::Prefix(base.clone()).matches(path))
+                .find(|(base, _)| prefix_matches(base, path))
                 .map(|(_, v)| v.as_slice())
         });
         let Some(group) = group else {
@@ -258,11 +224,28 @@ mod tests {
             "/a\\b",
             "//a",
             "/..",
+            "/a;b/**",
         ] {
-            assert!(check_path(bad).is_err(), "{bad}");
+            assert!(PathPattern::parse(bad).is_err(), "{bad}");
         }
-        for good in ["/", "/a", "/a/", "/a/b.c", "/a/..b", "/%41"] {
-            assert!(check_path(good).is_ok(), "{good}");
+        for (good, kept) in [
+            ("/", "/"),
+            ("/a", "/a"),
+            ("/a/", "/a/"),
+            ("/a/b.c", "/a/b.c"),
+            ("/a/..b", "/a/..b"),
+            ("/%41", "/A"),
+            ("/caf%c3%a9", "/caf%C3%A9"),
+        ] {
+            assert_eq!(
+                PathPattern::parse(good),
+                Ok(PathPattern::Exact(kept.to_owned())),
+                "{good}"
+            );
         }
+        assert_eq!(
+            PathPattern::parse("/%70rivate/**"),
+            Ok(PathPattern::Prefix("/private".to_owned()))
+        );
     }
 }

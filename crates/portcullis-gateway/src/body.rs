@@ -1,7 +1,8 @@
 //! Request bodies under a size limit and a deadline, enforced while they
 //! stream (nothing is buffered to find out), so a chunked body over the
 //! route's limit and a client trickling a body byte by byte are both cut
-//! off, and the answer says which (413 or 408).
+//! off, and the answer says which (413 or 408); a body whose framing
+//! breaks (a malformed chunk) is the client's error, 400.
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use tokio::time::{Instant, Sleep};
 const FINE: u8 = 0;
 const TOO_LARGE: u8 = 1;
 const TOO_SLOW: u8 = 2;
+const MALFORMED: u8 = 3;
 
 /// Why a body was cut off, readable after the body's reader gave up.
 #[derive(Clone, Default)]
@@ -29,6 +31,7 @@ impl Cutoff {
         match self.0.load(Ordering::Acquire) {
             TOO_LARGE => Some(Problem::new(ErrorCode::PayloadTooLarge)),
             TOO_SLOW => Some(Problem::new(ErrorCode::RequestTimeout)),
+            MALFORMED => Some(Problem::new(ErrorCode::MalformedBody)),
             _ => None,
         }
     }
@@ -99,7 +102,14 @@ impl http_body::Body for Limited {
                 }
                 Poll::Pending
             }
-            other => other,
+            // The server could not read the body: a broken chunk, or the
+            // connection ended before the declared length. The client's
+            // fault, so a 400 rather than the upstream's 502.
+            Poll::Ready(Some(Err(e))) => {
+                this.cutoff.0.store(MALFORMED, Ordering::Release);
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
         }
     }
 

@@ -290,6 +290,8 @@ struct RawRoute {
     cost: Option<u32>,
     max_body_bytes: Option<usize>,
     cors: Option<RawCors>,
+    #[serde(default)]
+    forward_override_headers: bool,
 }
 
 /// Where a route sends requests.
@@ -333,6 +335,10 @@ pub struct Route {
     pub max_body_bytes: usize,
     /// The route's own CORS policy (else the global one).
     pub cors: Option<std::sync::Arc<portcullis_core::cors::Cors>>,
+    /// Pass `X-HTTP-Method-Override`, `X-Original-URL` and their kind to
+    /// the upstream (removed otherwise: they let a client re-method or
+    /// re-route a request past `methods` and `path`).
+    pub forward_override_headers: bool,
 }
 
 /// Log format.
@@ -1243,6 +1249,7 @@ fn parse_route(
         },
         max_body_bytes: r.max_body_bytes.unwrap_or(default_max_body),
         cors: parse_cors(&at("cors"), r.cors.as_ref())?,
+        forward_override_headers: r.forward_override_headers,
         timeout: dur(&at("timeout"), &r.timeout, default_timeout)?,
         rate_limit: policy(&at("rate_limit"), r.rate_limit.as_deref())?,
         rate_limit_by: match r.rate_limit_by.as_deref() {

@@ -18,7 +18,8 @@ use portcullis::store::Store;
 use portcullis_core::cors::Cors;
 use portcullis_core::host::{HostError, TrustedHosts, check_authority, request_host};
 use portcullis_core::net::{client_ip, is_trusted};
-use portcullis_core::route::{RouteMatch, RouteTable, check_path};
+use portcullis_core::path::{self, PathError};
+use portcullis_core::route::{RouteMatch, RouteTable};
 use portcullis_core::{ErrorCode, Principal, Problem};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -113,12 +114,13 @@ impl App {
     /// Handles one request from `conn`: the checks every request passes
     /// before routing (framing, head size, host, HTTPS), then
     /// [`App::dispatch`], then the response headers and the access log.
-    pub async fn handle(self: Arc<Self>, conn: Conn, req: Request<Body>) -> Response<Body> {
+    pub async fn handle(self: Arc<Self>, conn: Conn, mut req: Request<Body>) -> Response<Body> {
         let start = Instant::now();
         let rid = self.request_id();
         let method = req.method().clone();
-        // A reference-counted copy of the target, for the log line.
-        let uri = req.uri().clone();
+        // A reference-counted copy of the target, for the log line: the
+        // canonical one once the path is canonical.
+        let mut uri = req.uri().clone();
         let peer = conn.peer;
         let client = client_ip(
             peer.ip(),
@@ -140,7 +142,15 @@ impl App {
         // watcher has stopped following the stream: end it instead.
         out.close =
             req.headers().contains_key(http::header::UPGRADE) || req.method() == Method::CONNECT;
-        let mut resp = match self.admit(&conn, &req, &mut out) {
+        let admitted = self.admit(&conn, &req, &mut out).and_then(|()| {
+            // One spelling of the path from here on: routing, the
+            // decision, the log and the upstream all see this one.
+            canonical_target(&mut req).map_err(path_problem)
+        });
+        if admitted.is_ok() {
+            uri = req.uri().clone();
+        }
+        let mut resp = match admitted {
             Err(p) => self.deny(p, &rid, &mut out),
             Ok(()) if self.cfg.tls.is_some() && !conn.tls => {
                 self.insecure(req, peer, client, &rid, &mut out).await
@@ -403,9 +413,6 @@ impl App {
             }
             _ => {}
         }
-        if check_path(req.uri().path()).is_err() {
-            return self.deny(Problem::new(ErrorCode::PathNotNormalized), rid, out);
-        }
         let route = match self.routes.find(req.method(), req.uri().path()) {
             RouteMatch::Found(r) => r.clone(),
             RouteMatch::NotFound => {
@@ -449,7 +456,7 @@ impl App {
             return self.deny(d.problem, rid, out);
         }
         let mut resp = self
-            .forward(req, &route, principal, client, conn.tls, rid, out)
+            .forward(req, &route, principal, conn, client, rid, out)
             .await;
         if let Some(v) = verdict {
             write_headers(
@@ -520,8 +527,8 @@ impl App {
         req: Request<Body>,
         route: &Arc<Route>,
         principal: Option<&Principal>,
+        conn: &Conn,
         client: IpAddr,
-        tls: bool,
         rid: &str,
         out: &mut Outcome,
     ) -> Response<Body> {
@@ -536,7 +543,14 @@ impl App {
         let mut req =
             req.map(|b| body::limit(b, route.max_body_bytes, self.cfg.body_read_timeout, &cutoff));
         let names = self.guard.names();
-        if let Err(p) = proxy::prepare(&mut req, route, names, principal, client, tls, rid) {
+        let hop = proxy::Hop {
+            client,
+            peer: conn.peer.ip(),
+            trusted_peer: is_trusted(&self.cfg.trusted_proxies, conn.peer.ip()),
+            tls: conn.tls,
+            request_id: rid,
+        };
+        if let Err(p) = proxy::prepare(&mut req, route, names, principal, &hop) {
             return self.deny(p, rid, out);
         }
         let r = match &route.upstream {
@@ -678,15 +692,17 @@ impl App {
                 out,
             );
         };
-        let Ok(uri) = uri.parse::<http::Uri>() else {
+        let Ok(mut uri) = uri.parse::<http::Uri>() else {
             return self.decision_denied(
                 Problem::new(ErrorCode::BadRequest).detail("the original URI is not valid"),
                 rid,
                 out,
             );
         };
-        if check_path(uri.path()).is_err() {
-            return self.decision_denied(Problem::new(ErrorCode::PathNotNormalized), rid, out);
+        // The proxy's upstream decodes the same bytes: decide on the
+        // canonical form, as the gateway does.
+        if let Err(e) = canonical_uri(&mut uri) {
+            return self.decision_denied(path_problem(e), rid, out);
         }
         let route = match self.routes.find(&method, uri.path()) {
             RouteMatch::Found(r) => r.clone(),
@@ -766,6 +782,35 @@ impl App {
         mark_decision(r.headers_mut(), code);
         r
     }
+}
+
+/// Puts the request target's path in canonical form
+/// ([`portcullis_core::path`]), keeping the query as sent.
+fn canonical_target(req: &mut Request<Body>) -> Result<(), PathError> {
+    canonical_uri(req.uri_mut())
+}
+
+fn canonical_uri(uri: &mut http::Uri) -> Result<(), PathError> {
+    let canonical = match path::canonicalize(uri.path())? {
+        std::borrow::Cow::Borrowed(_) => return Ok(()),
+        std::borrow::Cow::Owned(p) => p,
+    };
+    let pq = match uri.query() {
+        Some(q) => format!("{canonical}?{q}"),
+        None => canonical,
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    // The canonical path holds only characters a URI may carry, so this
+    // parses; were it ever not to, the request is refused, not passed on.
+    parts.path_and_query = Some(pq.parse().map_err(|_| PathError::BrokenEscape)?);
+    *uri = http::Uri::from_parts(parts).map_err(|_| PathError::BrokenEscape)?;
+    Ok(())
+}
+
+fn path_problem(e: PathError) -> Problem {
+    Problem::new(ErrorCode::PathNotNormalized)
+        .detail(e.detail())
+        .log_reason(e.log_reason())
 }
 
 /// `X-Portcullis-Error` and `X-Portcullis-Status` on a refused decision:

@@ -24,6 +24,9 @@ pub const SCOPES: HeaderName = HeaderName::from_static("x-portcullis-scopes");
 pub const CREDENTIAL: HeaderName = HeaderName::from_static("x-portcullis-credential-id");
 /// The request id.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// The pooled upstream client.
 #[derive(Clone)]
@@ -94,23 +97,60 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove("proxy-connection");
 }
 
+/// Who sent a request and how: what the forwarding headers are built from.
+pub struct Hop<'a> {
+    /// The address Portcullis decided is the client's (the peer, or the
+    /// one a trusted proxy named).
+    pub client: IpAddr,
+    /// The connection's peer.
+    pub peer: IpAddr,
+    /// Whether the peer is in `server.trusted_proxies`.
+    pub trusted_peer: bool,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// This request's id.
+    pub request_id: &'a str,
+}
+
+/// Headers a client may use to make a server re-method or re-route a
+/// request after Portcullis checked its method and path; removed unless
+/// the route sets `forward_override_headers`.
+pub const OVERRIDE_HEADERS: [&str; 6] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-override-url",
+];
+
 /// Rewrites a request for the upstream: credential out, identity in,
-/// and the URI pointed at the route's upstream.
+/// forwarding headers rebuilt, and the URI pointed at the route's upstream.
+///
+/// From a peer that is not a trusted proxy, every `X-Forwarded-*`,
+/// `Forwarded` and `X-Real-IP` header is removed and Portcullis sets
+/// `X-Forwarded-For` / `-Host` / `-Proto` and `X-Real-IP` alone; from a
+/// trusted proxy its `X-Forwarded-For` chain is extended with the peer and
+/// its `X-Forwarded-Host` / `-Proto` / `Forwarded` kept. Every
+/// `X-Portcullis-*` header is the client's forgery and is removed, always.
 pub fn prepare(
     req: &mut Request<Body>,
     route: &Route,
     names: &CredentialNames,
     principal: Option<&Principal>,
-    client_ip: IpAddr,
-    tls: bool,
-    request_id: &str,
+    hop: &Hop<'_>,
 ) -> Result<(), Problem> {
     let schemes = route.policy.schemes.schemes();
+    // The authority the client addressed: `:authority` over HTTP/2 and the
+    // absolute form, else `Host` (checked against trusted_hosts already).
+    let authority = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .or_else(|| req.headers().get(header::HOST).cloned());
     let h = req.headers_mut();
     strip_hop_by_hop(h);
-    for n in [&PRINCIPAL, &KIND, &SCOPES, &CREDENTIAL] {
-        h.remove(n);
-    }
+    strip_client_headers(h, hop.trusted_peer, route.forward_override_headers);
     if schemes.contains(&Scheme::ApiKeyHeader) {
         h.remove(&names.header);
     }
@@ -146,23 +186,36 @@ pub fn prepare(
         set(h, SCOPES, &p.scopes.to_space_separated());
         set(h, CREDENTIAL, &p.credential_id);
     }
-    set(h, REQUEST_ID, request_id);
-    let prior = h
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let xff = match prior {
-        Some(p) => format!("{p}, {client_ip}"),
-        None => client_ip.to_string(),
+    set(h, REQUEST_ID, hop.request_id);
+    // A trusted proxy's chain is extended with the proxy itself (as
+    // nginx's $proxy_add_x_forwarded_for does); anyone else's was removed
+    // above, and the chain starts at the client.
+    let xff = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if hop.trusted_peer => {
+            HeaderValue::from_str(&format!("{prior}, {}", hop.peer)).ok()
+        }
+        _ => HeaderValue::from_str(&hop.client.to_string()).ok(),
     };
-    set(h, HeaderName::from_static("x-forwarded-for"), &xff);
-    if let Some(host) = h.get(header::HOST).cloned() {
-        h.insert(HeaderName::from_static("x-forwarded-host"), host);
+    h.remove(X_FORWARDED_FOR);
+    if let Some(v) = xff {
+        h.insert(X_FORWARDED_FOR, v);
     }
-    h.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    set(
+        h,
+        HeaderName::from_static("x-real-ip"),
+        &hop.client.to_string(),
     );
+    if !(hop.trusted_peer && h.contains_key(X_FORWARDED_HOST))
+        && let Some(a) = authority
+    {
+        h.insert(X_FORWARDED_HOST, a);
+    }
+    if !(hop.trusted_peer && h.contains_key(X_FORWARDED_PROTO)) {
+        h.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if hop.tls { "https" } else { "http" }),
+        );
+    }
 
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(|q| {
@@ -205,6 +258,33 @@ pub fn prepare(
             .map_err(|_| Problem::new(ErrorCode::BadRequest))?;
     }
     Ok(())
+}
+
+/// Removes what a client must not say to the upstream: every
+/// `X-Portcullis-*` header; from an untrusted peer every forwarding header
+/// (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`, `X-Client-IP`,
+/// `True-Client-IP`, `CF-Connecting-IP`); and, unless the route opts in,
+/// the re-method / re-route headers ([`OVERRIDE_HEADERS`]).
+pub fn strip_client_headers(h: &mut HeaderMap, trusted_peer: bool, keep_overrides: bool) {
+    // One pass over the names; a Vec only when something is to go.
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in h.keys() {
+        let n = name.as_str();
+        let forwarding = n.starts_with("x-forwarded-")
+            || matches!(
+                n,
+                "forwarded" | "x-real-ip" | "x-client-ip" | "true-client-ip" | "cf-connecting-ip"
+            );
+        if n.starts_with("x-portcullis-")
+            || (!trusted_peer && forwarding)
+            || (!keep_overrides && OVERRIDE_HEADERS.contains(&n))
+        {
+            doomed.push(name.clone());
+        }
+    }
+    for n in doomed {
+        h.remove(n);
+    }
 }
 
 fn set(h: &mut HeaderMap, name: HeaderName, v: &str) {
