@@ -28,7 +28,12 @@
 //! - empty segments (`//`), except one trailing slash: merged by some;
 //! - control characters (including NUL and DEL), literal or encoded;
 //! - escapes that do not decode to UTF-8 (overlong forms such as
-//!   `%C0%AF`, lone continuation bytes, surrogates) and broken escapes.
+//!   `%C0%AF`, lone continuation bytes, surrogates) and broken escapes;
+//! - the three non-ASCII letters whose case mapping is ASCII (`ı` U+0131
+//!   upper-cases to `I`, `ſ` U+017F to `S`, the Kelvin sign U+212A
+//!   lower-cases to `k`): a case-insensitive server (ASP.NET, IIS) reads
+//!   `/admın` as `/ADMIN`, which the route table, matching ASCII case
+//!   insensitively, would not.
 //!
 //! A path already in canonical form is returned borrowed: the common case
 //! costs one scan and no allocation.
@@ -60,6 +65,8 @@ pub enum PathError {
     DotSegment,
     /// An empty segment other than one trailing slash.
     EmptySegment,
+    /// A non-ASCII letter some servers case-fold to an ASCII one.
+    CaseConfusable,
 }
 
 impl PathError {
@@ -77,6 +84,7 @@ impl PathError {
             PathError::InvalidUtf8 => "path_invalid_utf8",
             PathError::DotSegment => "path_dot_segment",
             PathError::EmptySegment => "path_empty_segment",
+            PathError::CaseConfusable => "path_case_confusable",
         }
     }
 
@@ -100,6 +108,9 @@ impl PathError {
             PathError::InvalidUtf8 => "The request path must decode to valid UTF-8",
             PathError::DotSegment => "The request path must not contain '.' or '..' segments",
             PathError::EmptySegment => "The request path must not contain empty segments ('//')",
+            PathError::CaseConfusable => {
+                "The request path must not contain U+0131, U+017F or U+212A: servers case-fold them to ASCII letters"
+            }
         }
     }
 }
@@ -205,15 +216,11 @@ pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
         if raw.contains(&b'%') {
             let mut all = Vec::with_capacity(raw.len());
             decode_checked(raw, &mut all);
-            if std::str::from_utf8(&all).is_err() {
-                return Err(PathError::InvalidUtf8);
-            }
+            check_text(&all)?;
         }
         return Ok(Cow::Borrowed(path));
     }
-    if std::str::from_utf8(&decoded).is_err() {
-        return Err(PathError::InvalidUtf8);
-    }
+    check_text(&decoded)?;
     let mut out = String::with_capacity(decoded.len() + 8);
     for &b in &decoded {
         if literal(b) || b == b'/' {
@@ -226,6 +233,18 @@ pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
         }
     }
     Ok(Cow::Owned(out))
+}
+
+/// The decoded path must be UTF-8 without case-fold confusables.
+fn check_text(decoded: &[u8]) -> Result<(), PathError> {
+    let text = std::str::from_utf8(decoded).map_err(|_| PathError::InvalidUtf8)?;
+    if text
+        .chars()
+        .any(|c| matches!(c, '\u{131}' | '\u{17f}' | '\u{212a}'))
+    {
+        return Err(PathError::CaseConfusable);
+    }
+    Ok(())
 }
 
 /// Decodes bytes already known to hold only literals and well-formed escapes.
@@ -340,6 +359,10 @@ mod tests {
             ("/a%C0%AF", PathError::InvalidUtf8),
             ("/a%80", PathError::InvalidUtf8),
             ("/a%ed%a0%80", PathError::InvalidUtf8),
+            ("/adm%C4%B1n", PathError::CaseConfusable),
+            ("/adm\u{131}n", PathError::CaseConfusable),
+            ("/a%C5%BF", PathError::CaseConfusable),
+            ("/%E2%84%AA", PathError::CaseConfusable),
             ("/a/../b", PathError::DotSegment),
             ("/a/./b", PathError::DotSegment),
             ("/..", PathError::DotSegment),
@@ -487,6 +510,21 @@ mod props {
         }
     }
 
+    /// Each character's one-to-one case mapping, as .NET's
+    /// `ToUpperInvariant` and Java's `equalsIgnoreCase` use.
+    fn simple_case(s: &str, upper: bool) -> String {
+        s.chars()
+            .map(|c| {
+                let mut m: Vec<char> = if upper {
+                    c.to_uppercase().collect()
+                } else {
+                    c.to_lowercase().collect()
+                };
+                if m.len() == 1 { m.remove(0) } else { c }
+            })
+            .collect()
+    }
+
     fn token() -> impl Strategy<Value = &'static str> {
         prop::sample::select(vec![
             "/",
@@ -563,6 +601,12 @@ mod props {
                     prop_assert_eq!(&reading, &decoded, "{} reads {:?} as {:?}", server, p, reading);
                     // ...so it serves the route Portcullis checked.
                     prop_assert_eq!(decoded_route(&t, &reading), matched, "{} via {:?}", server, p);
+                }
+                // Case-insensitive servers (Express, ASP.NET, IIS) compare
+                // with simple case mappings: they must land on the route
+                // Portcullis matched too.
+                for folded in [simple_case(&decoded, true), simple_case(&decoded, false)] {
+                    prop_assert_eq!(decoded_route(&t, &folded), matched, "case-folded {:?} via {:?}", folded, p);
                 }
                 // One form: canonical twice is the same, borrowed.
                 prop_assert!(matches!(canonicalize(&c), Ok(Cow::Borrowed(x)) if x == c.as_ref()));

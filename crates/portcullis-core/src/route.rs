@@ -5,6 +5,12 @@
 //! pattern, the first route listing the method wins; if none lists it the
 //! answer is 405 with the methods that would have been allowed. A path no
 //! pattern matches is 404: nothing is proxied unless a route says so.
+//!
+//! Paths are matched in canonical form ([`crate::path`]) and without
+//! regard to ASCII case: Express, ASP.NET and IIS route `/ADMIN` to
+//! `/admin`, so a case-sensitive match would let `/ADMIN` past an
+//! `/admin` route to a `/**` one. Two patterns that differ only in case
+//! are one pattern ([`PathPattern::folded`]); the config refuses them.
 
 use http::Method;
 use std::collections::HashMap;
@@ -62,11 +68,25 @@ impl PathPattern {
     }
 }
 
-/// Does the prefix `base` (without its `/**`) cover `path`?
+impl PathPattern {
+    /// The pattern as it is matched: ASCII lower-cased.
+    pub fn folded(&self) -> PathPattern {
+        match self {
+            PathPattern::Exact(p) => PathPattern::Exact(p.to_ascii_lowercase()),
+            PathPattern::Prefix(p) => PathPattern::Prefix(p.to_ascii_lowercase()),
+        }
+    }
+}
+
+/// Does the prefix `base` (without its `/**`, lower-cased) cover `path`,
+/// ignoring ASCII case?
 fn prefix_matches(base: &str, path: &str) -> bool {
+    let (b, p) = (base.as_bytes(), path.as_bytes());
     base.is_empty()
-        || path == base
-        || (path.starts_with(base) && path.as_bytes().get(base.len()) == Some(&b'/'))
+        || (p.len() >= b.len()
+            && p.get(..b.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(b))
+            && matches!(p.get(b.len()), None | Some(&b'/')))
 }
 
 /// The result of matching.
@@ -110,7 +130,7 @@ impl<R> RouteTable<R> {
     /// Adds a route. `methods: None` accepts every method.
     pub fn add(&mut self, pattern: PathPattern, methods: Option<Vec<Method>>, route: R) {
         let e = Entry { methods, route };
-        match pattern {
+        match pattern.folded() {
             PathPattern::Exact(p) => self.exact.entry(p).or_default().push(e),
             PathPattern::Prefix(base) => {
                 if let Some((_, v)) = self.prefixes.iter_mut().find(|(b, _)| *b == base) {
@@ -126,12 +146,22 @@ impl<R> RouteTable<R> {
     /// Matches a canonical path ([`crate::path::canonicalize`]) and a
     /// method.
     pub fn find(&self, method: &Method, path: &str) -> RouteMatch<'_, R> {
-        let group = self.exact.get(path).map(Vec::as_slice).or_else(|| {
-            self.prefixes
-                .iter()
-                .find(|(base, _)| prefix_matches(base, path))
-                .map(|(_, v)| v.as_slice())
-        });
+        // Exact patterns are kept lower-cased; most paths already are.
+        let folded = if path.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(path.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(path)
+        };
+        let group = self
+            .exact
+            .get(folded.as_ref())
+            .map(Vec::as_slice)
+            .or_else(|| {
+                self.prefixes
+                    .iter()
+                    .find(|(base, _)| prefix_matches(base, path))
+                    .map(|(_, v)| v.as_slice())
+            });
         let Some(group) = group else {
             return RouteMatch::NotFound;
         };
@@ -199,6 +229,10 @@ mod tests {
         assert_eq!(t.find(&Method::DELETE, "/api"), RouteMatch::Found(&"api"));
         assert_eq!(t.find(&Method::GET, "/api/x/y"), RouteMatch::Found(&"api"));
         assert_eq!(t.find(&Method::GET, "/apix"), RouteMatch::NotFound);
+        // ASCII case does not matter, for exact and prefix patterns.
+        assert_eq!(t.find(&Method::GET, "/DATA"), RouteMatch::Found(&"data"));
+        assert_eq!(t.find(&Method::GET, "/Api/V2/z"), RouteMatch::Found(&"v2"));
+        assert_eq!(t.find(&Method::GET, "/APIX"), RouteMatch::NotFound);
         assert_eq!(t.find(&Method::GET, "/api/v2/z"), RouteMatch::Found(&"v2"));
         assert!(matches!(
             t.find(&Method::POST, "/api/v2/z"),

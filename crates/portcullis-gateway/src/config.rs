@@ -948,6 +948,20 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
             route.cost,
             route.rate_limit.as_ref().or(rate_limit.default.as_ref()),
         )?;
+        // Paths are matched without regard to ASCII case (an upstream may
+        // route `/ADMIN` to `/admin`): two spellings of one pattern would
+        // silently become one.
+        if let Some(other) = routes.iter().find(|o: &&Route| {
+            o.pattern != route.pattern && o.pattern.folded() == route.pattern.folded()
+        }) {
+            return Err(cerr(
+                format!("routes[{i}].path"),
+                format!(
+                    "{:?} differs from routes[{}].path {:?} only in letter case; paths are matched case-insensitively, so write one spelling",
+                    route.path, other.index, other.path
+                ),
+            ));
+        }
         routes.push(route);
     }
 

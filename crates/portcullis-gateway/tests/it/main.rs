@@ -6,6 +6,7 @@
 mod harness;
 
 mod admin;
+mod boundary;
 mod browser;
 mod cors;
 mod gateway;
