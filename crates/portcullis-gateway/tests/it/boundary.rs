@@ -154,7 +154,8 @@ pub fn private_spellings() -> Vec<String> {
     v
 }
 
-fn config(up: u16) -> String {
+/// `/w/**` public and `/w/private/**` behind an API key, both to `up`.
+pub fn protected_config(up: u16) -> String {
     format!(
         "[[routes]]\npath = \"/w/**\"\nupstream = \"http://127.0.0.1:{up}\"\nauth = []\n\n\
          [[routes]]\npath = \"/w/private/**\"\nupstream = \"http://127.0.0.1:{up}\"\nauth = [\"api_key_header\"]\n"
@@ -164,7 +165,7 @@ fn config(up: u16) -> String {
 #[test]
 fn no_spelling_of_a_protected_path_reaches_a_decoding_upstream_without_its_key() {
     let up = DecodingUpstream::start();
-    let env = Env::with_server("trusted_proxies = []", &config(up.port));
+    let env = Env::with_server("trusted_proxies = []", &protected_config(up.port));
     env.init();
     let key = env.create_key(&["--name", "reader"]);
     let srv = env.serve();

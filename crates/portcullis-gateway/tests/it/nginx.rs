@@ -790,3 +790,43 @@ fn nginx_fails_closed_when_portcullis_is_down() {
         "the request reached the upstream without a decision"
     );
 }
+
+#[test]
+fn nginx_decision_holds_for_every_spelling_of_a_protected_path() {
+    use crate::boundary::{DecodingUpstream, private_spellings, protected_config, raw_get};
+    // The app behind nginx routes on the decoded path; nginx passes it the
+    // request target as the client sent it, and asks Portcullis about
+    // the same bytes ($request_uri).
+    let up = DecodingUpstream::start();
+    let env = Env::new(&protected_config(up.port));
+    env.init();
+    let key = env.create_key(&["--name", "reader"]);
+    let srv = env.serve();
+    let nginx = Nginx::start(&env.dir.path().join("nginx"), env.port, up.port);
+    let mut challenged = 0;
+    for p in private_spellings() {
+        let (status, body) = raw_get(nginx.port, &p, &[]);
+        if status == 200 {
+            let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                j["served"],
+                "public",
+                "{p:?} reached the protected resource through nginx without a key: {j}\n{}\n{}",
+                nginx.error_log(),
+                srv.log()
+            );
+        } else if status == 401 {
+            challenged += 1;
+        } else {
+            assert!(
+                matches!(status, 400 | 404),
+                "{p:?}: unexpected {status}: {body}"
+            );
+        }
+    }
+    assert!(challenged > 250, "{challenged} challenged");
+    let (status, body) = raw_get(nginx.port, "/w/%70rivate/secret", &[("X-API-Key", &key)]);
+    assert_eq!(status, 200, "{body}");
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(j["served"], "private", "{j}");
+}
