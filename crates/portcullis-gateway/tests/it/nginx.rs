@@ -57,6 +57,17 @@ server {
 
         proxy_set_header Host $host;
         proxy_set_header X-Forwarded-For $remote_addr;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-Host $host;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header Forwarded "";
+        # Headers that make an app re-method or re-route a request after
+        # Portcullis decided on its method and path.
+        proxy_set_header X-HTTP-Method-Override "";
+        proxy_set_header X-HTTP-Method "";
+        proxy_set_header X-Method-Override "";
+        proxy_set_header X-Original-URL "";
+        proxy_set_header X-Rewrite-URL "";
         proxy_set_header X-API-Key "";
         proxy_set_header Authorization "";
         proxy_set_header X-Portcullis-Principal $pc_principal;
@@ -615,6 +626,13 @@ fn nginx_public_route_drops_client_sent_identity() {
             ("X-Portcullis-Kind", "admin"),
             ("X-Portcullis-Scopes", "admin"),
             ("X-Portcullis-Credential-Id", "key_forged"),
+            ("X-Forwarded-For", "203.0.113.66"),
+            ("X-Forwarded-Host", "evil.example"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Real-IP", "203.0.113.66"),
+            ("Forwarded", "for=203.0.113.66"),
+            ("X-HTTP-Method-Override", "DELETE"),
+            ("X-Original-URL", "/api/x"),
         ],
     ));
     for h in [
@@ -622,9 +640,16 @@ fn nginx_public_route_drops_client_sent_identity() {
         "x-portcullis-kind",
         "x-portcullis-scopes",
         "x-portcullis-credential-id",
+        "forwarded",
+        "x-http-method-override",
+        "x-original-url",
     ] {
         assert!(seen(&e, h).is_empty(), "{h} reached the upstream: {e}");
     }
+    assert_eq!(seen(&e, "x-forwarded-for"), ["127.0.0.1"], "{e}");
+    assert_eq!(seen(&e, "x-real-ip"), ["127.0.0.1"], "{e}");
+    assert_eq!(seen(&e, "x-forwarded-proto"), ["http"], "{e}");
+    assert_eq!(seen(&e, "x-forwarded-host"), ["127.0.0.1"], "{e}");
 }
 
 #[test]
