@@ -9,6 +9,7 @@ use crate::serve::Conn;
 use axum::body::Body;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use portcullis::edge::{canonical_uri, path_problem};
 use portcullis::guard::{Guard, Head, Policy};
 use portcullis::ratelimit::{
     Limiter, MemoryLimiter, Plan, Pool, RedisLimiter, Verdict, write_headers,
@@ -18,7 +19,7 @@ use portcullis::store::Store;
 use portcullis_core::cors::Cors;
 use portcullis_core::host::{HostError, TrustedHosts, check_authority, request_host};
 use portcullis_core::net::{client_ip, is_trusted};
-use portcullis_core::path::{self, PathError};
+use portcullis_core::path::PathError;
 use portcullis_core::route::{RouteMatch, RouteTable};
 use portcullis_core::{ErrorCode, Principal, Problem};
 use std::net::{IpAddr, SocketAddr};
@@ -788,29 +789,6 @@ impl App {
 /// ([`portcullis_core::path`]), keeping the query as sent.
 fn canonical_target(req: &mut Request<Body>) -> Result<(), PathError> {
     canonical_uri(req.uri_mut())
-}
-
-fn canonical_uri(uri: &mut http::Uri) -> Result<(), PathError> {
-    let canonical = match path::canonicalize(uri.path())? {
-        std::borrow::Cow::Borrowed(_) => return Ok(()),
-        std::borrow::Cow::Owned(p) => p,
-    };
-    let pq = match uri.query() {
-        Some(q) => format!("{canonical}?{q}"),
-        None => canonical,
-    };
-    let mut parts = std::mem::take(uri).into_parts();
-    // The canonical path holds only characters a URI may carry, so this
-    // parses; were it ever not to, the request is refused, not passed on.
-    parts.path_and_query = Some(pq.parse().map_err(|_| PathError::BrokenEscape)?);
-    *uri = http::Uri::from_parts(parts).map_err(|_| PathError::BrokenEscape)?;
-    Ok(())
-}
-
-fn path_problem(e: PathError) -> Problem {
-    Problem::new(ErrorCode::PathNotNormalized)
-        .detail(e.detail())
-        .log_reason(e.log_reason())
 }
 
 /// `X-Portcullis-Error` and `X-Portcullis-Status` on a refused decision:

@@ -1,6 +1,7 @@
 //! The browser- and transport-facing checks for an in-process service, in
-//! the order the gateway runs them: trusted hosts, the HTTPS rule, CORS
-//! preflights; then CORS and security headers on the answer. The
+//! the order the gateway runs them: trusted hosts, the canonical path
+//! ([`portcullis_core::path`]: `/d%61ta` is routed as `/data`, `/a;b`
+//! or `/a/../b` refused with 400), the HTTPS rule, CORS preflights; then CORS and security headers on the answer. The
 //! decisions are the core's ([`portcullis_core::host`],
 //! [`portcullis_core::cors`]); the helpers here are shared with the
 //! gateway so both answer alike.
@@ -38,10 +39,39 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use portcullis_core::cors::{Cors, CorsConfig, CorsConfigError, CorsRefusal, single_origin};
 use portcullis_core::credential::{CredentialNames, Extracted, extract};
 use portcullis_core::host::{HostPatternError, TrustedHosts, request_host};
+use portcullis_core::path::{self, PathError};
 use portcullis_core::{ErrorCode, Problem, Scheme, SchemeSet};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
+
+/// Puts a request target's path in canonical form
+/// ([`portcullis_core::path`]), keeping the query as sent: routing and
+/// everything after it see one spelling of the path.
+pub fn canonical_uri(uri: &mut http::Uri) -> Result<(), PathError> {
+    let canonical = match path::canonicalize(uri.path())? {
+        Cow::Borrowed(_) => return Ok(()),
+        Cow::Owned(p) => p,
+    };
+    let pq = match uri.query() {
+        Some(q) => format!("{canonical}?{q}"),
+        None => canonical,
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    // The canonical path holds only characters a URI may carry, so this
+    // parses; were it ever not to, the request is refused, not passed on.
+    parts.path_and_query = Some(pq.parse().map_err(|_| PathError::BrokenEscape)?);
+    *uri = http::Uri::from_parts(parts).map_err(|_| PathError::BrokenEscape)?;
+    Ok(())
+}
+
+/// The 400 `path_not_normalized` answer for a refused path, naming the rule.
+pub fn path_problem(e: PathError) -> Problem {
+    Problem::new(ErrorCode::PathNotNormalized)
+        .detail(e.detail())
+        .log_reason(e.log_reason())
+}
 
 /// The headers on every answer Portcullis writes itself: nothing in it
 /// is for framing, sniffing, caching or referring elsewhere.
@@ -207,26 +237,33 @@ impl EdgeLayer {
     }
 
     /// Decides what the edge answers itself, before the service.
-    fn answer<B>(&self, req: &Request<B>) -> Option<Response> {
+    fn answer<B>(&self, req: &mut Request<B>) -> Option<Response> {
         let s = &self.settings;
         let any = TrustedHosts::default();
         let rules = s.hosts.as_ref().unwrap_or(&any);
-        let host = match request_host(rules, req.version(), req.uri(), req.headers()) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::info!(reason = e.log_reason(), "request refused: host");
-                return Some(problem_response(
-                    &Problem::new(ErrorCode::InvalidHost),
-                    None,
-                ));
-            }
-        };
+        if let Err(e) = request_host(rules, req.version(), req.uri(), req.headers()) {
+            tracing::info!(reason = e.log_reason(), "request refused: host");
+            return Some(problem_response(
+                &Problem::new(ErrorCode::InvalidHost),
+                None,
+            ));
+        }
+        // One spelling of the path from here on, as in the gateway: the
+        // router matches what a decoding server would serve.
+        if let Err(e) = canonical_uri(req.uri_mut()) {
+            tracing::info!(reason = e.log_reason(), "request refused: path");
+            return Some(problem_response(&path_problem(e), None));
+        }
         if s.redirect
             && !self
                 .pc
                 .is_https_request(req.uri(), req.headers(), req.extensions())
         {
-            return Some(self.insecure(req, &host.name));
+            // Checked above; read again now that the path is canonical.
+            let name = request_host(rules, req.version(), req.uri(), req.headers())
+                .map(|h| h.name)
+                .unwrap_or_default();
+            return Some(self.insecure(req, &name));
         }
         if Cors::is_preflight(req.method(), req.headers()) && s.cors.is_some() {
             let (result, headers) = preflight(s.cors.as_ref(), req.headers());
@@ -281,7 +318,8 @@ where
         Box::pin(async move {
             let origin = single_origin(req.headers()).cloned();
             let preflight = Cors::is_preflight(req.method(), req.headers());
-            let (mut resp, own) = match layer.answer(&req) {
+            let mut req = req;
+            let (mut resp, own) = match layer.answer(&mut req) {
                 Some(r) => (r, true),
                 None => {
                     let r = inner.call(req).await?;

@@ -470,6 +470,27 @@ fn every_seed_endpoint() {
 }
 
 #[test]
+fn one_spelling_of_each_path() {
+    // The edge layer puts the path in canonical form before the router
+    // sees it: an encoded letter reaches the same handler and its check,
+    // and spellings servers disagree on are refused.
+    let app = App::start(&[]);
+    let (s, _, v) = json(app.get("/d%61ta", &[]).expect("encoded"));
+    assert_eq!((s, v["detail"].as_str()), (401, Some("Not authenticated")));
+    let (s, _, v) = json(
+        app.get("/d%61ta", &[("X-API-Key", KEY)])
+            .expect("encoded, key"),
+    );
+    assert_eq!((s, v["data"].as_str()), (200, Some("secret")), "{v}");
+    // (reqwest resolves dot segments itself; the gateway tests send those raw.)
+    for bad in ["/data;x", "/data%00", "/data%2Fx"] {
+        let (s, _, v) = json(app.get(bad, &[]).expect("bad"));
+        assert_eq!(s, 400, "{bad}: {v}");
+        assert_eq!(v["code"], "path_not_normalized", "{bad}: {v}");
+    }
+}
+
+#[test]
 fn https_redirect_option() {
     let app = App::start(&[("SEED_HTTPS_REDIRECT", "1")]);
     let r = app.get("/public?x=1", &[]).expect("get");
