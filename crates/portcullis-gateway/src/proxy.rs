@@ -190,21 +190,21 @@ pub fn prepare(
     // A trusted proxy's chain is extended with the proxy itself (as
     // nginx's $proxy_add_x_forwarded_for does); anyone else's was removed
     // above, and the chain starts at the client.
+    // An address always formats to a valid header value; formatted once.
+    let client = HeaderValue::from_str(&hop.client.to_string()).ok();
     let xff = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) if hop.trusted_peer => {
             HeaderValue::from_str(&format!("{prior}, {}", hop.peer)).ok()
         }
-        _ => HeaderValue::from_str(&hop.client.to_string()).ok(),
+        _ => client.clone(),
     };
     h.remove(X_FORWARDED_FOR);
     if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR, v);
     }
-    set(
-        h,
-        HeaderName::from_static("x-real-ip"),
-        &hop.client.to_string(),
-    );
+    if let Some(v) = client {
+        h.insert(HeaderName::from_static("x-real-ip"), v);
+    }
     if !(hop.trusted_peer && h.contains_key(X_FORWARDED_HOST))
         && let Some(a) = authority
     {
