@@ -74,6 +74,8 @@ error_codes! {
     MethodNotAllowed = ("method_not_allowed", 405, "Method Not Allowed", "Method Not Allowed"),
     /// The resource is in a state that forbids the change.
     Conflict = ("conflict", 409, "Conflict", "The resource is in a state that does not allow this change"),
+    /// The change would leave no active admin key, locking everyone out of the admin API.
+    LastAdminKey = ("last_admin_key", 409, "Conflict", "This is the last active admin key; create another admin key first"),
     /// The request body's framing is broken (a malformed chunk, or fewer bytes than declared).
     MalformedBody = ("malformed_body", 400, "Bad Request", "The request body is malformed: its chunked encoding or length is invalid"),
     /// The body is larger than allowed.

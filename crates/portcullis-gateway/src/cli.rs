@@ -12,7 +12,7 @@ use portcullis::identity::{Identity, IdentityError, check_username};
 use portcullis::keys::KeyService;
 use portcullis::password::{PasswordError, check_length};
 use portcullis::store::StoreError;
-use portcullis::store::{KeyFilter, KeyRecord, Store};
+use portcullis::store::{KeyFilter, KeyRecord, LastAdmin, Store};
 use portcullis::tokens::SigningAlg;
 use portcullis::verify::Verifier;
 use portcullis_core::time::{parse_duration, rfc3339};
@@ -207,10 +207,16 @@ enum KeysCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a key now (final).
+    /// Revoke a key now (final). The last active admin key is refused
+    /// unless --force-last-admin is given.
     Revoke {
         /// Key id.
         id: String,
+        /// Revoke it even if it is the last active admin key. Nobody can
+        /// use the admin API afterwards, until an admin key is made here
+        /// with `keys create --scopes admin`.
+        #[arg(long)]
+        force_last_admin: bool,
     },
     /// Issue a replacement; the old key works until the grace ends.
     Rotate {
@@ -223,10 +229,16 @@ enum KeysCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Switch a key off.
+    /// Switch a key off. The last active admin key is refused unless
+    /// --force-last-admin is given.
     Disable {
         /// Key id.
         id: String,
+        /// Disable it even if it is the last active admin key. Nobody can
+        /// use the admin API afterwards, until it is enabled again or an
+        /// admin key is made here with `keys create --scopes admin`.
+        #[arg(long)]
+        force_last_admin: bool,
     },
     /// Switch a disabled key back on.
     Enable {
@@ -441,15 +453,27 @@ async fn keys(cfg: &Config, cmd: KeysCmd) -> Result<()> {
                 show(&mut out, &k)?;
             }
         }
-        KeysCmd::Revoke { id } => {
-            let k = svc.revoke("cli", &id).await?;
+        KeysCmd::Revoke {
+            id,
+            force_last_admin,
+        } => {
+            let k = svc
+                .revoke_with("cli", &id, last_admin(force_last_admin))
+                .await
+                .map_err(key_err)?;
             eprintln!(
                 "revoked {} ({}); running gateways refuse it within 1 s",
                 k.id, k.prefix
             );
         }
-        KeysCmd::Disable { id } => {
-            let k = svc.set_disabled("cli", &id, true).await?;
+        KeysCmd::Disable {
+            id,
+            force_last_admin,
+        } => {
+            let k = svc
+                .set_disabled_with("cli", &id, true, last_admin(force_last_admin))
+                .await
+                .map_err(key_err)?;
             eprintln!("disabled {} ({})", k.id, k.prefix);
         }
         KeysCmd::Enable { id } => {
@@ -473,11 +497,22 @@ async fn keys(cfg: &Config, cmd: KeysCmd) -> Result<()> {
     Ok(())
 }
 
+fn last_admin(force: bool) -> LastAdmin {
+    if force {
+        LastAdmin::Allow
+    } else {
+        LastAdmin::Protect
+    }
+}
+
 /// An invalid field is the caller's mistake (exit 2); anything else is a
-/// failure (exit 1).
+/// failure (exit 1), with the last-admin refusal saying how to proceed.
 fn key_err(e: portcullis::keys::KeyError) -> anyhow::Error {
     match e {
         portcullis::keys::KeyError::Invalid(m) => UsageError(m).into(),
+        e @ portcullis::keys::KeyError::LastAdminKey { .. } => anyhow::anyhow!(
+            "{e}; create another admin key first (portcullis keys create --name NAME --scopes admin), or pass --force-last-admin"
+        ),
         e => e.into(),
     }
 }

@@ -8,7 +8,7 @@ use crate::guard::{Guard, Policy};
 use crate::identity::Identity;
 use crate::keys::{CreatedKey, KeyError, KeyService, KeySpec};
 use crate::response::problem_response;
-use crate::store::{KeyFilter, KeyRecord};
+use crate::store::{ADMIN_SCOPE, KeyFilter, KeyRecord, LastAdmin};
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Path, Query, Request, State};
@@ -152,7 +152,7 @@ pub fn router(state: AdminState) -> Router {
 async fn require_admin(State(st): State<AdminState>, mut req: Request, next: Next) -> Response {
     let policy = Policy {
         schemes: SchemeSet::new(&[Scheme::ApiKeyHeader, Scheme::Bearer]),
-        scopes: Scopes::parse("admin").unwrap_or_default(),
+        scopes: Scopes::parse(ADMIN_SCOPE).unwrap_or_default(),
     };
     let head = Head::new(req.method(), req.headers(), req.uri().query());
     match st.guard.check(&policy, &head).await {
@@ -181,6 +181,9 @@ pub fn key_problem(e: &KeyError) -> Problem {
             Problem::new(ErrorCode::ResourceNotFound).detail(format!("no key with id {m:?}"))
         }
         KeyError::Conflict(m) => Problem::new(ErrorCode::Conflict).detail(*m),
+        KeyError::LastAdminKey { id, action } => Problem::new(ErrorCode::LastAdminKey).detail(format!(
+            "{id} is the last active admin key; create another admin key first, or use `portcullis keys {action} --force-last-admin {id}`"
+        )),
         KeyError::Store(err) => {
             tracing::error!(error = %err, "store error in admin API");
             Problem::new(ErrorCode::StoreUnavailable)
@@ -413,6 +416,22 @@ pub(crate) async fn create_key(State(st): State<AdminState>, req: Request) -> Re
     }
 }
 
+/// Whether this admin API may revoke or disable the last active admin
+/// key. The gateway's admin listener accepts managed keys only (its guard
+/// has no static keys and no token service), so there the rule always
+/// holds. A library embedding whose admin guard accepts a static key with
+/// the admin scope keeps a way in that the API cannot take away, so the
+/// rule is off there. Users' and clients' tokens do not count as such a
+/// way: they are short-lived, and this same API disables users and
+/// revokes clients.
+fn last_admin_rule(st: &AdminState) -> LastAdmin {
+    if st.guard.static_key_holds(ADMIN_SCOPE) {
+        LastAdmin::Allow
+    } else {
+        LastAdmin::Protect
+    }
+}
+
 pub(crate) fn actor(req: &Request) -> String {
     req.extensions()
         .get::<Actor>()
@@ -529,7 +548,7 @@ pub(crate) async fn show_key(State(st): State<AdminState>, Path(id): Path<String
     responses(
         (status = 200, description = "The revoked key's record", body = crate::admin_openapi::Key),
         (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The key is revoked already; revocation is final (`conflict`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked already; revocation is final (`conflict`). Or it is the last active admin key, and revoking it would lock everyone out of the admin API (`last_admin_key`): create another admin key first", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -545,7 +564,9 @@ pub(crate) async fn delete_key(
 /// Revoke a key
 ///
 /// Now, and for good: this gateway refuses the key at once, others
-/// sharing the store within a second.
+/// sharing the store within a second. The last active admin key cannot
+/// be revoked here (409 `last_admin_key`): create another admin key
+/// first, or use the CLI's `keys revoke --force-last-admin`.
 #[utoipa::path(
     post,
     path = "/admin/v1/keys/{id}/revoke",
@@ -554,7 +575,7 @@ pub(crate) async fn delete_key(
     responses(
         (status = 200, description = "The revoked key's record", body = crate::admin_openapi::Key),
         (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The key is revoked already; revocation is final (`conflict`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked already; revocation is final (`conflict`). Or it is the last active admin key, and revoking it would lock everyone out of the admin API (`last_admin_key`): create another admin key first", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -564,7 +585,11 @@ pub(crate) async fn revoke_key(
     Path(id): Path<String>,
     req: Request,
 ) -> Response {
-    match st.keys.revoke(&actor(&req), &id).await {
+    match st
+        .keys
+        .revoke_with(&actor(&req), &id, last_admin_rule(&st))
+        .await
+    {
         Ok(r) => json(StatusCode::OK, &r),
         Err(e) => err(e),
     }
@@ -572,7 +597,8 @@ pub(crate) async fn revoke_key(
 
 /// Disable a key
 ///
-/// Switched off until enabled again.
+/// Switched off until enabled again. The last active admin key cannot be
+/// disabled here (409 `last_admin_key`).
 #[utoipa::path(
     post,
     path = "/admin/v1/keys/{id}/disable",
@@ -581,7 +607,7 @@ pub(crate) async fn revoke_key(
     responses(
         (status = 200, description = "The key's record", body = crate::admin_openapi::Key),
         (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The key is revoked (`conflict`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked (`conflict`), or it is the last active admin key, and disabling it would lock everyone out of the admin API (`last_admin_key`): create another admin key first", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -591,7 +617,11 @@ pub(crate) async fn disable_key(
     Path(id): Path<String>,
     req: Request,
 ) -> Response {
-    match st.keys.set_disabled(&actor(&req), &id, true).await {
+    match st
+        .keys
+        .set_disabled_with(&actor(&req), &id, true, last_admin_rule(&st))
+        .await
+    {
         Ok(r) => json(StatusCode::OK, &r),
         Err(e) => err(e),
     }

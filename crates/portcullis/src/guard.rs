@@ -174,6 +174,14 @@ impl Guard {
         static_key::find(&self.static_keys, presented)
     }
 
+    /// Whether a static key holding `scope` is accepted: a credential
+    /// from the environment, which the admin API cannot revoke.
+    pub fn static_key_holds(&self, scope: &str) -> bool {
+        self.static_keys
+            .iter()
+            .any(|k| k.principal().scopes.contains(scope))
+    }
+
     /// The verifier of managed keys, when there is a store.
     pub fn verifier(&self) -> Option<&Arc<Verifier>> {
         self.verifier.as_ref()

@@ -2,7 +2,9 @@
 //! event, committed before the caller is told it happened.
 
 use crate::clock::SharedClock;
-use crate::store::{KeyChange, KeyFilter, KeyRecord, NewAudit, NewKey, Store, StoreError};
+use crate::store::{
+    KeyChange, KeyFilter, KeyRecord, LastAdmin, NewAudit, NewKey, Store, StoreError,
+};
 use crate::verify::Verifier;
 use portcullis_core::key::{RANDOM_BYTES, valid_env};
 use portcullis_core::{ApiKey, Scopes, base62};
@@ -20,6 +22,15 @@ pub enum KeyError {
     /// The key's state forbids the change.
     #[error("{0}")]
     Conflict(&'static str),
+    /// Revoking or disabling the key would leave no active admin key
+    /// ([`LastAdmin`]).
+    #[error("{id} is the last active admin key: {} it would leave no key that can use the admin API", gerund(.action))]
+    LastAdminKey {
+        /// The key's id.
+        id: String,
+        /// `revoke` or `disable`.
+        action: &'static str,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
@@ -28,7 +39,26 @@ pub enum KeyError {
     Random,
 }
 
+fn gerund(action: &str) -> &'static str {
+    match action {
+        "disable" => "disabling",
+        _ => "revoking",
+    }
+}
+
 impl KeyError {
+    /// As [`KeyError::from_store`], for a change named `action` that the
+    /// last-admin rule may refuse.
+    fn from_change(e: StoreError, id: &str, action: &'static str) -> KeyError {
+        match e {
+            StoreError::LastAdminKey => KeyError::LastAdminKey {
+                id: id.chars().take(64).collect(),
+                action,
+            },
+            e => KeyError::from_store(e, id),
+        }
+    }
+
     fn from_store(e: StoreError, id: &str) -> KeyError {
         match e {
             StoreError::NotFound => KeyError::NotFound(id.chars().take(64).collect()),
@@ -111,8 +141,11 @@ impl KeySpec {
     }
 }
 
-fn check_label(field: &str, v: &str) -> Result<(), KeyError> {
-    if v.trim().is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
+/// Names and owners: 1-128 characters (Unicode scalar values, as JSON
+/// Schema's `maxLength` counts them), not only spaces, no control
+/// characters (the admin API's document states the same rule).
+pub(crate) fn check_label(field: &str, v: &str) -> Result<(), KeyError> {
+    if v.trim().is_empty() || v.chars().count() > 128 || v.chars().any(char::is_control) {
         return Err(KeyError::Invalid(format!(
             "{field}: must be 1-128 characters with no control characters"
         )));
@@ -249,36 +282,63 @@ impl KeyService {
         self.store.list_keys(filter).await.map_err(KeyError::Store)
     }
 
-    /// Revokes now. Final.
+    /// Revokes now. Final. Refuses to revoke the last active admin key
+    /// ([`KeyError::LastAdminKey`]); see [`KeyService::revoke_with`].
     pub async fn revoke(&self, actor: &str, id: &str) -> Result<KeyRecord, KeyError> {
-        let audit = self.audit(actor, "key.revoke", id, serde_json::json!({}));
+        self.revoke_with(actor, id, LastAdmin::Protect).await
+    }
+
+    /// Revokes now, with `last_admin` saying whether the last active admin
+    /// key may go.
+    pub async fn revoke_with(
+        &self,
+        actor: &str,
+        id: &str,
+        last_admin: LastAdmin,
+    ) -> Result<KeyRecord, KeyError> {
+        let audit = self.audit(actor, "key.revoke", id, forced(last_admin));
         let r = self
             .store
-            .change_key(id, KeyChange::Revoke(audit.at), &audit)
+            .change_key(id, KeyChange::Revoke(audit.at), last_admin, &audit)
             .await
-            .map_err(|e| KeyError::from_store(e, id))?;
+            .map_err(|e| KeyError::from_change(e, id, "revoke"))?;
         self.sync().await;
         Ok(r)
     }
 
-    /// Switches a key off (or back on).
+    /// Switches a key off (or back on). Refuses to switch off the last
+    /// active admin key ([`KeyError::LastAdminKey`]); see
+    /// [`KeyService::set_disabled_with`].
     pub async fn set_disabled(
         &self,
         actor: &str,
         id: &str,
         disabled: bool,
     ) -> Result<KeyRecord, KeyError> {
+        self.set_disabled_with(actor, id, disabled, LastAdmin::Protect)
+            .await
+    }
+
+    /// Switches a key off (or back on), with `last_admin` saying whether
+    /// the last active admin key may be switched off.
+    pub async fn set_disabled_with(
+        &self,
+        actor: &str,
+        id: &str,
+        disabled: bool,
+        last_admin: LastAdmin,
+    ) -> Result<KeyRecord, KeyError> {
         let (change, action) = if disabled {
             (KeyChange::Disable, "key.disable")
         } else {
             (KeyChange::Enable, "key.enable")
         };
-        let audit = self.audit(actor, action, id, serde_json::json!({}));
+        let audit = self.audit(actor, action, id, forced(last_admin));
         let r = self
             .store
-            .change_key(id, change, &audit)
+            .change_key(id, change, last_admin, &audit)
             .await
-            .map_err(|e| KeyError::from_store(e, id))?;
+            .map_err(|e| KeyError::from_change(e, id, "disable"))?;
         self.sync().await;
         Ok(r)
     }
@@ -325,6 +385,15 @@ impl KeyService {
             .map_err(|e| KeyError::from_store(e, id))?;
         self.sync().await;
         Ok(CreatedKey { key, record })
+    }
+}
+
+/// The audit detail of a revoke or disable: whether the last-admin rule
+/// was off for it, so a lock-out can be traced to the command that did it.
+fn forced(last_admin: LastAdmin) -> serde_json::Value {
+    match last_admin {
+        LastAdmin::Protect => serde_json::json!({}),
+        LastAdmin::Allow => serde_json::json!({"force_last_admin": true}),
     }
 }
 

@@ -235,3 +235,269 @@ fn admin_api_manages_keys_with_audit() {
     assert!(admin_id.starts_with("key_"), "{admin_id}");
     assert!(!r.to_string().contains(&key) && !r.to_string().contains(&new_key));
 }
+
+/// A key's id from the admin API's list, by the key's display prefix.
+fn id_of(env: &Env, admin: &str, key: &str) -> String {
+    let r: Value = client()
+        .get(env.admin_url("/admin/v1/keys?limit=1000"))
+        .header("X-API-Key", admin)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let prefix: String = key.chars().take(14).collect();
+    r["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["prefix"] == prefix.as_str())
+        .unwrap_or_else(|| panic!("no key with prefix {prefix} in {r}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Asserts a 409 `last_admin_key` problem that tells how to go on.
+fn assert_last_admin(r: reqwest::blocking::Response, what: &str) {
+    assert_eq!(r.status(), 409, "{what}");
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/problem+json",
+        "{what}"
+    );
+    let p: Value = r.json().unwrap();
+    assert_eq!(p["code"], "last_admin_key", "{what}: {p}");
+    assert_eq!(p["status"], 409, "{what}: {p}");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("last active admin key")
+            && detail.contains("create another admin key first")
+            && detail.contains("--force-last-admin"),
+        "{what}: {detail}"
+    );
+}
+
+#[test]
+fn the_last_admin_key_cannot_be_revoked_or_disabled_through_the_admin_api() {
+    let env = Env::new("");
+    let admin = env.init();
+    // A client holding the admin scope: its tokens are no way into the
+    // admin API, which takes managed keys only, so they do not count.
+    let (client_id, secret) = env.add_client("ops", "admin", "client_credentials");
+    let _srv = env.serve();
+    let c = client();
+    let keys = env.admin_url("/admin/v1/keys");
+    let id = id_of(&env, &admin, &admin);
+
+    for (method, url) in [
+        (reqwest::Method::POST, format!("{keys}/{id}/revoke")),
+        (reqwest::Method::DELETE, format!("{keys}/{id}")),
+        (reqwest::Method::POST, format!("{keys}/{id}/disable")),
+    ] {
+        let r = c
+            .request(method.clone(), &url)
+            .header("X-API-Key", &admin)
+            .send()
+            .unwrap();
+        assert_last_admin(r, &format!("{method} {url}"));
+    }
+    // Nothing changed: the key still opens the admin API.
+    let r = c.get(&keys).header("X-API-Key", &admin).send().unwrap();
+    assert_eq!(r.status(), 200);
+
+    let token: Value = c
+        .post(env.url("/oauth/token"))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap();
+    assert_eq!(
+        c.get(&keys).bearer_auth(token).send().unwrap().status(),
+        401
+    );
+
+    // Rotation makes a new admin key at once, so it is allowed, even with
+    // no grace; the replacement is then the last admin key.
+    let r = c
+        .post(format!("{keys}/{id}/rotate"))
+        .header("X-API-Key", &admin)
+        .json(&json!({"grace": "0s"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let rotated: Value = r.json().unwrap();
+    let admin2 = rotated["key"].as_str().unwrap().to_owned();
+    let id2 = rotated["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        c.get(&keys)
+            .header("X-API-Key", &admin)
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
+    let r = c
+        .post(format!("{keys}/{id2}/disable"))
+        .header("X-API-Key", &admin2)
+        .send()
+        .unwrap();
+    assert_last_admin(r, "disable the replacement");
+
+    // With a second admin key, either may go, the acting one included.
+    let r = c
+        .post(&keys)
+        .header("X-API-Key", &admin2)
+        .json(&json!({"name": "second admin", "scopes": "admin"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let second: Value = r.json().unwrap();
+    let admin3 = second["key"].as_str().unwrap().to_owned();
+    let id3 = second["id"].as_str().unwrap().to_owned();
+    let r = c
+        .post(format!("{keys}/{id2}/revoke"))
+        .header("X-API-Key", &admin2)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .delete(format!("{keys}/{id3}"))
+        .header("X-API-Key", &admin3)
+        .send()
+        .unwrap();
+    assert_last_admin(r, "delete the new last admin key");
+}
+
+/// Two admin keys, each used to revoke (or disable) the other at the same
+/// moment: one change wins, the other is refused (409, or 401 when its
+/// own key was already gone when it was checked), and one admin key is
+/// left every time.
+#[test]
+fn concurrent_removals_of_the_last_two_admin_keys_leave_one() {
+    let env = Env::new("");
+    let mut survivor = env.init();
+    let _srv = env.serve();
+    let c = client();
+    let keys = env.admin_url("/admin/v1/keys");
+    let mut refused = std::collections::BTreeMap::new();
+    for round in 0..12 {
+        let r = c
+            .post(&keys)
+            .header("X-API-Key", &survivor)
+            .json(&json!({"name": format!("admin {round}"), "scopes": ["admin"]}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201, "round {round}");
+        let other: Value = r.json().unwrap();
+        let other_key = other["key"].as_str().unwrap().to_owned();
+        let other_id = other["id"].as_str().unwrap().to_owned();
+        let survivor_id = id_of(&env, &survivor, &survivor);
+        let action = if round % 3 == 2 { "disable" } else { "revoke" };
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let go = |acting: String, target: String| {
+            let barrier = barrier.clone();
+            let url = format!("{keys}/{target}/{action}");
+            std::thread::spawn(move || {
+                let c = client();
+                barrier.wait();
+                c.post(url)
+                    .header("X-API-Key", acting)
+                    .send()
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        };
+        let a = go(survivor.clone(), other_id.clone());
+        let b = go(other_key.clone(), survivor_id.clone());
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        let (won, lost) = match (a, b) {
+            (200, l) => (survivor.clone(), l),
+            (l, 200) => (other_key.clone(), l),
+            other => panic!("round {round}: no change or both won: {other:?}"),
+        };
+        assert!(lost == 409 || lost == 401, "round {round}: {a} {b}");
+        *refused.entry(lost).or_insert(0) += 1;
+        survivor = won;
+        // Exactly one active admin key: the winner's.
+        let r: Value = c
+            .get(&keys)
+            .header("X-API-Key", &survivor)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let active = r["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["scopes"] == "admin" && k["disabled"] == false)
+            .count();
+        assert_eq!(active, 1, "round {round}: {r}");
+    }
+    eprintln!("losers' answers: {refused:?}");
+}
+
+#[test]
+fn cli_refuses_the_last_admin_key_without_the_flag() {
+    let env = Env::new("");
+    env.init();
+    let list = |env: &Env| -> Value {
+        serde_json::from_slice(&env.cli(&["keys", "list", "--json", "--all"]).stdout).unwrap()
+    };
+    let id = list(&env)[0]["id"].as_str().unwrap().to_owned();
+    for cmd in ["revoke", "disable"] {
+        let o = env.cli(&["keys", cmd, &id]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{cmd}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{cmd}: {err}");
+        assert!(
+            err.starts_with("portcullis: error: ")
+                && err.contains(&id)
+                && err.contains("last active admin key")
+                && err.contains("--force-last-admin"),
+            "{cmd}: {err}"
+        );
+        assert!(o.stdout.is_empty());
+        // The help says what the flag does.
+        let help = env.cli(&["keys", cmd, "--help"]);
+        let help = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            help.contains("--force-last-admin") && help.contains("last active admin key"),
+            "{help}"
+        );
+    }
+    let k = &list(&env)[0];
+    assert!(k["revoked_at"].is_null() && k["disabled"] == false, "{k}");
+
+    // A non-admin key needs no flag.
+    let plain = env.create_key(&["--name", "plain"]);
+    assert!(!plain.is_empty());
+    let plain_id = list(&env)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "plain")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(env.cli(&["keys", "revoke", &plain_id]).status.success());
+
+    // With the flag, it is done, and the audit trail says it was forced.
+    let o = env.cli(&["keys", "disable", &id, "--force-last-admin"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = env.cli(&["keys", "revoke", &id, "--force-last-admin"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let k = &list(&env)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert!(k["revoked_at"].is_i64() && k["disabled"] == true, "{k}");
+}

@@ -418,9 +418,14 @@ fn bad_cli_input_gets_one_line_and_a_nonzero_exit() {
     let o = env.cli(&["keys", "list", "--json", "--all"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1);
-    // revoking twice: conflict, clear
+    // revoking twice: conflict, clear (the key is the last admin key, so
+    // the first revoke needs the flag)
     let id = v[0]["id"].as_str().unwrap().to_owned();
-    assert!(env.cli(&["keys", "revoke", &id]).status.success());
+    assert!(
+        env.cli(&["keys", "revoke", &id, "--force-last-admin"])
+            .status
+            .success()
+    );
     let o = env.cli(&["keys", "revoke", &id]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("revocation is final"));

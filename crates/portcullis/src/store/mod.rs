@@ -35,6 +35,9 @@ pub enum StoreError {
     /// The record is in a state that forbids the change.
     #[error("{0}")]
     Conflict(&'static str),
+    /// The change would leave no active admin key (see [`LastAdmin`]).
+    #[error("this is the last active admin key")]
+    LastAdminKey,
     /// A stored value could not be read back.
     #[error("corrupt stored value in {0}")]
     Corrupt(&'static str),
@@ -130,6 +133,28 @@ pub enum KeyChange {
     Disable,
     /// Switch back on.
     Enable,
+}
+
+/// The scope that opens the admin API.
+pub const ADMIN_SCOPE: &str = "admin";
+
+/// Whether [`Store::change_key`] may revoke or disable the last active
+/// admin key.
+///
+/// An active admin key holds [`ADMIN_SCOPE`] and is not revoked, disabled,
+/// expired or used up. With [`LastAdmin::Protect`], revoking or disabling
+/// such a key fails with [`StoreError::LastAdminKey`] unless another one
+/// remains that has not been rotated away (a key in its rotation grace
+/// ends with the grace, so it does not count). The check runs in the
+/// change's own write transaction, so two concurrent changes cannot each
+/// count the other's key and both succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastAdmin {
+    /// Refuse a change that leaves no active admin key.
+    Protect,
+    /// Allow it (the CLI's `--force-last-admin`, or an admin API that has
+    /// another admin credential the API cannot take away).
+    Allow,
 }
 
 /// An audit event to write.
@@ -277,14 +302,18 @@ impl Store {
         dispatch!(self, s => s.key_lookups.load(Ordering::Relaxed))
     }
 
-    /// Changes a key's state, with its audit event, atomically.
+    /// Changes a key's state, with its audit event, atomically. With
+    /// [`LastAdmin::Protect`], a revoke or disable that would leave no
+    /// active admin key fails with [`StoreError::LastAdminKey`], decided
+    /// in the same transaction as the write.
     pub async fn change_key(
         &self,
         id: &str,
         change: KeyChange,
+        last_admin: LastAdmin,
         audit: &NewAudit,
     ) -> Result<KeyRecord, StoreError> {
-        dispatch!(self, s => s.change_key(id, change, audit).await)
+        dispatch!(self, s => s.change_key(id, change, last_admin, audit).await)
     }
 
     /// Rotates: inserts `new`, limits the old key's life to `grace_until`,

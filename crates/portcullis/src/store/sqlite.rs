@@ -1,6 +1,9 @@
 //! SQLite: one file, WAL, migrations at open, bound parameters only.
 
-use super::{AuditEvent, KeyChange, KeyFilter, KeyRecord, NewAudit, NewKey, StoreError};
+use super::{
+    ADMIN_SCOPE, AuditEvent, KeyChange, KeyFilter, KeyRecord, LastAdmin, NewAudit, NewKey,
+    StoreError,
+};
 use portcullis_core::{KeyGrant, KeyHash, Scopes};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -130,20 +133,35 @@ impl SqliteStore {
         &self,
         id: &str,
         change: KeyChange,
+        last_admin: LastAdmin,
         audit: &NewAudit,
     ) -> Result<KeyRecord, StoreError> {
+        // BEGIN IMMEDIATE: the write lock is held from the first read, so
+        // the last-admin count below cannot be changed by another writer
+        // (this process or another) before this change commits.
         let mut tx = self.begin().await?;
-        let row = sqlx::query("SELECT key_hash, revoked_at FROM api_keys WHERE id = ?1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(
+            "SELECT key_hash, revoked_at, disabled, scopes, expires_at, remaining_uses, refill_interval
+             FROM api_keys WHERE id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         let hash = hash_of(&row)?;
         let revoked: Option<i64> = row.try_get("revoked_at")?;
         if revoked.is_some() {
             return Err(StoreError::Conflict(
                 "the key is revoked; revocation is final",
             ));
+        }
+        let removes_access = matches!(change, KeyChange::Revoke(_) | KeyChange::Disable);
+        if last_admin == LastAdmin::Protect
+            && removes_access
+            && active_admin(&row, audit.at)?
+            && other_active_admins(&mut tx, id, audit.at).await? == 0
+        {
+            return Err(StoreError::LastAdminKey);
         }
         match change {
             KeyChange::Revoke(at) => {
@@ -376,6 +394,41 @@ pub(super) async fn write_audit(tx: &mut Tx, a: &NewAudit) -> Result<(), StoreEr
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Whether the key in `row` (not revoked) opens the admin API at `now`:
+/// it holds the admin scope and is not disabled, expired or used up.
+fn active_admin(row: &SqliteRow, now: i64) -> Result<bool, StoreError> {
+    let scopes: &str = row.try_get("scopes")?;
+    let disabled: bool = row.try_get("disabled")?;
+    let expires_at: Option<i64> = row.try_get("expires_at")?;
+    let uses: Option<i64> = row.try_get("remaining_uses")?;
+    let refill: Option<&str> = row.try_get("refill_interval")?;
+    Ok(scopes.split(' ').any(|s| s == ADMIN_SCOPE)
+        && !disabled
+        && expires_at.is_none_or(|e| e > now)
+        && (uses.is_none_or(|u| u > 0) || refill.is_some()))
+}
+
+/// Active admin keys other than `id` that will stay so: the same test as
+/// [`active_admin`], and not rotated away (a key in its rotation grace
+/// ends with the grace; its replacement is the one that counts).
+async fn other_active_admins(tx: &mut Tx, id: &str, now: i64) -> Result<i64, StoreError> {
+    // `instr` on the space-padded list: scopes are stored space-separated,
+    // and `instr` is case-sensitive as scopes are (LIKE is not).
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM api_keys
+         WHERE id <> ?1 AND revoked_at IS NULL AND disabled = 0
+           AND (expires_at IS NULL OR expires_at > ?2)
+           AND (remaining_uses IS NULL OR remaining_uses > 0 OR refill_interval IS NOT NULL)
+           AND rotated_to IS NULL
+           AND instr(' ' || scopes || ' ', ?3) > 0",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(format!(" {ADMIN_SCOPE} "))
+    .fetch_one(&mut **tx)
+    .await?)
 }
 
 fn hash_of(row: &SqliteRow) -> Result<KeyHash, StoreError> {

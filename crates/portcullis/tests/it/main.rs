@@ -8,6 +8,7 @@ mod common;
 mod failures;
 mod fastapi;
 mod guard;
+mod last_admin;
 mod lifecycle;
 mod lookups;
 mod no_store;
