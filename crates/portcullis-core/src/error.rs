@@ -88,6 +88,8 @@ error_codes! {
     HeadersTooLarge = ("headers_too_large", 431, "Request Header Fields Too Large", "The request headers are too large"),
     /// The upstream could not be reached or broke the connection.
     UpstreamUnavailable = ("upstream_unavailable", 502, "Bad Gateway", "The upstream service is unavailable"),
+    /// Every connection Portcullis may open to the upstream is in use, and none freed up in time.
+    UpstreamBusy = ("upstream_busy", 503, "Service Unavailable", "The upstream service is busy; retry later"),
     /// The upstream did not answer in time.
     UpstreamTimeout = ("upstream_timeout", 504, "Gateway Timeout", "The upstream service did not answer in time"),
     /// The store could not be reached.

@@ -17,6 +17,7 @@ pub mod credential;
 pub mod csrf;
 pub mod error;
 pub mod framing;
+pub mod h2frames;
 pub mod host;
 pub mod key;
 pub mod path;

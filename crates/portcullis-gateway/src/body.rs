@@ -121,3 +121,108 @@ impl http_body::Body for Limited {
         self.inner.size_hint()
     }
 }
+
+/// A body that holds `T` (an upstream connection's place in its budget)
+/// until it ends or is dropped.
+pub struct Hold<B, T> {
+    inner: B,
+    held: Option<T>,
+}
+
+impl<B, T> Hold<B, T> {
+    /// `inner`, holding `held`.
+    pub fn new(inner: B, held: T) -> Hold<B, T> {
+        Hold {
+            inner,
+            held: Some(held),
+        }
+    }
+}
+
+impl<B, T> http_body::Body for Hold<B, T>
+where
+    B: http_body::Body + Unpin,
+    T: Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.held = None;
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Waits for the first frame of `body` (a request body not yet begun costs
+/// no upstream connection), then gives back a body that yields it first.
+/// Errors (a cut-off or broken body) come back as the body's first frame,
+/// so the caller's usual path reports them.
+pub async fn started(body: Body) -> Body {
+    use http_body_util::BodyExt;
+    if http_body::Body::is_end_stream(&body) {
+        return body;
+    }
+    let mut body = body;
+    match body.frame().await {
+        None => Body::empty(),
+        Some(first) => Body::new(Prefixed {
+            first: Some(first),
+            rest: body,
+        }),
+    }
+}
+
+struct Prefixed {
+    first: Option<Result<Frame<Bytes>, axum::Error>>,
+    rest: Body,
+}
+
+impl http_body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Some(f) = this.first.take() {
+            return Poll::Ready(Some(f));
+        }
+        Pin::new(&mut this.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let rest = self.rest.size_hint();
+        let n = match &self.first {
+            Some(Ok(f)) => f.data_ref().map_or(0, |d| d.len() as u64),
+            _ => 0,
+        };
+        // Upper first: SizeHint refuses a lower bound above its upper one.
+        let mut h = SizeHint::new();
+        if let Some(u) = rest.upper() {
+            h.set_upper(u.saturating_add(n));
+        }
+        h.set_lower(rest.lower().saturating_add(n));
+        h
+    }
+}

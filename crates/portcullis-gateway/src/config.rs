@@ -259,6 +259,12 @@ struct RawServer {
     shutdown_grace: Option<String>,
     trusted_hosts: Option<Vec<String>>,
     body_read_timeout: Option<String>,
+    first_request_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    send_timeout: Option<String>,
+    h2c: Option<bool>,
+    h2_max_streams: Option<u32>,
+    h2_control_frames_per_second: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -299,6 +305,8 @@ struct RawUpstream {
     connect_timeout: Option<String>,
     timeout: Option<String>,
     max_body_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    queue_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -368,6 +376,28 @@ pub struct Route {
     pub forward_override_headers: bool,
 }
 
+/// The deadlines and HTTP/2 limits every connection is held to (see
+/// `serve.rs` and docs/security.md, "Hostile clients").
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    /// From accept to the first complete request head: TLS handshake,
+    /// protocol detection and the HTTP/2 preface included.
+    pub first_request_timeout: Duration,
+    /// A connection with no request in flight is closed after this
+    /// (HTTP/1.1 keep-alive and HTTP/2 alike, PINGs or not).
+    pub idle_timeout: Duration,
+    /// A response the client does not read for this long closes the
+    /// connection.
+    pub send_timeout: Duration,
+    /// Serve HTTP/2 with prior knowledge on plain listeners.
+    pub h2c: bool,
+    /// Concurrent streams per HTTP/2 connection.
+    pub h2_max_streams: u32,
+    /// Control frames (PING, SETTINGS, RST_STREAM, PRIORITY, empty
+    /// frames) per second per connection before GOAWAY (0 = no limit).
+    pub h2_control_frames_per_second: u32,
+}
+
 /// Log format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -402,6 +432,12 @@ pub struct Config {
     pub trusted_hosts: portcullis_core::host::TrustedHosts,
     /// Time allowed for a whole request body to arrive.
     pub body_read_timeout: Duration,
+    /// Deadlines and HTTP/2 limits of each connection.
+    pub conn: ConnLimits,
+    /// Open connections to one upstream at most (requests beyond wait).
+    pub upstream_max_connections: usize,
+    /// How long a request waits for an upstream connection before 503.
+    pub upstream_queue_timeout: Duration,
     /// TLS, when Portcullis terminates it.
     pub tls: Option<TlsConfig>,
     /// Time allowed for a TLS handshake.
@@ -1047,6 +1083,49 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
                 Duration::from_secs(30),
             )?,
             "server.body_read_timeout",
+        )?,
+        conn: ConnLimits {
+            first_request_timeout: positive(
+                dur(
+                    "server.first_request_timeout",
+                    &s.first_request_timeout,
+                    Duration::from_secs(10),
+                )?,
+                "server.first_request_timeout",
+            )?,
+            idle_timeout: positive(
+                dur(
+                    "server.idle_timeout",
+                    &s.idle_timeout,
+                    Duration::from_secs(60),
+                )?,
+                "server.idle_timeout",
+            )?,
+            send_timeout: positive(
+                dur(
+                    "server.send_timeout",
+                    &s.send_timeout,
+                    Duration::from_secs(30),
+                )?,
+                "server.send_timeout",
+            )?,
+            h2c: s.h2c.unwrap_or(false),
+            h2_max_streams: match s.h2_max_streams {
+                Some(0) => return Err(cerr("server.h2_max_streams", "must be at least 1")),
+                Some(n) => n,
+                None => 100,
+            },
+            h2_control_frames_per_second: s.h2_control_frames_per_second.unwrap_or(100),
+        },
+        upstream_max_connections: match raw.upstream.max_connections {
+            Some(0) => return Err(cerr("upstream.max_connections", "must be at least 1")),
+            Some(n) => n,
+            None => 512,
+        },
+        upstream_queue_timeout: dur(
+            "upstream.queue_timeout",
+            &raw.upstream.queue_timeout,
+            Duration::from_secs(5),
         )?,
         tls_handshake_timeout: positive(
             dur(

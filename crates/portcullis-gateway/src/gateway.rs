@@ -84,7 +84,15 @@ impl App {
         };
         Ok(App {
             limiter: Arc::new(limiter),
-            proxy: Proxy::new(cfg.connect_timeout),
+            proxy: Proxy::new(
+                cfg.connect_timeout,
+                cfg.routes.iter().filter_map(|r| match &r.upstream {
+                    Upstream::Http { origin, .. } => Some(origin.as_str()),
+                    Upstream::Demo => None,
+                }),
+                cfg.upstream_max_connections,
+                cfg.upstream_queue_timeout,
+            ),
             cfg,
             routes,
             guard,
@@ -556,7 +564,20 @@ impl App {
         }
         let r = match &route.upstream {
             Upstream::Demo => crate::demo::handle(req).await,
-            Upstream::Http { .. } => self.proxy.send(req, route.timeout).await,
+            Upstream::Http { origin, .. } => {
+                // No upstream connection for a body that has not begun:
+                // a client that promises a body and sends none holds only
+                // its own connection, for body_read_timeout.
+                let (parts, b) = req.into_parts();
+                let b = body::started(b).await;
+                if let Some(p) = cutoff.problem() {
+                    out.close = true;
+                    return self.deny(p, rid, out);
+                }
+                self.proxy
+                    .send(Request::from_parts(parts, b), origin, route.timeout)
+                    .await
+            }
         };
         // The body's own failure explains an upstream failure better.
         match (r, cutoff.problem()) {

@@ -5,6 +5,7 @@ mod access_log;
 mod body;
 mod cli;
 mod config;
+mod conn_watch;
 mod demo;
 mod gateway;
 mod identity_setup;

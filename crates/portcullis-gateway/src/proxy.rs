@@ -11,8 +11,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use portcullis_core::credential::{CredentialNames, strip_cookie, strip_query_param};
 use portcullis_core::{ErrorCode, Principal, Problem, Scheme};
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Identity headers Portcullis sets; any a client sends are dropped.
 pub const PRINCIPAL: HeaderName = HeaderName::from_static("x-portcullis-principal");
@@ -28,32 +31,75 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// The pooled upstream client.
+/// The pooled upstream client, and each upstream's connection budget.
 #[derive(Clone)]
 pub struct Proxy {
     client: Client<HttpConnector, Body>,
+    /// Requests in flight per upstream origin, at most the budget (one
+    /// HTTP/1.1 connection each). Built once; read without a lock.
+    budgets: Arc<HashMap<String, Arc<Semaphore>>>,
+    queue_timeout: Duration,
 }
 
 impl Proxy {
-    /// A client with the given connect timeout.
-    pub fn new(connect_timeout: Duration) -> Proxy {
+    /// A client with the given connect timeout, and `max_connections` to
+    /// each of `origins` (requests beyond wait `queue_timeout`, then 503).
+    pub fn new<'a>(
+        connect_timeout: Duration,
+        origins: impl IntoIterator<Item = &'a str>,
+        max_connections: usize,
+        queue_timeout: Duration,
+    ) -> Proxy {
+        let budgets = origins
+            .into_iter()
+            .map(|o| (o.to_owned(), Arc::new(Semaphore::new(max_connections))))
+            .collect();
+        Proxy {
+            client: Self::client(connect_timeout),
+            budgets: Arc::new(budgets),
+            queue_timeout,
+        }
+    }
+
+    fn client(connect_timeout: Duration) -> Client<HttpConnector, Body> {
         let mut conn = HttpConnector::new();
         conn.set_connect_timeout(Some(connect_timeout));
         conn.set_nodelay(true);
         conn.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
+        Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(256)
-            .build(conn);
-        Proxy { client }
+            .build(conn)
     }
 
-    /// Sends the prepared request; maps failures to problems.
+    /// Sends the prepared request to `origin` within its budget; maps
+    /// failures to problems. The budget's place is held until the
+    /// response body ends.
     pub async fn send(
         &self,
         req: Request<Body>,
+        origin: &str,
         timeout: Duration,
     ) -> Result<Response<Body>, Problem> {
+        let permit = match self.budgets.get(origin) {
+            None => None,
+            Some(sem) => match sem.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    match tokio::time::timeout(self.queue_timeout, sem.clone().acquire_owned())
+                        .await
+                    {
+                        Ok(Ok(p)) => Some(p),
+                        _ => {
+                            tracing::warn!(upstream = origin, "upstream connection budget spent");
+                            return Err(Problem::new(ErrorCode::UpstreamBusy)
+                                .retry_after(1)
+                                .log_reason("upstream_busy"));
+                        }
+                    }
+                }
+            },
+        };
         match tokio::time::timeout(timeout, self.client.request(req)).await {
             Err(_) => Err(Problem::new(ErrorCode::UpstreamTimeout).log_reason("upstream_timeout")),
             Ok(Err(e)) => {
@@ -63,7 +109,11 @@ impl Proxy {
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                Ok(Response::from_parts(parts, Body::new(body)))
+                let body = match permit {
+                    Some(p) => Body::new(crate::body::Hold::new(body, p)),
+                    None => Body::new(body),
+                };
+                Ok(Response::from_parts(parts, body))
             }
         }
     }

@@ -3,8 +3,20 @@
 //! client address, TLS handshakes under a timeout, every HTTP/1 byte
 //! stream watched for ambiguous framing, and graceful shutdown that lets
 //! in-flight requests finish.
+//!
+//! Every connection is held to deadlines by its own watchdog
+//! ([`crate::conn_watch`]): the first request head within
+//! `first_request_timeout` of accept (TLS handshake, protocol detection
+//! and the HTTP/2 preface included), no more than `idle_timeout` with no
+//! request in flight (HTTP/1.1 and HTTP/2 alike: a peer that answers PINGs
+//! is still idle), and no more than `send_timeout` with a response the
+//! client does not read. When the listener is full, idle connections are
+//! closed first. HTTP/2 is served where ALPN chose it (or on a plain
+//! listener with `server.h2c`), with its control frames counted
+//! ([`portcullis_core::h2frames`]).
 
-use crate::config::Config;
+use crate::config::{Config, ConnLimits};
+use crate::conn_watch::{self, Activity};
 use axum::body::Body;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -12,6 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use portcullis_core::framing::{Ambiguity, H1Framer};
+use portcullis_core::h2frames::{ENHANCE_YOUR_CALM, H2Out, H2Watch, goaway};
 use portcullis_core::net::{Cidr, is_trusted};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -70,6 +83,7 @@ pub async fn run<F, Fut>(
         cfg.max_connections_per_ip,
         cfg.trusted_proxies.clone(),
     ));
+    let (pressure_tx, pressure) = watch::channel(false);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -83,15 +97,38 @@ pub async fn run<F, Fut>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(200)
+        .max_concurrent_streams(cfg.conn.h2_max_streams)
+        // Memory per stream is bounded by these: what a client may send
+        // before we read it, and what we queue for a client that does not
+        // read (hyper's default is 400 KiB a stream).
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW)
+        .max_send_buf_size(H2_SEND_BUF)
         .keep_alive_interval(Some(cfg.header_read_timeout))
         .keep_alive_timeout(cfg.header_read_timeout);
-    let builder = Arc::new(builder);
+    let builders = Arc::new(Builders {
+        h1: builder.clone().http1_only(),
+        h2: builder.clone().http2_only(),
+        auto: builder,
+    });
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // Full: idle connections give their places up first, so a
+                // table of connections that say nothing cannot lock out
+                // clients that have something to ask.
+                pressure_tx.send_replace(true);
+                tracing::debug!("connection table full: closing idle connections");
+                tokio::select! {
+                    p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                    _ = shutdown.changed() => break,
+                }
+            }
         };
+        if *pressure_tx.borrow() && permits.available_permits() > cfg.max_connections / 10 {
+            pressure_tx.send_replace(false);
+        }
         let (stream, peer) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(a) => a,
@@ -110,14 +147,18 @@ pub async fn run<F, Fut>(
         let _ = stream.set_nodelay(true);
         let serve = Serve {
             peer,
-            builder: builder.clone(),
+            builders: builders.clone(),
             watcher: graceful.watcher(),
             max_head: hyper_buf_size(cfg.max_header_bytes),
+            activity: Arc::new(Activity::new()),
+            limits: cfg.conn.clone(),
+            pressure: pressure.clone(),
         };
         let (t, h, hs) = (
             transport.clone(),
             handler.clone(),
-            cfg.tls_handshake_timeout,
+            cfg.tls_handshake_timeout
+                .min(cfg.conn.first_request_timeout),
         );
         tokio::spawn(async move {
             accept(stream, t, hs, serve, h).await;
@@ -132,6 +173,21 @@ pub async fn run<F, Fut>(
     {
         tracing::warn!("shutdown grace period ended with requests still open");
     }
+}
+
+/// HTTP/2 receive window per stream: what a client may send on a stream
+/// before Portcullis has passed it on.
+pub const H2_STREAM_WINDOW: u32 = 64 * 1024;
+/// HTTP/2 receive window per connection.
+pub const H2_CONN_WINDOW: u32 = 1024 * 1024;
+/// Response bytes queued per HTTP/2 stream for a client that does not read.
+pub const H2_SEND_BUF: usize = 64 * 1024;
+
+/// One builder per protocol choice.
+struct Builders {
+    h1: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+    auto: auto::Builder<TokioExecutor>,
 }
 
 fn hyper_buf_size(max_header_bytes: usize) -> usize {
@@ -151,13 +207,30 @@ async fn accept<F, Fut>(
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     match transport {
-        Transport::Plain => serve.io(stream, false, handler).await,
+        Transport::Plain => {
+            // HTTP/2 in clear text only when asked for: a client that
+            // speaks it unasked gets an HTTP/1.1 400.
+            let h2 = if serve.limits.h2c {
+                Proto::Either
+            } else {
+                Proto::H1
+            };
+            serve.io(stream, false, h2, handler).await
+        }
         Transport::Tls(acceptor) => {
             // tokio-rustls has no handshake timeout of its own; a client
             // that opens a socket and says nothing must not hold it.
             let peer = serve.peer;
             match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve.io(tls, true, handler).await,
+                Ok(Ok(tls)) => {
+                    // The protocol ALPN chose, and only that one.
+                    let proto = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        Proto::H2
+                    } else {
+                        Proto::H1
+                    };
+                    serve.io(tls, true, proto, handler).await
+                }
                 Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
             }
@@ -165,16 +238,27 @@ async fn accept<F, Fut>(
     }
 }
 
+/// Which HTTP a connection may speak.
+#[derive(Clone, Copy)]
+enum Proto {
+    H1,
+    H2,
+    Either,
+}
+
 /// A connection ready for HTTP.
 struct Serve {
     peer: SocketAddr,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     watcher: Watcher,
     max_head: usize,
+    activity: Arc<Activity>,
+    limits: ConnLimits,
+    pressure: watch::Receiver<bool>,
 }
 
 impl Serve {
-    async fn io<IO, F, Fut>(self, io: IO, tls: bool, handler: F)
+    async fn io<IO, F, Fut>(self, io: IO, tls: bool, proto: Proto, handler: F)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         F: Fn(Conn, Request<Body>) -> Fut + Clone + Send + Sync + 'static,
@@ -185,21 +269,43 @@ impl Serve {
             tls,
             framing: Arc::new(OnceLock::new()),
         };
+        let rate = self.limits.h2_control_frames_per_second;
         let io = Watched {
             inner: io,
             framer: H1Framer::new(self.max_head),
             flag: conn.framing.clone(),
+            h2: H2Watch::new(rate, rate.saturating_mul(10).max(100)),
+            out: H2Out::default(),
+            activity: self.activity.clone(),
+            peer: self.peer,
+            linger: None,
         };
+        let act = self.activity.clone();
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let (h, c) = (handler.clone(), conn.clone());
-            async move { Ok::<_, Infallible>(h(c, req.map(Body::new)).await) }
+            let (h, c, act) = (handler.clone(), conn.clone(), act.clone());
+            async move {
+                let guard = act.begin();
+                let resp = h(c, req.map(Body::new)).await;
+                Ok::<_, Infallible>(resp.map(|b| conn_watch::track(b, guard)))
+            }
         });
-        let c = self
-            .builder
-            .serve_connection(TokioIo::new(io), svc)
-            .into_owned();
-        if let Err(e) = self.watcher.watch(c).await {
-            tracing::debug!(error = %e, "connection ended with an error");
+        let builder = match proto {
+            Proto::H1 => &self.builders.h1,
+            Proto::H2 => &self.builders.h2,
+            Proto::Either => &self.builders.auto,
+        };
+        let c = builder.serve_connection(TokioIo::new(io), svc).into_owned();
+        let mut pressure = self.pressure;
+        tokio::select! {
+            r = self.watcher.watch(c) => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+            reason = conn_watch::watchdog(&self.activity, &self.limits, &mut pressure) => {
+                // Dropping the connection closes the socket.
+                tracing::debug!(peer = %self.peer, reason, "connection closed");
+            }
         }
     }
 }
@@ -207,26 +313,93 @@ impl Serve {
 /// The read side of a connection, every byte also shown to an
 /// [`H1Framer`] in order, so the handler learns of a smuggling attempt
 /// that hyper would otherwise quietly reframe.
+///
+/// On HTTP/2 it also counts the client's control frames; past the rate it
+/// writes a GOAWAY with `ENHANCE_YOUR_CALM` (when the server's own output
+/// is between frames) and ends the connection.
 struct Watched<IO> {
     inner: IO,
     framer: H1Framer,
     flag: Arc<OnceLock<Ambiguity>>,
+    h2: H2Watch,
+    out: H2Out,
+    activity: Arc<Activity>,
+    peer: SocketAddr,
+    /// Set once a flood was answered: reads are dropped until it ends.
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+/// How long a flooded connection is read (and what it sends dropped)
+/// after its GOAWAY, so the close does not reset the GOAWAY away.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+
+fn flood_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "HTTP/2 control frame flood",
+    )
+}
+
+/// Reads and drops until the peer closes or the linger ends, then fails.
+fn linger_read<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    linger: &mut Pin<Box<tokio::time::Sleep>>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    if linger.as_mut().poll(cx).is_ready() {
+        return Poll::Ready(Err(flood_error()));
+    }
+    let mut scratch = [0u8; 4096];
+    // A bounded number of reads a turn, so a fast flood cannot spin here.
+    for _ in 0..64 {
+        let mut rb = ReadBuf::new(&mut scratch);
+        match Pin::new(&mut *io).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                return Poll::Ready(Err(flood_error()));
+            }
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return Poll::Ready(Err(flood_error())),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    cx.waker().wake_by_ref();
+    Poll::Pending
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(linger) = &mut this.linger {
+            return linger_read(&mut this.inner, linger, cx);
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &r
-            && this.flag.get().is_none()
-            && let Some(a) = this.framer.feed(&buf.filled()[before..])
-        {
-            let _ = this.flag.set(a);
+        if let Poll::Ready(Ok(())) = &r {
+            let read = buf.filled().get(before..).unwrap_or(&[]);
+            if this.flag.get().is_none()
+                && let Some(a) = this.framer.feed(read)
+            {
+                let _ = this.flag.set(a);
+            }
+            if let Some(flood) = this.h2.feed(read, this.activity.now_ms()) {
+                tracing::info!(peer = %this.peer, reason = flood.log_reason(), "HTTP/2 connection closed: ENHANCE_YOUR_CALM");
+                if this.out.at_boundary() {
+                    // Best effort: a GOAWAY the socket takes now, else none.
+                    let g = goaway(this.h2.last_stream_id(), ENHANCE_YOUR_CALM);
+                    if let Poll::Ready(Ok(17)) = Pin::new(&mut this.inner).poll_write(cx, &g) {
+                        let _ = Pin::new(&mut this.inner).poll_flush(cx);
+                        let _ = Pin::new(&mut this.inner).poll_shutdown(cx);
+                    }
+                }
+                // Closing with the flood unread would reset the connection
+                // and lose the GOAWAY: read and drop for a moment first.
+                let linger = this.linger.insert(Box::pin(tokio::time::sleep(LINGER)));
+                return linger_read(&mut this.inner, linger, cx);
+            }
         }
         r
     }
@@ -238,14 +411,43 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.linger.is_some() {
+            return Poll::Ready(Err(flood_error()));
+        }
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if this.h2.is_h2()
+            && let Poll::Ready(Ok(n)) = &r
+        {
+            this.out.feed(buf.get(..*n).unwrap_or(&[]));
+        }
+        r
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.linger.is_some() {
+            return Poll::Ready(Err(flood_error()));
+        }
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if this.h2.is_h2()
+            && let Poll::Ready(Ok(n)) = &r
+        {
+            // The first n bytes across the slices were written.
+            let mut left = *n;
+            for b in bufs {
+                if left == 0 {
+                    break;
+                }
+                let take = left.min(b.len());
+                this.out.feed(b.get(..take).unwrap_or(&[]));
+                left -= take;
+            }
+        }
+        r
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()

@@ -315,7 +315,7 @@ fn client_forwarding_and_identity_headers_never_reach_the_upstream() {
          [[routes]]\npath = \"/legacy/**\"\nupstream = \"http://{a}\"\nauth = []\nforward_override_headers = true\n",
         a = up.addr
     );
-    let plain = Env::with_server("trusted_proxies = []", &routes);
+    let plain = Env::with_server("trusted_proxies = []\nh2c = true", &routes);
     plain.init();
     let _p = plain.serve();
 

@@ -11,6 +11,7 @@ mod browser;
 mod cors;
 mod gateway;
 mod hostile;
+mod hostile_clients;
 mod logs;
 mod nginx;
 mod oauth;
