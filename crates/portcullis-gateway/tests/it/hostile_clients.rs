@@ -150,6 +150,7 @@ fn connections_that_say_nothing_are_closed() {
         ("idle-pings", vec![]),
     ] {
         let v = attack(name, env.port, &args);
+        eprintln!("{v}");
         assert!(closed(&v), "{name} was never closed: {v}\n{}", srv.log());
     }
     assert!(served(env.port));
@@ -172,6 +173,7 @@ fn connections_that_say_nothing_are_closed() {
     let ca = path_str(&certs.ca_file);
     for name in ["silent-tcp", "silent-tls", "partial-preface", "idle-pings"] {
         let v = attack(name, tls.port, &["--tls", &ca]);
+        eprintln!("TLS {v}");
         assert!(
             closed(&v),
             "TLS {name} was never closed: {v}\n{}",
@@ -213,6 +215,7 @@ fn control_frame_floods_get_goaway_enhance_your_calm() {
             }
         });
         let v = attack(name, env.port, &["--seconds", "8"]);
+        eprintln!("{v}");
         assert!(closed(&v), "{name}: never closed: {v}\n{}", srv.log());
         assert_eq!(v["goaway"], 11, "{name}: no GOAWAY ENHANCE_YOUR_CALM: {v}");
         let out = load.join().unwrap();
@@ -254,6 +257,7 @@ fn a_client_that_never_reads_is_bounded_and_cut_off() {
     watching.store(false, Ordering::SeqCst);
     sampler.join().unwrap();
     let grown = (peak.load(Ordering::SeqCst) as u64).saturating_sub(before);
+    eprintln!("slow reader, 50 streams x 4 MiB: RSS {before} KiB, peak +{grown} KiB");
     // The documented bound per connection: streams x (send buffer +
     // receive window) plus the connection window, ~7.4 MiB here; the
     // unbounded server held ~200 MiB for this attack.
