@@ -509,7 +509,9 @@ fn last_admin(force: bool) -> LastAdmin {
 /// failure (exit 1), with the last-admin refusal saying how to proceed.
 fn key_err(e: portcullis::keys::KeyError) -> anyhow::Error {
     match e {
-        portcullis::keys::KeyError::Invalid(m) => UsageError(m).into(),
+        portcullis::keys::KeyError::Invalid(m) | portcullis::keys::KeyError::TooLarge(m) => {
+            UsageError(m).into()
+        }
         e @ portcullis::keys::KeyError::LastAdminKey { .. } => anyhow::anyhow!(
             "{e}; create another admin key first (portcullis keys create --name NAME --scopes admin), or pass --force-last-admin"
         ),

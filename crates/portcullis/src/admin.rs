@@ -3,6 +3,7 @@
 //! (`GET /admin/v1/openapi.json`, [`crate::admin_openapi`]).
 
 use crate::admin_openapi::{Guarded, JsonBody};
+use crate::admin_rules;
 use crate::guard::Head;
 use crate::guard::{Guard, Policy};
 use crate::identity::Identity;
@@ -177,6 +178,7 @@ async fn require_admin(State(st): State<AdminState>, mut req: Request, next: Nex
 pub fn key_problem(e: &KeyError) -> Problem {
     match e {
         KeyError::Invalid(m) => Problem::new(ErrorCode::ValidationFailed).detail(m.clone()),
+        KeyError::TooLarge(m) => Problem::new(ErrorCode::PayloadTooLarge).detail(m.clone()),
         KeyError::NotFound(m) => {
             Problem::new(ErrorCode::ResourceNotFound).detail(format!("no key with id {m:?}"))
         }
@@ -250,8 +252,9 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Scopes: one string, space- or comma-separated (`"data:read data:write"`),
-/// or a list of single scopes.
-#[derive(Deserialize, ToSchema)]
+/// or a list of single scopes. Its schema is
+/// [`admin_rules::scope_list_schema`].
+#[derive(Deserialize)]
 #[serde(untagged)]
 pub(crate) enum ScopeList {
     /// Space- or comma-separated.
@@ -260,31 +263,169 @@ pub(crate) enum ScopeList {
     Many(Vec<String>),
 }
 
+impl utoipa::PartialSchema for ScopeList {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        admin_rules::scope_list_schema()
+    }
+}
+
+impl ToSchema for ScopeList {}
+
+impl ScopeList {
+    /// The scopes, by the admin API's rules ([`admin_rules::SCOPES`],
+    /// [`admin_rules::SCOPE`]); `Err` is the `detail`.
+    pub(crate) fn into_scopes(self) -> Result<Scopes, String> {
+        let parsed = match self {
+            ScopeList::One(s) => {
+                admin_rules::SCOPES.check("scopes", &s)?;
+                Scopes::parse(&s)
+            }
+            ScopeList::Many(v) => {
+                for (i, one) in v.iter().enumerate() {
+                    admin_rules::SCOPE.check(&format!("scopes[{i}]"), one)?;
+                }
+                Scopes::from_iter_checked(v.iter().map(String::as_str))
+            }
+        };
+        // Not reached for values the rules took (a unit test checks the
+        // rules against the parser).
+        parsed.map_err(|e| format!("scopes: {e}"))
+    }
+}
+
+/// Reads a member that may be left out but is not `null`: members that
+/// take part in `dependentRequired` / `dependentSchemas` in the document,
+/// where `null` would count as present.
+pub(crate) fn not_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// The largest count a body may give: 2^53 - 1, the largest integer every
+/// JSON reader holds exactly (the document says so as `maximum`).
+pub(crate) const MAX_COUNT: i64 = (1 << 53) - 1;
+
+/// Reads a count that may be left out but is not `null`, as JSON Schema
+/// reads `integer`: any number without a fraction, so `5.0` is 5 (serde
+/// alone refuses it), within ±[`MAX_COUNT`], where a float is exact.
+pub(crate) fn count<'de, D>(d: D) -> Result<Option<i64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let n = serde_json::Number::deserialize(d)?;
+    let v = match (n.as_i64(), n.as_f64()) {
+        (Some(i), _) => Some(i),
+        // Exact: |f| <= 2^53 - 1 and no fraction.
+        #[allow(clippy::cast_possible_truncation)]
+        (None, Some(f)) if f.fract() == 0.0 && f.abs() <= MAX_COUNT as f64 => Some(f as i64),
+        _ => None,
+    };
+    match v {
+        Some(i) if i.abs() <= MAX_COUNT => Ok(Some(i)),
+        _ => Err(D::Error::custom(format!(
+            "{n} is not a whole number of at most {MAX_COUNT}"
+        ))),
+    }
+}
+
+fn name_schema() -> utoipa::openapi::Schema {
+    admin_rules::LABEL.schema(
+        false,
+        "Name: 1-128 characters, not only spaces, no control characters.",
+    )
+}
+fn owner_schema() -> utoipa::openapi::Schema {
+    admin_rules::LABEL.schema(true, "Owner, as the name; defaults to the name.")
+}
+fn env_schema() -> utoipa::openapi::Schema {
+    admin_rules::ENV.schema(
+        true,
+        "Environment label, in the key's prefix (`pc_<env>_`): 1-16 lowercase letters or digits; default `live`.",
+    )
+}
+fn expires_in_schema() -> utoipa::openapi::Schema {
+    admin_rules::LIFETIME.schema(
+        true,
+        "Lifetime, not zero: a whole number and a unit (`w`, `d`, `h`, `m`, `s`), parts in that order (`30d`, `24h`, `1h30m`), at most 3, 4, 5, 6 and 7 digits; default: never expires.",
+    )
+}
+fn refill_schema() -> utoipa::openapi::Schema {
+    admin_rules::choice(
+        &admin_rules::REFILLS,
+        false,
+        "Refill the uses at the start of each `day` or `month` (UTC; `daily` and `monthly` are the same). Needs `uses` or `refill_amount`.",
+    )
+}
+fn rate_limit_schema() -> utoipa::openapi::Schema {
+    admin_rules::RATE_LIMIT.schema(
+        true,
+        "Rate-limit override: limits separated by `;` or `,` (at most 8), each `N/unit`, `N per unit`, `N/M units` or `N per M units` (units `second`, `minute`, `hour`, `day`, or `sec`, `min`, plural or not; M at most 366), optionally followed by `burst B`; N at most one a millisecond of one unit (1000 a second, 60000 a minute, 3600000 an hour, 86400000 a day); lowercase; at most 256 characters. E.g. `100/minute; 1000/day`.",
+    )
+}
+
 /// A key to create.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateBody {
     /// Name.
+    #[schema(schema_with = name_schema)]
     name: String,
     /// Owner; defaults to the name.
+    #[schema(schema_with = owner_schema)]
     owner: Option<String>,
     /// Scopes.
     scopes: Option<ScopeList>,
-    /// Environment label, in the key's prefix (`pc_<env>_`); default `live`.
+    /// Environment label.
+    #[schema(schema_with = env_schema)]
     env: Option<String>,
-    /// Lifetime (`30d`, `24h`, `1h30m`); default: never expires.
+    /// Lifetime.
+    #[schema(schema_with = expires_in_schema)]
     expires_in: Option<String>,
-    /// Uses (at least 1); default: unlimited.
+    /// Uses (at least 1); default: unlimited. Not `null`.
+    #[serde(default, deserialize_with = "count")]
+    #[schema(minimum = 1, maximum = 9007199254740991_i64, nullable = false)]
     uses: Option<i64>,
-    /// `day` or `month`: refill the uses at the start of each.
+    /// Refill period.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(schema_with = refill_schema)]
     refill: Option<String>,
-    /// The uses each refill gives; default: `uses`. Needs `refill`.
+    /// The uses each refill gives (at least 1); default: `uses`. Needs
+    /// `refill`. Not `null`.
+    #[serde(default, deserialize_with = "count")]
+    #[schema(minimum = 1, maximum = 9007199254740991_i64, nullable = false)]
     refill_amount: Option<i64>,
-    /// Rate-limit override (`100/minute; 1000/day`).
+    /// Rate-limit override.
+    #[schema(schema_with = rate_limit_schema)]
     rate_limit: Option<String>,
-    /// Free JSON metadata: an object, at most 4096 bytes.
+    /// Free JSON metadata: an object of at most 4096 bytes as compact JSON
+    /// (a larger one is refused as a body over its limit is, 413: JSON
+    /// Schema has no keyword for a size in bytes).
     #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
+}
+
+impl CreateBody {
+    /// The rules of [`admin_rules`] no domain check states the same way.
+    fn check(&self) -> Result<(), String> {
+        admin_rules::LABEL.check("name", &self.name)?;
+        if let Some(o) = &self.owner {
+            admin_rules::LABEL.check("owner", o)?;
+        }
+        if let Some(e) = &self.env {
+            admin_rules::ENV.check("env", e)?;
+        }
+        if let Some(e) = &self.expires_in {
+            admin_rules::LIFETIME.check("expires_in", e)?;
+        }
+        if let Some(r) = &self.rate_limit {
+            admin_rules::RATE_LIMIT.check("rate_limit", r)?;
+        }
+        Ok(())
+    }
 }
 
 /// A key's refill from `refill` (`day` / `month`) and an amount, which
@@ -381,17 +522,12 @@ pub(crate) async fn create_key(State(st): State<AdminState>, req: Request) -> Re
         Ok(b) => b,
         Err(r) => return r,
     };
-    let scopes = match b.scopes {
-        None => String::new(),
-        Some(ScopeList::One(s)) => s,
-        Some(ScopeList::Many(v)) => {
-            if v.iter().any(|s| s.contains([' ', ','])) {
-                return err(KeyError::Invalid(
-                    "scopes: each list item must be a single scope".into(),
-                ));
-            }
-            v.join(" ")
-        }
+    if let Err(m) = b.check() {
+        return err(KeyError::Invalid(m));
+    }
+    let scopes = match b.scopes.map(ScopeList::into_scopes).transpose() {
+        Ok(s) => s.unwrap_or_default().to_space_separated(),
+        Err(m) => return err(KeyError::Invalid(m)),
     };
     let spec = match spec_from_parts(
         b.name,
@@ -518,6 +654,9 @@ fn next_after(v: &[KeyRecord], limit: i64) -> Option<String> {
 }
 
 /// Show a key
+///
+/// A revoked key is gone (404), as `DELETE` says it is: its record is
+/// listed by `GET /admin/v1/keys?include_revoked=true`.
 #[utoipa::path(
     get,
     path = "/admin/v1/keys/{id}",
@@ -525,14 +664,26 @@ fn next_after(v: &[KeyRecord], limit: i64) -> Option<String> {
     params(("id" = String, Path, description = "The key's id (`key_…`)")),
     responses(
         (status = 200, description = "The key's record", body = crate::admin_openapi::Key),
-        (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No key with that id, or the key is revoked (`resource_not_found`): `GET /admin/v1/keys?include_revoked=true` lists revoked keys' records", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
 )]
 pub(crate) async fn show_key(State(st): State<AdminState>, Path(id): Path<String>) -> Response {
     match st.keys.show(&id).await {
-        Ok(r) => json(StatusCode::OK, &r),
+        Ok(r) => match r.revoked_at {
+            // Revocation is final, and `DELETE` is one: a read after it
+            // must not find the key as if it were still there.
+            Some(at) => problem_response(
+                &Problem::new(ErrorCode::ResourceNotFound).detail(format!(
+                    "{} was revoked at {}; GET /admin/v1/keys?include_revoked=true lists its record",
+                    r.id,
+                    portcullis_core::time::rfc3339(at)
+                )),
+                None,
+            ),
+            None => json(StatusCode::OK, &r),
+        },
         Err(e) => err(e),
     }
 }
@@ -652,12 +803,19 @@ pub(crate) async fn enable_key(
     }
 }
 
+fn grace_schema() -> utoipa::openapi::Schema {
+    admin_rules::GRACE.schema(
+        true,
+        "How long the old key keeps working: a whole number and a unit (`w`, `d`, `h`, `m`, `s`), parts in that order (`24h`, `1h30m`, `0s` to end it now), at most 3, 4, 5, 6 and 7 digits; default 24 hours.",
+    )
+}
+
 /// How to rotate a key.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RotateBody {
-    /// How long the old key keeps working (`24h`, `0s` to end it now);
-    /// default 24 hours.
+    /// Grace.
+    #[schema(schema_with = grace_schema)]
     grace: Option<String>,
 }
 
@@ -698,6 +856,13 @@ pub(crate) async fn rotate_key(
         Ok(b) => b,
         Err(r) => return r,
     };
+    if let Some(Err(m)) = b
+        .grace
+        .as_deref()
+        .map(|g| admin_rules::GRACE.check("grace", g))
+    {
+        return err(KeyError::Invalid(m));
+    }
     let grace = match b.grace.as_deref().map(parse_duration).transpose() {
         Ok(g) => g.unwrap_or(86_400),
         Err(e) => return err(KeyError::Invalid(format!("grace: {e}"))),

@@ -7,6 +7,7 @@
 
 use crate::admin::{AdminState, Route, ScopeList, actor, json, read_json, with_routes};
 use crate::admin_openapi::{Guarded, JsonBody};
+use crate::admin_rules;
 use crate::identity::{IdentityError, NewClientSecret};
 use crate::password::PasswordError;
 use crate::response::problem_response;
@@ -196,14 +197,35 @@ pub(crate) async fn list_users(State(st): State<AdminState>) -> Response {
     }
 }
 
+fn username_schema() -> utoipa::openapi::Schema {
+    admin_rules::USERNAME.schema(
+        false,
+        "Login name: 1-64 characters, no colon, control characters or surrounding spaces.",
+    )
+}
+
+fn password_schema() -> utoipa::openapi::Schema {
+    let mut s = admin_rules::PASSWORD.schema(
+        false,
+        "The password, 8-1024 characters, stored as an Argon2id hash.",
+    );
+    if let utoipa::openapi::Schema::Object(o) = &mut s {
+        o.format = Some(utoipa::openapi::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::Password,
+        ));
+    }
+    s
+}
+
 /// A user to add.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateUserBody {
     /// Login name.
+    #[schema(schema_with = username_schema)]
     username: String,
-    /// The password, stored as an Argon2id hash.
-    #[schema(format = Password)]
+    /// The password.
+    #[schema(schema_with = password_schema)]
     password: String,
     /// Scopes.
     scopes: Option<ScopeList>,
@@ -234,9 +256,12 @@ pub(crate) async fn create_user(State(st): State<AdminState>, req: Request) -> R
         Ok(b) => b,
         Err(r) => return r,
     };
+    if let Err(m) = admin_rules::USERNAME.check("username", &b.username) {
+        return invalid(m);
+    }
     let password = Secret::new(b.password);
-    let scopes = match scopes_of(b.scopes) {
-        Ok(s) => s,
+    let scopes = match b.scopes.map(ScopeList::into_scopes).transpose() {
+        Ok(s) => s.unwrap_or_default(),
         Err(m) => return invalid(m),
     };
     match id.add_user(&b.username, &password, scopes, &actor).await {
@@ -326,8 +351,8 @@ pub(crate) async fn enable_user(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PasswordBody {
-    /// The password, stored as an Argon2id hash.
-    #[schema(format = Password)]
+    /// The password.
+    #[schema(schema_with = password_schema)]
     password: String,
 }
 
@@ -405,18 +430,43 @@ pub(crate) async fn list_clients(State(st): State<AdminState>) -> Response {
     }
 }
 
+/// Grant types: one string, space- or comma-separated, or a list. Its
+/// schema is [`admin_rules::grant_list_schema`].
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum GrantList {
+    /// Space- or comma-separated.
+    One(String),
+    /// One grant type per item.
+    Many(Vec<String>),
+}
+
+impl utoipa::PartialSchema for GrantList {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        admin_rules::grant_list_schema()
+    }
+}
+
+impl ToSchema for GrantList {}
+
+fn client_name_schema() -> utoipa::openapi::Schema {
+    admin_rules::LABEL.schema(
+        false,
+        "Name: 1-128 characters, not only spaces, no control characters.",
+    )
+}
+
 /// An OAuth2 client to add.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateClientBody {
-    /// Name: 1-128 characters, no control characters.
+    /// Name.
+    #[schema(schema_with = client_name_schema)]
     name: String,
     /// The scopes the client may be granted.
     scopes: Option<ScopeList>,
-    /// Grant types (`client_credentials`, `refresh_token`, `password`), as a
-    /// list or a space- or comma-separated string; default
-    /// `client_credentials refresh_token`.
-    grants: Option<ScopeList>,
+    /// Grant types; default `client_credentials refresh_token`.
+    grants: Option<GrantList>,
 }
 
 /// Add an OAuth2 client
@@ -446,14 +496,23 @@ pub(crate) async fn create_client(State(st): State<AdminState>, req: Request) ->
         Ok(b) => b,
         Err(r) => return r,
     };
-    let scopes = match scopes_of(b.scopes) {
-        Ok(s) => s,
+    if let Err(m) = admin_rules::LABEL.check("name", &b.name) {
+        return invalid(m);
+    }
+    let scopes = match b.scopes.map(ScopeList::into_scopes).transpose() {
+        Ok(s) => s.unwrap_or_default(),
         Err(m) => return invalid(m),
     };
     let grants = match b.grants {
         None => Vec::new(),
-        Some(ScopeList::One(s)) => split_list(&s),
-        Some(ScopeList::Many(v)) => v,
+        Some(GrantList::One(s)) => {
+            if let Err(m) = admin_rules::GRANT_LIST.check("grants", &s) {
+                return invalid(m);
+            }
+            split_list(&s)
+        }
+        // Each item is checked by `add_client`, against the same list.
+        Some(GrantList::Many(v)) => v,
     };
     match id.add_client(&b.name, scopes, &grants, &actor).await {
         Ok(c) => json(StatusCode::CREATED, &client_created_json(&c)),

@@ -106,6 +106,7 @@ struct AdminApi;
 pub fn document(api_key_header: &str) -> utoipa::openapi::OpenApi {
     let mut doc = AdminApi::openapi();
     let components = doc.components.get_or_insert_with(Components::new);
+    refill_needs_an_amount(components);
     components.add_security_scheme(
         API_KEY_SCHEME,
         SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
@@ -125,6 +126,33 @@ pub fn document(api_key_header: &str) -> utoipa::openapi::OpenApi {
         ),
     );
     doc
+}
+
+/// States in `CreateBody` what `admin::refill_from` checks across
+/// members: `refill_amount` needs `refill`, and `refill` needs `uses` or
+/// `refill_amount` (the uses each refill gives). The three are never
+/// `null` (JSON Schema's dependencies count a `null` member as present).
+fn refill_needs_an_amount(components: &mut Components) {
+    use utoipa::openapi::{RefOr, Schema};
+    if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut("CreateBody") {
+        let kw = crate::admin_rules::keywords([
+            (
+                "dependentRequired",
+                serde_json::json!({ "refill_amount": ["refill"] }),
+            ),
+            (
+                "dependentSchemas",
+                serde_json::json!({ "refill": { "anyOf": [
+                    { "required": ["uses"] },
+                    { "required": ["refill_amount"] }
+                ] } }),
+            ),
+        ]);
+        match &mut o.extensions {
+            Some(e) => e.merge(kw),
+            None => o.extensions = Some(kw),
+        }
+    }
 }
 
 /// The header as the document writes it: `X-API-Key` for the default,
@@ -265,7 +293,8 @@ pub enum Guarded {
 /// The refusals of a JSON request body.
 #[derive(IntoResponses)]
 pub enum JsonBody {
-    /// The body is larger than 64 KiB (`payload_too_large`).
+    /// The body is larger than 64 KiB, or a new key's `metadata` larger
+    /// than 4096 bytes as JSON (`payload_too_large`).
     #[response(status = 413, content_type = "application/problem+json")]
     PayloadTooLarge(Problem),
     /// The body is not sent as `application/json` (`unsupported_media_type`).

@@ -200,7 +200,7 @@ pub fn check_username(name: &str) -> Result<(), IdentityError> {
     }
 }
 
-const GRANTS: &[&str] = &["client_credentials", "refresh_token", "password"];
+const GRANTS: &[&str] = &crate::admin_rules::GRANTS;
 
 impl Identity {
     /// Builds the identity service; the CSRF key is generated on first
@@ -462,9 +462,11 @@ impl Identity {
         grants: &[String],
         actor: &str,
     ) -> Result<NewClientSecret, IdentityError> {
-        if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
+        // The same rule as key names (and the admin API's document).
+        if crate::keys::check_label("name", name).is_err() {
             return Err(IdentityError::Invalid(
-                "a client name is 1-128 characters with no control characters".into(),
+                "a client name is 1-128 characters, not only spaces, with no control characters"
+                    .into(),
             ));
         }
         let grants = if grants.is_empty() {

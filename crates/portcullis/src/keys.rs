@@ -16,6 +16,12 @@ pub enum KeyError {
     /// A field is invalid; the message names it.
     #[error("{0}")]
     Invalid(String),
+    /// A field is larger than allowed; the message names it. A size in
+    /// bytes is no rule a JSON Schema can state, so the admin API answers
+    /// it as it answers a body over its limit (413), not as a field that
+    /// breaks its schema (422).
+    #[error("{0}")]
+    TooLarge(String),
     /// No such key.
     #[error("no key with id {0:?}")]
     NotFound(String),
@@ -132,14 +138,17 @@ impl KeySpec {
         if !self.metadata.is_object() {
             return Err(KeyError::Invalid("metadata: must be a JSON object".into()));
         }
-        if self.metadata.to_string().len() > 4096 {
-            return Err(KeyError::Invalid(
-                "metadata: at most 4096 bytes of JSON".into(),
-            ));
+        if self.metadata.to_string().len() > MAX_METADATA_BYTES {
+            return Err(KeyError::TooLarge(format!(
+                "metadata: at most {MAX_METADATA_BYTES} bytes of JSON"
+            )));
         }
         Ok(())
     }
 }
+
+/// The most a key's metadata may take, written as compact JSON.
+pub const MAX_METADATA_BYTES: usize = 4096;
 
 /// Names and owners: 1-128 characters (Unicode scalar values, as JSON
 /// Schema's `maxLength` counts them), not only spaces, no control

@@ -46,6 +46,7 @@
 pub mod admin;
 pub mod admin_identity;
 pub mod admin_openapi;
+mod admin_rules;
 pub mod clock;
 pub mod edge;
 pub mod endpoints;

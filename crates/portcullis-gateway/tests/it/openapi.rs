@@ -829,3 +829,435 @@ fn admin_openapi_names_the_configured_api_key_header() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// Whether each value is valid against its schema in `doc`, by
+/// jsonschema_rs (from the test venv: the validator schemathesis uses,
+/// which reads patterns as ECMA-262 does; Python's `re` would let `$`
+/// match before a final newline).
+fn schema_valid(doc: &Value, cases: &[(&str, Value)]) -> Vec<bool> {
+    use std::io::Write;
+    let input = json!({
+        "components": doc["components"],
+        "cases": cases.iter().map(|(s, v)| json!([s, v])).collect::<Vec<_>>(),
+    });
+    let script = r##"
+import json, sys
+import jsonschema_rs
+data = json.load(sys.stdin)
+out = []
+for schema, value in data["cases"]:
+    root = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$ref": "#/components/schemas/" + schema,
+            "components": data["components"]}
+    out.append(jsonschema_rs.validator_for(root).is_valid(value))
+print(json.dumps(out))
+"##;
+    let mut child = Command::new(venv_python())
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "jsonschema_rs failed (run scripts/install-test-deps.sh): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The request bodies the admin API refuses with 422 are exactly those its
+/// document's schemas refuse: the gaps schemathesis found (empty names,
+/// short passwords, `refill_amount` without `refill`, an empty grace, …)
+/// and each rule's edges, judged by a JSON Schema validator and by the
+/// server, case by case.
+#[test]
+fn admin_api_refuses_exactly_what_its_document_refuses() {
+    let env = Env::new("");
+    let admin = env.init();
+    let _srv = env.serve();
+    let (doc, _) = fetch_doc(&env);
+    let c = client();
+    // A key and a user for the operations on one.
+    let r: Value = c
+        .post(env.admin_url("/admin/v1/keys"))
+        .header("X-API-Key", &admin)
+        .json(&json!({"name": "target"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let key_id = r["id"].as_str().unwrap().to_owned();
+    let r = c
+        .post(env.admin_url("/admin/v1/users"))
+        .header("X-API-Key", &admin)
+        .json(&json!({"username": "target", "password": "a long enough one"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    let e = "é";
+    let n = std::cell::Cell::new(0u32);
+    // A name not used before, so creations do not conflict.
+    let fresh = || {
+        n.set(n.get() + 1);
+        format!("n{}", n.get())
+    };
+    let key = |extra: Value| {
+        let mut b = json!({"name": fresh()});
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        b
+    };
+    let user =
+        |username: Value, password: Value| json!({"username": username, "password": password});
+    let cases: Vec<(&str, &str, Value)> = vec![
+        // names and owners
+        ("CreateBody", "/admin/v1/keys", json!({"name": ""})),
+        ("CreateBody", "/admin/v1/keys", json!({"name": "   "})),
+        ("CreateBody", "/admin/v1/keys", json!({"name": "\u{3000}"})),
+        ("CreateBody", "/admin/v1/keys", json!({"name": "a\nb"})),
+        ("CreateBody", "/admin/v1/keys", json!({"name": "tail\n"})),
+        ("CreateBody", "/admin/v1/keys", json!({"name": " spaced "})),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            json!({"name": e.repeat(128)}),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            json!({"name": e.repeat(129)}),
+        ),
+        ("CreateBody", "/admin/v1/keys", key(json!({"owner": ""}))),
+        ("CreateBody", "/admin/v1/keys", key(json!({"owner": null}))),
+        // env
+        ("CreateBody", "/admin/v1/keys", key(json!({"env": "test"}))),
+        ("CreateBody", "/admin/v1/keys", key(json!({"env": "Live"}))),
+        ("CreateBody", "/admin/v1/keys", key(json!({"env": ""}))),
+        // lifetimes
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"expires_in": "30d"})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"expires_in": "1h30m"})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"expires_in": "0s"})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"expires_in": ""})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"expires_in": "30m1h"})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"expires_in": "99999999999d"})),
+        ),
+        // uses and refills
+        ("CreateBody", "/admin/v1/keys", key(json!({"uses": 0}))),
+        ("CreateBody", "/admin/v1/keys", key(json!({"uses": 5.0}))),
+        ("CreateBody", "/admin/v1/keys", key(json!({"uses": 5.5}))),
+        ("CreateBody", "/admin/v1/keys", key(json!({"uses": null}))),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"uses": 9_007_199_254_740_991_i64})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"uses": 9_007_199_254_740_992_i64})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"refill": "day"})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"refill": "day", "uses": 3})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"refill": "monthly", "refill_amount": 3})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"refill_amount": 3})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"refill_amount": 3, "uses": 3})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"refill": "weekly", "uses": 3})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"refill": null, "refill_amount": 3})),
+        ),
+        // rate policies
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"rate_limit": "100/minute"})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"rate_limit": "5 per 10 seconds; 1000/day burst 50"})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"rate_limit": "1001/second"})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"rate_limit": "0/minute"})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"rate_limit": "100/fortnight"})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"rate_limit": ""})),
+        ),
+        // scopes
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"scopes": "a b,c"})),
+        ),
+        ("CreateBody", "/admin/v1/keys", key(json!({"scopes": ""}))),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"scopes": "a\tb"})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"scopes": "a\"b"})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"scopes": ["a", "b"]})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"scopes": ["a b"]})),
+        ),
+        ("CreateBody", "/admin/v1/keys", key(json!({"scopes": [""]}))),
+        ("CreateBody", "/admin/v1/keys", key(json!({"scopes": 5}))),
+        // metadata, members
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"metadata": {"a": [1, {"b": null}]}})),
+        ),
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"metadata": [1]})),
+        ),
+        // Over 4096 bytes: schema-valid (no keyword states bytes), so 413.
+        (
+            "CreateBody",
+            "/admin/v1/keys",
+            key(json!({"metadata": {"a": "x".repeat(5000)}})),
+        ),
+        ("CreateBody", "/admin/v1/keys", key(json!({"nme": "x"}))),
+        // rotation
+        ("RotateBody", "rotate", json!({"grace": ""})),
+        ("RotateBody", "rotate", json!({"grace": "1h"})),
+        ("RotateBody", "rotate", json!({"grace": "h"})),
+        ("RotateBody", "rotate", json!({"grace": "1 h"})),
+        // users
+        (
+            "CreateUserBody",
+            "/admin/v1/users",
+            user(json!(fresh()), json!("short")),
+        ),
+        (
+            "CreateUserBody",
+            "/admin/v1/users",
+            user(json!(fresh()), json!("long enough")),
+        ),
+        (
+            "CreateUserBody",
+            "/admin/v1/users",
+            user(json!(fresh()), json!(e.repeat(1024))),
+        ),
+        (
+            "CreateUserBody",
+            "/admin/v1/users",
+            user(json!(fresh()), json!(e.repeat(1025))),
+        ),
+        (
+            "CreateUserBody",
+            "/admin/v1/users",
+            user(json!(""), json!("long enough")),
+        ),
+        (
+            "CreateUserBody",
+            "/admin/v1/users",
+            user(json!(" lead"), json!("long enough")),
+        ),
+        (
+            "CreateUserBody",
+            "/admin/v1/users",
+            user(json!("a:b"), json!("long enough")),
+        ),
+        (
+            "CreateUserBody",
+            "/admin/v1/users",
+            user(json!("in side"), json!("long enough")),
+        ),
+        (
+            "CreateUserBody",
+            "/admin/v1/users",
+            user(json!("x".repeat(65)), json!("long enough")),
+        ),
+        (
+            "PasswordBody",
+            "/admin/v1/users/target/password",
+            json!({"password": "1234567"}),
+        ),
+        (
+            "PasswordBody",
+            "/admin/v1/users/target/password",
+            json!({"password": "12345678"}),
+        ),
+        // clients
+        ("CreateClientBody", "/admin/v1/clients", json!({"name": ""})),
+        (
+            "CreateClientBody",
+            "/admin/v1/clients",
+            json!({"name": "  "}),
+        ),
+        (
+            "CreateClientBody",
+            "/admin/v1/clients",
+            json!({"name": "svc", "grants": "password, refresh_token"}),
+        ),
+        (
+            "CreateClientBody",
+            "/admin/v1/clients",
+            json!({"name": "svc", "grants": "implicit"}),
+        ),
+        (
+            "CreateClientBody",
+            "/admin/v1/clients",
+            json!({"name": "svc", "grants": "\tpassword"}),
+        ),
+        (
+            "CreateClientBody",
+            "/admin/v1/clients",
+            json!({"name": "svc", "grants": ["password"]}),
+        ),
+        (
+            "CreateClientBody",
+            "/admin/v1/clients",
+            json!({"name": "svc", "grants": [""]}),
+        ),
+        (
+            "CreateClientBody",
+            "/admin/v1/clients",
+            json!({"name": "svc", "grants": []}),
+        ),
+    ];
+    let valid = schema_valid(
+        &doc,
+        &cases
+            .iter()
+            .map(|(s, _, v)| (*s, v.clone()))
+            .collect::<Vec<_>>(),
+    );
+    // Both sides of the rules are met (the validator really judged).
+    let taken = valid.iter().filter(|v| **v).count();
+    assert!(
+        taken >= 25 && valid.len() - taken >= 40,
+        "{taken} of {} valid",
+        valid.len()
+    );
+    let mut rotations = 0;
+    let mut target = key_id;
+    for ((schema, path, body), valid) in cases.iter().zip(valid) {
+        let url = if *path == "rotate" {
+            env.admin_url(&format!("/admin/v1/keys/{target}/rotate"))
+        } else {
+            env.admin_url(path)
+        };
+        let r = c
+            .post(url)
+            .header("X-API-Key", &admin)
+            .json(body)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let text = r.text().unwrap();
+        let shown: String = body.to_string().chars().take(120).collect();
+        if valid {
+            assert!(
+                (200..300).contains(&status) || status == 413,
+                "{schema} {shown}: schema-valid, but {status} {text}"
+            );
+        } else {
+            assert_eq!(status, 422, "{schema} {shown}: schema-invalid, but {text}");
+            assert_eq!(ct.as_deref(), Some(PROBLEM_JSON));
+            let p: Value = serde_json::from_str(&text).unwrap();
+            assert!(
+                p["detail"].as_str().is_some_and(|d| !d.is_empty()),
+                "{text}"
+            );
+        }
+        if *path == "rotate" && status == 201 {
+            rotations += 1;
+            target = serde_json::from_str::<Value>(&text).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        }
+    }
+    assert_eq!(rotations, 1);
+}
