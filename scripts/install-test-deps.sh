@@ -23,6 +23,8 @@
 #                 run (scripts/differential)
 #   openapi-spec-validator
 #                 validates the OpenAPI documents Portcullis serves
+#   schemathesis  property-based tests of the live admin API against its
+#                 OpenAPI document (scripts/schemathesis)
 #
 # Idempotent: a second run installs nothing and does not touch the network
 # (the venv is left alone when it imports the pinned versions).
@@ -55,6 +57,7 @@ PY_PINS=(
     "pwdlib[argon2]==0.3.1"
     "slowapi==0.1.10"
     "openapi-spec-validator==0.9.0"
+    "schemathesis==4.32.5"
 )
 
 have() {
@@ -134,7 +137,7 @@ venv_ok() {
     "$venv/bin/python" - "${PY_PINS[@]}" >/dev/null 2>&1 <<'PY'
 import sys
 from importlib.metadata import version
-import jwt, authlib, requests, cryptography, fastapi, uvicorn, multipart, pwdlib, slowapi, openapi_spec_validator  # noqa: F401
+import jwt, authlib, requests, cryptography, fastapi, uvicorn, multipart, pwdlib, slowapi, openapi_spec_validator, schemathesis  # noqa: F401
 for pin in sys.argv[1:]:
     name, want = pin.split("==")
     name = name.split("[")[0]
