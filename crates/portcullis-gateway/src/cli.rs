@@ -325,8 +325,10 @@ async fn init(cfg: &Config) -> Result<()> {
         .into_iter()
         .any(|k| k.scopes.split(' ').any(|s| s == "admin"));
     if existing {
+        // Revoked ones count too: init is for a new store, and an admin
+        // key revoked with --force-last-admin is replaced with keys create.
         anyhow::bail!(
-            "the store already has an admin key; create more with: portcullis keys create --name NAME --scopes admin"
+            "the store already has an admin key (active or not); create more with: portcullis keys create --name NAME --scopes admin"
         );
     }
     let svc = KeyService::new(store, clock(), None);

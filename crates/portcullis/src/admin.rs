@@ -320,7 +320,6 @@ where
     let v = match (n.as_i64(), n.as_f64()) {
         (Some(i), _) => Some(i),
         // Exact: |f| <= 2^53 - 1 and no fraction.
-        #[allow(clippy::cast_possible_truncation)]
         (None, Some(f)) if f.fract() == 0.0 && f.abs() <= MAX_COUNT as f64 => Some(f as i64),
         _ => None,
     };
@@ -385,7 +384,8 @@ pub(crate) struct CreateBody {
     /// Lifetime.
     #[schema(schema_with = expires_in_schema)]
     expires_in: Option<String>,
-    /// Uses (at least 1); default: unlimited. Not `null`.
+    /// Uses, 1 to 2^53 - 1 (a number without a fraction: `5.0` is 5);
+    /// default: unlimited. Not `null`.
     #[serde(default, deserialize_with = "count")]
     #[schema(minimum = 1, maximum = 9007199254740991_i64, nullable = false)]
     uses: Option<i64>,
@@ -393,7 +393,7 @@ pub(crate) struct CreateBody {
     #[serde(default, deserialize_with = "not_null")]
     #[schema(schema_with = refill_schema)]
     refill: Option<String>,
-    /// The uses each refill gives (at least 1); default: `uses`. Needs
+    /// The uses each refill gives, 1 to 2^53 - 1; default: `uses`. Needs
     /// `refill`. Not `null`.
     #[serde(default, deserialize_with = "count")]
     #[schema(minimum = 1, maximum = 9007199254740991_i64, nullable = false)]
