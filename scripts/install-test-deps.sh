@@ -7,6 +7,10 @@
 #   curl          scripts and manual checks
 #   wrk           the load generator of the side-by-side benchmark
 #                 (bench/side-by-side; its smoke run is part of scripts/test)
+#   nghttp2-client  h2load, valid HTTP/2 load beside the flood tests
+#                 (crates/portcullis-gateway/tests/it/hostile_clients.rs)
+#   python3       the decoding upstream of the path tests
+#                 (tests/python/decoding_upstream.py, stdlib only)
 #   chromium, chromium-driver
 #                 the browser test (crates/portcullis-gateway/tests/it/browser.rs),
 #                 which drives headless /usr/bin/chromium through
@@ -25,6 +29,8 @@
 #                 validates the OpenAPI documents Portcullis serves
 #   schemathesis  property-based tests of the live admin API against its
 #                 OpenAPI document (scripts/schemathesis)
+#   h2            a raw HTTP/2 frame client for the hostile-client tests
+#                 (tests/python/h2_attacks.py)
 #
 # Idempotent: a second run installs nothing and does not touch the network
 # (the venv is left alone when it imports the pinned versions).
@@ -58,6 +64,7 @@ PY_PINS=(
     "slowapi==0.1.10"
     "openapi-spec-validator==0.9.0"
     "schemathesis==4.32.5"
+    "h2==4.3.0"
 )
 
 have() {
@@ -74,6 +81,8 @@ installable() {
 missing=()
 have curl || missing+=(curl)
 have wrk || missing+=(wrk)
+have h2load || missing+=(nghttp2-client)
+have python3 || missing+=(python3)
 have redis-server || missing+=(redis-server)
 # The browser test runs these exact paths.
 chromium_bin=/usr/bin/chromium
@@ -137,7 +146,7 @@ venv_ok() {
     "$venv/bin/python" - "${PY_PINS[@]}" >/dev/null 2>&1 <<'PY'
 import sys
 from importlib.metadata import version
-import jwt, authlib, requests, cryptography, fastapi, uvicorn, multipart, pwdlib, slowapi, openapi_spec_validator, schemathesis  # noqa: F401
+import jwt, authlib, requests, cryptography, fastapi, uvicorn, multipart, pwdlib, slowapi, openapi_spec_validator, schemathesis, h2  # noqa: F401
 for pin in sys.argv[1:]:
     name, want = pin.split("==")
     name = name.split("[")[0]

@@ -42,7 +42,7 @@ fn without_passwords(msg: &str) -> String {
         out.push_str(head);
         // The authority ends at the first '/', '?', '#', quote or space.
         let end = tail
-            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | ' ' | '`'))
+            .find(['/', '?', '#', '"', '\'', ' ', '`'])
             .unwrap_or(tail.len());
         let authority = &tail[..end];
         match (authority.rfind('@'), authority.find(':')) {
