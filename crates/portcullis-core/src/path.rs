@@ -26,7 +26,8 @@
 //!   before routing and by none after;
 //! - an encoded `%` (`%25`): a second decoding would see another path;
 //! - empty segments (`//`), except one trailing slash: merged by some;
-//! - control characters (including NUL and DEL), literal or encoded;
+//! - control characters (C0 with NUL, DEL, and C1 such as NEL U+0085),
+//!   literal or encoded;
 //! - escapes that do not decode to UTF-8 (overlong forms such as
 //!   `%C0%AF`, lone continuation bytes, surrogates) and broken escapes;
 //! - the three non-ASCII letters whose case mapping is ASCII (`ı` U+0131
@@ -238,11 +239,13 @@ pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
 /// The decoded path must be UTF-8 without case-fold confusables.
 fn check_text(decoded: &[u8]) -> Result<(), PathError> {
     let text = std::str::from_utf8(decoded).map_err(|_| PathError::InvalidUtf8)?;
-    if text
-        .chars()
-        .any(|c| matches!(c, '\u{131}' | '\u{17f}' | '\u{212a}'))
-    {
-        return Err(PathError::CaseConfusable);
+    for c in text.chars() {
+        match c {
+            '\u{131}' | '\u{17f}' | '\u{212a}' => return Err(PathError::CaseConfusable),
+            // C1 controls (NEL among them), as C0 ones are.
+            '\u{80}'..='\u{9f}' => return Err(PathError::ControlCharacter),
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -351,6 +354,8 @@ mod tests {
             ("/a%00", PathError::ControlCharacter),
             ("/a%0d%0a", PathError::ControlCharacter),
             ("/a%7f", PathError::ControlCharacter),
+            ("/a%C2%85", PathError::ControlCharacter),
+            ("/a\u{9f}", PathError::ControlCharacter),
             ("/a%", PathError::BrokenEscape),
             ("/a%4", PathError::BrokenEscape),
             ("/a%zz", PathError::BrokenEscape),

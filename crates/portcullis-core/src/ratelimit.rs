@@ -214,7 +214,9 @@ pub fn decide(limit: &Limit, tat: Option<u64>, now_ms: u64, cost: u32) -> Decisi
             reset_ms: tat - now_ms,
         };
     }
-    let room = (now_ms + window).saturating_sub(new_tat) / t;
+    // Saturating: a slow limit with a huge burst (`1/60 days burst
+    // 4294967295`) has a window near u64::MAX (found by fuzzing).
+    let room = now_ms.saturating_add(window).saturating_sub(new_tat) / t;
     Decision::Admit {
         tat: new_tat,
         remaining: u32::try_from(room).unwrap_or(u32::MAX),
@@ -225,6 +227,16 @@ pub fn decide(limit: &Limit, tat: Option<u64>, now_ms: u64, cost: u32) -> Decisi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_near_u64_max_does_not_overflow() {
+        // Found by the `ratelimit_policy` fuzz target.
+        let p = Policy::parse("1/60 days burst 4294967295").unwrap();
+        let l = &p.limits()[0];
+        for now in [0u64, 1_700_000_000_000, 4_102_444_800_000] {
+            assert!(matches!(decide(l, None, now, 1), Decision::Admit { .. }));
+        }
+    }
 
     #[test]
     fn parses_slowapi_syntax() {

@@ -50,9 +50,6 @@ impl PathPattern {
             Some(b) => (b, true),
             None => (s, false),
         };
-        if base.contains('*') {
-            return Err(PatternError::Wildcard);
-        }
         let base = if base.is_empty() {
             String::new()
         } else {
@@ -60,6 +57,10 @@ impl PathPattern {
                 .map_err(PatternError::NotNormal)?
                 .into_owned()
         };
+        // After canonicalising: `%2A` is a `*` too (found by fuzzing).
+        if base.contains('*') {
+            return Err(PatternError::Wildcard);
+        }
         Ok(if prefix {
             PathPattern::Prefix(base.trim_end_matches('/').to_owned())
         } else {
@@ -259,6 +260,8 @@ mod tests {
             "//a",
             "/..",
             "/a;b/**",
+            "/%2A",
+            "/w/%2a8//**",
         ] {
             assert!(PathPattern::parse(bad).is_err(), "{bad}");
         }
