@@ -923,11 +923,14 @@ async fn serve(cfg: Config) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (admin)", cfg.admin_listen))?;
     let transport = match &cfg.tls {
-        None => crate::serve::Transport::Plain,
+        None => {
+            crate::tls::handle_sighup(None);
+            crate::serve::Transport::Plain
+        }
         Some(t) => {
             let certs = crate::tls::Reloadable::new(t.cert.clone(), t.key.clone())
                 .context("tls: cannot load the certificate")?;
-            crate::tls::reload_on_sighup(certs.clone());
+            crate::tls::handle_sighup(Some(certs.clone()));
             crate::serve::Transport::Tls(tokio_rustls::TlsAcceptor::from(
                 crate::tls::server_config(certs)?,
             ))

@@ -118,8 +118,11 @@ pub fn server_config(certs: Arc<Reloadable>) -> Result<Arc<rustls::ServerConfig>
     Ok(Arc::new(cfg))
 }
 
-/// Reloads `certs` on every SIGHUP, logging the outcome.
-pub fn reload_on_sighup(certs: Arc<Reloadable>) {
+/// Handles every SIGHUP: reloads `certs` when there are some, logging the
+/// outcome; without TLS there is nothing to reload, and the signal is
+/// logged and ignored. Either way SIGHUP never ends the process (its
+/// default action would, exit 129).
+pub fn handle_sighup(certs: Option<Arc<Reloadable>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot watch SIGHUP; certificates will not be reloaded");
@@ -127,6 +130,10 @@ pub fn reload_on_sighup(certs: Arc<Reloadable>) {
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
+            let Some(certs) = &certs else {
+                tracing::info!("SIGHUP: nothing to reload (no [tls]); ignored");
+                continue;
+            };
             // Reading two small files: fine on the runtime.
             match certs.reload() {
                 Ok(()) => tracing::info!(cert = %certs.cert.display(), "TLS certificate reloaded"),

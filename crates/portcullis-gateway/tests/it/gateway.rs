@@ -640,3 +640,30 @@ fn decision_endpoint_refuses_conflicting_originals() {
     // no original at all
     assert_eq!(c.get(&v).send().unwrap().status(), 400);
 }
+
+#[test]
+fn sighup_without_tls_is_logged_and_ignored() {
+    // SIGHUP's default action ends a process (exit 129); the docs' TLS
+    // renewal step sends it, so it must never stop a gateway.
+    let env = Env::new("[[routes]]\npath = \"/public\"\nupstream = \"demo\"\nauth = []\n");
+    env.init();
+    let mut srv = env.serve();
+    for _ in 0..3 {
+        let st = std::process::Command::new("kill")
+            .args(["-HUP", &srv.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !srv.log().contains("nothing to reload") {
+        assert!(std::time::Instant::now() < deadline, "{}", srv.log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        srv.child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the gateway"
+    );
+    let r = client().get(env.url("/public")).send().unwrap();
+    assert_eq!(r.status(), 200);
+}
