@@ -248,9 +248,9 @@ enum KeysCmd {
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config> {
-    let env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("PORTCULLIS_"))
-        .collect();
+    // Every variable: `tokens.secret_env` may name one without the
+    // prefix (only `PORTCULLIS_SECTION__KEY` ones override the file).
+    let env: Vec<(String, String)> = std::env::vars().collect();
     Ok(config::load(path.map(PathBuf::as_path), &env)?)
 }
 

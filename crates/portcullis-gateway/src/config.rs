@@ -636,15 +636,20 @@ fn parse_identity(
             .secret_env
             .clone()
             .unwrap_or_else(|| "PORTCULLIS_JWT_SECRET".into());
-        let Some((_, v)) = env.iter().find(|(k, _)| *k == var) else {
+        let lookup = |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let Some(v) = portcullis::secret_env::read(&var, lookup)
+            .map_err(|e| cerr("tokens.secret_env", e.to_string()))?
+        else {
             return Err(cerr(
                 "tokens.secret_env",
-                format!("HS256 needs a secret in the environment variable {var}; it is not set"),
+                format!(
+                    "HS256 needs a secret in the environment variable {var} (or a file named by {var}_FILE); neither is set"
+                ),
             ));
         };
-        portcullis::tokens::check_hs_secret(v.as_bytes())
+        portcullis::tokens::check_hs_secret(v.expose().as_bytes())
             .map_err(|m| cerr("tokens.secret_env", format!("{var}: {m}")))?;
-        Some(portcullis_core::Secret::new(v.as_bytes().to_vec()))
+        Some(portcullis_core::Secret::new(v.expose().as_bytes().to_vec()))
     } else {
         if t.secret_env.is_some() {
             return Err(cerr(

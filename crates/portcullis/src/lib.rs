@@ -61,6 +61,7 @@ pub mod rejection;
 pub mod require;
 pub mod response;
 pub mod schemes;
+pub mod secret_env;
 pub mod service;
 pub mod static_key;
 pub mod store;

@@ -13,9 +13,13 @@ pub const MIN_LEN: usize = 12;
 /// A static key that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StaticKeyError {
-    /// The environment variable is not set (or not UTF-8).
-    #[error("environment variable {0} is not set")]
+    /// Neither the environment variable nor its `_FILE` variant is set.
+    #[error("environment variable {0} (or {0}_FILE) is not set")]
     Missing(String),
+    /// The variable or its file could not be read (see
+    /// [`crate::secret_env`]).
+    #[error(transparent)]
+    Source(crate::secret_env::SecretEnvError),
     /// Too short, or holds spaces or control characters.
     #[error(
         "{0}: a static API key needs at least 12 characters, with no spaces or control characters"
@@ -66,8 +70,10 @@ impl StaticKey {
         })
     }
 
-    /// Reads the key from environment variable `var`. Errors name the
-    /// variable, never its value.
+    /// Reads the key from environment variable `var`, or from the file
+    /// `var_FILE` names (mode 600 or stricter; one trailing newline
+    /// dropped; see [`crate::secret_env`]). Errors name the variable,
+    /// never its value.
     ///
     /// ```
     /// use portcullis::static_key::StaticKey;
@@ -78,8 +84,10 @@ impl StaticKey {
     /// assert!(StaticKey::from_env("DOC_NOT_SET").is_err());
     /// ```
     pub fn from_env(var: &str) -> Result<StaticKey, StaticKeyError> {
-        let v = std::env::var(var).map_err(|_| StaticKeyError::Missing(var.to_owned()))?;
-        StaticKey::new(Secret::new(v)).map_err(|_| StaticKeyError::Weak(var.to_owned()))
+        let v = crate::secret_env::from_process(var)
+            .map_err(StaticKeyError::Source)?
+            .ok_or_else(|| StaticKeyError::Missing(var.to_owned()))?;
+        StaticKey::new(v).map_err(|_| StaticKeyError::Weak(var.to_owned()))
     }
 
     /// Names the key's owner (the principal's subject).

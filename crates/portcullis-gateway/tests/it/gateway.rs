@@ -667,3 +667,48 @@ fn sighup_without_tls_is_logged_and_ignored() {
     let r = client().get(env.url("/public")).send().unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[test]
+fn secrets_come_from_a_file_named_by_name_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new("[tokens]\nalgorithm = \"HS256\"\n");
+    let secret = env.dir.path().join("jwt-secret");
+    std::fs::write(&secret, "a-file-secret-of-more-than-32-bytes-0123456789\n").unwrap();
+    let check = |vars: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(BIN);
+        c.args(["config", "check", "--config"])
+            .arg(env.config())
+            .env_remove("PORTCULLIS_CONFIG")
+            .env_remove("PORTCULLIS_JWT_SECRET")
+            .env_remove("PORTCULLIS_JWT_SECRET_FILE");
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let path = path_str(&secret);
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = check(&[("PORTCULLIS_JWT_SECRET_FILE", &path)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Readable by others: refused, saying how to fix it, in one line.
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = check(&[("PORTCULLIS_JWT_SECRET_FILE", &path)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("chmod 600") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert!(!err.contains("a-file-secret"), "{err}");
+    // Both set: which one wins would be a guess.
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = check(&[
+        ("PORTCULLIS_JWT_SECRET_FILE", &path),
+        (
+            "PORTCULLIS_JWT_SECRET",
+            "another-secret-of-more-than-32-bytes-xyz",
+        ),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not both"));
+}
