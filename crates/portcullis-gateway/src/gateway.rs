@@ -325,10 +325,13 @@ impl App {
             .and_then(|r| r.cors.as_deref())
             .or(self.cfg.cors.as_deref());
         let h = resp.headers_mut();
-        if let Some(c) = cors
-            && !out.preflight
-        {
-            c.apply_origin(origin, h);
+        match cors {
+            Some(c) if !out.preflight => c.apply_origin(origin, h),
+            // No policy: no CORS header, the upstream's included (an
+            // upstream's `Access-Control-Allow-Origin: *` would open what
+            // Portcullis keeps closed).
+            None if out.proxied => portcullis_core::cors::strip_cors(h),
+            _ => {}
         }
         if conn.tls
             && let Some(t) = &self.cfg.tls

@@ -299,3 +299,46 @@ fn bad_cors_config_is_refused_at_start_up() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn with_no_policy_the_upstreams_cors_headers_do_not_pass() {
+    use std::io::{BufRead, BufReader, Write};
+    // An upstream that opens itself to every origin.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\naccess-control-allow-origin: *\r\naccess-control-allow-credentials: true\r\naccess-control-expose-headers: x-secret\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    let env = Env::new(&format!(
+        "[[routes]]\npath = \"/**\"\nupstream = \"http://127.0.0.1:{port}\"\nauth = []\n"
+    ));
+    env.init();
+    let _s = env.serve();
+    let r = client()
+        .get(env.url("/x"))
+        .header("origin", "https://evil.example")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for h in [
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-expose-headers",
+    ] {
+        assert!(
+            r.headers().get(h).is_none(),
+            "{h} passed: {:?}",
+            r.headers()
+        );
+    }
+}
