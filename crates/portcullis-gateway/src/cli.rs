@@ -289,6 +289,11 @@ pub async fn run() -> Result<()> {
     match cli.cmd {
         Cmd::Serve => serve(cfg).await,
         Cmd::Config(ConfigCmd::Check) => {
+            // What `serve` would refuse beyond the file itself: the
+            // certificate and key, read and matched as serve reads them.
+            if let Some(t) = &cfg.tls {
+                crate::tls::load(&t.cert, &t.key).context("tls")?;
+            }
             print!("{}", config::explain(&cfg));
             eprintln!("config ok");
             Ok(())

@@ -363,14 +363,21 @@ fn bad_tls_config_is_a_clear_start_up_error() {
     ];
     for (extra, want) in cases {
         let env = Env::new(&extra);
-        let o = std::process::Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(env.config())
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{extra}");
-        assert!(err.contains(want), "{extra}: expected {want:?} in {err}");
-        assert!(!err.contains("PRIVATE KEY"), "{err}");
+        // `config check` refuses what `serve` would refuse.
+        for cmd in [&["serve"][..], &["config", "check"][..]] {
+            let o = std::process::Command::new(BIN)
+                .args(cmd)
+                .arg("--config")
+                .arg(env.config())
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "{cmd:?} {extra}");
+            assert!(
+                err.contains(want),
+                "{cmd:?} {extra}: expected {want:?} in {err}"
+            );
+            assert!(!err.contains("PRIVATE KEY"), "{err}");
+        }
     }
 }
