@@ -979,17 +979,21 @@ async fn serve(cfg: Config) -> Result<()> {
             rx.clone(),
         ))
     });
+    let admin_app = app.clone();
     let admin_task = tokio::spawn(crate::serve::run(
         admin_l,
         cfg.clone(),
         crate::serve::Transport::Plain,
         move |conn: crate::serve::Conn, req| {
             let r = admin_router.clone();
+            // Admin answers carry an X-Request-Id too, from the same
+            // sequence as the public listener's.
+            let rid = http::HeaderValue::from_str(&admin_app.request_id()).ok();
             async move {
                 use tower::ServiceExt;
                 // The admin listener refuses ambiguous framing as the
                 // public one does.
-                if let Some(a) = conn.ambiguity() {
+                let mut resp = if let Some(a) = conn.ambiguity() {
                     let p =
                         portcullis_core::Problem::new(portcullis_core::ErrorCode::AmbiguousFraming)
                             .log_reason(a.log_reason());
@@ -998,12 +1002,17 @@ async fn serve(cfg: Config) -> Result<()> {
                         http::header::CONNECTION,
                         http::HeaderValue::from_static("close"),
                     );
-                    return resp;
+                    resp
+                } else {
+                    match r.oneshot(req).await {
+                        Ok(resp) => resp,
+                        Err(never) => match never {},
+                    }
+                };
+                if let Some(v) = rid {
+                    resp.headers_mut().insert(crate::proxy::REQUEST_ID, v);
                 }
-                match r.oneshot(req).await {
-                    Ok(resp) => resp,
-                    Err(never) => match never {},
-                }
+                resp
             }
         },
         rx,

@@ -110,7 +110,8 @@ impl App {
         self
     }
 
-    fn request_id(&self) -> String {
+    /// A new request id (see `X-Request-Id`).
+    pub fn request_id(&self) -> String {
         // A per-process random prefix and a counter: unique, cheap, and
         // reveals nothing but the order of requests.
         format!(

@@ -15,7 +15,14 @@ fn admin_api_manages_keys_with_audit() {
     let keys = env.admin_url("/admin/v1/keys");
 
     // no key, a non-admin key, and the public listener
-    assert_eq!(c.get(&keys).send().unwrap().status(), 401);
+    let r = c.get(&keys).send().unwrap();
+    assert_eq!(r.status(), 401);
+    // Admin answers carry a request id, as public ones do.
+    assert!(
+        r.headers().contains_key("x-request-id"),
+        "{:?}",
+        r.headers()
+    );
     let r = c.get(&keys).header("X-API-Key", &plain).send().unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(
