@@ -9,6 +9,7 @@ mod admin;
 mod boundary;
 mod browser;
 mod cors;
+mod docs;
 mod gateway;
 mod hostile;
 mod hostile_clients;
