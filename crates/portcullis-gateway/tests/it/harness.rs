@@ -165,12 +165,13 @@ impl Env {
             .spawn()
             .unwrap();
         let log = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
         for pipe in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
             let log = log.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 let mut pipe = pipe;
                 let mut buf = [0u8; 8192];
                 loop {
@@ -182,12 +183,13 @@ impl Env {
                             .push_str(&String::from_utf8_lossy(&buf[..n])),
                     }
                 }
-            });
+            }));
         }
         let s = Server {
             child,
             log,
             port: self.port,
+            readers,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -212,6 +214,8 @@ pub struct Server {
     pub child: Child,
     log: Arc<Mutex<String>>,
     pub port: u16,
+    /// The threads reading its stdout and stderr (end at EOF).
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -238,6 +242,47 @@ impl Server {
         }
         std::thread::sleep(Duration::from_millis(100));
         self.log()
+    }
+
+    /// SIGTERM, then waits (up to 30 s) for a clean exit — status 0, so
+    /// the log writer's guard ran and wrote every pending line — and for
+    /// both pipe readers to reach EOF, so every byte the process wrote is
+    /// in the returned log. Panics if any of that does not happen: a
+    /// canary must not scan a partial log.
+    pub fn stop_drained(mut self) -> String {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(
+            sent.as_ref().is_ok_and(|s| s.success()),
+            "could not SIGTERM {pid}: {sent:?}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit 30 s after SIGTERM: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            status.success(),
+            "exit {status:?} after SIGTERM: {}",
+            self.log()
+        );
+        for r in std::mem::take(&mut self.readers) {
+            r.join().expect("a log reader thread panicked");
+        }
+        let log = self.log();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("\"stopped\"") || l.ends_with("stopped")),
+            "no final `stopped` line: the log writer did not flush?\n{log}"
+        );
+        log
     }
 }
 
@@ -510,4 +555,79 @@ pub fn tls_client(ca_pem: &str, h2: bool) -> reqwest::blocking::Client {
         .timeout(Duration::from_secs(20));
     let b = if h2 { b } else { b.http1_only() };
     b.build().unwrap()
+}
+
+/// Every form in which `secret` could appear in a log line: as is;
+/// URL-encoded (RFC 3986 unreserved kept, and everything but
+/// alphanumerics encoded, upper- and lower-case hex, and the form
+/// encoding's `+` for space); and base64, standard and URL-safe, at each
+/// of the three byte alignments it can have inside a longer encoded
+/// value (e.g. `user:password` in a Basic header) — the part of the
+/// encoding that depends on the secret's bytes only.
+pub fn secret_forms(secret: &str) -> Vec<String> {
+    let mut out = vec![secret.to_owned()];
+    let enc = |keep: fn(u8) -> bool, lower: bool, plus: bool| -> String {
+        let mut s = String::new();
+        for &b in secret.as_bytes() {
+            if keep(b) {
+                s.push(b as char);
+            } else if plus && b == b' ' {
+                s.push('+');
+            } else if lower {
+                s.push_str(&format!("%{b:02x}"));
+            } else {
+                s.push_str(&format!("%{b:02X}"));
+            }
+        }
+        s
+    };
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+    let alnum = |b: u8| b.is_ascii_alphanumeric();
+    for keep in [unreserved as fn(u8) -> bool, alnum] {
+        for lower in [false, true] {
+            for plus in [false, true] {
+                out.push(enc(keep, lower, plus));
+            }
+        }
+    }
+    let bytes = secret.as_bytes();
+    for k in 0..3usize {
+        let mut data = vec![0u8; k];
+        data.extend_from_slice(bytes);
+        let full = b64(&data);
+        // Drop the groups that mix in unknown neighbouring bytes.
+        let start = if k == 0 { 0 } else { 4 };
+        let tail_mixed = data.len() % 3 != 0;
+        let end = if tail_mixed {
+            full.len() - 4
+        } else {
+            full.len()
+        };
+        if end > start && end - start >= 8 {
+            let core = &full[start..end];
+            out.push(core.to_owned());
+            out.push(core.replace('+', "-").replace('/', "_"));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Asserts that no form of any of `secrets` ([`secret_forms`]) is in
+/// `log`, naming the line that has one.
+pub fn assert_no_secrets(log: &str, secrets: &[String]) {
+    assert!(!secrets.is_empty(), "no secrets to search for");
+    for secret in secrets {
+        assert!(secret.len() >= 8, "too short to search for: {secret:?}");
+        for form in secret_forms(secret) {
+            if let Some(line) = log.lines().find(|l| l.contains(&form)) {
+                panic!(
+                    "a secret ({}…, as {}…) reached the log:\n{line}",
+                    &secret[..6.min(secret.len())],
+                    &form[..6.min(form.len())]
+                );
+            }
+        }
+    }
 }
