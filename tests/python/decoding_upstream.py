@@ -18,7 +18,11 @@ from urllib.parse import unquote_to_bytes
 
 
 def decode(p: str) -> str:
-    return unquote_to_bytes(p).decode("latin-1")
+    b = unquote_to_bytes(p)
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        return b.decode("latin-1")
 
 
 def remove_dots(p: str) -> str:
@@ -53,9 +57,14 @@ def readings(raw_path: str):
 
 def served(r) -> str:
     for v in r.values():
-        # Case-folded too: a case-insensitive server serves /W/PRIVATE.
-        low = v.lower()
+        # Case-folded too: a case-insensitive server serves /W/PRIVATE
+        # (Java's simple mapping folds U+0130 to i).
+        low = v.replace("\u0130", "i").lower()
         if low == "/w/private" or low.startswith("/w/private/"):
+            return "private"
+        # An exact route, which Express, ASP.NET and Spring also serve
+        # with a trailing slash.
+        if low in ("/w/admin", "/w/admin/"):
             return "private"
     return "public"
 

@@ -29,6 +29,11 @@ const PRIORITY: u8 = 2;
 const RST_STREAM: u8 = 3;
 const SETTINGS: u8 = 4;
 const PING: u8 = 6;
+const WINDOW_UPDATE: u8 = 8;
+/// A WINDOW_UPDATE granting less than this is charged: real clients grant
+/// in large steps, a flood of one-byte grants costs the server a frame
+/// each (and drips a stalled stream along).
+const SMALL_WINDOW_UPDATE: u32 = 1024;
 const CONTINUATION: u8 = 9;
 const END_STREAM: u8 = 0x1;
 
@@ -47,6 +52,8 @@ pub enum Flood {
     Empty,
     /// Frames of types this server does not know.
     Unknown,
+    /// WINDOW_UPDATE frames granting a few bytes each.
+    WindowUpdate,
 }
 
 impl Flood {
@@ -59,6 +66,7 @@ impl Flood {
             Flood::Priority => "h2_priority_flood",
             Flood::Empty => "h2_empty_frame_flood",
             Flood::Unknown => "h2_unknown_frame_flood",
+            Flood::WindowUpdate => "h2_window_update_flood",
         }
     }
 }
@@ -71,6 +79,8 @@ enum State {
     Header([u8; 9], usize),
     /// Skipping this many payload bytes.
     Payload(u32),
+    /// Reading a WINDOW_UPDATE's 4-byte increment.
+    Window([u8; 4], usize),
     /// Not HTTP/2 (or the connection was already flagged): ignore bytes.
     Off,
 }
@@ -156,6 +166,25 @@ impl H2Watch {
                         }
                     }
                 }
+                State::Window(w, have) => {
+                    let n = (4 - *have).min(bytes.len());
+                    if let (Some(dst), Some(src)) = (w.get_mut(*have..*have + n), bytes.get(..n)) {
+                        dst.copy_from_slice(src);
+                    }
+                    *have += n;
+                    bytes = bytes.get(n..).unwrap_or(&[]);
+                    if *have == 4 {
+                        let inc = u32::from_be_bytes(*w) & 0x7fff_ffff;
+                        self.state = State::Header([0; 9], 0);
+                        if inc < SMALL_WINDOW_UPDATE
+                            && let Some(f) = self.charge(Flood::WindowUpdate, now_ms)
+                        {
+                            self.flagged = Some(f);
+                            self.state = State::Off;
+                            return Some(f);
+                        }
+                    }
+                }
                 State::Payload(left) => {
                     let n = (*left as usize).min(bytes.len());
                     // n <= *left, a u32.
@@ -177,6 +206,8 @@ impl H2Watch {
         let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
         self.state = if len == 0 {
             State::Header([0; 9], 0)
+        } else if kind == WINDOW_UPDATE && len == 4 {
+            State::Window([0; 4], 0)
         } else {
             State::Payload(len)
         };
@@ -193,6 +224,12 @@ impl H2Watch {
             k if k > CONTINUATION => Some(Flood::Unknown),
             _ => None,
         }?;
+        self.charge(charged, now_ms)
+    }
+
+    /// Takes a token for one frame of kind `charged`; the flood when none
+    /// is left.
+    fn charge(&mut self, charged: Flood, now_ms: u64) -> Option<Flood> {
         if self.per_ms == 0 {
             return None;
         }
@@ -335,6 +372,23 @@ mod tests {
         assert_eq!(w.feed(&empty, 0), None);
         assert_eq!(w.feed(&empty, 0), None);
         assert_eq!(w.feed(&empty, 0), Some(Flood::Empty));
+    }
+
+    #[test]
+    fn small_window_updates_count_and_large_ones_do_not() {
+        let mut w = H2Watch::new(1, 3);
+        assert_eq!(w.feed(PREFACE, 0), None);
+        let big = frame(WINDOW_UPDATE, 0, 0, &65_535u32.to_be_bytes());
+        for _ in 0..100 {
+            assert_eq!(w.feed(&big, 0), None);
+        }
+        let small = frame(WINDOW_UPDATE, 0, 0, &1u32.to_be_bytes());
+        // Split across reads too.
+        assert_eq!(w.feed(&small[..11], 0), None);
+        assert_eq!(w.feed(&small[11..], 0), None);
+        assert_eq!(w.feed(&small, 0), None);
+        assert_eq!(w.feed(&small, 0), None);
+        assert_eq!(w.feed(&small, 0), Some(Flood::WindowUpdate));
     }
 
     #[test]

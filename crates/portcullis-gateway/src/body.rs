@@ -168,27 +168,43 @@ where
     }
 }
 
-/// Waits for the first frame of `body` (a request body not yet begun costs
-/// no upstream connection), then gives back a body that yields it first.
-/// Errors (a cut-off or broken body) come back as the body's first frame,
-/// so the caller's usual path reports them.
+/// How much of a request body is read before an upstream connection is
+/// taken: a body this small is forwarded whole, so a client trickling it
+/// holds only its own connection.
+pub const PREBUFFER: usize = 64 * 1024;
+
+/// Reads `body` until [`PREBUFFER`] bytes have come or it ends, and gives
+/// back a body that yields those frames first, then the rest. A client
+/// that announces a body and sends it slowly (or never) is kept waiting
+/// here, under `body_read_timeout`, without an upstream connection.
+/// Errors (a cut-off or broken body) come back as a frame, so the
+/// caller's usual path reports them.
 pub async fn started(body: Body) -> Body {
     use http_body_util::BodyExt;
     if http_body::Body::is_end_stream(&body) {
         return body;
     }
     let mut body = body;
-    match body.frame().await {
-        None => Body::empty(),
-        Some(first) => Body::new(Prefixed {
-            first: Some(first),
-            rest: body,
-        }),
+    let mut first = std::collections::VecDeque::new();
+    let mut have = 0usize;
+    while have < PREBUFFER {
+        match body.frame().await {
+            None => break,
+            Some(Ok(f)) => {
+                have += f.data_ref().map_or(0, Bytes::len);
+                first.push_back(Ok(f));
+            }
+            Some(Err(e)) => {
+                first.push_back(Err(e));
+                break;
+            }
+        }
     }
+    Body::new(Prefixed { first, rest: body })
 }
 
 struct Prefixed {
-    first: Option<Result<Frame<Bytes>, axum::Error>>,
+    first: std::collections::VecDeque<Result<Frame<Bytes>, axum::Error>>,
     rest: Body,
 }
 
@@ -201,22 +217,23 @@ impl http_body::Body for Prefixed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        if let Some(f) = this.first.take() {
+        if let Some(f) = this.first.pop_front() {
             return Poll::Ready(Some(f));
         }
         Pin::new(&mut this.rest).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.first.is_none() && self.rest.is_end_stream()
+        self.first.is_empty() && self.rest.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
         let rest = self.rest.size_hint();
-        let n = match &self.first {
-            Some(Ok(f)) => f.data_ref().map_or(0, |d| d.len() as u64),
-            _ => 0,
-        };
+        let n: u64 = self
+            .first
+            .iter()
+            .filter_map(|f| f.as_ref().ok()?.data_ref().map(|d| d.len() as u64))
+            .sum();
         // Upper first: SizeHint refuses a lower bound above its upper one.
         let mut h = SizeHint::new();
         if let Some(u) = rest.upper() {

@@ -1055,7 +1055,7 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
             return Err(cerr(
                 format!("routes[{i}].path"),
                 format!(
-                    "{:?} differs from routes[{}].path {:?} only in letter case; paths are matched case-insensitively, so write one spelling",
+                    "{:?} differs from routes[{}].path {:?} only in letter case or a trailing slash; paths are matched without regard to either, so write one spelling",
                     route.path, other.index, other.path
                 ),
             ));

@@ -13,7 +13,8 @@
 //! - no request in flight: `idle_timeout` after the last one ended, or
 //!   one second after it when the listener is full;
 //! - a response waiting on a client that does not read (HTTP/1 socket
-//!   full, HTTP/2 window shut): `send_timeout` after the last progress.
+//!   full, HTTP/2 window shut): `send_timeout` after that response began
+//!   waiting, whatever the connection's other streams do.
 //!
 //! A request whose upstream is slow has deadlines of its own (the route's
 //! `timeout`, `body_read_timeout`), so it holds no connection deadline.
@@ -23,8 +24,8 @@ use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -36,8 +37,12 @@ pub struct Activity {
     start: Instant,
     /// Requests whose response has not ended.
     in_flight: AtomicU32,
-    /// Response bodies that gave the client data it has not taken yet.
-    waiting: AtomicU32,
+    /// Response bodies that gave the client data it has not taken yet:
+    /// (body, since when, ms). Each stream has its own clock, so streams
+    /// that make progress cannot keep a stalled one alive (found in
+    /// review). A handful at most; the lock is the connection's own.
+    waits: Mutex<Vec<(u32, u64)>>,
+    next_body: AtomicU32,
     /// Whether any request arrived.
     served: AtomicBool,
     /// Milliseconds since `start` of the last progress.
@@ -56,7 +61,8 @@ impl Activity {
         Activity {
             start: Instant::now(),
             in_flight: AtomicU32::new(0),
-            waiting: AtomicU32::new(0),
+            waits: Mutex::new(Vec::new()),
+            next_body: AtomicU32::new(0),
             served: AtomicBool::new(false),
             last_ms: AtomicU64::new(0),
         }
@@ -78,6 +84,7 @@ impl Activity {
         self.touch();
         InFlight {
             act: self.clone(),
+            id: self.next_body.fetch_add(1, Ordering::Relaxed),
             waiting: false,
         }
     }
@@ -95,10 +102,15 @@ impl Activity {
                     "first_request_timeout",
                 )
             })
-        } else if self.waiting.load(Ordering::Relaxed) > 0 {
-            Some((last.saturating_add(ms(l.send_timeout)), "send_timeout"))
         } else {
-            None
+            let oldest = self
+                .waits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|&(_, since)| since)
+                .min()?;
+            Some((oldest.saturating_add(ms(l.send_timeout)), "send_timeout"))
         }
     }
 }
@@ -107,6 +119,7 @@ impl Activity {
 #[derive(Debug)]
 pub struct InFlight {
     act: Arc<Activity>,
+    id: u32,
     waiting: bool,
 }
 
@@ -114,10 +127,11 @@ impl InFlight {
     fn set_waiting(&mut self, w: bool) {
         if self.waiting != w {
             self.waiting = w;
+            let mut waits = self.act.waits.lock().unwrap_or_else(|p| p.into_inner());
             if w {
-                self.act.waiting.fetch_add(1, Ordering::Relaxed);
+                waits.push((self.id, self.act.now_ms()));
             } else {
-                self.act.waiting.fetch_sub(1, Ordering::Relaxed);
+                waits.retain(|&(id, _)| id != self.id);
             }
         }
         self.act.touch();
@@ -127,7 +141,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.waiting {
-            self.act.waiting.fetch_sub(1, Ordering::Relaxed);
+            self.set_waiting(false);
         }
         self.act.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.act.touch();

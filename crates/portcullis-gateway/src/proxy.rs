@@ -200,7 +200,12 @@ pub fn prepare(
         .or_else(|| req.headers().get(header::HOST).cloned());
     let h = req.headers_mut();
     strip_hop_by_hop(h);
-    strip_client_headers(h, hop.trusted_peer, route.forward_override_headers);
+    strip_client_headers(
+        h,
+        hop.trusted_peer,
+        route.forward_override_headers,
+        &names.header,
+    );
     if schemes.contains(&Scheme::ApiKeyHeader) {
         h.remove(&names.header);
     }
@@ -242,11 +247,19 @@ pub fn prepare(
     // above, and the chain starts at the client.
     // An address always formats to a valid header value; formatted once.
     let client = HeaderValue::from_str(&hop.client.to_string()).ok();
-    let xff = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if hop.trusted_peer => {
-            HeaderValue::from_str(&format!("{prior}, {}", hop.peer)).ok()
-        }
-        _ => client.clone(),
+    // Every line of a trusted chain: HAProxy adds its own as a new line.
+    let prior: Vec<&str> = if hop.trusted_peer {
+        h.get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let xff = if prior.is_empty() {
+        client.clone()
+    } else {
+        HeaderValue::from_str(&format!("{}, {}", prior.join(", "), hop.peer)).ok()
     };
     h.remove(X_FORWARDED_FOR);
     if let Some(v) = xff {
@@ -315,19 +328,38 @@ pub fn prepare(
 /// (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`, `X-Client-IP`,
 /// `True-Client-IP`, `CF-Connecting-IP`); and, unless the route opts in,
 /// the re-method / re-route headers ([`OVERRIDE_HEADERS`]).
-pub fn strip_client_headers(h: &mut HeaderMap, trusted_peer: bool, keep_overrides: bool) {
+pub fn strip_client_headers(
+    h: &mut HeaderMap,
+    trusted_peer: bool,
+    keep_overrides: bool,
+    credential_header: &HeaderName,
+) {
     // One pass over the names; a Vec only when something is to go.
     let mut doomed: Vec<HeaderName> = Vec::new();
     for name in h.keys() {
-        let n = name.as_str();
+        // CGI, WSGI, Rack and PHP read `_` as `-` (`X-Portcullis_Principal`
+        // is `HTTP_X_PORTCULLIS_PRINCIPAL`): a name spelled with `_` is
+        // judged as its dashed twin, and no proxy sends such a spelling of
+        // these headers, so it goes whoever sent it. Only names with `_`
+        // pay for the copy.
+        let raw = name.as_str();
+        let underscored = raw.contains('_');
+        let dashed = if underscored {
+            std::borrow::Cow::Owned(raw.replace('_', "-"))
+        } else {
+            std::borrow::Cow::Borrowed(raw)
+        };
+        let n = dashed.as_ref();
         let forwarding = n.starts_with("x-forwarded-")
             || matches!(
                 n,
                 "forwarded" | "x-real-ip" | "x-client-ip" | "true-client-ip" | "cf-connecting-ip"
             );
+        let overriding = OVERRIDE_HEADERS.contains(&n);
         if n.starts_with("x-portcullis-")
-            || (!trusted_peer && forwarding)
-            || (!keep_overrides && OVERRIDE_HEADERS.contains(&n))
+            || (forwarding && (!trusted_peer || underscored))
+            || (overriding && (!keep_overrides || underscored))
+            || (underscored && n == credential_header.as_str())
         {
             doomed.push(name.clone());
         }

@@ -124,6 +124,13 @@ pub fn private_spellings() -> Vec<String> {
         "/w/private",
         "/w/priv%61te",
         "/w/private%2F",
+        // The exact route /w/admin: Express, ASP.NET and Spring also serve
+        // it as /w/admin/.
+        "/w/admin/",
+        "/W/ADMIN/",
+        "/w/%61dmin/",
+        "/w/adm%C4%B0n",
+        "/w/admin/?x",
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -158,7 +165,8 @@ pub fn private_spellings() -> Vec<String> {
 pub fn protected_config(up: u16) -> String {
     format!(
         "[[routes]]\npath = \"/w/**\"\nupstream = \"http://127.0.0.1:{up}\"\nauth = []\n\n\
-         [[routes]]\npath = \"/w/private/**\"\nupstream = \"http://127.0.0.1:{up}\"\nauth = [\"api_key_header\"]\n"
+         [[routes]]\npath = \"/w/private/**\"\nupstream = \"http://127.0.0.1:{up}\"\nauth = [\"api_key_header\"]\n\n\
+         [[routes]]\npath = \"/w/admin\"\nupstream = \"http://127.0.0.1:{up}\"\nauth = [\"api_key_header\"]\n"
     )
 }
 
@@ -264,6 +272,11 @@ const SPOOFED: &[(&str, &str)] = &[
     ("X-Method-Override", "DELETE"),
     ("X-Original-URL", "/admin"),
     ("X-Rewrite-URL", "/admin"),
+    // CGI, WSGI and Rack read `_` as `-`.
+    ("X-Portcullis_Principal", "admin"),
+    ("X_Forwarded_For", "203.0.113.66"),
+    ("X-Real_IP", "203.0.113.66"),
+    ("X-HTTP-Method_Override", "DELETE"),
 ];
 
 /// What the upstream must see from an untrusted client, whatever it sent.
@@ -286,6 +299,10 @@ fn assert_clean(j: &serde_json::Value, proto: &str, host: &str, how: &str) {
         "x-method-override",
         "x-original-url",
         "x-rewrite-url",
+        "x-portcullis_principal",
+        "x_forwarded_for",
+        "x-real_ip",
+        "x-http-method_override",
     ] {
         assert!(
             seen(j, gone).is_empty(),
@@ -379,6 +396,8 @@ fn a_trusted_proxys_chain_is_extended_and_identity_still_dropped() {
     let _s = env.serve();
     let r = client()
         .get(env.url("/x"))
+        .header("X-Forwarded-For", "198.51.100.1")
+        // HAProxy adds its own line rather than extending the first.
         .header("X-Forwarded-For", "203.0.113.7")
         .header("X-Forwarded-Host", "api.example.com")
         .header("X-Forwarded-Proto", "https")
@@ -390,7 +409,7 @@ fn a_trusted_proxys_chain_is_extended_and_identity_still_dropped() {
     let j: serde_json::Value = r.json().unwrap();
     assert_eq!(
         seen(&j, "x-forwarded-for"),
-        ["203.0.113.7, 127.0.0.1"],
+        ["198.51.100.1, 203.0.113.7, 127.0.0.1"],
         "{j}"
     );
     assert_eq!(seen(&j, "x-real-ip"), ["203.0.113.7"], "{j}");

@@ -417,10 +417,14 @@ async fn other_active_admins(tx: &mut Tx, id: &str, now: i64) -> Result<i64, Sto
     // `instr` on the space-padded list: scopes are stored space-separated,
     // and `instr` is case-sensitive as scopes are (LIKE is not).
     Ok(sqlx::query_scalar(
+        // Only a key that will stay usable counts: one that expires, or
+        // whose uses run out for good, would leave nobody once it does
+        // (a key created with `expires_in = "3s"` must not let the last
+        // lasting admin key go; found in review).
         "SELECT COUNT(*) FROM api_keys
          WHERE id <> ?1 AND revoked_at IS NULL AND disabled = 0
-           AND (expires_at IS NULL OR expires_at > ?2)
-           AND (remaining_uses IS NULL OR remaining_uses > 0 OR refill_interval IS NOT NULL)
+           AND expires_at IS NULL
+           AND (remaining_uses IS NULL OR refill_interval IS NOT NULL)
            AND rotated_to IS NULL
            AND instr(' ' || scopes || ' ', ?3) > 0",
     )
