@@ -202,6 +202,44 @@ def attack(args):
         # memory and its log meanwhile.
         time.sleep(limit)
         return {"streams": args.streams}
+    if args.attack == "stalled-with-traffic":
+        # A stream whose window never opens, kept company by small requests
+        # on the same connection every half second: the stalled one must
+        # still be held to send_timeout.
+        s = connect(args)
+        c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        c.initiate_connection()
+        c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        sid = c.get_next_available_stream_id()
+        c.send_headers(sid, [(":method", "GET"), (":path", args.path), (":scheme", "https" if args.tls else "http"), (":authority", "localhost")], end_stream=True)
+        s.sendall(c.data_to_send())
+        start = time.monotonic()
+        s.settimeout(0.1)
+        sent = 0
+        while time.monotonic() - start < limit:
+            try:
+                d = s.recv(65536)
+                if d == b"":
+                    return {"closed_after": time.monotonic() - start, "requests": sent}
+                try:
+                    c.receive_data(d)
+                except Exception:
+                    pass
+            except (socket.timeout, ssl.SSLWantReadError):
+                pass
+            except OSError:
+                return {"closed_after": time.monotonic() - start, "requests": sent}
+            if time.monotonic() - start >= sent * 0.5:
+                try:
+                    other = c.get_next_available_stream_id()
+                    c.send_headers(other, [(":method", "GET"), (":path", "/ok"), (":scheme", "https" if args.tls else "http"), (":authority", "localhost")], end_stream=True)
+                    s.sendall(c.data_to_send())
+                    sent += 1
+                except h2.exceptions.ProtocolError:
+                    return {"closed_after": time.monotonic() - start, "requests": sent}
+                except OSError:
+                    return {"closed_after": time.monotonic() - start, "requests": sent}
+        return {"closed_after": None, "requests": sent}
     if args.attack == "unsent-bodies":
         # Streams that announce a body and never send it.
         s = connect(args)

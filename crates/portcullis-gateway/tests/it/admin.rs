@@ -508,3 +508,47 @@ fn cli_refuses_the_last_admin_key_without_the_flag() {
         .clone();
     assert!(k["revoked_at"].is_i64() && k["disabled"] == true, "{k}");
 }
+
+#[test]
+fn short_lived_admin_keys_do_not_make_the_last_lasting_one_removable() {
+    // A new admin key that expires, or whose uses run out, would leave
+    // nobody once it does: it does not count (found in review).
+    let env = Env::new("");
+    let admin = env.init();
+    let _srv = env.serve();
+    let c = client();
+    let keys = env.admin_url("/admin/v1/keys");
+    let id = id_of(&env, &admin, &admin);
+    for body in [
+        json!({"name": "brief", "scopes": ["admin"], "expires_in": "1h"}),
+        json!({"name": "counted", "scopes": ["admin"], "uses": 5}),
+    ] {
+        let r = c
+            .post(&keys)
+            .header("X-API-Key", &admin)
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201, "{body}");
+        let r = c
+            .post(format!("{keys}/{id}/disable"))
+            .header("X-API-Key", &admin)
+            .send()
+            .unwrap();
+        assert_last_admin(r, &format!("disable beside {body}"));
+    }
+    // A lasting second admin key does make it removable.
+    let r = c
+        .post(&keys)
+        .header("X-API-Key", &admin)
+        .json(&json!({"name": "lasting", "scopes": ["admin"]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c
+        .post(format!("{keys}/{id}/disable"))
+        .header("X-API-Key", &admin)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

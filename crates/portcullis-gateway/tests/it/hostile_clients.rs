@@ -271,6 +271,61 @@ fn a_client_that_never_reads_is_bounded_and_cut_off() {
 }
 
 #[test]
+fn a_stalled_stream_is_cut_off_whatever_its_neighbours_do() {
+    let up = big_upstream(1 << 20, Duration::ZERO);
+    let env = Env::with_server(&format!("{SHORT}\nh2c = true"), &routes(up.port));
+    env.init();
+    let srv = env.serve();
+    let v = attack(
+        "stalled-with-traffic",
+        env.port,
+        &["--seconds", "10", "--path", "/big"],
+    );
+    eprintln!("{v}");
+    assert!(
+        closed(&v),
+        "a stalled stream lived on beside traffic: {v}\n{}",
+        srv.log()
+    );
+    assert!(srv.log().contains("send_timeout"), "{}", srv.log());
+}
+
+#[test]
+fn bodies_that_trickle_take_no_upstream_budget() {
+    // A budget of 2; three clients each send one byte of a 1000-byte body
+    // and hold it. A fourth request must still be served.
+    let up = big_upstream(10, Duration::ZERO);
+    let env = Env::with_server(
+        "trusted_proxies = []\nbody_read_timeout = \"20s\"",
+        &format!(
+            "[upstream]\nmax_connections = 2\nqueue_timeout = \"1s\"\n\n{}",
+            routes(up.port)
+        ),
+    );
+    env.init();
+    let _srv = env.serve();
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+            write!(
+                s,
+                "POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\nx"
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    // Each valid request is served while the trickles are held: they
+    // hold no place in the budget of 2 (else these would wait 1 s and
+    // get 503 upstream_busy).
+    for _ in 0..3 {
+        let (status, body) = crate::boundary::raw_get(env.port, "/ok", &[]);
+        assert_eq!(status, 200, "{body}");
+    }
+    drop(held);
+}
+
+#[test]
 fn streams_that_never_send_their_bodies_open_no_upstream_connection() {
     let up = big_upstream(10, Duration::ZERO);
     let env = Env::with_server(

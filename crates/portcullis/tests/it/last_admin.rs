@@ -105,7 +105,8 @@ async fn only_keys_that_open_the_admin_api_count() {
     assert!(refused(&env, rotated.record.id.clone()).await);
     env.keys.revoke("test", &id).await.unwrap();
 
-    // Limited uses with a refill, and an expiry still ahead, do count.
+    // Limited uses with a refill count; an expiry, even far ahead, does
+    // not (that key would leave nobody once it ends).
     let mut refilled = spec("admin");
     refilled.uses = Some(1);
     refilled.refill = Some(portcullis::core::quota::RefillPlan {
@@ -117,6 +118,8 @@ async fn only_keys_that_open_the_admin_api_count() {
     let mut later = spec("admin");
     later.expires_in = Some(3600);
     env.create(&later).await;
+    assert!(refused(&env, refilled.record.id.clone()).await);
+    env.create(&spec("admin")).await;
     env.keys.revoke("test", &refilled.record.id).await.unwrap();
 }
 
