@@ -461,12 +461,48 @@ fn login_refusals_do_not_tell_users_apart() {
     drop(s.srv);
 }
 
-/// Every identity secret, good and bad, through every endpoint; then
-/// none of them in any log line.
+/// Every plaintext token or secret in an OAuth2 or admin API answer.
+fn tokens_in(v: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                match x {
+                    Value::String(s)
+                        if [
+                            "access_token",
+                            "refresh_token",
+                            "id_token",
+                            "client_secret",
+                            "secret",
+                            "csrf_token",
+                            "key",
+                        ]
+                        .contains(&k.as_str()) =>
+                    {
+                        out.push(s.clone());
+                    }
+                    _ => out.extend(tokens_in(x)),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| out.extend(tokens_in(x))),
+        _ => {}
+    }
+    out
+}
+
+/// Every identity secret, good and bad, through every endpoint, each
+/// request's answer checked (so nothing passes because nothing was
+/// served); then none of them, in any encoding, in any log line of the
+/// whole log (the server stopped with SIGTERM, its log flushed and read
+/// to the end).
 #[test]
 fn no_identity_secret_reaches_any_log_line() {
+    use std::cell::RefCell;
     const PW: &str = "Canary-Password-q7W9e2R4t6Y8";
     const WRONG_PW: &str = "Canary-WrongPw-z1X3c5V7b9N0";
+    const NEW_PW: &str = "Canary-NewPassword-m4K8s2D6";
     let env = Env::new(
         r#"
 [tokens]
@@ -499,60 +535,90 @@ auth = ["session"]
     let srv = env.serve();
     let c = client();
     let wrong_secret = "pcs_CanaryWrongSecret0123456789abcdefghijklmnopq".to_owned();
-    let mut secrets: Vec<String> = vec![
+    let secrets: RefCell<Vec<String>> = RefCell::new(vec![
         PW.into(),
         WRONG_PW.into(),
+        NEW_PW.into(),
         secret.clone(),
         wrong_secret.clone(),
-    ];
-
-    let tok = |form: &[(&str, &str)], basic: Option<(&str, &str)>| {
+        admin.clone(),
+    ]);
+    // Every mismatch, reported together at the end of the requests.
+    let wrong: RefCell<Vec<String>> = RefCell::new(Vec::new());
+    let served = RefCell::new(0usize);
+    let check = |what: &str, got: u16, want: &[u16]| {
+        *served.borrow_mut() += 1;
+        if !want.contains(&got) {
+            wrong
+                .borrow_mut()
+                .push(format!("{what}: {got}, expected {want:?}"));
+        }
+    };
+    // Sends, checks the status, keeps every token in the answer as a
+    // secret, returns the answer's JSON.
+    let send = |what: &str, rb: RequestBuilder, want: &[u16]| -> Value {
+        let r = rb
+            .send()
+            .unwrap_or_else(|e| panic!("{what}: not answered: {e}"));
+        check(what, r.status().as_u16(), want);
+        let v: Value = r.json().unwrap_or(Value::Null);
+        secrets.borrow_mut().extend(tokens_in(&v));
+        v
+    };
+    let tok = |what: &str, form: &[(&str, &str)], basic: Option<(&str, &str)>, want: &[u16]| {
         let mut rb = c.post(env.url("/oauth/token")).form(form);
         if let Some((u, p)) = basic {
             rb = rb.basic_auth(u, Some(p));
         }
-        let r = rb.send().unwrap();
-        let st = r.status();
-        let v: Value = r.json().unwrap_or(Value::Null);
-        (st, v)
+        send(what, rb, want)
     };
 
     // Token endpoint, good and bad.
-    let (st, cc) = tok(
+    let cc = tok(
+        "client_credentials, Basic",
         &[("grant_type", "client_credentials")],
         Some((&id, &secret)),
+        &[200],
     );
-    assert_eq!(st, 200, "{cc}");
     let cc_at = cc["access_token"].as_str().unwrap().to_owned();
     tok(
+        "client_credentials, form",
         &[
             ("grant_type", "client_credentials"),
             ("client_id", &id),
             ("client_secret", &secret),
         ],
         None,
+        &[200],
     );
     tok(
+        "client_credentials, Basic, wrong secret",
         &[("grant_type", "client_credentials")],
         Some((&id, &wrong_secret)),
+        &[401],
     );
     tok(
+        "client_credentials, form, wrong secret",
         &[
             ("grant_type", "client_credentials"),
             ("client_id", &id),
             ("client_secret", &wrong_secret),
         ],
         None,
+        &[400, 401],
     );
     tok(
+        "client_credentials, secret twice",
         &[
             ("grant_type", "client_credentials"),
             ("client_secret", &secret),
             ("client_secret", &secret),
         ],
         Some((&id, &secret)),
+        &[400],
     );
-    let (st, pw) = tok(
+    let pw = tok(
+        "password grant",
         &[
             ("grant_type", "password"),
             ("username", "alice"),
@@ -560,57 +626,75 @@ auth = ["session"]
             ("scope", ""),
         ],
         None,
+        &[200],
     );
-    assert_eq!(st, 200, "{pw}");
     let at = pw["access_token"].as_str().unwrap().to_owned();
     let rt = pw["refresh_token"].as_str().unwrap().to_owned();
-    let (st, pw2) = tok(
+    let pw2 = tok(
+        "password grant with a client",
         &[
             ("grant_type", "password"),
             ("username", "alice"),
             ("password", PW),
         ],
         Some((&id, &secret)),
+        &[200],
     );
-    assert_eq!(st, 200, "{pw2}");
     let rt_client = pw2["refresh_token"].as_str().unwrap().to_owned();
     tok(
+        "password grant, wrong password",
         &[
             ("grant_type", "password"),
             ("username", "alice"),
             ("password", WRONG_PW),
         ],
         None,
+        &[400],
     );
     tok(
+        "password grant, password as user name",
         &[
             ("grant_type", "password"),
             ("username", WRONG_PW),
             ("password", PW),
         ],
         None,
+        &[400],
     );
-    let (st, rotated) = tok(
+    let rotated = tok(
+        "refresh",
         &[("grant_type", "refresh_token"), ("refresh_token", &rt)],
         None,
+        &[200],
     );
-    assert_eq!(st, 200, "{rotated}");
     let rt2 = rotated["refresh_token"].as_str().unwrap().to_owned();
     let at2 = rotated["access_token"].as_str().unwrap().to_owned();
-    // Reuse (bad), and the refresh token sent where it does not belong.
+    // Reuse (bad, and it revokes the login), and the refresh token sent
+    // where it does not belong.
     tok(
+        "refresh token reused",
         &[("grant_type", "refresh_token"), ("refresh_token", &rt)],
         None,
+        &[400],
     );
     tok(
+        "refresh after the reuse",
         &[("grant_type", "refresh_token"), ("refresh_token", &rt2)],
         None,
+        &[400],
     );
-    tok(&[("grant_type", rt.as_str())], None);
-    let _ = c
-        .post(env.url("/oauth/token"))
-        .json(&json!({"grant_type": "password", "username": "alice", "password": PW, "client_secret": secret, "refresh_token": rt}))
-        .send();
+    tok(
+        "refresh token as grant type",
+        &[("grant_type", rt.as_str())],
+        None,
+        &[400],
+    );
+    send(
+        "token endpoint, JSON body",
+        c.post(env.url("/oauth/token"))
+            .json(&json!({"grant_type": "password", "username": "alice", "password": PW, "client_secret": secret, "refresh_token": rt})),
+        &[400, 415],
+    );
 
     // A tampered access token.
     let tampered = {
@@ -619,219 +703,418 @@ auth = ["session"]
         sig[5] = if sig[5] == b'A' { b'B' } else { b'A' };
         format!("{head}.{}", String::from_utf8(sig).unwrap())
     };
-    secrets.extend([
-        cc_at.clone(),
-        at.clone(),
-        at2.clone(),
-        tampered.clone(),
-        rt.clone(),
-        rt2.clone(),
-        rt_client.clone(),
-    ]);
+    secrets.borrow_mut().push(tampered.clone());
+    for t in [&cc_at, &at, &at2, &rt, &rt2, &rt_client] {
+        assert!(secrets.borrow().contains(t), "a token not searched for");
+    }
 
     // Bearer routes, the decision endpoint, introspection, revocation.
-    for t in [
-        &cc_at,
-        &at,
-        &at2,
-        &tampered,
-        &rt,
-        &rt2,
-        &secret,
-        &wrong_secret,
+    // (at and at2 belong to the login the reuse revoked, but access
+    // tokens live until they expire: security.md, "Not yet".)
+    for (name, t, live) in [
+        ("cc_at", &cc_at, true),
+        ("at", &at, true),
+        ("at2", &at2, true),
+        ("tampered", &tampered, false),
+        ("rt", &rt, false),
+        ("rt2", &rt2, false),
+        ("secret", &secret, false),
+        ("wrong_secret", &wrong_secret, false),
     ] {
-        let _ = c.get(env.url("/data")).bearer_auth(t).send();
-        let _ = c.get(env.url("/nowhere")).bearer_auth(t).send();
-        let _ = c
-            .get(env.url("/auth/verify"))
-            .header("X-Original-URI", "/data")
-            .bearer_auth(t)
-            .send();
-        let _ = c
-            .get(env.url("/auth/verify"))
-            .header("X-Original-URI", format!("/data?access_token={t}"))
-            .send();
-        let _ = c
-            .post(env.url("/oauth/introspect"))
-            .basic_auth(&id, Some(&secret))
-            .form(&[("token", t.as_str())])
-            .send();
-        let _ = c
-            .post(env.url("/oauth/introspect"))
-            .basic_auth(&id, Some(&wrong_secret))
-            .form(&[("token", t.as_str())])
-            .send();
-        let _ = c
-            .post(env.url("/oauth/introspect"))
-            .form(&[("token", t.as_str())])
-            .send();
-        let _ = c.get(env.admin_url("/admin/v1/keys")).bearer_auth(t).send();
+        let want: &[u16] = if live { &[200] } else { &[401] };
+        send(
+            &format!("{name}: /data"),
+            c.get(env.url("/data")).bearer_auth(t),
+            want,
+        );
+        send(
+            &format!("{name}: no route"),
+            c.get(env.url("/nowhere")).bearer_auth(t),
+            &[404],
+        );
+        send(
+            &format!("{name}: decision"),
+            c.get(env.url("/auth/verify"))
+                .header("X-Original-URI", "/data")
+                .bearer_auth(t),
+            want,
+        );
+        send(
+            &format!("{name}: decision, token in the original URI"),
+            c.get(env.url("/auth/verify"))
+                .header("X-Original-URI", format!("/data?access_token={t}")),
+            &[401],
+        );
+        let v = send(
+            &format!("{name}: introspect"),
+            c.post(env.url("/oauth/introspect"))
+                .basic_auth(&id, Some(&secret))
+                .form(&[("token", t.as_str())]),
+            &[200],
+        );
+        if v["active"] != json!(live) && name != "rt2" && name != "rt" {
+            wrong
+                .borrow_mut()
+                .push(format!("{name}: introspection says {v}"));
+        }
+        send(
+            &format!("{name}: introspect, wrong client secret"),
+            c.post(env.url("/oauth/introspect"))
+                .basic_auth(&id, Some(&wrong_secret))
+                .form(&[("token", t.as_str())]),
+            &[401],
+        );
+        send(
+            &format!("{name}: introspect, no client"),
+            c.post(env.url("/oauth/introspect"))
+                .form(&[("token", t.as_str())]),
+            &[401],
+        );
+        send(
+            &format!("{name}: admin API"),
+            c.get(env.admin_url("/admin/v1/keys")).bearer_auth(t),
+            &[401],
+        );
     }
-    let _ = c
-        .post(env.url("/oauth/revoke"))
-        .basic_auth(&id, Some(&secret))
-        .form(&[
-            ("token", rt_client.as_str()),
-            ("token_type_hint", "refresh_token"),
-        ])
-        .send();
-    let _ = c
-        .post(env.url("/oauth/revoke"))
-        .basic_auth(&id, Some(&secret))
-        .form(&[("token", at.as_str())])
-        .send();
-    let _ = c
-        .post(env.url("/oauth/revoke"))
-        .form(&[("token", rt2.as_str())])
-        .send();
+    send(
+        "revoke the client's refresh token",
+        c.post(env.url("/oauth/revoke"))
+            .basic_auth(&id, Some(&secret))
+            .form(&[
+                ("token", rt_client.as_str()),
+                ("token_type_hint", "refresh_token"),
+            ]),
+        &[200],
+    );
+    // Declined, as RFC 7009 allows (security.md, "Not yet").
+    let v = send(
+        "revoke an access token",
+        c.post(env.url("/oauth/revoke"))
+            .basic_auth(&id, Some(&secret))
+            .form(&[("token", at.as_str())]),
+        &[400],
+    );
+    assert_eq!(v["error"], "unsupported_token_type", "{v}");
+    send(
+        "revoke without a client",
+        c.post(env.url("/oauth/revoke"))
+            .form(&[("token", rt2.as_str())]),
+        &[200, 401],
+    );
     tok(
+        "refresh with the revoked token",
         &[
             ("grant_type", "refresh_token"),
             ("refresh_token", &rt_client),
         ],
         Some((&id, &secret)),
+        &[400],
     );
 
     // Basic, right and wrong, on the route and the decision endpoint.
-    for pw in [PW, WRONG_PW] {
+    for (pw, ok) in [(PW, true), (WRONG_PW, false)] {
         let h = basic_header("alice", pw);
-        secrets.push(h["Basic ".len()..].to_owned());
-        let _ = c.get(env.url("/basic")).header("authorization", &h).send();
-        let _ = c
-            .get(env.url("/auth/verify"))
-            .header("X-Original-URI", "/basic")
-            .header("authorization", &h)
-            .send();
-        let _ = c.get(env.url("/data")).header("authorization", &h).send();
+        secrets.borrow_mut().push(h["Basic ".len()..].to_owned());
+        let want: &[u16] = if ok { &[200] } else { &[401] };
+        send(
+            &format!("Basic ok={ok}"),
+            c.get(env.url("/basic")).header("authorization", &h),
+            want,
+        );
+        send(
+            &format!("Basic ok={ok}, decision"),
+            c.get(env.url("/auth/verify"))
+                .header("X-Original-URI", "/basic")
+                .header("authorization", &h),
+            want,
+        );
+        send(
+            &format!("Basic ok={ok}, on a bearer route"),
+            c.get(env.url("/data")).header("authorization", &h),
+            &[401],
+        );
     }
 
     // Sessions: login good and bad, the CSRF dance, logout.
     let a = logged_in(login_form(&env, "alice", PW), "form login");
     let b = logged_in(login_json(&env, "alice", PW), "JSON login");
-    let _ = login_form(&env, "alice", WRONG_PW);
-    let _ = login_json(&env, "alice", WRONG_PW);
-    let _ = login_json(&env, WRONG_PW, PW);
-    let _ = c
-        .post(env.url("/auth/login"))
-        .header("origin", "http://evil.example")
-        .form(&[("username", "alice"), ("password", PW)])
-        .send();
-    let _ = c
-        .post(env.url("/auth/login"))
-        .header("content-type", "text/plain")
-        .body(format!("username=alice&password={PW}"))
-        .send();
-    let _ = c
-        .post(env.url("/auth/login"))
-        .form(&[("username", "alice"), ("password", PW), ("password", PW)])
-        .send();
+    check(
+        "login, wrong password, form",
+        login_form(&env, "alice", WRONG_PW).status().as_u16(),
+        &[401],
+    );
+    check(
+        "login, wrong password, JSON",
+        login_json(&env, "alice", WRONG_PW).status().as_u16(),
+        &[401, 429],
+    );
+    check(
+        "login, password as user name",
+        login_json(&env, WRONG_PW, PW).status().as_u16(),
+        &[401],
+    );
+    send(
+        "login, cross-origin",
+        c.post(env.url("/auth/login"))
+            .header("origin", "http://evil.example")
+            .form(&[("username", "alice"), ("password", PW)]),
+        &[403],
+    );
+    send(
+        "login, text/plain",
+        c.post(env.url("/auth/login"))
+            .header("content-type", "text/plain")
+            .body(format!("username=alice&password={PW}")),
+        &[415, 400],
+    );
+    send(
+        "login, password twice",
+        c.post(env.url("/auth/login")).form(&[
+            ("username", "alice"),
+            ("password", PW),
+            ("password", PW),
+        ]),
+        &[400, 422],
+    );
     for br in [&a, &b] {
-        secrets.extend([br.session.clone(), br.csrf_token.clone()]);
+        secrets
+            .borrow_mut()
+            .extend([br.session.clone(), br.csrf_token.clone()]);
     }
     let forged = Browser {
         session: "CanaryForgedSession0123456789abcdefghijklmn".into(),
         csrf_cookie: alter(&a.csrf_token),
         csrf_token: alter(&a.csrf_token),
     };
-    secrets.extend([forged.session.clone(), forged.csrf_token.clone()]);
-    for br in [&a, &b, &forged] {
-        let _ = get_s(&env, br);
-        let _ = post_s(&env, br, None, &[]);
-        for t in [&a.csrf_token, &b.csrf_token, &forged.csrf_token] {
-            let _ = post_s(&env, br, Some(t), &[]);
-            let _ = post_s(&env, br, Some(t), &[("origin", "http://evil.example")]);
-            let _ = post_s(&env, br, Some(t), &[("sec-fetch-site", "cross-site")]);
+    secrets
+        .borrow_mut()
+        .extend([forged.session.clone(), forged.csrf_token.clone()]);
+    for (name, br) in [("a", &a), ("b", &b), ("forged", &forged)] {
+        let real = name != "forged";
+        let (ok, csrf_bad, no_session): (&[u16], &[u16], &[u16]) = if real {
+            (&[200], &[403], &[401])
+        } else {
+            (&[401], &[401], &[401])
+        };
+        let _ = no_session;
+        check(
+            &format!("{name}: GET /s"),
+            get_s(&env, br).status().as_u16(),
+            ok,
+        );
+        check(
+            &format!("{name}: POST /s without a token"),
+            post_s(&env, br, None, &[]).status().as_u16(),
+            csrf_bad,
+        );
+        for (tname, t) in [
+            ("a", &a.csrf_token),
+            ("b", &b.csrf_token),
+            ("forged", &forged.csrf_token),
+        ] {
+            let own = tname == name;
+            let want = if real && own { ok } else { csrf_bad };
+            check(
+                &format!("{name}: POST /s with {tname}'s token"),
+                post_s(&env, br, Some(t), &[]).status().as_u16(),
+                want,
+            );
+            check(
+                &format!("{name}: POST /s with {tname}'s token, cross-origin"),
+                post_s(&env, br, Some(t), &[("origin", "http://evil.example")])
+                    .status()
+                    .as_u16(),
+                csrf_bad,
+            );
+            check(
+                &format!("{name}: POST /s with {tname}'s token, cross-site"),
+                post_s(&env, br, Some(t), &[("sec-fetch-site", "cross-site")])
+                    .status()
+                    .as_u16(),
+                csrf_bad,
+            );
         }
-        let _ = with_session(c.get(env.url("/auth/csrf")), br).send();
-        let _ = with_session(
-            c.get(env.url("/auth/verify"))
-                .header("X-Original-URI", "/s"),
-            br,
-        )
-        .send();
-        let _ = with_session(
-            c.post(env.url("/auth/verify"))
-                .header("X-Original-URI", "/s")
-                .header("X-Original-Method", "POST")
-                .header("x-csrf-token", &br.csrf_token),
-            br,
-        )
-        .send();
-        let _ = with_session(c.get(env.url("/data")), br).send();
+        send(
+            &format!("{name}: /auth/csrf"),
+            with_session(c.get(env.url("/auth/csrf")), br),
+            ok,
+        );
+        send(
+            &format!("{name}: decision GET"),
+            with_session(
+                c.get(env.url("/auth/verify"))
+                    .header("X-Original-URI", "/s"),
+                br,
+            ),
+            ok,
+        );
+        send(
+            &format!("{name}: decision POST with its token"),
+            with_session(
+                c.post(env.url("/auth/verify"))
+                    .header("X-Original-URI", "/s")
+                    .header("X-Original-Method", "POST")
+                    .header("x-csrf-token", &br.csrf_token),
+                br,
+            ),
+            ok,
+        );
+        send(
+            &format!("{name}: session on a bearer route"),
+            with_session(c.get(env.url("/data")), br),
+            &[401],
+        );
     }
     // A fresh CSRF token from /auth/csrf is a secret too.
-    let r = with_session(c.get(env.url("/auth/csrf")), &b)
-        .send()
-        .unwrap();
-    if let Ok(v) = r.json::<Value>()
-        && let Some(t) = v["csrf_token"].as_str()
-    {
-        secrets.push(t.to_owned());
-    }
-    let _ = with_session(c.post(env.url("/auth/logout")), &a)
-        .header("x-csrf-token", &b.csrf_token)
-        .send();
-    let _ = with_session(c.post(env.url("/auth/logout")), &a)
-        .header("x-csrf-token", &a.csrf_token)
-        .send();
-    let _ = with_session(c.post(env.url("/auth/logout")), &a)
-        .header("x-csrf-token", &a.csrf_token)
-        .send();
+    let v = send(
+        "fresh CSRF token",
+        with_session(c.get(env.url("/auth/csrf")), &b),
+        &[200],
+    );
+    assert!(v["csrf_token"].is_string(), "{v}");
+    send(
+        "logout with another session's token",
+        with_session(c.post(env.url("/auth/logout")), &a).header("x-csrf-token", &b.csrf_token),
+        &[403],
+    );
+    send(
+        "logout",
+        with_session(c.post(env.url("/auth/logout")), &a).header("x-csrf-token", &a.csrf_token),
+        &[200, 204],
+    );
+    send(
+        "logout again",
+        with_session(c.post(env.url("/auth/logout")), &a).header("x-csrf-token", &a.csrf_token),
+        &[200, 204, 401],
+    );
+    check(
+        "a's session after logout",
+        get_s(&env, &a).status().as_u16(),
+        &[401],
+    );
 
-    // The admin API, where it takes passwords.
-    for path in ["/admin/v1/users", "/admin/v1/users/alice/password"] {
-        let _ = c
-            .post(env.admin_url(path))
+    // The admin API, where it takes passwords and gives secrets.
+    send(
+        "admin: add a user",
+        c.post(env.admin_url("/admin/v1/users"))
             .header("X-API-Key", &admin)
-            .json(&json!({"username": "carol", "password": PW, "scopes": ["data:read"]}))
-            .send();
-    }
-    let _ = c
-        .post(env.admin_url("/admin/v1/clients"))
-        .header("X-API-Key", &admin)
-        .json(&json!({"name": "other", "scopes": ["data:read"]}))
-        .send();
+            .json(&json!({"username": "carol", "password": PW, "scopes": ["data:read"]})),
+        &[200, 201],
+    );
+    send(
+        "admin: set a password",
+        c.post(env.admin_url("/admin/v1/users/carol/password"))
+            .header("X-API-Key", &admin)
+            .json(&json!({"password": NEW_PW})),
+        &[200, 204],
+    );
+    send(
+        "admin: a password for nobody",
+        c.post(env.admin_url("/admin/v1/users/nobody/password"))
+            .header("X-API-Key", &admin)
+            .json(&json!({"password": PW})),
+        &[404],
+    );
+    let v = send(
+        "admin: add a client",
+        c.post(env.admin_url("/admin/v1/clients"))
+            .header("X-API-Key", &admin)
+            .json(&json!({"name": "other", "scopes": ["data:read"], "grants": ["client_credentials"]})),
+        &[200, 201],
+    );
+    let (other_id, other_secret) = (
+        v["client_id"]
+            .as_str()
+            .or(v["id"].as_str())
+            .unwrap_or_else(|| panic!("{v}"))
+            .to_owned(),
+        v["client_secret"]
+            .as_str()
+            .or(v["secret"].as_str())
+            .unwrap_or_else(|| panic!("{v}"))
+            .to_owned(),
+    );
+    assert!(secrets.borrow().contains(&other_secret));
+    // The new client's secret and the new password work: those requests
+    // carried them for real.
+    tok(
+        "client_credentials, the admin API's client",
+        &[("grant_type", "client_credentials")],
+        Some((&other_id, &other_secret)),
+        &[200],
+    );
+    tok(
+        "password grant, carol's new password",
+        &[
+            ("grant_type", "password"),
+            ("username", "carol"),
+            ("password", NEW_PW),
+        ],
+        None,
+        &[200],
+    );
+    send(
+        "Basic, carol's new password",
+        c.get(env.url("/basic"))
+            .header("authorization", basic_header("carol", NEW_PW)),
+        &[200],
+    );
+    secrets
+        .borrow_mut()
+        .push(basic_header("carol", NEW_PW)["Basic ".len()..].to_owned());
 
-    let log = srv.stop();
+    let wrong = wrong.into_inner();
+    assert!(
+        wrong.is_empty(),
+        "answers not as expected:\n{}",
+        wrong.join("\n")
+    );
+    assert!(
+        *served.borrow() > 150,
+        "only {} requests served",
+        served.borrow()
+    );
+
+    let log = srv.stop_drained();
     assert!(
         log.contains("portcullis::access"),
         "no access log at all?\n{log}"
     );
     assert!(
-        log.contains("TRACE") || log.contains("DEBUG"),
+        log.contains("\"level\":\"DEBUG\""),
         "the canary must run with trace logging on:\n{log}"
     );
     for path in [
         "/oauth/token",
         "/oauth/introspect",
+        "/oauth/revoke",
         "/auth/login",
         "/auth/logout",
+        "/auth/csrf",
+        "/auth/verify",
+        "/basic",
         "/s",
     ] {
         assert!(
-            log.contains(&format!("\"{path}")),
-            "no log line mentions {path}: the canary did not exercise it?"
+            log.contains(&format!("\"path\":\"{path}\"")),
+            "no access line for {path}: the canary did not exercise it?"
         );
     }
+    let mut secrets = secrets.into_inner();
+    // A JWT's signature alone is as identifying as the token; a CSRF
+    // token's random part and MAC too.
+    let mut parts = Vec::new();
     for sec in &secrets {
-        let mut needles = vec![sec.clone()];
-        // A JWT's signature alone is as identifying as the token.
-        if sec.matches('.').count() == 2 {
-            needles.push(sec.rsplit('.').next().unwrap().to_owned());
-        }
-        // A CSRF token's random part and MAC.
-        if let Some((r, m)) = sec.split_once('.')
-            && sec.matches('.').count() == 1
-        {
-            needles.extend([r.to_owned(), m.to_owned()]);
-        }
-        for n in needles {
-            assert!(
-                !log.contains(&n),
-                "a secret reached the log ({}…):\n{}",
-                &n[..8.min(n.len())],
-                log.lines().find(|l| l.contains(&n)).unwrap()
-            );
+        let dots = sec.matches('.').count();
+        if dots == 2 {
+            parts.push(sec.rsplit('.').next().unwrap().to_owned());
+        } else if dots == 1 {
+            let (r, m) = sec.split_once('.').unwrap();
+            parts.extend([r.to_owned(), m.to_owned()]);
         }
     }
+    secrets.extend(parts.into_iter().filter(|p| p.len() >= 16));
+    secrets.sort();
+    secrets.dedup();
+    assert_no_secrets(&log, &secrets);
 }
