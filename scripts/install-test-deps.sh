@@ -38,7 +38,7 @@
 #
 # The browser test needs a real Chromium, not Ubuntu's snap-installing
 # transitional package: on a host without the Debian packages it is skipped
-# unless PORTCULLIS_REQUIRE_BROWSER is set (CI sets it), when it fails.
+# unless REQUIRE_BROWSER_TESTS is set (CI sets it), when it fails.
 #
 # The tests never use a system nginx or Redis: each test starts its own nginx
 # (`nginx -p PREFIX -c CONF -e stderr`, `daemon off; master_process off;`)

@@ -10,7 +10,7 @@
 //!
 //! Needs /usr/bin/chromium and /usr/bin/chromedriver (Debian `chromium`
 //! and `chromium-driver`; scripts/install-test-deps.sh installs them).
-//! Without them the test is skipped, unless PORTCULLIS_REQUIRE_BROWSER is
+//! Without them the test is skipped, unless REQUIRE_BROWSER_TESTS is
 //! set (CI sets it), when it fails.
 
 use crate::harness::*;
@@ -33,7 +33,7 @@ const CSRF: &str = "__Host-portcullis_csrf";
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Whether the browser can run; skips (false) only when it is missing and
-/// PORTCULLIS_REQUIRE_BROWSER is unset.
+/// REQUIRE_BROWSER_TESTS is unset.
 fn browser_available() -> bool {
     let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
         .into_iter()
@@ -42,14 +42,14 @@ fn browser_available() -> bool {
     if missing.is_empty() {
         return true;
     }
-    let required = std::env::var_os("PORTCULLIS_REQUIRE_BROWSER").is_some_and(|v| !v.is_empty());
+    let required = std::env::var_os("REQUIRE_BROWSER_TESTS").is_some_and(|v| !v.is_empty());
     assert!(
         !required,
-        "PORTCULLIS_REQUIRE_BROWSER is set but {} missing: run scripts/install-test-deps.sh (Debian chromium, chromium-driver)",
+        "REQUIRE_BROWSER_TESTS is set but {} missing: run scripts/install-test-deps.sh (Debian chromium, chromium-driver)",
         missing.join(" and ")
     );
     eprintln!(
-        "SKIPPED browser test: {} missing (run scripts/install-test-deps.sh to install Debian chromium and chromium-driver; set PORTCULLIS_REQUIRE_BROWSER=1 to make this a failure)",
+        "SKIPPED browser test: {} missing (run scripts/install-test-deps.sh to install Debian chromium and chromium-driver; set REQUIRE_BROWSER_TESTS=1 to make this a failure)",
         missing.join(" and ")
     );
     false
