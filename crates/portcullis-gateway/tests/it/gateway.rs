@@ -712,3 +712,101 @@ fn secrets_come_from_a_file_named_by_name_file() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not both"));
 }
+
+#[test]
+fn sigterm_drains_in_flight_requests_and_refuses_new_ones() {
+    use std::io::{BufRead, BufReader};
+    // An upstream that takes 2 s to answer.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = l.local_addr().unwrap().port();
+    let (arrived, arrival) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let arrived = arrived.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                }
+                let _ = arrived.send(());
+                std::thread::sleep(Duration::from_secs(2));
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nslow",
+                );
+            });
+        }
+    });
+    let env = Env::new(&format!(
+        "[[routes]]\npath = \"/**\"\nupstream = \"http://127.0.0.1:{up}\"\nauth = []\n"
+    ));
+    env.init();
+    let mut srv = env.serve();
+    let port = env.port;
+    let in_flight = std::thread::spawn(move || crate::boundary::raw_get(port, "/slow", &[]));
+    // The request is in flight once the upstream has it; then stop.
+    arrival.recv_timeout(Duration::from_secs(20)).unwrap();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &srv.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // New connections are refused once the listener is closed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still accepting after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The request in flight is answered whole.
+    let (status, body) = in_flight.join().unwrap();
+    assert_eq!((status, body.as_str()), (200, "slow"));
+    // And the process exits, 0, within the grace (5 s in the harness).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(s) = srv.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(code.success(), "{code:?}\n{}", srv.log());
+}
+
+#[test]
+fn kill_9_right_after_writes_loses_nothing() {
+    let env = Env::new(
+        "[[routes]]\npath = \"/data\"\nupstream = \"demo\"\nauth = [\"api_key_header\"]\n",
+    );
+    let admin = env.init();
+    let cli_key = env.create_key(&["--name", "from-cli"]);
+    let mut srv = env.serve();
+    let r = client()
+        .post(env.admin_url("/admin/v1/keys"))
+        .header("X-API-Key", &admin)
+        .json(&serde_json::json!({"name": "from-api"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let api_key = r.json::<serde_json::Value>().unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Answered means committed: no grace, no flush.
+    srv.child.kill().unwrap();
+    srv.child.wait().unwrap();
+    let _again = env.serve();
+    for key in [&cli_key, &api_key] {
+        let r = client()
+            .get(env.url("/data"))
+            .header("X-API-Key", key.as_str())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
