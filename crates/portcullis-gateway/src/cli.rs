@@ -61,6 +61,29 @@ enum Cmd {
     /// Work with the config file.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Back the store up, or restore it.
+    #[command(subcommand)]
+    Store(StoreCmd),
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Write a consistent copy of the store to FILE while gateways keep
+    /// running (SQLite's VACUUM INTO); prints each table's row count.
+    Backup {
+        /// Where to write the copy (must not exist).
+        file: PathBuf,
+    },
+    /// Replace the store with a backup. Stop every gateway that uses the
+    /// store first: they keep their open files. The backup is checked
+    /// (integrity and row counts) before anything is replaced.
+    Restore {
+        /// The backup to restore.
+        file: PathBuf,
+        /// Confirm that the store's current contents are to be replaced.
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -303,6 +326,75 @@ pub async fn run() -> Result<()> {
         Cmd::Users(u) => users(&cfg, u).await,
         Cmd::Clients(c) => clients(&cfg, c).await,
         Cmd::Tokens(t) => tokens(&cfg, t).await,
+        Cmd::Store(s) => store_cmd(&cfg, s).await,
+    }
+}
+
+fn print_counts(counts: &[(String, i64)]) {
+    for (t, n) in counts {
+        println!("{t}\t{n}");
+    }
+}
+
+async fn store_cmd(cfg: &Config, cmd: StoreCmd) -> Result<()> {
+    let Some(path) = cfg
+        .store_url
+        .strip_prefix("sqlite://")
+        .or_else(|| cfg.store_url.strip_prefix("sqlite:"))
+    else {
+        anyhow::bail!("store backup and restore work on SQLite stores");
+    };
+    let path = PathBuf::from(path);
+    match cmd {
+        StoreCmd::Backup { file } => {
+            if file.exists() {
+                anyhow::bail!("{} exists; name a new file", file.display());
+            }
+            let store = Store::open(&cfg.store_url, false)
+                .await
+                .with_context(|| format!("cannot open the store {}", path.display()))?;
+            let counts = store
+                .backup(&file)
+                .await
+                .with_context(|| format!("cannot write the backup {}", file.display()))?;
+            // The copy holds key hashes and password hashes: owner-only.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot restrict {}", file.display()))?;
+            print_counts(&counts);
+            eprintln!("backed up {} to {}", path.display(), file.display());
+            Ok(())
+        }
+        StoreCmd::Restore { file, replace } => {
+            let counts = Store::inspect_backup(&file)
+                .await
+                .with_context(|| format!("{} is not a usable backup", file.display()))?;
+            if path.exists() && !replace {
+                anyhow::bail!(
+                    "{} exists; stop every gateway using it, then run again with --replace",
+                    path.display()
+                );
+            }
+            // Copy beside the store, then rename over it: the store is
+            // never half-written. Its WAL files belong to the old database.
+            let tmp = path.with_extension("restore-tmp");
+            std::fs::copy(&file, &tmp)
+                .with_context(|| format!("cannot copy to {}", tmp.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+            for suffix in ["-wal", "-shm"] {
+                let mut side = path.clone().into_os_string();
+                side.push(suffix);
+                let _ = std::fs::remove_file(side);
+            }
+            std::fs::rename(&tmp, &path)
+                .with_context(|| format!("cannot replace {}", path.display()))?;
+            // Opening applies any migration the backup predates.
+            Store::open(&cfg.store_url, false).await?;
+            print_counts(&counts);
+            eprintln!("restored {} from {}", path.display(), file.display());
+            Ok(())
+        }
     }
 }
 

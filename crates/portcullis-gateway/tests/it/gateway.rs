@@ -810,3 +810,76 @@ fn kill_9_right_after_writes_loses_nothing() {
         assert_eq!(r.status(), 200);
     }
 }
+
+#[test]
+fn store_backup_while_serving_and_restore() {
+    let routes = "[[routes]]\npath = \"/data\"\nupstream = \"demo\"\nauth = [\"api_key_header\"]\n";
+    let env = Env::new(routes);
+    env.init();
+    let key = env.create_key(&["--name", "kept"]);
+    let _srv = env.serve();
+    let backup = env.dir.path().join("backup.db");
+    let o = env.cli(&["store", "backup", &path_str(&backup)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let counts = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(counts.contains("api_keys\t2"), "{counts}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Never over an existing file.
+    let o = env.cli(&["store", "backup", &path_str(&backup)]);
+    assert!(!o.status.success());
+
+    // Restored into another gateway's store: the key works there.
+    let other = Env::new(routes);
+    other.init();
+    let o = other.cli(&["store", "restore", &path_str(&backup)]);
+    assert!(!o.status.success(), "replaced without --replace");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--replace"));
+    let junk = other.dir.path().join("junk.db");
+    std::fs::write(&junk, "not a database").unwrap();
+    let o = other.cli(&["store", "restore", &path_str(&junk), "--replace"]);
+    assert!(!o.status.success());
+    let o = other.cli(&["store", "restore", &path_str(&backup), "--replace"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _o = other.serve();
+    let r = client()
+        .get(other.url("/data"))
+        .header("X-API-Key", &key)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn lost_admin_keys_are_recovered_through_the_cli_and_audited() {
+    let env = Env::new("");
+    let admin = env.init();
+    let id = {
+        let o = env.cli(&["keys", "list", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v[0]["id"].as_str().unwrap().to_owned()
+    };
+    // Every admin key gone (the CLI may, with the flag).
+    let o = env.cli(&["keys", "revoke", &id, "--force-last-admin"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Whoever can run the CLI on the store makes a new one.
+    let fresh = env.create_key(&["--name", "recovered", "--scopes", "admin"]);
+    let _s = env.serve();
+    let r = client()
+        .get(env.admin_url("/admin/v1/audit"))
+        .header("X-API-Key", &fresh)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let audit = r.text().unwrap();
+    assert!(audit.contains("recovered"), "{audit}");
+    let r = client()
+        .get(env.admin_url("/admin/v1/keys"))
+        .header("X-API-Key", &admin)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}

@@ -261,6 +261,21 @@ impl Store {
         }
     }
 
+    /// Writes a consistent copy of the store to `to`, online (writers
+    /// carry on), and returns each table's row count in the copy.
+    pub async fn backup(&self, to: &std::path::Path) -> Result<Vec<(String, i64)>, StoreError> {
+        dispatch!(self, s => s.backup(to).await)
+    }
+
+    /// Checks a backup file (`PRAGMA integrity_check`) and counts its rows,
+    /// without changing it.
+    pub async fn inspect_backup(path: &std::path::Path) -> Result<Vec<(String, i64)>, StoreError> {
+        SqliteStore::open_existing_read_only(path)
+            .await?
+            .table_counts()
+            .await
+    }
+
     /// Checks the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         dispatch!(self, s => s.ping().await)
