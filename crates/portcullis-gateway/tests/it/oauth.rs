@@ -220,7 +220,8 @@ fn scope_set(v: &Value) -> Vec<String> {
     s
 }
 
-/// Polls until `path` answers `want` for `token`, at most `limit`.
+/// Polls until `path` answers `want` for `token`; `limit` is a generous
+/// deadline (a hang detector), not the speed being tested.
 fn wait_status(env: &Env, path: &str, token: &str, want: u16, limit: Duration) {
     let mut last = 0;
     let took = within(limit, || {
@@ -561,7 +562,7 @@ fn disabling_a_user_ends_their_tokens() {
 
     let o = env.cli(&["users", "disable", "alice"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    wait_status(env, "/data", &at, 401, Duration::from_millis(1500));
+    wait_status(env, "/data", &at, 401, Duration::from_secs(30));
     oauth_error(
         refresh(env, Auth::None, &rt, None),
         400,
@@ -586,7 +587,7 @@ fn revoking_a_client_ends_its_tokens() {
 
     let o = env.cli(&["clients", "revoke", &s.id]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    wait_status(env, "/data", &at, 401, Duration::from_millis(1500));
+    wait_status(env, "/data", &at, 401, Duration::from_secs(30));
     oauth_error(
         token_req(
             env,
@@ -612,7 +613,7 @@ fn rotated_signing_key_keeps_old_tokens_valid() {
 
     // The server picks the new key up; new tokens carry its kid.
     let mut t2 = String::new();
-    let took = within(Duration::from_secs(5), || {
+    let took = within(Duration::from_secs(30), || {
         t2 = field(&cc_token(&s, None), "access_token");
         kid(&t2) != kid1
     });

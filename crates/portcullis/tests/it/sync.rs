@@ -100,7 +100,7 @@ async fn the_background_watcher_applies_changes_by_itself() {
     cli.revoke("cli", &created.record.id).await.unwrap();
 
     // Poll (bounded) until the watcher has dropped the cached grant.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         match env.verifier.verify(&key).await.unwrap() {
             KeyVerdict::Rejected(r) => {
@@ -110,7 +110,7 @@ async fn the_background_watcher_applies_changes_by_itself() {
             KeyVerdict::Valid(_) => {
                 assert!(
                     tokio::time::Instant::now() < deadline,
-                    "the watcher did not apply the revocation within 10 s"
+                    "the watcher never applied the revocation (30 s)"
                 );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -121,6 +121,7 @@ async fn the_background_watcher_applies_changes_by_itself() {
     let other = cli.create("cli", &spec("data:read")).await.unwrap();
     env.clock.advance(7);
     valid(&env.verifier, other.key.expose()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let rec = cli.show(&other.record.id).await.unwrap();
         if rec.last_used_at == Some(T0 + 7) {
@@ -128,7 +129,7 @@ async fn the_background_watcher_applies_changes_by_itself() {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the last-used writer did not run within 10 s"
+            "the last-used writer never ran (30 s)"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
