@@ -130,3 +130,120 @@ fn every_toml_block_in_the_docs_loads() {
     }
     assert!(checked >= 5, "only {checked} blocks checked");
 }
+
+/// The README's quickstart, command for command: its `sh` blocks under
+/// "## Run" with `cargo run --release [-q] --` replaced by the built
+/// binary, the quickstart config copied to a temp dir with free ports, and
+/// `serve` started in the background. Each `curl -i` must answer the
+/// status its comment promises. (The seed app's two commands are the seed
+/// app's own tests.)
+#[test]
+fn the_readme_quickstart_runs() {
+    let root = repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let run = readme
+        .split("\n## Run\n")
+        .nth(1)
+        .and_then(|r| r.split("\n## ").next())
+        .expect("README has a ## Run section");
+    let mut blocks = Vec::new();
+    let mut lines = run.lines();
+    while let Some(l) = lines.next() {
+        if l.trim_end() == "```sh" {
+            let mut b = String::new();
+            for l in lines.by_ref() {
+                if l.trim_end() == "```" {
+                    break;
+                }
+                b.push_str(l);
+                b.push('\n');
+            }
+            blocks.push(b);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let cfg = std::fs::read_to_string(root.join("examples/quickstart.toml"))
+        .unwrap()
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:8081", &format!("127.0.0.1:{admin}"));
+    std::fs::write(dir.path().join("quickstart.toml"), cfg).unwrap();
+    let adapt = |cmd: &str| {
+        cmd.replace("cargo run --release -q --", BIN)
+            .replace("cargo run --release --", BIN)
+            .replace("examples/quickstart.toml", "quickstart.toml")
+            .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+    };
+    let mut script = String::from("set -eu\n");
+    let mut server = None;
+    let mut expected = Vec::new();
+    for b in blocks
+        .iter()
+        .filter(|b| !b.contains("seed_app") && !b.contains(":8000"))
+    {
+        for line in b.split_inclusive('\n') {
+            if line.contains(" serve ") {
+                let cmd = adapt(line.trim());
+                assert!(script.len() > 8, "serve comes after init");
+                // Run what came before (init), then start the server.
+                run_bash(&script, dir.path());
+                script = String::from("set -eu\n");
+                server = Some(
+                    std::process::Command::new("bash")
+                        .args(["-c", &format!("exec {cmd}")])
+                        .current_dir(dir.path())
+                        .env_remove("PORTCULLIS_CONFIG")
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .spawn()
+                        .unwrap(),
+                );
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                    assert!(std::time::Instant::now() < deadline, "serve did not listen");
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                continue;
+            }
+            if line.trim_start().starts_with("curl -i")
+                && let Some(code) = line
+                    .split('#')
+                    .nth(1)
+                    .and_then(|c| c.split_whitespace().next())
+            {
+                expected.push(code.to_owned());
+            }
+            script.push_str(&adapt(line));
+        }
+        script.push('\n');
+    }
+    let out = run_bash(&script, dir.path());
+    if let Some(mut s) = server {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    // Bodies end without a newline: a status line may follow one.
+    let got: Vec<String> = out
+        .split("HTTP/1.1 ")
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    assert_eq!(got, expected, "{out}");
+    assert_eq!(expected.len(), 3, "{script}");
+}
+
+fn run_bash(script: &str, dir: &Path) -> String {
+    let o = std::process::Command::new("bash")
+        .args(["-c", script])
+        .current_dir(dir)
+        .env_remove("PORTCULLIS_CONFIG")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{script}\n--- stdout\n{out}\n--- stderr\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
