@@ -26,6 +26,7 @@
 //! each differing case answered; a failing case prints what it answered as
 //! a `Want` expression, to be read critically before it is encoded.
 
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -745,6 +746,32 @@ async fn readers() -> Portcullis {
         .unwrap()
 }
 
+/// Two apps answering `GET paths` with `echo` of the reader `T`: one
+/// requiring it, and one taking `Option<T>` (`auto_error=False`) that
+/// answers `msg()` without it.
+async fn echo_apps<T>(
+    pc: &Portcullis,
+    paths: &[&'static str],
+    echo: fn(T) -> Value,
+) -> (SocketAddr, SocketAddr)
+where
+    T: FromRequestParts<()> + OptionalFromRequestParts<()> + Send + 'static,
+{
+    let (mut required, mut optional) = (Router::new(), Router::new());
+    for p in paths {
+        required = required.route(p, get(move |t: T| async move { Json(echo(t)) }));
+        optional = optional.route(
+            p,
+            get(move |t: Option<T>| async move { Json(t.map_or_else(msg, echo)) }),
+        );
+    }
+    (app(pc, required).await, app(pc, optional).await)
+}
+
+fn echo_key(k: &Secret<String>) -> Value {
+    json!({"username": k.expose()})
+}
+
 fn echo_basic(c: &portcullis::schemes::HttpBasicCredentials) -> Value {
     json!({"username": c.username, "password": c.password.expose()})
 }
@@ -762,66 +789,9 @@ async fn fastapi_readers() {
 
     // APIKeyQuery / APIKeyHeader / APIKeyCookie(name="key"), required and
     // optional. (`*_description.py` sends the same requests.)
-    let query = app(
-        &pc,
-        Router::new().route(
-            "/users/me",
-            get(|ApiKeyQuery(k): ApiKeyQuery| async move { Json(json!({"username": k.expose()})) }),
-        ),
-    )
-    .await;
-    let query_opt = app(
-        &pc,
-        Router::new().route(
-            "/users/me",
-            get(|k: Option<ApiKeyQuery>| async move {
-                Json(k.map_or_else(msg, |ApiKeyQuery(k)| json!({"username": k.expose()})))
-            }),
-        ),
-    )
-    .await;
-    let header =
-        app(
-            &pc,
-            Router::new().route(
-                "/users/me",
-                get(|ApiKeyHeader(k): ApiKeyHeader| async move {
-                    Json(json!({"username": k.expose()}))
-                }),
-            ),
-        )
-        .await;
-    let header_opt = app(
-        &pc,
-        Router::new().route(
-            "/users/me",
-            get(|k: Option<ApiKeyHeader>| async move {
-                Json(k.map_or_else(msg, |ApiKeyHeader(k)| json!({"username": k.expose()})))
-            }),
-        ),
-    )
-    .await;
-    let cookie =
-        app(
-            &pc,
-            Router::new().route(
-                "/users/me",
-                get(|ApiKeyCookie(k): ApiKeyCookie| async move {
-                    Json(json!({"username": k.expose()}))
-                }),
-            ),
-        )
-        .await;
-    let cookie_opt = app(
-        &pc,
-        Router::new().route(
-            "/users/me",
-            get(|k: Option<ApiKeyCookie>| async move {
-                Json(k.map_or_else(msg, |ApiKeyCookie(k)| json!({"username": k.expose()})))
-            }),
-        ),
-    )
-    .await;
+    let (query, query_opt) = echo_apps(&pc, &["/users/me"], |ApiKeyQuery(k)| echo_key(&k)).await;
+    let (header, header_opt) = echo_apps(&pc, &["/users/me"], |ApiKeyHeader(k)| echo_key(&k)).await;
+    let (cookie, cookie_opt) = echo_apps(&pc, &["/users/me"], |ApiKeyCookie(k)| echo_key(&k)).await;
     let secret = || ok(json!({"username": "secret"}));
 
     let f = "test_security_api_key_query.py";
@@ -1008,24 +978,7 @@ async fn fastapi_readers() {
     .await;
 
     // HTTPBasic(realm="simple"), HTTPBasic(auto_error=False), tutorial006.
-    let basic = app(
-        &pc,
-        Router::new().route(
-            "/users/me",
-            get(|HttpBasic(c): HttpBasic| async move { Json(echo_basic(&c)) }),
-        ),
-    )
-    .await;
-    let basic_opt = app(
-        &pc,
-        Router::new().route(
-            "/users/me",
-            get(|c: Option<HttpBasic>| async move {
-                Json(c.map_or_else(msg, |HttpBasic(c)| echo_basic(&c)))
-            }),
-        ),
-    )
-    .await;
+    let (basic, basic_opt) = echo_apps(&pc, &["/users/me"], |HttpBasic(c)| echo_basic(&c)).await;
     let john = || ok(json!({"username": "john", "password": "secret"}));
     let realm = r#"Basic realm="simple""#;
     let no_colon = format!("Basic {}", b64("johnsecret"));
@@ -1215,24 +1168,8 @@ async fn fastapi_readers() {
     .await;
 
     // HTTPBearer, required and optional.
-    let bearer = app(
-        &pc,
-        Router::new().route(
-            "/users/me",
-            get(|HttpBearer(c): HttpBearer| async move { Json(echo_bearer(&c)) }),
-        ),
-    )
-    .await;
-    let bearer_opt = app(
-        &pc,
-        Router::new().route(
-            "/users/me",
-            get(|c: Option<HttpBearer>| async move {
-                Json(c.map_or_else(msg, |HttpBearer(c)| echo_bearer(&c)))
-            }),
-        ),
-    )
-    .await;
+    let (bearer, bearer_opt) =
+        echo_apps(&pc, &["/users/me"], |HttpBearer(c)| echo_bearer(&c)).await;
     let foobar = || ok(json!({"scheme": "Bearer", "credentials": "foobar"}));
     let f = "test_security_http_bearer.py";
     s.run([
@@ -1400,26 +1337,10 @@ async fn fastapi_readers() {
     // OAuth2PasswordBearer: tutorial001, tutorial002, the optional file,
     // and the checklist's empty token.
     // FastAPI's TestClient follows the 307 from `/items` to `/items/`.
-    let token_echo = || {
-        get(|OAuth2PasswordBearer(t): OAuth2PasswordBearer| async move {
-            Json(json!({"token": t.expose()}))
-        })
-    };
-    let items = app(
+    let (items, items_opt) = echo_apps(
         &pc,
-        Router::new()
-            .route("/items", token_echo())
-            .route("/items/", token_echo()),
-    )
-    .await;
-    let items_opt = app(
-        &pc,
-        Router::new().route(
-            "/items/",
-            get(|t: Option<OAuth2PasswordBearer>| async move {
-                Json(t.map_or_else(msg, |OAuth2PasswordBearer(t)| json!({"token": t.expose()})))
-            }),
-        ),
+        &["/items", "/items/"],
+        |OAuth2PasswordBearer(t)| json!({"token": t.expose()}),
     )
     .await;
     let t002 = app(
@@ -1461,7 +1382,33 @@ async fn fastapi_readers() {
     ])
     .await;
     let f = "test_tutorial/test_security/test_tutorial002.py";
-    s.run([case(t002, format!("{f}::test_no_token"), Req::get("/users/me"), not_auth("Bearer")), case(t002, format!("{f}::test_token"), Req::get("/users/me").bearer("testtoken"), ok(json!({"username": "testtokenfakedecoded", "email": "john@example.com", "full_name": "John Doe", "disabled": null}))), case(t002, format!("{f}::test_incorrect_token"), Req::get("/users/me").auth("Notexistent testtoken"), not_auth("Bearer")),]).await;
+    let john_doe = json!({
+        "username": "testtokenfakedecoded",
+        "email": "john@example.com",
+        "full_name": "John Doe",
+        "disabled": null,
+    });
+    s.run([
+        case(
+            t002,
+            format!("{f}::test_no_token"),
+            Req::get("/users/me"),
+            not_auth("Bearer"),
+        ),
+        case(
+            t002,
+            format!("{f}::test_token"),
+            Req::get("/users/me").bearer("testtoken"),
+            ok(john_doe),
+        ),
+        case(
+            t002,
+            format!("{f}::test_incorrect_token"),
+            Req::get("/users/me").auth("Notexistent testtoken"),
+            not_auth("Bearer"),
+        ),
+    ])
+    .await;
     let f = "test_security_oauth2_password_bearer_optional.py";
     s.run([
         case(
@@ -1534,27 +1481,10 @@ async fn fastapi_readers() {
 
     // OAuth2 (base class) and OpenIdConnect return the whole header; the
     // nearest reader is OAuth2PasswordBearer, which returns the token.
-    let me = app(
+    let (me, me_opt) = echo_apps(
         &pc,
-        Router::new().route(
-            "/users/me",
-            get(|OAuth2PasswordBearer(t): OAuth2PasswordBearer| async move {
-                Json(json!({"username": t.expose()}))
-            }),
-        ),
-    )
-    .await;
-    let me_opt = app(
-        &pc,
-        Router::new().route(
-            "/users/me",
-            get(|t: Option<OAuth2PasswordBearer>| async move {
-                Json(t.map_or_else(
-                    msg,
-                    |OAuth2PasswordBearer(t)| json!({"username": t.expose()}),
-                ))
-            }),
-        ),
+        &["/users/me"],
+        |OAuth2PasswordBearer(t)| json!({"username": t.expose()}),
     )
     .await;
     for (f, np) in [
@@ -2358,14 +2288,20 @@ async fn fastapi_password_flow() {
             login_gt("johndoe", "incorrect"),
             err(400, incorrect),
         )
-        .differs(&["token-endpoint-errors"], oauth_error("invalid_grant", "invalid username or password")),
+        .differs(
+            &["token-endpoint-errors"],
+            oauth_error("invalid_grant", "invalid username or password"),
+        ),
         case(
             t005,
             format!("{f}::test_login_incorrect_username (grant_type added)"),
             login_gt("foo", "secret"),
             err(400, incorrect),
         )
-        .differs(&["token-endpoint-errors"], oauth_error("invalid_grant", "invalid username or password")),
+        .differs(
+            &["token-endpoint-errors"],
+            oauth_error("invalid_grant", "invalid username or password"),
+        ),
         case(
             t005,
             format!("{f}::test_no_token"),
@@ -2384,7 +2320,10 @@ async fn fastapi_password_flow() {
             Req::get("/users/me").bearer("nonexistent"),
             err(401, invalid).www(scope_me),
         )
-        .differs(&["invalid-credentials"], invalid_credentials(OUR_BAD_BEARER)),
+        .differs(
+            &["invalid-credentials"],
+            invalid_credentials(OUR_BAD_BEARER),
+        ),
         case(
             t005,
             format!("{f}::test_incorrect_token_type"),
@@ -2397,42 +2336,59 @@ async fn fastapi_password_flow() {
             Req::get("/users/me").bearer(NO_SUB),
             err(401, invalid).www(scope_me),
         )
-        .differs(&["invalid-credentials"], invalid_credentials(OUR_BAD_BEARER)),
+        .differs(
+            &["invalid-credentials"],
+            invalid_credentials(OUR_BAD_BEARER),
+        ),
         case(
             t005,
             format!("{f}::test_token_no_username"),
             Req::get("/users/me").bearer(NO_USERNAME),
             err(401, invalid).www(scope_me),
         )
-        .differs(&["invalid-credentials"], invalid_credentials(OUR_BAD_BEARER)),
+        .differs(
+            &["invalid-credentials"],
+            invalid_credentials(OUR_BAD_BEARER),
+        ),
         case(
             t005,
             format!("{f}::test_token_inexistent_user"),
             Req::get("/users/me").bearer(INEXISTENT_USER),
             err(401, invalid).www(scope_me),
         )
-        .differs(&["invalid-credentials"], invalid_credentials(OUR_BAD_BEARER)),
+        .differs(
+            &["invalid-credentials"],
+            invalid_credentials(OUR_BAD_BEARER),
+        ),
         case(
             t005,
             format!("{f}::test_token_no_scope (token asked with no scope)"),
             Req::get("/users/me").bearer(&john_all),
             err(401, "Not enough permissions").www(scope_me),
         )
-        .differs(&["token-scopes"], ok(json!({"disabled":false,"email":"johndoe@example.com","full_name":"John Doe","username":"johndoe"}))),
+        .differs(&["token-scopes"], john4()),
         case(
             t005,
             format!("{f}::test_token_no_scope (a token without `me`)"),
             Req::get("/users/me").bearer(&john_items),
             err(401, "Not enough permissions").www(scope_me),
         )
-        .differs(&["insufficient-scope"], problem(403, "insufficient_scope", "Not enough permissions").www("Bearer error=\"insufficient_scope\", scope=\"me\"")),
+        .differs(
+            &["insufficient-scope"],
+            problem(403, "insufficient_scope", "Not enough permissions")
+                .www("Bearer error=\"insufficient_scope\", scope=\"me\""),
+        ),
         case(
             t005,
             format!("{f} (§3.3): /users/me/items/ without `items`"),
             Req::get("/users/me/items/").bearer(&john_me),
             err(401, "Not enough permissions").www(r#"Bearer scope="items me""#),
         )
-        .differs(&["insufficient-scope"], problem(403, "insufficient_scope", "Not enough permissions").www("Bearer error=\"insufficient_scope\", scope=\"items me\"")),
+        .differs(
+            &["insufficient-scope"],
+            problem(403, "insufficient_scope", "Not enough permissions")
+                .www("Bearer error=\"insufficient_scope\", scope=\"items me\""),
+        ),
         case(
             t005,
             format!("{f}::test_token_inactive_user: alice logs in"),
@@ -2447,7 +2403,10 @@ async fn fastapi_password_flow() {
             ),
             bearer_token(),
         )
-        .differs(&["disabled-users"], oauth_error("invalid_grant", "invalid username or password")),
+        .differs(
+            &["disabled-users"],
+            oauth_error("invalid_grant", "invalid username or password"),
+        ),
         case(
             t005,
             format!("{f}::test_token_inactive_user: alice's token"),
@@ -2834,30 +2793,153 @@ async fn fastapi_openapi() {
         ),
     ]);
     let bearer = json!({"type": "http", "scheme": "bearer"});
-    s.docs(vec![doc_case("test_security_http_bearer.py::test_openapi_schema", &plain, me("HTTPBearer"), Some(json!({"HTTPBearer": bearer}))), doc_case("test_security_http_bearer_description.py::test_openapi_schema", &described, me("HTTPBearer"), Some(json!({"HTTPBearer": with(bearer.clone(), "HTTP Bearer token scheme")}))), doc_case("test_top_level_security_scheme_in_openapi.py::test_openapi_schema", &plain, vec![("/", vec![req("HTTPBearer", &[])])], Some(json!({"HTTPBearer": bearer}))), doc_case("test_tutorial/test_authentication_error_status_code/test_tutorial001.py (HTTPBearer403 under its class name)", &plain, me("HTTPBearer"), Some(json!({"HTTPBearer403": bearer}))).differs(&["not-provided-error-override"], Ok(Some(json!({"HTTPBearer": bearer})))),]);
+    let status_code = "test_tutorial/test_authentication_error_status_code/test_tutorial001.py";
+    s.docs(vec![
+        doc_case(
+            "test_security_http_bearer.py::test_openapi_schema",
+            &plain,
+            me("HTTPBearer"),
+            Some(json!({"HTTPBearer": bearer})),
+        ),
+        doc_case(
+            "test_security_http_bearer_description.py::test_openapi_schema",
+            &described,
+            me("HTTPBearer"),
+            Some(json!({"HTTPBearer": with(bearer.clone(), "HTTP Bearer token scheme")})),
+        ),
+        doc_case(
+            "test_top_level_security_scheme_in_openapi.py::test_openapi_schema",
+            &plain,
+            vec![("/", vec![req("HTTPBearer", &[])])],
+            Some(json!({"HTTPBearer": bearer})),
+        ),
+        doc_case(
+            format!("{status_code} (HTTPBearer403 under its class name)"),
+            &plain,
+            me("HTTPBearer"),
+            Some(json!({"HTTPBearer403": bearer})),
+        )
+        .differs(
+            &["not-provided-error-override"],
+            Ok(Some(json!({"HTTPBearer": bearer}))),
+        ),
+    ]);
     let password = |url: &str, scopes: Value| json!({"type": "oauth2", "flows": {"password": {"scopes": scopes, "tokenUrl": url}}});
-    s.docs(vec![doc_case("test_tutorial/test_security/test_tutorial003.py::test_openapi_schema", &token, me("OAuth2PasswordBearer"), Some(json!({"OAuth2PasswordBearer": password("token", json!({}))}))), doc_case("test_security_oauth2_password_bearer_optional.py::test_openapi_schema", &token_slash, vec![("/items/", vec![req("OAuth2PasswordBearer", &[])])], Some(
-            json!({"OAuth2PasswordBearer": with(password("/token", json!({})), "OAuth2PasswordBearer security scheme")}),
-        )), doc_case("test_tutorial/test_security/test_tutorial005.py::test_openapi_schema", &t005, vec![
-            ("/users/me/", vec![req("OAuth2PasswordBearer", &["me"])]),
-            (
-                "/users/me/items/",
-                vec![req("OAuth2PasswordBearer", &["items", "me"])],
-            ),
-            ("/status/", vec![req("OAuth2PasswordBearer", &[])]),
-        ], Some(
-            json!({"OAuth2PasswordBearer": password("token", json!({"me": "Read information about the current user.", "items": "Read items."}))}),
-        )), doc_case("§2.3 two optional schemes: separate requirement objects (OR)", &plain, vec![(
-            "/users/me",
-            vec![req("APIKeyHeader", &[]), req("HTTPBearer", &[])],
-        )], Some(json!({"APIKeyHeader": api_key("header"), "HTTPBearer": bearer}))), doc_case("§4: no route uses a scheme, no securitySchemes key", &plain, vec![("/", vec![])], None),]);
+    let optional_bearer = with(
+        password("/token", json!({})),
+        "OAuth2PasswordBearer security scheme",
+    );
+    let t005_scopes = json!({
+        "me": "Read information about the current user.",
+        "items": "Read items.",
+    });
+    s.docs(vec![
+        doc_case(
+            "test_tutorial/test_security/test_tutorial003.py::test_openapi_schema",
+            &token,
+            me("OAuth2PasswordBearer"),
+            Some(json!({"OAuth2PasswordBearer": password("token", json!({}))})),
+        ),
+        doc_case(
+            "test_security_oauth2_password_bearer_optional.py::test_openapi_schema",
+            &token_slash,
+            vec![("/items/", vec![req("OAuth2PasswordBearer", &[])])],
+            Some(json!({"OAuth2PasswordBearer": optional_bearer})),
+        ),
+        doc_case(
+            "test_tutorial/test_security/test_tutorial005.py::test_openapi_schema",
+            &t005,
+            vec![
+                ("/users/me/", vec![req("OAuth2PasswordBearer", &["me"])]),
+                (
+                    "/users/me/items/",
+                    vec![req("OAuth2PasswordBearer", &["items", "me"])],
+                ),
+                ("/status/", vec![req("OAuth2PasswordBearer", &[])]),
+            ],
+            Some(json!({"OAuth2PasswordBearer": password("token", t005_scopes)})),
+        ),
+        doc_case(
+            "§2.3 two optional schemes: separate requirement objects (OR)",
+            &plain,
+            vec![(
+                "/users/me",
+                vec![req("APIKeyHeader", &[]), req("HTTPBearer", &[])],
+            )],
+            Some(json!({"APIKeyHeader": api_key("header"), "HTTPBearer": bearer})),
+        ),
+        doc_case(
+            "§4: no route uses a scheme, no securitySchemes key",
+            &plain,
+            vec![("/", vec![])],
+            None,
+        ),
+    ]);
 
-    // Scheme objects of classes Portcullis does not provide.
-    s.docs(vec![doc_case("test_security_http_base.py::test_openapi_schema", &plain, me("HTTPBase"), Some(json!({"HTTPBase": {"type": "http", "scheme": "Other"}}))).differs(&["not-provided-http-base"], Err(r#"GET /users/me: unknown security scheme "HTTPBase""#)), doc_case("test_security_http_digest.py::test_openapi_schema", &plain, me("HTTPDigest"), Some(json!({"HTTPDigest": {"type": "http", "scheme": "digest"}}))).differs(&["not-provided-http-digest"], Err(r#"GET /users/me: unknown security scheme "HTTPDigest""#)), doc_case("test_security_oauth2.py::test_openapi_schema", &plain, me("OAuth2"), Some(
-            json!({"OAuth2": {"type": "oauth2", "flows": {"password": {"tokenUrl": "token", "scopes": {"read:users": "Read the users", "write:users": "Create users"}}}}}),
-        )).differs(&["not-provided-oauth2"], Err(r#"GET /users/me: unknown security scheme "OAuth2""#)), doc_case("test_security_oauth2_authorization_code_bearer.py::test_openapi_schema", &plain, vec![("/items/", vec![req("OAuth2AuthorizationCodeBearer", &[])])], Some(
-            json!({"OAuth2AuthorizationCodeBearer": {"type": "oauth2", "flows": {"authorizationCode": {"authorizationUrl": "authorize", "tokenUrl": "token", "scopes": {}}}}}),
-        )).differs(&["not-provided-authorization-code"], Err(r#"GET /items/: unknown security scheme "OAuth2AuthorizationCodeBearer""#)), doc_case("test_security_openid_connect.py::test_openapi_schema", &plain, me("OpenIdConnect"), Some(json!({"OpenIdConnect": {"type": "openIdConnect", "openIdConnectUrl": "/openid"}}))).differs(&["not-provided-openid-connect"], Err(r#"GET /users/me: unknown security scheme "OpenIdConnect""#)),]);
+    // Scheme objects of classes Portcullis does not provide: document()
+    // refuses their names.
+    let oauth2 = json!({"type": "oauth2", "flows": {"password": {
+        "tokenUrl": "token",
+        "scopes": {"read:users": "Read the users", "write:users": "Create users"},
+    }}});
+    let code_flow = json!({"type": "oauth2", "flows": {"authorizationCode": {
+        "authorizationUrl": "authorize",
+        "tokenUrl": "token",
+        "scopes": {},
+    }}});
+    let oidc = json!({"type": "openIdConnect", "openIdConnectUrl": "/openid"});
+    s.docs(vec![
+        doc_case(
+            "test_security_http_base.py::test_openapi_schema",
+            &plain,
+            me("HTTPBase"),
+            Some(json!({"HTTPBase": {"type": "http", "scheme": "Other"}})),
+        )
+        .differs(
+            &["not-provided-http-base"],
+            Err(r#"GET /users/me: unknown security scheme "HTTPBase""#),
+        ),
+        doc_case(
+            "test_security_http_digest.py::test_openapi_schema",
+            &plain,
+            me("HTTPDigest"),
+            Some(json!({"HTTPDigest": {"type": "http", "scheme": "digest"}})),
+        )
+        .differs(
+            &["not-provided-http-digest"],
+            Err(r#"GET /users/me: unknown security scheme "HTTPDigest""#),
+        ),
+        doc_case(
+            "test_security_oauth2.py::test_openapi_schema",
+            &plain,
+            me("OAuth2"),
+            Some(json!({"OAuth2": oauth2})),
+        )
+        .differs(
+            &["not-provided-oauth2"],
+            Err(r#"GET /users/me: unknown security scheme "OAuth2""#),
+        ),
+        doc_case(
+            "test_security_oauth2_authorization_code_bearer.py::test_openapi_schema",
+            &plain,
+            vec![("/items/", vec![req("OAuth2AuthorizationCodeBearer", &[])])],
+            Some(json!({"OAuth2AuthorizationCodeBearer": code_flow})),
+        )
+        .differs(
+            &["not-provided-authorization-code"],
+            Err(r#"GET /items/: unknown security scheme "OAuth2AuthorizationCodeBearer""#),
+        ),
+        doc_case(
+            "test_security_openid_connect.py::test_openapi_schema",
+            &plain,
+            me("OpenIdConnect"),
+            Some(json!({"OpenIdConnect": oidc})),
+        )
+        .differs(
+            &["not-provided-openid-connect"],
+            Err(r#"GET /users/me: unknown security scheme "OpenIdConnect""#),
+        ),
+    ]);
 
     s.finish();
 }
