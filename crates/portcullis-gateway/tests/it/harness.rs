@@ -191,12 +191,19 @@ impl Env {
             port: self.port,
             readers,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut s = s;
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
                 && std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok()
             {
                 break;
+            }
+            if let Ok(Some(st)) = s.child.try_wait() {
+                for r in std::mem::take(&mut s.readers) {
+                    let _ = r.join();
+                }
+                panic!("server exited at start ({st}): {}", s.log());
             }
             assert!(
                 Instant::now() < deadline,
@@ -240,7 +247,12 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // The process is gone (or killed): its pipes reach EOF, and the
+        // readers end once they have appended everything.
+        let _ = self.child.wait();
+        for r in std::mem::take(&mut self.readers) {
+            let _ = r.join();
+        }
         self.log()
     }
 

@@ -166,7 +166,7 @@ impl RedisServer {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if self.ping() {
                 return true;
@@ -179,7 +179,7 @@ impl RedisServer {
             }
             assert!(
                 Instant::now() < deadline,
-                "redis-server on port {} did not answer PING within 10 s: {}",
+                "redis-server on port {} never answered PING (30 s): {}",
                 self.port,
                 self.log()
             );
