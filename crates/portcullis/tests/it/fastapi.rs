@@ -326,6 +326,9 @@ struct Want {
     present: Vec<&'static str>,
     /// Further headers: a value, or `None` for "not sent".
     headers: Vec<(&'static str, Option<String>)>,
+    /// Headers holding a whole number within a range (timing-dependent
+    /// values: `Retry-After`).
+    ranges: Vec<(&'static str, std::ops::RangeInclusive<u64>)>,
 }
 
 fn status(s: u16) -> Want {
@@ -406,6 +409,10 @@ impl Want {
         self.headers.push((name, v.map(str::to_owned)));
         self
     }
+    fn header_in(mut self, name: &'static str, range: std::ops::RangeInclusive<u64>) -> Want {
+        self.ranges.push((name, range));
+        self
+    }
 
     /// Where `got` differs from this; empty when it matches.
     fn compare(&self, got: &Resp) -> Vec<String> {
@@ -456,6 +463,15 @@ impl Want {
             let ours = got.header(n);
             if ours != v.as_deref() {
                 m.push(format!("{n} {ours:?} (expected {v:?})"));
+            }
+        }
+        for (n, range) in &self.ranges {
+            let ours = got.header(n);
+            if !ours
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|v| range.contains(&v))
+            {
+                m.push(format!("{n} {ours:?} (expected a number in {range:?})"));
             }
         }
         m
@@ -3396,7 +3412,7 @@ async fn fastapi_edge() {
         .differs(
             &["rate-limit-answers"],
             problem(429, "rate_limited", "Rate limit exceeded; retry later")
-                .header("retry-after", Some("60")),
+                .header_in("retry-after", 1..=60),
         ),
     ])
     .await;
