@@ -270,6 +270,14 @@ auth = ["api_key_cookie"]
         log.contains("\"level\":\"DEBUG\""),
         "the canary must run with trace logging on:\n{log}"
     );
+    // Every public-listener request above has its access line: 8 per
+    // key, 2 per admin-made key.
+    let public = keys.len() * 8 + 2 * keys.len();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("\"target\":\"portcullis::access\""))
+        .count();
+    assert!(lines >= public, "{lines} access lines for {public} requests");
     assert_no_secrets(&log, &secrets);
     // The key's random part alone (without prefix and checksum).
     let randoms: Vec<String> = secrets
