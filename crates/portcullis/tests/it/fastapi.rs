@@ -380,6 +380,12 @@ fn oauth_error(error: &str, description: &str) -> Want {
         .header("cache-control", Some("no-store"))
 }
 
+/// The token endpoint's answer to a wrong user name or password (or a
+/// disabled user's right one).
+fn refused_login() -> Want {
+    oauth_error("invalid_grant", "invalid username or password")
+}
+
 impl Want {
     fn detail(mut self, d: &str) -> Want {
         self.detail = Some(d.to_owned());
@@ -541,6 +547,20 @@ impl Case {
         self.differs = anchors;
         self.ours = Some(ours);
         self
+    }
+    /// Bad Basic credentials: 401 `invalid_credentials` with our challenge.
+    fn bad_basic(self) -> Case {
+        self.differs(
+            &["invalid-credentials", "basic-realm"],
+            invalid_credentials(OUR_BASIC),
+        )
+    }
+    /// A bad bearer token: 401 `invalid_credentials`, `invalid_token`.
+    fn bad_token(self) -> Case {
+        self.differs(
+            &["invalid-credentials"],
+            invalid_credentials(OUR_BAD_BEARER),
+        )
     }
 }
 
@@ -1020,20 +1040,14 @@ async fn fastapi_readers() {
             Req::get("/users/me").auth("Basic notabase64token"),
             not_auth(realm),
         )
-        .differs(
-            &["invalid-credentials", "basic-realm"],
-            invalid_credentials(OUR_BASIC),
-        ),
+        .bad_basic(),
         case(
             basic,
             format!("{f}::test_security_http_basic_non_basic_credentials"),
             Req::get("/users/me").auth(&no_colon),
             not_auth(realm),
         )
-        .differs(
-            &["invalid-credentials", "basic-realm"],
-            invalid_credentials(OUR_BASIC),
-        ),
+        .bad_basic(),
     ])
     .await;
     let f = "test_security_http_basic_optional.py";
@@ -1056,20 +1070,14 @@ async fn fastapi_readers() {
             Req::get("/users/me").auth("Basic notabase64token"),
             not_auth("Basic"),
         )
-        .differs(
-            &["invalid-credentials", "basic-realm"],
-            invalid_credentials(OUR_BASIC),
-        ),
+        .bad_basic(),
         case(
             basic_opt,
             format!("{f}::test_security_http_basic_non_basic_credentials"),
             Req::get("/users/me").auth(&no_colon),
             not_auth("Basic"),
         )
-        .differs(
-            &["invalid-credentials", "basic-realm"],
-            invalid_credentials(OUR_BASIC),
-        ),
+        .bad_basic(),
         case(
             basic_opt,
             format!("{f}: Authorization with another scheme is None"),
@@ -1099,20 +1107,14 @@ async fn fastapi_readers() {
             Req::get("/users/me").auth("Basic notabase64token"),
             not_auth("Basic"),
         )
-        .differs(
-            &["invalid-credentials", "basic-realm"],
-            invalid_credentials(OUR_BASIC),
-        ),
+        .bad_basic(),
         case(
             basic,
             format!("{f}::test_security_http_basic_non_basic_credentials"),
             Req::get("/users/me").auth(&no_colon),
             not_auth("Basic"),
         )
-        .differs(
-            &["invalid-credentials", "basic-realm"],
-            invalid_credentials(OUR_BASIC),
-        ),
+        .bad_basic(),
     ])
     .await;
 
@@ -1125,10 +1127,7 @@ async fn fastapi_readers() {
             Req::get("/users/me").auth("Basic ???"),
             not_auth("Basic"),
         )
-        .differs(
-            &["invalid-credentials", "basic-realm"],
-            invalid_credentials(OUR_BASIC),
-        ),
+        .bad_basic(),
         case(
             basic,
             format!("{c}.5: base64 with trailing junk `!!` is accepted"),
@@ -1165,10 +1164,7 @@ async fn fastapi_readers() {
             Req::get("/users/me").auth("Basic am9objpzZWNyZXQ"),
             not_auth(realm),
         )
-        .differs(
-            &["invalid-credentials", "basic-realm"],
-            invalid_credentials(OUR_BASIC),
-        ),
+        .bad_basic(),
         case(
             basic,
             "§2.3 HTTPBasic: the scheme is case-insensitive (`basic`)",
@@ -1682,10 +1678,7 @@ async fn fastapi_layers_and_scopes() {
             Req::get("/").bearer("token"),
             hello(),
         )
-        .differs(
-            &["invalid-credentials"],
-            invalid_credentials(OUR_BAD_BEARER),
-        ),
+        .bad_token(),
         case(
             top,
             format!("{f}::test_get_root (with a key Portcullis accepts)"),
@@ -2126,20 +2119,14 @@ async fn fastapi_password_flow() {
             login_gt("johndoe", "incorrect"),
             err(400, incorrect),
         )
-        .differs(
-            &["token-endpoint-errors"],
-            oauth_error("invalid_grant", "invalid username or password"),
-        ),
+        .differs(&["token-endpoint-errors"], refused_login()),
         case(
             t003,
             format!("{f}::test_login_incorrect_username (grant_type added)"),
             login_gt("foo", "secret"),
             err(400, incorrect),
         )
-        .differs(
-            &["token-endpoint-errors"],
-            oauth_error("invalid_grant", "invalid username or password"),
-        ),
+        .differs(&["token-endpoint-errors"], refused_login()),
         case(
             t003,
             format!("{f}::test_no_token"),
@@ -2158,10 +2145,7 @@ async fn fastapi_password_flow() {
             Req::get("/users/me").bearer("nonexistent"),
             not_auth("Bearer"),
         )
-        .differs(
-            &["invalid-credentials"],
-            invalid_credentials(OUR_BAD_BEARER),
-        ),
+        .bad_token(),
         case(
             t003,
             format!("{f}::test_incorrect_token_type"),
@@ -2192,20 +2176,14 @@ async fn fastapi_password_flow() {
             login_gt("johndoe", "incorrect"),
             err(401, incorrect).www("Bearer"),
         )
-        .differs(
-            &["token-endpoint-errors"],
-            oauth_error("invalid_grant", "invalid username or password"),
-        ),
+        .differs(&["token-endpoint-errors"], refused_login()),
         case(
             t004,
             format!("{f}::test_login_incorrect_username (grant_type added)"),
             login_gt("foo", "secret"),
             err(401, incorrect).www("Bearer"),
         )
-        .differs(
-            &["token-endpoint-errors"],
-            oauth_error("invalid_grant", "invalid username or password"),
-        ),
+        .differs(&["token-endpoint-errors"], refused_login()),
         case(
             t004,
             format!("{f}::test_no_token"),
@@ -2224,10 +2202,7 @@ async fn fastapi_password_flow() {
             Req::get("/users/me").bearer("nonexistent"),
             err(401, invalid).www("Bearer"),
         )
-        .differs(
-            &["invalid-credentials"],
-            invalid_credentials(OUR_BAD_BEARER),
-        ),
+        .bad_token(),
         case(
             t004,
             format!("{f}::test_incorrect_token_type"),
@@ -2240,40 +2215,28 @@ async fn fastapi_password_flow() {
             Req::get("/users/me").bearer(NO_SUB),
             err(401, invalid).www("Bearer"),
         )
-        .differs(
-            &["invalid-credentials"],
-            invalid_credentials(OUR_BAD_BEARER),
-        ),
+        .bad_token(),
         case(
             t004,
             format!("{f}::test_token_no_username"),
             Req::get("/users/me").bearer(NO_USERNAME),
             err(401, invalid).www("Bearer"),
         )
-        .differs(
-            &["invalid-credentials"],
-            invalid_credentials(OUR_BAD_BEARER),
-        ),
+        .bad_token(),
         case(
             t004,
             format!("{f}::test_token_nonexistent_user"),
             Req::get("/users/me").bearer(INEXISTENT_USER),
             err(401, invalid).www("Bearer"),
         )
-        .differs(
-            &["invalid-credentials"],
-            invalid_credentials(OUR_BAD_BEARER),
-        ),
+        .bad_token(),
         case(
             t004,
             format!("{f}::test_token_inactive_user: alice logs in"),
             login_gt("alice", "secretalice"),
             bearer_token(),
         )
-        .differs(
-            &["disabled-users"],
-            oauth_error("invalid_grant", "invalid username or password"),
-        ),
+        .differs(&["disabled-users"], refused_login()),
         case(
             t004,
             format!("{f}::test_token_inactive_user: alice's token"),
@@ -2305,20 +2268,14 @@ async fn fastapi_password_flow() {
             login_gt("johndoe", "incorrect"),
             err(400, incorrect),
         )
-        .differs(
-            &["token-endpoint-errors"],
-            oauth_error("invalid_grant", "invalid username or password"),
-        ),
+        .differs(&["token-endpoint-errors"], refused_login()),
         case(
             t005,
             format!("{f}::test_login_incorrect_username (grant_type added)"),
             login_gt("foo", "secret"),
             err(400, incorrect),
         )
-        .differs(
-            &["token-endpoint-errors"],
-            oauth_error("invalid_grant", "invalid username or password"),
-        ),
+        .differs(&["token-endpoint-errors"], refused_login()),
         case(
             t005,
             format!("{f}::test_no_token"),
@@ -2337,10 +2294,7 @@ async fn fastapi_password_flow() {
             Req::get("/users/me").bearer("nonexistent"),
             err(401, invalid).www(scope_me),
         )
-        .differs(
-            &["invalid-credentials"],
-            invalid_credentials(OUR_BAD_BEARER),
-        ),
+        .bad_token(),
         case(
             t005,
             format!("{f}::test_incorrect_token_type"),
@@ -2353,30 +2307,21 @@ async fn fastapi_password_flow() {
             Req::get("/users/me").bearer(NO_SUB),
             err(401, invalid).www(scope_me),
         )
-        .differs(
-            &["invalid-credentials"],
-            invalid_credentials(OUR_BAD_BEARER),
-        ),
+        .bad_token(),
         case(
             t005,
             format!("{f}::test_token_no_username"),
             Req::get("/users/me").bearer(NO_USERNAME),
             err(401, invalid).www(scope_me),
         )
-        .differs(
-            &["invalid-credentials"],
-            invalid_credentials(OUR_BAD_BEARER),
-        ),
+        .bad_token(),
         case(
             t005,
             format!("{f}::test_token_inexistent_user"),
             Req::get("/users/me").bearer(INEXISTENT_USER),
             err(401, invalid).www(scope_me),
         )
-        .differs(
-            &["invalid-credentials"],
-            invalid_credentials(OUR_BAD_BEARER),
-        ),
+        .bad_token(),
         case(
             t005,
             format!("{f}::test_token_no_scope (token asked with no scope)"),
@@ -2420,10 +2365,7 @@ async fn fastapi_password_flow() {
             ),
             bearer_token(),
         )
-        .differs(
-            &["disabled-users"],
-            oauth_error("invalid_grant", "invalid username or password"),
-        ),
+        .differs(&["disabled-users"], refused_login()),
         case(
             t005,
             format!("{f}::test_token_inactive_user: alice's token"),
@@ -2551,40 +2493,28 @@ async fn fastapi_password_flow() {
             Req::get("/users/me").auth("Basic notabase64token"),
             not_auth("Basic"),
         )
-        .differs(
-            &["invalid-credentials", "basic-realm"],
-            invalid_credentials(OUR_BASIC),
-        ),
+        .bad_basic(),
         case(
             t007,
             format!("{f}::test_security_http_basic_non_basic_credentials"),
             Req::get("/users/me").auth(&format!("Basic {}", b64("johnsecret"))),
             not_auth("Basic"),
         )
-        .differs(
-            &["invalid-credentials", "basic-realm"],
-            invalid_credentials(OUR_BASIC),
-        ),
+        .bad_basic(),
         case(
             t007,
             format!("{f}::test_security_http_basic_invalid_username"),
             Req::get("/users/me").basic("alice", "swordfish"),
             incorrect_basic(),
         )
-        .differs(
-            &["invalid-credentials", "basic-realm"],
-            invalid_credentials(OUR_BASIC),
-        ),
+        .bad_basic(),
         case(
             t007,
             format!("{f}::test_security_http_basic_invalid_password"),
             Req::get("/users/me").basic("stanleyjobson", "wrongpassword"),
             incorrect_basic(),
         )
-        .differs(
-            &["invalid-credentials", "basic-realm"],
-            invalid_credentials(OUR_BASIC),
-        ),
+        .bad_basic(),
     ])
     .await;
 
