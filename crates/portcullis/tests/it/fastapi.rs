@@ -613,20 +613,25 @@ impl Suite {
     async fn run(&mut self, cases: impl IntoIterator<Item = Case>) {
         for c in cases {
             let got = send(c.app, &c.req).await;
-            let from_fastapi = c.fastapi.compare(&got);
-            let expected = c.ours.as_ref().unwrap_or(&c.fastapi);
-            let mut from_expected = expected.compare(&got);
-            from_expected.extend(expected.unasserted(&got));
-            let at = format!("{} {}", c.req.method, c.req.target);
-            let suggestion = (!from_expected.is_empty()).then(|| suggest(&got, &c.fastapi));
-            self.verdicts.push(Verdict {
-                source: c.source,
-                differs: c.differs,
-                from_fastapi: prefixed(&at, from_fastapi),
-                from_expected: prefixed(&at, from_expected),
-                suggestion,
-            });
+            self.judge(c, &got);
         }
+    }
+
+    /// Records `c`'s verdict on the answer `got`.
+    fn judge(&mut self, c: Case, got: &Resp) {
+        let from_fastapi = c.fastapi.compare(got);
+        let expected = c.ours.as_ref().unwrap_or(&c.fastapi);
+        let mut from_expected = expected.compare(got);
+        from_expected.extend(expected.unasserted(got));
+        let at = format!("{} {}", c.req.method, c.req.target);
+        let suggestion = (!from_expected.is_empty()).then(|| suggest(got, &c.fastapi));
+        self.verdicts.push(Verdict {
+            source: c.source,
+            differs: c.differs,
+            from_fastapi: prefixed(&at, from_fastapi),
+            from_expected: prefixed(&at, from_expected),
+            suggestion,
+        });
     }
 
     /// A case judged without a request (a configuration, an OpenAPI
@@ -3376,4 +3381,64 @@ fn fastapi_compat_doc_keeps_its_sections() {
             "anchor #{a} is not kebab-case"
         );
     }
+}
+
+/// The judge itself: a documented difference fails when Portcullis gives
+/// another answer than the one documented (a wrong password accepted), when
+/// it leaves a problem+json code unasserted, and when it no longer differs.
+#[test]
+fn fastapi_suite_asserts_our_answer() {
+    let answer = |status: &str, headers: &str, body: &str| {
+        parse(
+            format!(
+                "HTTP/1.1 {status}\r\n{headers}content-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    };
+    let problem_json = "content-type: application/problem+json\r\n";
+    let refused = answer(
+        "401 Unauthorized",
+        &format!("{problem_json}www-authenticate: {OUR_BASIC}\r\n"),
+        r#"{"detail":"Invalid or expired credentials","code":"invalid_credentials"}"#,
+    );
+    let accepted = answer(
+        "200 OK",
+        "content-type: application/json\r\n",
+        r#"{"username":"stanleyjobson"}"#,
+    );
+    let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let wrong_password = || {
+        case(
+            addr,
+            "wrong password",
+            Req::get("/users/me").basic("stanleyjobson", "wrong"),
+            err(401, "Incorrect username or password").www("Basic"),
+        )
+        .bad_basic()
+    };
+    let judged = |c: Case, got: &Resp| {
+        let mut s = Suite::new("self-test");
+        s.judge(c, got);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.finish()))
+            .err()
+            .and_then(|e| e.downcast_ref::<String>().cloned())
+    };
+    assert_eq!(judged(wrong_password(), &refused), None);
+    let failed = judged(wrong_password(), &accepted).expect("a wrong password accepted passed");
+    assert!(failed.contains("not the documented answer"), "{failed}");
+    // The same denial, with its code left unchecked.
+    let mut unchecked = wrong_password();
+    unchecked.ours.as_mut().unwrap().code = None;
+    let failed = judged(unchecked, &refused).expect("an unasserted code passed");
+    assert!(failed.contains("not asserted"), "{failed}");
+    // FastAPI's answer, on a case that says it differs: stale.
+    let fastapi = answer(
+        "401 Unauthorized",
+        "content-type: application/json\r\nwww-authenticate: Basic\r\n",
+        r#"{"detail":"Incorrect username or password"}"#,
+    );
+    let failed = judged(wrong_password(), &fastapi).expect("a stale difference passed");
+    assert!(failed.contains("matches FastAPI now"), "{failed}");
 }
