@@ -966,11 +966,18 @@ fn show(out: &mut impl Write, k: &KeyRecord) -> std::io::Result<()> {
 /// dropping it writes what is pending.
 fn init_logging(cfg: &Config) -> Result<(crate::logwriter::Flusher, crate::logwriter::BatchLog)> {
     // Dependencies stay at info or quieter even when ours are at trace:
-    // their trace output can include raw header frames.
-    let filter = format!(
-        "{},hyper=info,hyper_util=info,h2=info,sqlx=warn,tower=info",
-        cfg.log_level
-    );
+    // their trace output can include raw header frames. An operator (or a
+    // log-canary test) may raise them with log.dependency_level.
+    let filter = match &cfg.dependency_log_level {
+        None => format!(
+            "{},hyper=info,hyper_util=info,h2=info,sqlx=warn,tower=info",
+            cfg.log_level
+        ),
+        Some(d) => format!(
+            "{},hyper={d},hyper_util={d},h2={d},sqlx={d},tower={d},rustls={d}",
+            cfg.log_level
+        ),
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (writer, flusher) = crate::logwriter::batch_log(std::io::stdout())

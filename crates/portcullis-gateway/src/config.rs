@@ -297,6 +297,7 @@ struct RawLog {
     level: Option<String>,
     format: Option<String>,
     access_log: Option<bool>,
+    dependency_level: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -456,6 +457,9 @@ pub struct Config {
     pub verifier: portcullis::verify::VerifierConfig,
     /// Log level filter.
     pub log_level: String,
+    /// Log level of the libraries underneath (hyper, h2, sqlx, tower):
+    /// `None` keeps them at info or quieter.
+    pub dependency_log_level: Option<String>,
     /// Log format.
     pub log_format: LogFormat,
     /// One line per request.
@@ -1104,8 +1108,18 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
         }
     };
     let log_level = raw.log.level.clone().unwrap_or_else(|| "info".into());
-    if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
+    let levels = ["trace", "debug", "info", "warn", "error"];
+    if !levels.contains(&log_level.as_str()) {
         return Err(cerr("log.level", "use trace, debug, info, warn or error"));
+    }
+    let dependency_log_level = raw.log.dependency_level.clone();
+    if let Some(l) = &dependency_log_level
+        && !levels.contains(&l.as_str())
+    {
+        return Err(cerr(
+            "log.dependency_level",
+            "use trace, debug, info, warn or error",
+        ));
     }
 
     let connect_timeout = dur(
@@ -1235,6 +1249,7 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
         names,
         verifier,
         log_level,
+        dependency_log_level,
         log_format,
         access_log: raw.log.access_log.unwrap_or(true),
         connect_timeout,

@@ -155,10 +155,17 @@ impl Env {
 
     /// Starts `serve` and waits until it answers.
     pub fn serve(&self) -> Server {
+        self.serve_env(&[])
+    }
+
+    /// As [`Env::serve`], with extra environment variables (overrides
+    /// such as `PORTCULLIS_LOG__DEPENDENCY_LEVEL`).
+    pub fn serve_env(&self, vars: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(self.config())
             .env_remove("PORTCULLIS_CONFIG")
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -74,7 +74,8 @@ auth = ["api_key_cookie"]
     let noscope = env.create_key(&["--name", "noscope"]);
     let revoked = env.create_key(&["--name", "revoked", "--scopes", "s"]);
     let used = env.create_key(&["--name", "used", "--scopes", "s", "--uses", "1"]);
-    let srv = env.serve();
+    // Every crate at trace, the libraries underneath included.
+    let srv = env.serve_env(&[("PORTCULLIS_LOG__DEPENDENCY_LEVEL", "trace")]);
     let c = client();
     let o = env.cli(&["keys", "list", "--json"]);
     assert!(o.status.success());
@@ -277,7 +278,10 @@ auth = ["api_key_cookie"]
         .lines()
         .filter(|l| l.contains("\"target\":\"portcullis::access\""))
         .count();
-    assert!(lines >= public, "{lines} access lines for {public} requests");
+    assert!(
+        lines >= public,
+        "{lines} access lines for {public} requests"
+    );
     assert_no_secrets(&log, &secrets);
     // The key's random part alone (without prefix and checksum).
     let randoms: Vec<String> = secrets

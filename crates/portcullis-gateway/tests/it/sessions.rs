@@ -532,7 +532,8 @@ auth = ["session"]
         "data:read",
         "client_credentials,refresh_token,password",
     );
-    let srv = env.serve();
+    // Every crate at trace, the libraries underneath included.
+    let srv = env.serve_env(&[("PORTCULLIS_LOG__DEPENDENCY_LEVEL", "trace")]);
     let c = client();
     let wrong_secret = "pcs_CanaryWrongSecret0123456789abcdefghijklmnopq".to_owned();
     let secrets: RefCell<Vec<String>> = RefCell::new(vec![
