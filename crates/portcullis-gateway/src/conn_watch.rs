@@ -235,7 +235,12 @@ pub async fn watchdog(
         if now >= due && !reason.is_empty() {
             return reason;
         }
-        let sleep = tokio::time::sleep(Duration::from_millis(due.saturating_sub(now).max(1)));
+        // Never longer than send_timeout: a deadline that applies later
+        // (a response that starts waiting on the client) is not missed by
+        // a sleep toward a longer one (found side by side with nginx).
+        let send_ms = u64::try_from(limits.send_timeout.as_millis()).unwrap_or(u64::MAX);
+        let nap = due.saturating_sub(now).clamp(1, send_ms.max(1));
+        let sleep = tokio::time::sleep(Duration::from_millis(nap));
         if listen {
             tokio::select! {
                 () = sleep => {}

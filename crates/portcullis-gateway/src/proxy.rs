@@ -31,6 +31,9 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+/// Response bytes buffered per upstream connection.
+pub const UPSTREAM_READ_BUF: usize = 64 * 1024;
+
 /// The pooled upstream client, and each upstream's connection budget.
 #[derive(Clone)]
 pub struct Proxy {
@@ -69,6 +72,9 @@ impl Proxy {
         Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(256)
+            // What one upstream connection buffers for a response its
+            // client is not reading (hyper's default is about 400 KiB).
+            .http1_max_buf_size(UPSTREAM_READ_BUF)
             .build(conn)
     }
 

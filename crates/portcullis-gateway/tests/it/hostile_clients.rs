@@ -357,16 +357,17 @@ fn each_upstream_has_a_connection_budget() {
     env.init();
     let _srv = env.serve();
     let port = env.port;
-    let answers: Vec<_> = (0..3)
-        .map(|i| {
-            std::thread::spawn(move || {
-                // Staggered so the first two hold the budget.
-                std::thread::sleep(Duration::from_millis(if i == 2 { 500 } else { 0 }));
-                crate::boundary::raw_get(port, "/slow", &[])
-            })
-        })
+    let first: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || crate::boundary::raw_get(port, "/slow", &[])))
         .collect();
-    let answers: Vec<(u16, String)> = answers.into_iter().map(|h| h.join().unwrap()).collect();
+    // The first two hold the budget once the upstream has both.
+    within(Duration::from_secs(30), || {
+        up.connections.load(Ordering::SeqCst) >= 2
+    })
+    .expect("the first two requests never reached the upstream");
+    let third = crate::boundary::raw_get(port, "/slow", &[]);
+    let mut answers: Vec<(u16, String)> = first.into_iter().map(|h| h.join().unwrap()).collect();
+    answers.push(third);
     assert_eq!(answers[0].0, 200, "{:?}", answers[0]);
     assert_eq!(answers[1].0, 200, "{:?}", answers[1]);
     assert_eq!(answers[2].0, 503, "{:?}", answers[2]);
