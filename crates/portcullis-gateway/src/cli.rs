@@ -317,6 +317,10 @@ pub async fn run() -> Result<()> {
             if let Some(t) = &cfg.tls {
                 crate::tls::load(&t.cert, &t.key).context("tls")?;
             }
+            for (i, t) in cfg.identity.tokens.trusted.iter().enumerate() {
+                portcullis::tokens::check_jwks(t)
+                    .with_context(|| format!("tokens.trusted_issuers[{i}]"))?;
+            }
             print!("{}", config::explain(&cfg));
             eprintln!("config ok");
             Ok(())

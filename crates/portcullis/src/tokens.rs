@@ -800,6 +800,12 @@ fn alg_name(a: Algorithm) -> &'static str {
     }
 }
 
+/// Reads a trusted issuer's JWKS as the server will, and counts the keys
+/// it accepts (for `config check`).
+pub fn check_jwks(t: &TrustedIssuer) -> Result<usize, TokenError> {
+    load_jwks(t).map(|k| k.len())
+}
+
 fn load_jwks(t: &TrustedIssuer) -> Result<HashMap<String, VerifyKey>, TokenError> {
     let err = |why: String| TokenError::Jwks {
         issuer: t.issuer.clone(),

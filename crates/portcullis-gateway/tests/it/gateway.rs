@@ -890,3 +890,18 @@ fn lost_admin_keys_are_recovered_through_the_cli_and_audited() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[test]
+fn config_check_reads_the_files_serve_reads() {
+    // A trusted issuer's JWKS file that is missing, then not a JWKS.
+    let env = Env::new(
+        "[[tokens.trusted_issuers]]\nissuer = \"https://login.example.com\"\naudience = \"portcullis\"\njwks_file = \"/nonexistent/jwks.json\"\nalgorithms = [\"RS256\"]\n",
+    );
+    let o = env.cli(&["config", "check"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("trusted_issuers[0]") && err.contains("/nonexistent/jwks.json"),
+        "{err}"
+    );
+}
