@@ -32,28 +32,22 @@ fn cerr(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// A message with the password of every `scheme://user:password@` in it
-/// replaced by `***`: errors quote values, and a URL's password is a secret.
+/// A message with the userinfo of every `scheme://user:password@host` in
+/// it redacted by the store's own rule ([`portcullis::store::redact_url`]):
+/// errors quote values, and a URL's password is a secret.
 fn without_passwords(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     let mut rest = msg;
     while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
         // The authority ends at the first '/', '?', '#', quote or space.
-        let end = tail
-            .find(['/', '?', '#', '"', '\'', ' ', '`'])
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match (authority.rfind('@'), authority.find(':')) {
-            (Some(at), Some(colon)) if colon < at => {
-                out.push_str(&authority[..=colon]);
-                out.push_str("***");
-                out.push_str(&authority[at..]);
-            }
-            _ => out.push_str(authority),
-        }
-        rest = &tail[end..];
+        let tail = &rest[i + 3..];
+        let end = i
+            + 3
+            + tail
+                .find(['/', '?', '#', '"', '\'', ' ', '`'])
+                .unwrap_or(tail.len());
+        out.push_str(&portcullis::store::redact_url(&rest[..end]));
+        rest = &rest[end..];
     }
     out.push_str(rest);
     out
@@ -1802,7 +1796,7 @@ mod props {
             without_passwords(
                 "bad \"postgres://u:pw@h:5/db\" and redis://:x@r/0 and http://h:1/a@b"
             ),
-            "bad \"postgres://u:***@h:5/db\" and redis://:***@r/0 and http://h:1/a@b"
+            "bad \"postgres://[REDACTED]@h:5/db\" and redis://[REDACTED]@r/0 and http://h:1/a@b"
         );
     }
 

@@ -19,7 +19,6 @@ use portcullis::store::Store;
 use portcullis_core::cors::Cors;
 use portcullis_core::host::{HostError, TrustedHosts, check_authority, request_host};
 use portcullis_core::net::{client_ip, is_trusted};
-use portcullis_core::path::PathError;
 use portcullis_core::route::{RouteMatch, RouteTable};
 use portcullis_core::{ErrorCode, Principal, Problem};
 use std::net::{IpAddr, SocketAddr};
@@ -155,7 +154,7 @@ impl App {
         let admitted = self.admit(&conn, &req, &mut out).and_then(|()| {
             // One spelling of the path from here on: routing, the
             // decision, the log and the upstream all see this one.
-            canonical_target(&mut req).map_err(path_problem)
+            canonical_uri(req.uri_mut()).map_err(path_problem)
         });
         if admitted.is_ok() {
             uri = req.uri().clone();
@@ -808,12 +807,6 @@ impl App {
         mark_decision(r.headers_mut(), code);
         r
     }
-}
-
-/// Puts the request target's path in canonical form
-/// ([`portcullis_core::path`]), keeping the query as sent.
-fn canonical_target(req: &mut Request<Body>) -> Result<(), PathError> {
-    canonical_uri(req.uri_mut())
 }
 
 /// `X-Portcullis-Error` and `X-Portcullis-Status` on a refused decision:

@@ -22,5 +22,6 @@ mod redis;
 // One helper for both crates' tests: the library's.
 #[path = "../../../portcullis/tests/it/redis_server.rs"]
 mod redis_server;
+mod secrets;
 mod sessions;
 mod tls;

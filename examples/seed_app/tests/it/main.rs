@@ -6,6 +6,10 @@ use reqwest::blocking::{Client, Response};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 use std::io::Read;
+// The canary helpers, shared with the gateway's tests.
+#[path = "../../../../crates/portcullis-gateway/tests/it/secrets.rs"]
+mod secrets;
+use secrets::{assert_no_secrets, secret_forms};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -560,69 +564,14 @@ fn every_seed_endpoint() {
         csrf.as_str(),
         session_value,
     ];
-    for secret in secrets {
-        for form in secret_forms(secret) {
-            if let Some(line) = logs.lines().find(|l| l.contains(&form)) {
-                panic!("a credential ({}…) reached the log:\n{line}", &secret[..4]);
-            }
-        }
-    }
+    let secrets: Vec<String> = secrets.iter().map(|s| (*s).to_owned()).collect();
+    assert_no_secrets(&logs, &secrets);
     // A JWT's signature, a CSRF token's parts.
     for tokenish in [t.as_str(), csrf.as_str()] {
         for part in tokenish.split('.').filter(|p| p.len() >= 16) {
             assert!(!logs.contains(part), "part of a token reached the log");
         }
     }
-}
-
-/// Every form in which `secret` could appear in a log line: as is;
-/// URL-encoded (unreserved kept, or only alphanumerics; upper- and
-/// lower-case hex; `+` for space or not); and base64, standard and
-/// URL-safe, at each of the three alignments it can have inside a
-/// longer encoded value (e.g. `user:password`), keeping only the
-/// characters that depend on the secret's bytes alone.
-fn secret_forms(secret: &str) -> Vec<String> {
-    let mut out = vec![secret.to_owned()];
-    let unreserved = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
-    let alnum = |b: u8| b.is_ascii_alphanumeric();
-    for keep in [unreserved as fn(u8) -> bool, alnum] {
-        for lower in [false, true] {
-            for plus in [false, true] {
-                let mut s = String::new();
-                for &b in secret.as_bytes() {
-                    if keep(b) {
-                        s.push(b as char);
-                    } else if plus && b == b' ' {
-                        s.push('+');
-                    } else if lower {
-                        s.push_str(&format!("%{b:02x}"));
-                    } else {
-                        s.push_str(&format!("%{b:02X}"));
-                    }
-                }
-                out.push(s);
-            }
-        }
-    }
-    for k in 0..3usize {
-        let mut data = vec![0u8; k];
-        data.extend_from_slice(secret.as_bytes());
-        let full = b64_bytes(&data);
-        let start = if k == 0 { 0 } else { 4 };
-        let end = if data.len() % 3 != 0 {
-            full.len() - 4
-        } else {
-            full.len()
-        };
-        if end > start && end - start >= 8 {
-            let core = &full[start..end];
-            out.push(core.to_owned());
-            out.push(core.replace('+', "-").replace('/', "_"));
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
 }
 
 #[test]
@@ -711,23 +660,5 @@ fn bad_settings_stop_start_up_with_one_line() {
 }
 
 fn b64(s: &str) -> String {
-    b64_bytes(s.as_bytes())
-}
-
-fn b64_bytes(b: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in b.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    secrets::b64(s.as_bytes())
 }
