@@ -2,6 +2,8 @@
 //! the start of every UTC day or month (as Unkey's `refill`). Periods are
 //! computed here from Unix seconds, with no clock and no time-zone data.
 
+use crate::time::{civil_from_days, days_from_civil};
+
 /// How often a key's uses are refilled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Refill {
@@ -70,31 +72,6 @@ impl RefillPlan {
     pub fn due(&self, refilled_at: i64, now: i64) -> bool {
         self.every.period_start(now) > refilled_at
     }
-}
-
-/// Howard Hinnant's `days_from_civil`: days since 1970-01-01.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The inverse: (year, month, day) of a day number.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg(test)]
