@@ -7,7 +7,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Method;
-use portcullis::guard::Head;
+use portcullis::auth::guard::Head;
 use portcullis_bench::{IdentityFixture, poll_ready};
 use portcullis_core::Secret;
 use std::hint::black_box;

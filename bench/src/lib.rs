@@ -10,11 +10,11 @@
 //! hot path shows up instead of being timed through a runtime.
 
 use http::{HeaderMap, HeaderValue, Method};
+use portcullis::auth::guard::{Guard, Head, Policy};
+use portcullis::auth::keys::{KeyService, KeySpec};
+use portcullis::auth::verifier::{KeyVerdict, Verifier, VerifierConfig};
 use portcullis::clock::{ManualClock, SharedClock};
-use portcullis::guard::{Guard, Head, Policy};
-use portcullis::keys::{KeyService, KeySpec};
 use portcullis::store::Store;
-use portcullis::verify::{KeyVerdict, Verifier, VerifierConfig};
 use portcullis_core::credential::CredentialNames;
 use portcullis_core::{ApiKey, Scheme, SchemeSet, Scopes};
 use std::future::Future;
@@ -169,7 +169,7 @@ pub struct IdentityFixture {
     /// The key fixture underneath (runtime, store, verifier).
     pub base: Fixture,
     /// The token service.
-    pub tokens: Arc<portcullis::tokens::Tokens>,
+    pub tokens: Arc<portcullis::auth::jwt::Tokens>,
     /// A guard with identity.
     pub guard: Guard,
     /// A route accepting bearer JWTs.
@@ -183,16 +183,16 @@ pub struct IdentityFixture {
     /// The JWT.
     pub jwt: String,
     /// The password hasher.
-    pub passwords: portcullis::password::Passwords,
+    pub passwords: portcullis::auth::password::Passwords,
 }
 
 impl IdentityFixture {
     /// Builds it: one user (Argon2id), one token, caches warmed.
     pub fn new() -> Result<IdentityFixture, SetupError> {
-        use portcullis::identity::{Identity, SessionSettings};
-        use portcullis::password::{Passwords, default_params};
-        use portcullis::throttle::{Throttle, ThrottleSettings};
-        use portcullis::tokens::{Grants, SigningAlg, TokenSettings, Tokens};
+        use portcullis::auth::identity::{Identity, SessionSettings};
+        use portcullis::auth::jwt::{Grants, SigningAlg, TokenSettings, Tokens};
+        use portcullis::auth::password::{Passwords, default_params};
+        use portcullis::auth::throttle::{Throttle, ThrottleSettings};
         let base = Fixture::new()?;
         let clock: SharedClock = ManualClock::new(1_900_000_000);
         let store = base.verifier_store();

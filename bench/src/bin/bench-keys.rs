@@ -20,10 +20,10 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use portcullis::auth::keys::new_id;
+use portcullis::auth::verifier::{KeyVerdict, Verifier, VerifierConfig};
 use portcullis::clock::{Clock, SharedClock, SystemClock};
-use portcullis::keys::new_id;
 use portcullis::store::Store;
-use portcullis::verify::{KeyVerdict, Verifier, VerifierConfig};
 use portcullis_core::key::{RANDOM_BYTES, valid_env};
 use portcullis_core::{ApiKey, Scopes};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};

@@ -4,17 +4,17 @@ use crate::config::{self, Config, LogFormat};
 use crate::gateway::App;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use portcullis::admin::identity::{client_created_json, parse_user_import, split_list};
 use portcullis::admin::{self, AdminState, created_json, spec_from_parts};
-use portcullis::admin_identity::{client_created_json, parse_user_import, split_list};
+use portcullis::auth::guard::Guard;
+use portcullis::auth::identity::{Identity, IdentityError, check_username};
+use portcullis::auth::jwt::SigningAlg;
+use portcullis::auth::keys::KeyService;
+use portcullis::auth::password::{PasswordError, check_length};
+use portcullis::auth::verifier::Verifier;
 use portcullis::clock::{SharedClock, SystemClock};
-use portcullis::guard::Guard;
-use portcullis::identity::{Identity, IdentityError, check_username};
-use portcullis::keys::KeyService;
-use portcullis::password::{PasswordError, check_length};
 use portcullis::store::StoreError;
 use portcullis::store::{KeyFilter, KeyRecord, LastAdmin, Store};
-use portcullis::tokens::SigningAlg;
-use portcullis::verify::Verifier;
 use portcullis_core::time::{parse_duration, rfc3339};
 use portcullis_core::{Scopes, Secret};
 use std::io::Write;
@@ -318,7 +318,7 @@ pub async fn run() -> Result<()> {
                 crate::tls::load(&t.cert, &t.key).context("tls")?;
             }
             for (i, t) in cfg.identity.tokens.trusted.iter().enumerate() {
-                portcullis::tokens::check_jwks(t)
+                portcullis::auth::jwt::check_jwks(t)
                     .with_context(|| format!("tokens.trusted_issuers[{i}]"))?;
             }
             print!("{}", config::explain(&cfg));
@@ -610,12 +610,11 @@ fn last_admin(force: bool) -> LastAdmin {
 
 /// An invalid field is the caller's mistake (exit 2); anything else is a
 /// failure (exit 1), with the last-admin refusal saying how to proceed.
-fn key_err(e: portcullis::keys::KeyError) -> anyhow::Error {
+fn key_err(e: portcullis::auth::keys::KeyError) -> anyhow::Error {
     match e {
-        portcullis::keys::KeyError::Invalid(m) | portcullis::keys::KeyError::TooLarge(m) => {
-            UsageError(m).into()
-        }
-        e @ portcullis::keys::KeyError::LastAdminKey { .. } => anyhow::anyhow!(
+        portcullis::auth::keys::KeyError::Invalid(m)
+        | portcullis::auth::keys::KeyError::TooLarge(m) => UsageError(m).into(),
+        e @ portcullis::auth::keys::KeyError::LastAdminKey { .. } => anyhow::anyhow!(
             "{e}; create another admin key first (portcullis keys create --name NAME --scopes admin), or pass --force-last-admin"
         ),
         e => e.into(),
@@ -1100,7 +1099,7 @@ async fn serve(cfg: Config) -> Result<()> {
                     let p =
                         portcullis_core::Problem::new(portcullis_core::ErrorCode::AmbiguousFraming)
                             .log_reason(a.log_reason());
-                    let mut resp = portcullis::response::problem_response(&p, None);
+                    let mut resp = portcullis::rejection::problem_response(&p, None);
                     resp.headers_mut().insert(
                         http::header::CONNECTION,
                         http::HeaderValue::from_static("close"),

@@ -3,7 +3,7 @@
 //! A bad config names the key path and the problem.
 
 use http::Method;
-use portcullis::guard::Policy;
+use portcullis::auth::guard::Policy;
 use portcullis_core::credential::CredentialNames;
 use portcullis_core::net::Cidr;
 use portcullis_core::ratelimit::Policy as RatePolicy;
@@ -229,11 +229,11 @@ struct RawBruteForce {
 #[derive(Debug, Clone)]
 pub struct IdentityConfig {
     /// Token settings.
-    pub tokens: portcullis::tokens::TokenSettings,
+    pub tokens: portcullis::auth::jwt::TokenSettings,
     /// Session settings.
-    pub sessions: portcullis::identity::SessionSettings,
+    pub sessions: portcullis::auth::identity::SessionSettings,
     /// Brute-force thresholds.
-    pub throttle: portcullis::throttle::ThrottleSettings,
+    pub throttle: portcullis::auth::throttle::ThrottleSettings,
     /// Argon2 hashes run at once, at most.
     pub hash_parallelism: usize,
 }
@@ -448,7 +448,7 @@ pub struct Config {
     /// Credential names.
     pub names: CredentialNames,
     /// Verifier tuning.
-    pub verifier: portcullis::verify::VerifierConfig,
+    pub verifier: portcullis::auth::verifier::VerifierConfig,
     /// Log level filter.
     pub log_level: String,
     /// Log level of the libraries underneath (hyper, h2, sqlx, tower):
@@ -671,7 +671,7 @@ fn parse_identity(
     listen: SocketAddr,
     env: &[(String, String)],
 ) -> Result<IdentityConfig, ConfigError> {
-    use portcullis::tokens::{Grants, JwksSource, SigningAlg, TokenSettings, TrustedIssuer};
+    use portcullis::auth::jwt::{Grants, JwksSource, SigningAlg, TokenSettings, TrustedIssuer};
     let t = &raw.tokens;
     let issuer = t
         .issuer
@@ -728,7 +728,7 @@ fn parse_identity(
                 ),
             ));
         };
-        portcullis::tokens::check_hs_secret(v.expose().as_bytes())
+        portcullis::auth::jwt::check_hs_secret(v.expose().as_bytes())
             .map_err(|m| cerr("tokens.secret_env", format!("{var}: {m}")))?;
         Some(portcullis_core::Secret::new(v.expose().as_bytes().to_vec()))
     } else {
@@ -815,7 +815,7 @@ fn parse_identity(
     };
 
     let se = &raw.sessions;
-    let mut sessions = portcullis::identity::SessionSettings {
+    let mut sessions = portcullis::auth::identity::SessionSettings {
         idle_ttl: secs("sessions.idle_ttl", &se.idle_ttl, 1800)?,
         absolute_ttl: secs("sessions.absolute_ttl", &se.absolute_ttl, 12 * 3600)?,
         basic_cache_ttl: dur(
@@ -838,8 +838,8 @@ fn parse_identity(
         ));
     }
     sessions.same_site = match se.same_site.as_deref().unwrap_or("lax") {
-        "lax" | "Lax" => portcullis::identity::SameSite::Lax,
-        "strict" | "Strict" => portcullis::identity::SameSite::Strict,
+        "lax" | "Lax" => portcullis::auth::identity::SameSite::Lax,
+        "strict" | "Strict" => portcullis::auth::identity::SameSite::Strict,
         other => {
             return Err(cerr(
                 "sessions.same_site",
@@ -871,7 +871,7 @@ fn parse_identity(
     }
 
     let b = &raw.brute_force;
-    let throttle = portcullis::throttle::ThrottleSettings {
+    let throttle = portcullis::auth::throttle::ThrottleSettings {
         per_account_ip: b.per_account_ip.unwrap_or(5).max(1),
         per_ip: b.per_ip.unwrap_or(20).max(1),
         per_account_slow: b.per_account_slow.unwrap_or(10).max(1),
@@ -1061,7 +1061,7 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
     };
     let allow_query = c.allow_query_keys.unwrap_or(false);
 
-    let mut verifier = portcullis::verify::VerifierConfig::default();
+    let mut verifier = portcullis::auth::verifier::VerifierConfig::default();
     let cache = &raw.cache;
     verifier.negative_ttl = dur(
         "cache.negative_ttl",

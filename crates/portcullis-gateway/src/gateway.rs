@@ -9,12 +9,12 @@ use crate::serve::Conn;
 use axum::body::Body;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use portcullis::auth::guard::{Guard, Head, Policy};
 use portcullis::edge::{canonical_uri, path_problem};
-use portcullis::guard::{Guard, Head, Policy};
 use portcullis::ratelimit::{
     Limiter, MemoryLimiter, Plan, Pool, RedisLimiter, Verdict, write_headers,
 };
-use portcullis::response::problem_response;
+use portcullis::rejection::problem_response;
 use portcullis::store::Store;
 use portcullis_core::cors::Cors;
 use portcullis_core::host::{HostError, TrustedHosts, check_authority, request_host};

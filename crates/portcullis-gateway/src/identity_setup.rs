@@ -3,10 +3,10 @@
 
 use crate::config::Config;
 use anyhow::Result;
+use portcullis::auth::identity::Identity;
+use portcullis::auth::verifier::Verifier;
 use portcullis::clock::SharedClock;
-use portcullis::identity::Identity;
 use portcullis::store::Store;
-use portcullis::verify::Verifier;
 use std::sync::Arc;
 
 /// The identity service for `cfg`, listening to `verifier`'s change log

@@ -18,17 +18,17 @@
 //! # Ok(()) }
 //! ```
 
+use crate::auth::guard::{Guard, Head};
+use crate::auth::identity::{Identity, IdentityError, SessionSettings};
+use crate::auth::jwt::{Grants, SigningAlg, TokenError, TokenSettings, Tokens};
+use crate::auth::keys::KeyService;
+use crate::auth::password::{Passwords, default_params};
+use crate::auth::static_key::StaticKey;
+use crate::auth::throttle::{Throttle, ThrottleSettings};
+use crate::auth::verifier::{Verifier, VerifierConfig};
 use crate::clock::{SharedClock, SystemClock};
-use crate::guard::{Guard, Head};
-use crate::identity::{Identity, IdentityError, SessionSettings};
-use crate::keys::KeyService;
-use crate::password::{Passwords, default_params};
 use crate::ratelimit::{Limiter, MemoryLimiter, OnBackendError, RedisLimiter, RedisSettings};
-use crate::static_key::StaticKey;
 use crate::store::{Store, StoreError};
-use crate::throttle::{Throttle, ThrottleSettings};
-use crate::tokens::{Grants, SigningAlg, TokenError, TokenSettings, Tokens};
-use crate::verify::{Verifier, VerifierConfig};
 use axum::extract::ConnectInfo;
 use http::request::Parts;
 use portcullis_core::credential::CredentialNames;
@@ -80,7 +80,7 @@ struct Inner {
 }
 
 /// What the OpenAPI document says about the schemes (see
-/// [`crate::openapi`]).
+/// [`crate::http::openapi`]).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DocSettings {
     /// The API-key header's name as configured (stored lowercase for
@@ -264,12 +264,12 @@ impl Portcullis {
     }
 
     /// The handle installed by [`Portcullis::layer`] on this request.
-    pub fn from_parts(parts: &Parts) -> Result<Portcullis, crate::rejection::Rejection> {
+    pub fn from_parts(parts: &Parts) -> Result<Portcullis, crate::http::rejection::Rejection> {
         parts.extensions.get::<Portcullis>().cloned().ok_or_else(|| {
             tracing::error!(
                 "a Portcullis extractor or layer ran without the handle: add `.layer(portcullis.layer())` to the router"
             );
-            crate::rejection::Rejection::new(portcullis_core::ErrorCode::Internal)
+            crate::http::rejection::Rejection::new(portcullis_core::ErrorCode::Internal)
         })
     }
 }

@@ -337,7 +337,7 @@ fn admin_openapi_document_is_served_valid_and_true_to_the_api() {
     assert!(!spec_validator(&bad).status.success());
 
     // (c) the operations are exactly the routes the router is built from…
-    let served: BTreeSet<(String, String)> = portcullis::admin_openapi::served_routes()
+    let served: BTreeSet<(String, String)> = portcullis::admin::openapi::served_routes()
         .into_iter()
         .map(|(m, p, _)| (m.as_str().to_ascii_lowercase(), p.to_owned()))
         .collect();

@@ -2,11 +2,11 @@
 //! clock, a verifier and a key service, plus a few ways to look at (or
 //! break) the database from outside the library, as another process would.
 
+use portcullis::auth::keys::{CreatedKey, KeyService, KeySpec};
+use portcullis::auth::verifier::{CachedKey, KeyRejection, KeyVerdict, Verifier, VerifierConfig};
 use portcullis::clock::{ManualClock, SharedClock};
 use portcullis::core::{ApiKey, Scopes};
-use portcullis::keys::{CreatedKey, KeyService, KeySpec};
 use portcullis::store::{NewAudit, NewKey, Store};
-use portcullis::verify::{CachedKey, KeyRejection, KeyVerdict, Verifier, VerifierConfig};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, SqliteConnection};
 use std::path::{Path, PathBuf};
@@ -154,7 +154,7 @@ pub fn made_up_key(seed: u8) -> ApiKey {
 
 /// A row for `Store::insert_key` for a key whose plaintext the test knows.
 pub fn new_key_row(key: &ApiKey, owner: &str, scope_list: &str, at: i64) -> (NewKey, NewAudit) {
-    let id = portcullis::keys::new_id("key_").expect("id");
+    let id = portcullis::auth::keys::new_id("key_").expect("id");
     let new = NewKey {
         id: id.clone(),
         hash: key.hash(),

@@ -6,7 +6,7 @@
 //! `audit_events` — the last statement of every key change.
 
 use crate::common::*;
-use portcullis::keys::KeyError;
+use portcullis::auth::keys::KeyError;
 use portcullis::store::{KeyFilter, Store, StoreError};
 
 const FAIL_AUDIT: &str = "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_events \

@@ -3,9 +3,9 @@
 
 use crate::common::*;
 use http::{HeaderMap, HeaderValue};
+use portcullis::auth::guard::{Denied, Guard, Policy};
 use portcullis::core::credential::CredentialNames;
 use portcullis::core::{ErrorCode, PrincipalKind, Scheme, SchemeSet};
-use portcullis::guard::{Denied, Guard, Policy};
 
 fn policy(schemes: &[Scheme], scope_list: &str) -> Policy {
     Policy {
@@ -24,7 +24,10 @@ fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
 
 async fn denied(guard: &Guard, p: &Policy, h: &HeaderMap, q: Option<&str>) -> Denied {
     match guard
-        .check(p, &portcullis::guard::Head::new(&http::Method::GET, h, q))
+        .check(
+            p,
+            &portcullis::auth::guard::Head::new(&http::Method::GET, h, q),
+        )
         .await
     {
         Ok(g) => panic!("expected a denial, got {g:?}"),
@@ -133,7 +136,7 @@ async fn a_valid_key_in_header_query_or_bearer_is_granted() {
         let g = match guard
             .check(
                 &p,
-                &portcullis::guard::Head::new(&http::Method::GET, &h, q.as_deref()),
+                &portcullis::auth::guard::Head::new(&http::Method::GET, &h, q.as_deref()),
             )
             .await
         {
@@ -152,7 +155,7 @@ async fn a_valid_key_in_header_query_or_bearer_is_granted() {
     let g = guard
         .check(
             &Policy::public(),
-            &portcullis::guard::Head::new(&http::Method::GET, &HeaderMap::new(), None),
+            &portcullis::auth::guard::Head::new(&http::Method::GET, &HeaderMap::new(), None),
         )
         .await
         .unwrap();

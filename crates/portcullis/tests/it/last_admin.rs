@@ -4,9 +4,9 @@
 
 use crate::common::*;
 use portcullis::admin::{AdminState, router};
+use portcullis::auth::guard::Guard;
+use portcullis::auth::keys::{KeyError, KeyService};
 use portcullis::core::credential::CredentialNames;
-use portcullis::guard::Guard;
-use portcullis::keys::{KeyError, KeyService};
 use portcullis::static_key::StaticKey;
 use portcullis::store::LastAdmin;
 use tower::ServiceExt;

@@ -2,10 +2,10 @@
 //! last-used times and the audit trail.
 
 use crate::common::*;
+use portcullis::auth::keys::{KeyError, KeySpec};
+use portcullis::auth::verifier::KeyRejection;
 use portcullis::core::KeyState;
-use portcullis::keys::{KeyError, KeySpec};
 use portcullis::store::KeyFilter;
-use portcullis::verify::KeyRejection;
 use sha2::{Digest, Sha256};
 
 fn all_keys() -> KeyFilter {

@@ -6,11 +6,11 @@
 use crate::common::*;
 use axum::body::Body;
 use portcullis::admin::{AdminState, router};
+use portcullis::auth::guard::Guard;
+use portcullis::auth::verifier::{KeyRejection, KeyVerdict, Verifier, VerifierConfig};
 use portcullis::core::ApiKey;
 use portcullis::core::credential::CredentialNames;
-use portcullis::guard::Guard;
 use portcullis::store::StoreError;
-use portcullis::verify::{KeyRejection, KeyVerdict, Verifier, VerifierConfig};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -329,7 +329,7 @@ async fn admin_stats_show_the_caches_and_the_lookups() {
 
 #[test]
 fn admin_stats_are_documented_as_sent() {
-    let doc = serde_json::to_value(portcullis::admin_openapi::document("X-API-Key")).unwrap();
+    let doc = serde_json::to_value(portcullis::admin::openapi::document("X-API-Key")).unwrap();
     let resolve = |s: &serde_json::Value| -> serde_json::Value {
         match s["$ref"].as_str() {
             Some(r) => doc.pointer(r.strip_prefix('#').unwrap()).unwrap().clone(),

@@ -7,8 +7,8 @@
 //! control, a key the caches do not know answers `Err` at the same moment.
 
 use crate::common::*;
+use portcullis::auth::verifier::KeyRejection;
 use portcullis::core::key::{KeyFormatError, MAX_KEY_LEN};
-use portcullis::verify::KeyRejection;
 
 /// Asserts the store really is broken: a fresh well-formed key errors.
 async fn assert_store_is_broken(env: &Env, seed: u8) {

@@ -2,7 +2,7 @@
 //! the old key.
 
 use crate::common::*;
-use portcullis::keys::KeyError;
+use portcullis::auth::keys::KeyError;
 use portcullis::store::KeyFilter;
 
 async fn key_count(env: &Env) -> usize {

@@ -2,7 +2,7 @@
 //! reach a running gateway's caches through the store's change log.
 
 use crate::common::*;
-use portcullis::verify::{KeyVerdict, VerifierConfig};
+use portcullis::auth::verifier::{KeyVerdict, VerifierConfig};
 use std::time::Duration;
 
 #[tokio::test]

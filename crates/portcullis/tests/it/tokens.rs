@@ -7,10 +7,10 @@ use crate::common::{Env, T0};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use portcullis::auth::jwt::{Grants, SigningAlg, TokenReject, TokenSettings, Tokens};
+use portcullis::auth::password::{Passwords, default_params};
 use portcullis::core::{KeyHash, PrincipalKind, Scopes, Secret};
-use portcullis::password::{Passwords, default_params};
 use portcullis::store::identity::{RefreshGrant, RefreshOutcome};
-use portcullis::tokens::{Grants, SigningAlg, TokenReject, TokenSettings, Tokens};
 use portcullis_core::token::ClaimError;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -411,7 +411,7 @@ async fn rotation_keeps_old_tokens_until_they_expire() {
 
 #[tokio::test]
 async fn hs256_needs_a_strong_secret_and_publishes_nothing() {
-    use portcullis::tokens::check_hs_secret;
+    use portcullis::auth::jwt::check_hs_secret;
     assert!(check_hs_secret(b"your-secret-key").is_err());
     assert!(check_hs_secret(b"short").is_err());
     assert!(check_hs_secret(&[b'a'; 40]).is_err());

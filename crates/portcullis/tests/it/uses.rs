@@ -2,7 +2,7 @@
 //! tasks or gateway processes race for them.
 
 use crate::common::*;
-use portcullis::verify::{KeyVerdict, Verifier};
+use portcullis::auth::verifier::{KeyVerdict, Verifier};
 use std::sync::Arc;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
@@ -134,7 +134,7 @@ async fn sequential_uses_count_down() {
 /// a cost spends several uses at once or none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daily_refill_restores_the_amount_at_utc_midnight() {
-    use portcullis::verify::KeyRejection;
+    use portcullis::auth::verifier::KeyRejection;
     use portcullis_core::quota::{Refill, RefillPlan};
     let env = Env::new().await;
     let mut s = spec("data:read");

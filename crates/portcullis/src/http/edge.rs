@@ -29,7 +29,7 @@
 //! # }
 //! ```
 
-use crate::response::problem_response;
+use crate::http::rejection::problem_response;
 use crate::service::Portcullis;
 use axum::body::Body;
 use axum::response::Response;

@@ -1,5 +1,5 @@
 //! What the admin API accepts in each request member, stated once: the
-//! OpenAPI document's schemas ([`crate::admin_openapi`]) and the handlers'
+//! OpenAPI document's schemas ([`crate::admin::openapi`]) and the handlers'
 //! checks are both made from these rules, so a request the document
 //! allows is never refused with 422, and one it refuses never gets
 //! through.
@@ -151,8 +151,8 @@ pub(crate) fn choice(values: &[&str], nullable: bool, description: &str) -> Sche
 }
 
 /// Key names and owners, client names: 1-128 characters, not only spaces,
-/// no control characters ([`crate::keys::check_label`],
-/// [`crate::identity::Identity::add_client`]).
+/// no control characters ([`crate::auth::keys::check_label`],
+/// [`crate::auth::identity::Identity::add_client`]).
 pub(crate) static LABEL: LazyLock<Text> = LazyLock::new(|| {
     Text::new(
         1,
@@ -163,7 +163,7 @@ pub(crate) static LABEL: LazyLock<Text> = LazyLock::new(|| {
 });
 
 /// User names: 1-64 characters, no colon (Basic splits on it), control
-/// characters or surrounding spaces ([`crate::identity::check_username`]).
+/// characters or surrounding spaces ([`crate::auth::identity::check_username`]).
 pub(crate) static USERNAME: LazyLock<Text> = LazyLock::new(|| {
     Text::new(
         1,
@@ -175,11 +175,11 @@ pub(crate) static USERNAME: LazyLock<Text> = LazyLock::new(|| {
     )
 });
 
-/// New passwords ([`crate::password::check_length`]).
+/// New passwords ([`crate::auth::password::check_length`]).
 pub(crate) static PASSWORD: LazyLock<Text> = LazyLock::new(|| {
     Text::new(
-        crate::password::MIN_PASSWORD_CHARS,
-        Some(crate::password::MAX_PASSWORD_CHARS),
+        crate::auth::password::MIN_PASSWORD_CHARS,
+        Some(crate::auth::password::MAX_PASSWORD_CHARS),
         &[],
         "8-1024 characters",
     )
@@ -254,7 +254,7 @@ fn rate_limit_pattern() -> String {
     format!("^{limit}(?: ?[;,] ?{limit}){{0,7}}$")
 }
 
-/// A key's rate policy ([`crate::keys::check_rate`]).
+/// A key's rate policy ([`crate::auth::keys::check_rate`]).
 pub(crate) static RATE_LIMIT: LazyLock<Text> = LazyLock::new(|| {
     Text::new(
         1,
@@ -461,12 +461,12 @@ mod tests {
 
         #[test]
         fn what_the_label_rule_takes_the_domain_takes(v in drawn(&LABEL)) {
-            prop_assert!(crate::keys::check_label("name", &v).is_ok(), "{:?}", v);
+            prop_assert!(crate::auth::keys::check_label("name", &v).is_ok(), "{:?}", v);
         }
 
         #[test]
         fn what_the_username_rule_takes_the_domain_takes(v in drawn(&USERNAME)) {
-            prop_assert!(crate::identity::check_username(&v).is_ok(), "{:?}", v);
+            prop_assert!(crate::auth::identity::check_username(&v).is_ok(), "{:?}", v);
         }
 
         #[test]
@@ -483,7 +483,7 @@ mod tests {
 
         #[test]
         fn what_the_rate_rule_takes_parses(v in drawn(&RATE_LIMIT)) {
-            prop_assert!(crate::keys::check_rate(&v).is_ok(), "{:?}", v);
+            prop_assert!(crate::auth::keys::check_rate(&v).is_ok(), "{:?}", v);
         }
 
         #[test]
@@ -499,8 +499,8 @@ mod tests {
         fn the_domain_takes_nothing_the_label_and_username_rules_refuse(
             v in "[a :\\t\\n\u{85}\u{a0}\u{3000}é\u{7f}]{0,70}"
         ) {
-            prop_assert_eq!(crate::keys::check_label("name", &v).is_ok(), LABEL.accepts(&v), "{:?}", v);
-            prop_assert_eq!(crate::identity::check_username(&v).is_ok(), USERNAME.accepts(&v), "{:?}", v);
+            prop_assert_eq!(crate::auth::keys::check_label("name", &v).is_ok(), LABEL.accepts(&v), "{:?}", v);
+            prop_assert_eq!(crate::auth::identity::check_username(&v).is_ok(), USERNAME.accepts(&v), "{:?}", v);
         }
     }
 
@@ -508,10 +508,10 @@ mod tests {
     fn long_labels_count_characters() {
         let v = "é".repeat(128);
         assert!(LABEL.accepts(&v));
-        assert!(crate::keys::check_label("name", &v).is_ok());
+        assert!(crate::auth::keys::check_label("name", &v).is_ok());
         let v = "é".repeat(129);
         assert!(!LABEL.accepts(&v));
-        assert!(crate::keys::check_label("name", &v).is_err());
+        assert!(crate::auth::keys::check_label("name", &v).is_err());
         // Passwords too: the rule and the hashing path agree at each edge,
         // in characters of any width.
         for c in ["x", "é", "😀"] {
@@ -519,7 +519,7 @@ mod tests {
                 let v = c.repeat(n);
                 assert_eq!(
                     PASSWORD.accepts(&v),
-                    crate::password::check_length(&v, true).is_ok(),
+                    crate::auth::password::check_length(&v, true).is_ok(),
                     "{n} × {c}"
                 );
             }

@@ -63,7 +63,7 @@ impl Portcullis {
             credential_id = out.credential_id.as_deref().unwrap_or(""),
             "endpoint answered"
         );
-        crate::edge::own_headers(r.headers_mut());
+        crate::http::edge::own_headers(r.headers_mut());
         r
     }
 }

@@ -1,9 +1,13 @@
 //! The answer a library extractor or layer gives when it refuses a
 //! request: a [`Problem`] as problem+json, with `WWW-Authenticate` and
-//! `Retry-After` where they apply.
+//! `Retry-After` where they apply; [`problem_response`] is the same answer
+//! as a plain response, for the gateway and the admin API.
 
-use crate::response::problem_response;
+use axum::body::Body;
 use axum::response::{IntoResponse, Response};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderValue, StatusCode};
+use portcullis_core::error::PROBLEM_JSON;
 use portcullis_core::{ErrorCode, Problem};
 use std::borrow::Cow;
 
@@ -82,8 +86,8 @@ impl From<Problem> for Rejection {
     }
 }
 
-impl From<crate::guard::Denied> for Rejection {
-    fn from(d: crate::guard::Denied) -> Rejection {
+impl From<crate::auth::guard::Denied> for Rejection {
+    fn from(d: crate::auth::guard::Denied) -> Rejection {
         Rejection::from(d.problem)
     }
 }
@@ -109,4 +113,22 @@ impl IntoResponse for Rejection {
         }
         r
     }
+}
+
+/// The problem+json response for `p`.
+pub fn problem_response(p: &Problem, request_id: Option<&str>) -> Response {
+    let mut r = Response::new(Body::from(p.to_json(request_id)));
+    *r.status_mut() = StatusCode::from_u16(p.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(c) = &p.challenge
+        && let Ok(v) = HeaderValue::from_str(c)
+    {
+        h.insert(WWW_AUTHENTICATE, v);
+    }
+    if let Some(s) = p.retry_after {
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    r
 }

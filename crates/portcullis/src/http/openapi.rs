@@ -36,12 +36,12 @@
 //! # }
 //! ```
 
-use crate::schemes::{
+use crate::http::schemes::{
     ApiKeyCookie, ApiKeyHeader, ApiKeyQuery, HttpBasic, HttpBearer, OAuth2PasswordBearer,
     SecurityScheme, Session,
 };
+use crate::http::verified::ScopeList;
 use crate::service::Portcullis;
-use crate::verified::ScopeList;
 use portcullis_core::Scheme;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{

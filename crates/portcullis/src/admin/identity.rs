@@ -5,12 +5,13 @@
 //! Also the pieces the CLI shares with it: the JSON of a new client and
 //! the reader for `users import` files.
 
+use crate::admin::openapi::{Guarded, JsonBody};
+use crate::admin::rules;
 use crate::admin::{AdminState, Route, ScopeList, actor, json, read_json, with_routes};
-use crate::admin_openapi::{Guarded, JsonBody};
-use crate::admin_rules;
-use crate::identity::{IdentityError, NewClientSecret};
-use crate::password::PasswordError;
-use crate::response::problem_response;
+
+use crate::auth::identity::{IdentityError, NewClientSecret};
+use crate::auth::password::PasswordError;
+use crate::http::rejection::problem_response;
 use crate::store::StoreError;
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -171,7 +172,7 @@ pub fn client_created_json(c: &NewClientSecret) -> serde_json::Value {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct UserList {
     /// The users.
-    #[schema(value_type = Vec<crate::admin_openapi::User>)]
+    #[schema(value_type = Vec<crate::admin::openapi::User>)]
     users: Vec<crate::store::identity::UserRecord>,
 }
 
@@ -182,7 +183,7 @@ pub(crate) struct UserList {
     tag = "users",
     responses(
         (status = 200, description = "Every user", body = UserList),
-        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -198,14 +199,14 @@ pub(crate) async fn list_users(State(st): State<AdminState>) -> Response {
 }
 
 fn username_schema() -> utoipa::openapi::Schema {
-    admin_rules::USERNAME.schema(
+    rules::USERNAME.schema(
         false,
         "Login name: 1-64 characters, no colon, control characters or surrounding spaces.",
     )
 }
 
 fn password_schema() -> utoipa::openapi::Schema {
-    let mut s = admin_rules::PASSWORD.schema(
+    let mut s = rules::PASSWORD.schema(
         false,
         "The password, 8-1024 characters, stored as an Argon2id hash.",
     );
@@ -238,11 +239,11 @@ pub(crate) struct CreateUserBody {
     tag = "users",
     request_body = CreateUserBody,
     responses(
-        (status = 201, description = "The new user", body = crate::admin_openapi::User),
-        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A user with that name exists (`conflict`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 201, description = "The new user", body = crate::admin::openapi::User),
+        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A user with that name exists (`conflict`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         JsonBody,
-        (status = 500, description = "The password could not be hashed (`internal_error`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The password could not be hashed (`internal_error`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -256,7 +257,7 @@ pub(crate) async fn create_user(State(st): State<AdminState>, req: Request) -> R
         Ok(b) => b,
         Err(r) => return r,
     };
-    if let Err(m) = admin_rules::USERNAME.check("username", &b.username) {
+    if let Err(m) = rules::USERNAME.check("username", &b.username) {
         return invalid(m);
     }
     let password = Secret::new(b.password);
@@ -277,8 +278,8 @@ pub(crate) async fn create_user(State(st): State<AdminState>, req: Request) -> R
     tag = "users",
     params(("name" = String, Path, description = "The user's login name")),
     responses(
-        (status = 200, description = "The user", body = crate::admin_openapi::User),
-        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The user", body = crate::admin::openapi::User),
+        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -312,8 +313,8 @@ async fn set_disabled(st: &AdminState, name: &str, actor: &str, disabled: bool) 
     tag = "users",
     params(("name" = String, Path, description = "The user's login name")),
     responses(
-        (status = 200, description = "The user", body = crate::admin_openapi::User),
-        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The user", body = crate::admin::openapi::User),
+        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -333,8 +334,8 @@ pub(crate) async fn disable_user(
     tag = "users",
     params(("name" = String, Path, description = "The user's login name")),
     responses(
-        (status = 200, description = "The user", body = crate::admin_openapi::User),
-        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The user", body = crate::admin::openapi::User),
+        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -367,9 +368,9 @@ pub(crate) struct PasswordBody {
     request_body = PasswordBody,
     responses(
         (status = 204, description = "The password is set"),
-        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         JsonBody,
-        (status = 500, description = "The password could not be hashed (`internal_error`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The password could not be hashed (`internal_error`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -404,7 +405,7 @@ pub(crate) async fn set_password(
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ClientList {
     /// The clients.
-    #[schema(value_type = Vec<crate::admin_openapi::Client>)]
+    #[schema(value_type = Vec<crate::admin::openapi::Client>)]
     clients: Vec<crate::store::identity::ClientRecord>,
 }
 
@@ -415,7 +416,7 @@ pub(crate) struct ClientList {
     tag = "clients",
     responses(
         (status = 200, description = "Every client", body = ClientList),
-        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -431,7 +432,7 @@ pub(crate) async fn list_clients(State(st): State<AdminState>) -> Response {
 }
 
 /// Grant types: one string, space- or comma-separated, or a list. Its
-/// schema is [`admin_rules::grant_list_schema`].
+/// schema is [`rules::grant_list_schema`].
 #[derive(Deserialize)]
 #[serde(untagged)]
 pub(crate) enum GrantList {
@@ -443,14 +444,14 @@ pub(crate) enum GrantList {
 
 impl utoipa::PartialSchema for GrantList {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-        admin_rules::grant_list_schema()
+        rules::grant_list_schema()
     }
 }
 
 impl ToSchema for GrantList {}
 
 fn client_name_schema() -> utoipa::openapi::Schema {
-    admin_rules::LABEL.schema(
+    rules::LABEL.schema(
         false,
         "Name: 1-128 characters, not only spaces, no control characters.",
     )
@@ -479,10 +480,10 @@ pub(crate) struct CreateClientBody {
     tag = "clients",
     request_body = CreateClientBody,
     responses(
-        (status = 201, description = "The client's record and secret, shown once", body = crate::admin_openapi::NewClient),
-        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 201, description = "The client's record and secret, shown once", body = crate::admin::openapi::NewClient),
+        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         JsonBody,
-        (status = 500, description = "No randomness for the id or secret (`internal_error`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "No randomness for the id or secret (`internal_error`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -496,7 +497,7 @@ pub(crate) async fn create_client(State(st): State<AdminState>, req: Request) ->
         Ok(b) => b,
         Err(r) => return r,
     };
-    if let Err(m) = admin_rules::LABEL.check("name", &b.name) {
+    if let Err(m) = rules::LABEL.check("name", &b.name) {
         return invalid(m);
     }
     let scopes = match b.scopes.map(ScopeList::into_scopes).transpose() {
@@ -506,7 +507,7 @@ pub(crate) async fn create_client(State(st): State<AdminState>, req: Request) ->
     let grants = match b.grants {
         None => Vec::new(),
         Some(GrantList::One(s)) => {
-            if let Err(m) = admin_rules::GRANT_LIST.check("grants", &s) {
+            if let Err(m) = rules::GRANT_LIST.check("grants", &s) {
                 return invalid(m);
             }
             split_list(&s)
@@ -529,9 +530,9 @@ pub(crate) async fn create_client(State(st): State<AdminState>, req: Request) ->
     tag = "clients",
     params(("id" = String, Path, description = "The client's id (`cl_…`)")),
     responses(
-        (status = 200, description = "The revoked client's record", body = crate::admin_openapi::Client),
-        (status = 404, description = "No client with that id, or clients are not configured on this gateway (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The client is revoked already (`conflict`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The revoked client's record", body = crate::admin::openapi::Client),
+        (status = 404, description = "No client with that id, or clients are not configured on this gateway (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The client is revoked already (`conflict`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))

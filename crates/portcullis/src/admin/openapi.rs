@@ -2,12 +2,12 @@
 //! at `GET /admin/v1/openapi.json`.
 //!
 //! Each operation is declared beside its handler with `#[utoipa::path]`
-//! ([`crate::admin`], [`crate::admin_identity`]); this module gathers
+//! ([`crate::admin`], [`crate::admin::identity`]); this module gathers
 //! them, adds the security schemes and the schemas of what is sent, and
 //! serves the result.
 //!
 //! The admin router is built from route tables ([`crate::admin::ROUTES`],
-//! [`crate::admin_identity::ROUTES`]) and [`served_routes`] lists the same
+//! [`crate::admin::identity::ROUTES`]) and [`served_routes`] lists the same
 //! tables: the tests below (and the gateway's integration test) check that
 //! the document's operations are exactly those, so a route served without
 //! its documentation, or documented but not served, fails them.
@@ -18,7 +18,7 @@
 //! mirrors, both ways.
 
 use crate::admin::AdminState;
-use crate::response::problem_response;
+use crate::http::rejection::problem_response;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
@@ -65,15 +65,15 @@ const DEFAULT_HEADER: &str = "X-API-Key";
         crate::admin::list_audit,
         crate::admin::rate_limit_status,
         crate::admin::stats,
-        crate::admin_identity::list_users,
-        crate::admin_identity::create_user,
-        crate::admin_identity::show_user,
-        crate::admin_identity::disable_user,
-        crate::admin_identity::enable_user,
-        crate::admin_identity::set_password,
-        crate::admin_identity::list_clients,
-        crate::admin_identity::create_client,
-        crate::admin_identity::revoke_client,
+        crate::admin::identity::list_users,
+        crate::admin::identity::create_user,
+        crate::admin::identity::show_user,
+        crate::admin::identity::disable_user,
+        crate::admin::identity::enable_user,
+        crate::admin::identity::set_password,
+        crate::admin::identity::list_clients,
+        crate::admin::identity::create_client,
+        crate::admin::identity::revoke_client,
         openapi_json,
     ),
     components(schemas(
@@ -135,7 +135,7 @@ pub fn document(api_key_header: &str) -> utoipa::openapi::OpenApi {
 fn refill_needs_an_amount(components: &mut Components) {
     use utoipa::openapi::{RefOr, Schema};
     if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut("CreateBody") {
-        let kw = crate::admin_rules::keywords([
+        let kw = crate::admin::rules::keywords([
             (
                 "dependentRequired",
                 serde_json::json!({ "refill_amount": ["refill"] }),
@@ -181,7 +181,7 @@ static DEFAULT_DOCUMENT: LazyLock<Option<Bytes>> = LazyLock::new(|| document_jso
 pub fn served_routes() -> Vec<(Method, &'static str, bool)> {
     crate::admin::ROUTES
         .iter()
-        .chain(crate::admin_identity::ROUTES)
+        .chain(crate::admin::identity::ROUTES)
         .map(|r| (r.method.clone(), r.path, true))
         .chain(std::iter::once((Method::GET, OPENAPI_PATH, false)))
         .collect()
@@ -530,7 +530,7 @@ mod tests {
         // every method in the tables must be routable.
         for r in crate::admin::ROUTES
             .iter()
-            .chain(crate::admin_identity::ROUTES)
+            .chain(crate::admin::identity::ROUTES)
         {
             assert!(
                 axum::routing::MethodFilter::try_from(r.method.clone()).is_ok(),
@@ -540,7 +540,7 @@ mod tests {
             );
         }
         let _ = crate::admin::with_routes(axum::Router::new(), crate::admin::ROUTES)
-            .merge(crate::admin_identity::routes());
+            .merge(crate::admin::identity::routes());
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! refusal of a credential sent twice (400 `ambiguous_credentials`, where
 //! FastAPI silently picks one; see docs/fastapi-compat.md).
 
-use crate::rejection::Rejection;
+use crate::http::rejection::Rejection;
 use crate::service::Portcullis;
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
@@ -38,7 +38,7 @@ pub trait SecurityScheme: Sized + Send + Sync + 'static {
 pub(crate) fn invalid(scheme: Scheme, reason: &'static str) -> Rejection {
     Rejection::from(
         Problem::new(ErrorCode::InvalidCredentials)
-            .challenge(crate::guard::invalid_challenge(scheme))
+            .challenge(crate::auth::guard::invalid_challenge(scheme))
             .log_reason(reason),
     )
 }

@@ -1,10 +1,10 @@
 //! Verified callers: [`Verified`] checks one scheme's credential in a
-//! handler; [`Authenticated`] is the caller a [`crate::require::RequireLayer`]
+//! handler; [`Authenticated`] is the caller a [`crate::http::require::RequireLayer`]
 //! admitted; [`SecurityScopes`] is the scopes demanded along the way, as
 //! FastAPI's `SecurityScopes` gives them.
 
-use crate::rejection::Rejection;
-use crate::schemes::SecurityScheme;
+use crate::http::rejection::Rejection;
+use crate::http::schemes::SecurityScheme;
 use crate::service::Portcullis;
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
@@ -37,14 +37,14 @@ macro_rules! scopes {
         #[doc = concat!("Scopes: ", $($s, " ",)*)]
         #[derive(Debug, Clone, Copy, Default)]
         $vis struct $name;
-        impl $crate::verified::ScopeList for $name {
+        impl $crate::http::verified::ScopeList for $name {
             const SCOPES: &'static [&'static str] = &[$($s),*];
         }
     };
 }
 
 /// The scopes demanded on the way to a handler: every enclosing
-/// [`crate::require::RequireLayer`]'s, outer first, without repeats.
+/// [`crate::http::require::RequireLayer`]'s, outer first, without repeats.
 ///
 /// ```
 /// use portcullis::verified::SecurityScopes;
@@ -109,7 +109,7 @@ impl<St: Send + Sync> FromRequestParts<St> for SecurityScopes {
     }
 }
 
-/// The caller a [`crate::require::RequireLayer`] admitted.
+/// The caller a [`crate::http::require::RequireLayer`] admitted.
 ///
 /// ```
 /// use portcullis::Authenticated;
@@ -253,7 +253,7 @@ impl<S: SecurityScheme, Sc: ScopeList, St: Send + Sync> FromRequestParts<St> for
             Some(v) => Ok(v),
             None => {
                 let pc = Portcullis::from_parts(parts)?;
-                Err(crate::schemes::missing::<S>(&pc))
+                Err(crate::http::schemes::missing::<S>(&pc))
             }
         }
     }

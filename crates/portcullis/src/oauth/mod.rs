@@ -6,11 +6,15 @@
 //! OAuth client libraries expect; the session endpoints answer
 //! problem+json like every other Portcullis denial.
 
-use crate::guard::{Guard, Head, locked};
-use crate::identity::{CSRF_COOKIE, Identity, Refusal, SESSION_COOKIE, SameSite, random_token};
-use crate::response::problem_response;
+pub mod endpoints;
+
+use crate::auth::guard::{Guard, Head, locked};
+use crate::auth::identity::{
+    CSRF_COOKIE, Identity, Refusal, SESSION_COOKIE, SameSite, random_token,
+};
+use crate::auth::verifier::KeyVerdict;
+use crate::http::rejection::problem_response;
 use crate::store::identity::{ClientAuth, RefreshGrant, RefreshOutcome};
-use crate::verify::KeyVerdict;
 use axum::body::Body;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -855,7 +859,7 @@ async fn logout(
     ctx: Ctx<'_>,
     out: &mut Outcome,
 ) -> Response<Body> {
-    let policy = crate::guard::Policy {
+    let policy = crate::auth::guard::Policy {
         schemes: portcullis_core::SchemeSet::new(&[portcullis_core::Scheme::Session]),
         scopes: Scopes::empty(),
     };

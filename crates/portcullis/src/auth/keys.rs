@@ -1,11 +1,11 @@
 //! Managing keys: create, rotate, revoke, disable — each with its audit
 //! event, committed before the caller is told it happened.
 
+use crate::auth::verifier::Verifier;
 use crate::clock::SharedClock;
 use crate::store::{
     KeyChange, KeyFilter, KeyRecord, LastAdmin, NewAudit, NewKey, Store, StoreError,
 };
-use crate::verify::Verifier;
 use portcullis_core::key::{RANDOM_BYTES, valid_env};
 use portcullis_core::{ApiKey, Scopes, base62};
 use std::sync::Arc;

@@ -1,14 +1,18 @@
 //! The admin API (`/admin/v1/...`), served on the admin listener only and
 //! guarded by an API key with scope `admin`, except its OpenAPI document
-//! (`GET /admin/v1/openapi.json`, [`crate::admin_openapi`]).
+//! (`GET /admin/v1/openapi.json`, [`crate::admin::openapi`]).
 
-use crate::admin_openapi::{Guarded, JsonBody};
-use crate::admin_rules;
-use crate::guard::Head;
-use crate::guard::{Guard, Policy};
-use crate::identity::Identity;
-use crate::keys::{CreatedKey, KeyError, KeyService, KeySpec};
-use crate::response::problem_response;
+pub mod identity;
+pub mod openapi;
+pub(crate) mod rules;
+
+use crate::admin::openapi::{Guarded, JsonBody};
+
+use crate::auth::guard::Head;
+use crate::auth::guard::{Guard, Policy};
+use crate::auth::identity::Identity;
+use crate::auth::keys::{CreatedKey, KeyError, KeyService, KeySpec};
+use crate::http::rejection::problem_response;
 use crate::store::{ADMIN_SCOPE, KeyFilter, KeyRecord, LastAdmin};
 use axum::Router;
 use axum::body::{Body, to_bytes};
@@ -47,8 +51,8 @@ pub(crate) struct Actor(String);
 /// documented, `{id}` for a parameter) and its handler.
 ///
 /// [`router`] is built from the tables of these ([`ROUTES`],
-/// [`crate::admin_identity::ROUTES`]), and the OpenAPI document
-/// ([`crate::admin_openapi`]) is tested against the same tables, so a
+/// [`crate::admin::identity::ROUTES`]), and the OpenAPI document
+/// ([`crate::admin::openapi`]) is tested against the same tables, so a
 /// route cannot be served without being documented.
 pub struct Route {
     /// The method.
@@ -137,15 +141,15 @@ pub(crate) fn with_routes(r: Router<AdminState>, routes: &[Route]) -> Router<Adm
 /// The admin router. Mount it on the admin listener.
 pub fn router(state: AdminState) -> Router {
     with_routes(Router::new(), ROUTES)
-        .merge(crate::admin_identity::routes())
+        .merge(crate::admin::identity::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         // Merged after the `route_layer`, so the admin check does not
         // cover it: the OpenAPI document describes the operations and
         // holds no secret (no key, user, client or setting beyond the
         // API-key header's name), and tools need it before they hold a key.
         .merge(Router::new().route(
-            crate::admin_openapi::OPENAPI_PATH,
-            get(crate::admin_openapi::openapi_json),
+            crate::admin::openapi::OPENAPI_PATH,
+            get(crate::admin::openapi::openapi_json),
         ))
         .with_state(state)
 }
@@ -253,7 +257,7 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
 
 /// Scopes: one string, space- or comma-separated (`"data:read data:write"`),
 /// or a list of single scopes. Its schema is
-/// [`admin_rules::scope_list_schema`].
+/// [`rules::scope_list_schema`].
 #[derive(Deserialize)]
 #[serde(untagged)]
 pub(crate) enum ScopeList {
@@ -265,24 +269,24 @@ pub(crate) enum ScopeList {
 
 impl utoipa::PartialSchema for ScopeList {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-        admin_rules::scope_list_schema()
+        rules::scope_list_schema()
     }
 }
 
 impl ToSchema for ScopeList {}
 
 impl ScopeList {
-    /// The scopes, by the admin API's rules ([`admin_rules::SCOPES`],
-    /// [`admin_rules::SCOPE`]); `Err` is the `detail`.
+    /// The scopes, by the admin API's rules ([`rules::SCOPES`],
+    /// [`rules::SCOPE`]); `Err` is the `detail`.
     pub(crate) fn into_scopes(self) -> Result<Scopes, String> {
         let parsed = match self {
             ScopeList::One(s) => {
-                admin_rules::SCOPES.check("scopes", &s)?;
+                rules::SCOPES.check("scopes", &s)?;
                 Scopes::parse(&s)
             }
             ScopeList::Many(v) => {
                 for (i, one) in v.iter().enumerate() {
-                    admin_rules::SCOPE.check(&format!("scopes[{i}]"), one)?;
+                    rules::SCOPE.check(&format!("scopes[{i}]"), one)?;
                 }
                 Scopes::from_iter_checked(v.iter().map(String::as_str))
             }
@@ -332,35 +336,35 @@ where
 }
 
 fn name_schema() -> utoipa::openapi::Schema {
-    admin_rules::LABEL.schema(
+    rules::LABEL.schema(
         false,
         "Name: 1-128 characters, not only spaces, no control characters.",
     )
 }
 fn owner_schema() -> utoipa::openapi::Schema {
-    admin_rules::LABEL.schema(true, "Owner, as the name; defaults to the name.")
+    rules::LABEL.schema(true, "Owner, as the name; defaults to the name.")
 }
 fn env_schema() -> utoipa::openapi::Schema {
-    admin_rules::ENV.schema(
+    rules::ENV.schema(
         true,
         "Environment label, in the key's prefix (`pc_<env>_`): 1-16 lowercase letters or digits; default `live`.",
     )
 }
 fn expires_in_schema() -> utoipa::openapi::Schema {
-    admin_rules::LIFETIME.schema(
+    rules::LIFETIME.schema(
         true,
         "Lifetime, not zero: a whole number and a unit (`w`, `d`, `h`, `m`, `s`), parts in that order (`30d`, `24h`, `1h30m`), at most 3, 4, 5, 6 and 7 digits; default: never expires.",
     )
 }
 fn refill_schema() -> utoipa::openapi::Schema {
-    admin_rules::choice(
-        &admin_rules::REFILLS,
+    rules::choice(
+        &rules::REFILLS,
         false,
         "Refill the uses at the start of each `day` or `month` (UTC; `daily` and `monthly` are the same). Needs `uses` or `refill_amount`.",
     )
 }
 fn rate_limit_schema() -> utoipa::openapi::Schema {
-    admin_rules::RATE_LIMIT.schema(
+    rules::RATE_LIMIT.schema(
         true,
         "Rate-limit override: limits separated by `;` or `,` (at most 8), each `N/unit`, `N per unit`, `N/M units` or `N per M units` (units `second`, `minute`, `hour`, `day`, or `sec`, `min`, plural or not; M at most 366), optionally followed by `burst B`; N at most one a millisecond of one unit (1000 a second, 60000 a minute, 3600000 an hour, 86400000 a day); lowercase; at most 256 characters. E.g. `100/minute; 1000/day`.",
     )
@@ -409,20 +413,20 @@ pub(crate) struct CreateBody {
 }
 
 impl CreateBody {
-    /// The rules of [`admin_rules`] no domain check states the same way.
+    /// The rules of [`rules`] no domain check states the same way.
     fn check(&self) -> Result<(), String> {
-        admin_rules::LABEL.check("name", &self.name)?;
+        rules::LABEL.check("name", &self.name)?;
         if let Some(o) = &self.owner {
-            admin_rules::LABEL.check("owner", o)?;
+            rules::LABEL.check("owner", o)?;
         }
         if let Some(e) = &self.env {
-            admin_rules::ENV.check("env", e)?;
+            rules::ENV.check("env", e)?;
         }
         if let Some(e) = &self.expires_in {
-            admin_rules::LIFETIME.check("expires_in", e)?;
+            rules::LIFETIME.check("expires_in", e)?;
         }
         if let Some(r) = &self.rate_limit {
-            admin_rules::RATE_LIMIT.check("rate_limit", r)?;
+            rules::RATE_LIMIT.check("rate_limit", r)?;
         }
         Ok(())
     }
@@ -509,9 +513,9 @@ pub fn created_json(c: &CreatedKey) -> serde_json::Value {
     tag = "keys",
     request_body = CreateBody,
     responses(
-        (status = 201, description = "The key's record and the key, shown once", body = crate::admin_openapi::NewKey),
+        (status = 201, description = "The key's record and the key, shown once", body = crate::admin::openapi::NewKey),
         JsonBody,
-        (status = 500, description = "No randomness for the key (`internal_error`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "No randomness for the key (`internal_error`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -595,7 +599,7 @@ pub(crate) struct ListQuery {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct KeyList {
     /// The keys, by id.
-    #[schema(value_type = Vec<crate::admin_openapi::Key>)]
+    #[schema(value_type = Vec<crate::admin::openapi::Key>)]
     keys: Vec<KeyRecord>,
     /// The last id of a full page, to pass as `after` for the next one;
     /// `null` when this page is the last.
@@ -614,7 +618,7 @@ pub(crate) struct KeyList {
     params(ListQuery),
     responses(
         (status = 200, description = "A page of keys", body = KeyList),
-        (status = 422, description = "An unknown or malformed query parameter (`validation_failed`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An unknown or malformed query parameter (`validation_failed`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -663,8 +667,8 @@ fn next_after(v: &[KeyRecord], limit: i64) -> Option<String> {
     tag = "keys",
     params(("id" = String, Path, description = "The key's id (`key_…`)")),
     responses(
-        (status = 200, description = "The key's record", body = crate::admin_openapi::Key),
-        (status = 404, description = "No key with that id, or the key is revoked (`resource_not_found`): `GET /admin/v1/keys?include_revoked=true` lists revoked keys' records", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The key's record", body = crate::admin::openapi::Key),
+        (status = 404, description = "No key with that id, or the key is revoked (`resource_not_found`): `GET /admin/v1/keys?include_revoked=true` lists revoked keys' records", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -697,9 +701,9 @@ pub(crate) async fn show_key(State(st): State<AdminState>, Path(id): Path<String
     tag = "keys",
     params(("id" = String, Path, description = "The key's id (`key_…`)")),
     responses(
-        (status = 200, description = "The revoked key's record", body = crate::admin_openapi::Key),
-        (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The key is revoked already; revocation is final (`conflict`). Or it is the last active admin key, and revoking it would lock everyone out of the admin API (`last_admin_key`): create another admin key first", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The revoked key's record", body = crate::admin::openapi::Key),
+        (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked already; revocation is final (`conflict`). Or it is the last active admin key, and revoking it would lock everyone out of the admin API (`last_admin_key`): create another admin key first", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -724,9 +728,9 @@ pub(crate) async fn delete_key(
     tag = "keys",
     params(("id" = String, Path, description = "The key's id (`key_…`)")),
     responses(
-        (status = 200, description = "The revoked key's record", body = crate::admin_openapi::Key),
-        (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The key is revoked already; revocation is final (`conflict`). Or it is the last active admin key, and revoking it would lock everyone out of the admin API (`last_admin_key`): create another admin key first", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The revoked key's record", body = crate::admin::openapi::Key),
+        (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked already; revocation is final (`conflict`). Or it is the last active admin key, and revoking it would lock everyone out of the admin API (`last_admin_key`): create another admin key first", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -756,9 +760,9 @@ pub(crate) async fn revoke_key(
     tag = "keys",
     params(("id" = String, Path, description = "The key's id (`key_…`)")),
     responses(
-        (status = 200, description = "The key's record", body = crate::admin_openapi::Key),
-        (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The key is revoked (`conflict`), or it is the last active admin key, and disabling it would lock everyone out of the admin API (`last_admin_key`): create another admin key first", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The key's record", body = crate::admin::openapi::Key),
+        (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked (`conflict`), or it is the last active admin key, and disabling it would lock everyone out of the admin API (`last_admin_key`): create another admin key first", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -785,9 +789,9 @@ pub(crate) async fn disable_key(
     tag = "keys",
     params(("id" = String, Path, description = "The key's id (`key_…`)")),
     responses(
-        (status = 200, description = "The key's record", body = crate::admin_openapi::Key),
-        (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The key is revoked (`conflict`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The key's record", body = crate::admin::openapi::Key),
+        (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked (`conflict`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -804,7 +808,7 @@ pub(crate) async fn enable_key(
 }
 
 fn grace_schema() -> utoipa::openapi::Schema {
-    admin_rules::GRACE.schema(
+    rules::GRACE.schema(
         true,
         "How long the old key keeps working: a whole number and a unit (`w`, `d`, `h`, `m`, `s`), parts in that order (`24h`, `1h30m`, `0s` to end it now), at most 3, 4, 5, 6 and 7 digits; default 24 hours.",
     )
@@ -837,11 +841,11 @@ pub(crate) struct RotateBody {
         description = "Optional: an empty body keeps the default grace (24 hours)"
     ),
     responses(
-        (status = 201, description = "The replacement's record and key, shown once", body = crate::admin_openapi::NewKey),
-        (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The key is revoked or expired (`conflict`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 201, description = "The replacement's record and key, shown once", body = crate::admin::openapi::NewKey),
+        (status = 404, description = "No key with that id (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked or expired (`conflict`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         JsonBody,
-        (status = 500, description = "No randomness for the key (`internal_error`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "No randomness for the key (`internal_error`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -856,11 +860,7 @@ pub(crate) async fn rotate_key(
         Ok(b) => b,
         Err(r) => return r,
     };
-    if let Some(Err(m)) = b
-        .grace
-        .as_deref()
-        .map(|g| admin_rules::GRACE.check("grace", g))
-    {
+    if let Some(Err(m)) = b.grace.as_deref().map(|g| rules::GRACE.check("grace", g)) {
         return err(KeyError::Invalid(m));
     }
     let grace = match b.grace.as_deref().map(parse_duration).transpose() {
@@ -888,7 +888,7 @@ pub(crate) struct AuditQuery {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AuditList {
     /// The events.
-    #[schema(value_type = Vec<crate::admin_openapi::AuditEvent>)]
+    #[schema(value_type = Vec<crate::admin::openapi::AuditEvent>)]
     events: Vec<crate::store::AuditEvent>,
 }
 
@@ -903,7 +903,7 @@ pub(crate) struct AuditList {
     params(AuditQuery),
     responses(
         (status = 200, description = "Audit events, newest first", body = AuditList),
-        (status = 422, description = "An unknown or malformed query parameter (`validation_failed`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An unknown or malformed query parameter (`validation_failed`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -939,13 +939,13 @@ impl IntoResponse for KeyError {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct RateLimitStatus {
     /// Where the counters are.
-    #[schema(value_type = crate::admin_openapi::RateLimitBackend)]
+    #[schema(value_type = crate::admin::openapi::RateLimitBackend)]
     backend: &'static str,
     /// What happens while Redis is down.
-    #[schema(value_type = crate::admin_openapi::OnBackendError)]
+    #[schema(value_type = crate::admin::openapi::OnBackendError)]
     on_backend_error: &'static str,
     /// The breaker in front of Redis.
-    #[schema(value_type = crate::admin_openapi::BreakerState)]
+    #[schema(value_type = crate::admin::openapi::BreakerState)]
     breaker: &'static str,
     /// Counters held in this process's memory.
     counters_in_memory: u64,
@@ -970,7 +970,7 @@ pub(crate) struct RateLimitStatus {
     tag = "rate-limit",
     responses(
         (status = 200, description = "The rate limiter's state", body = RateLimitStatus),
-        (status = 404, description = "This gateway has no rate limiter (`resource_not_found`)", body = crate::admin_openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "This gateway has no rate limiter (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))

@@ -4,10 +4,10 @@
 //! in-process services all call [`Guard::check`], so there is one
 //! implementation of every decision.
 
-use crate::identity::{Identity, Refusal};
-use crate::static_key::{self, StaticKey};
+use crate::auth::identity::{Identity, Refusal};
+use crate::auth::static_key::{self, StaticKey};
+use crate::auth::verifier::{CachedKey, KeyRejection, KeyVerdict, Verifier};
 use crate::store::StoreError;
-use crate::verify::{CachedKey, KeyRejection, KeyVerdict, Verifier};
 use http::{HeaderMap, Method};
 use portcullis_core::credential::{CredentialNames, extract};
 use portcullis_core::csrf::{CsrfError, is_unsafe};

@@ -1,6 +1,6 @@
 //! [`RequireLayer`]: protects a whole router or one route, the way
 //! FastAPI's `dependencies=[Security(...)]` does, and optionally rate
-//! limits it. It runs the gateway's own decision ([`crate::guard::Guard`]):
+//! limits it. It runs the gateway's own decision ([`crate::auth::guard::Guard`]):
 //! one credential of the listed schemes, the scopes, CSRF for cookies,
 //! then the rate limit, then the key's quota.
 //!
@@ -23,9 +23,9 @@
 //! # Ok(()) }
 //! ```
 
-use crate::response::problem_response;
+use crate::http::rejection::problem_response;
+use crate::http::verified::{Authenticated, AuthenticatedBy, SecurityScopes};
 use crate::service::Portcullis;
-use crate::verified::{Authenticated, AuthenticatedBy, SecurityScopes};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
@@ -203,7 +203,7 @@ impl RequireLayer {
             // An outer layer admitted the caller: only the scopes remain.
             Some(Authenticated(p)) => {
                 if !p.scopes.covers(&required) {
-                    let p = crate::guard::insufficient_scope(&required);
+                    let p = crate::auth::guard::insufficient_scope(&required);
                     return Err(problem_response(&p, None));
                 }
                 Some(p.clone())

@@ -330,7 +330,7 @@ fn b64(b: &[u8]) -> String {
 
 /// Makes a fresh signing key: the row to store.
 fn generate(alg: SigningAlg, now: i64) -> Result<SigningKeyRow, TokenError> {
-    let kid = crate::keys::new_id("").map_err(|_| TokenError::Key("no randomness"))?;
+    let kid = crate::auth::keys::new_id("").map_err(|_| TokenError::Key("no randomness"))?;
     let (der, jwk) = match alg {
         SigningAlg::EdDSA => {
             let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())

@@ -10,15 +10,15 @@
 //! cache never holds a password, and its keys are useless outside this
 //! process.
 
+use crate::auth::jwt::{AccessGrant, TokenReject, Tokens};
+use crate::auth::keys::{KeyError, new_id};
+use crate::auth::password::{PasswordError, Passwords, check_length, is_supported_hash};
+use crate::auth::throttle::Throttle;
 use crate::clock::SharedClock;
-use crate::keys::{KeyError, new_id};
-use crate::password::{PasswordError, Passwords, check_length, is_supported_hash};
 use crate::store::identity::{
     ClientAuth, ClientRecord, NewClient, NewUser, SessionRow, UserAuth, UserRecord, subject_hash,
 };
 use crate::store::{NewAudit, Store, StoreError};
-use crate::throttle::Throttle;
-use crate::tokens::{AccessGrant, TokenReject, Tokens};
 use hmac::{Hmac, Mac};
 use moka::sync::Cache;
 use portcullis_core::csrf::{self, CsrfError};
@@ -200,7 +200,7 @@ pub fn check_username(name: &str) -> Result<(), IdentityError> {
     }
 }
 
-const GRANTS: &[&str] = &crate::admin_rules::GRANTS;
+const GRANTS: &[&str] = &crate::admin::rules::GRANTS;
 
 impl Identity {
     /// Builds the identity service; the CSRF key is generated on first
@@ -463,7 +463,7 @@ impl Identity {
         actor: &str,
     ) -> Result<NewClientSecret, IdentityError> {
         // The same rule as key names (and the admin API's document).
-        if crate::keys::check_label("name", name).is_err() {
+        if crate::auth::keys::check_label("name", name).is_err() {
             return Err(IdentityError::Invalid(
                 "a client name is 1-128 characters, not only spaces, with no control characters"
                     .into(),

@@ -1,0 +1,21 @@
+//! Who is calling: reading nothing from HTTP, these modules check the
+//! credentials a request carries and manage what they are checked against.
+//!
+//! - [`guard`]: the one decision every entrance runs — find the single
+//!   credential, verify it, check scopes;
+//! - [`verifier`]: API keys — format check, cache, then store;
+//! - [`keys`]: creating, rotating, revoking and disabling keys;
+//! - [`static_key`]: one fixed key from the environment;
+//! - [`jwt`]: signing keys, issuing and verifying access tokens, the JWKS;
+//! - [`identity`]: users, OAuth2 clients and browser sessions;
+//! - [`password`]: Argon2id hashing (bcrypt verified for imports);
+//! - [`throttle`]: brute-force protection for password checks.
+
+pub mod guard;
+pub mod identity;
+pub mod jwt;
+pub mod keys;
+pub mod password;
+pub mod static_key;
+pub mod throttle;
+pub mod verifier;
