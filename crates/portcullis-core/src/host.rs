@@ -21,10 +21,12 @@
 //! disagree about which host a request is for.
 
 use std::borrow::Cow;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 use http::header::HOST;
 use http::{HeaderMap, Uri, Version};
+
+use crate::authority::{self, HostKind, Syntax, classify_name, lowercase, parse_port};
 
 /// Host rules from config: `"api.example.com"` (exact) and
 /// `"*.example.com"` (any subdomain at any depth, not the bare domain), or
@@ -156,13 +158,6 @@ enum Rule {
     Ipv6(Ipv6Addr),
 }
 
-/// What a syntactically valid name is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Name,
-    Ipv4,
-}
-
 impl TrustedHosts {
     /// Reads the configured patterns. Case does not matter; duplicates are
     /// ignored.
@@ -240,11 +235,11 @@ fn read_pattern(p: &str) -> Result<Rule, Problem> {
     if host.contains(':') {
         return Err(colon_problem(host));
     }
-    match (classify(host), wild) {
-        (Some(Kind::Name), true) => Ok(Rule::Suffix(format!(".{host}"))),
-        (Some(_), false) => Ok(Rule::Exact(host.to_owned())),
+    match (classify_name(host, Syntax::HostHeader), wild) {
+        (Ok(HostKind::Name), true) => Ok(Rule::Suffix(format!(".{host}"))),
+        (Ok(_), false) => Ok(Rule::Exact(host.to_owned())),
         // `*.10.0.0.1` names no subdomain of anything.
-        (Some(Kind::Ipv4), true) | (None, _) => Err(Problem::Invalid),
+        (Ok(_), true) | (Err(_), _) => Err(Problem::Invalid),
     }
 }
 
@@ -269,51 +264,13 @@ fn colon_problem(host: &str) -> Problem {
         return Problem::Ipv6Unbracketed;
     }
     match host.split_once(':') {
-        Some((name, port)) if classify(name).is_some() && parse_port(port).is_some() => {
+        Some((name, port))
+            if classify_name(name, Syntax::HostHeader).is_ok() && parse_port(port).is_ok() =>
+        {
             Problem::Port
         }
         _ => Problem::Invalid,
     }
-}
-
-/// Whether `name` is a host name or an IPv4 literal, in either case.
-/// A name whose last label is all digits must be a valid IPv4 address:
-/// `127.1` or `010.0.0.1` mean something else to some resolvers.
-fn classify(name: &str) -> Option<Kind> {
-    if name.is_empty() || name.len() > 253 {
-        return None;
-    }
-    let mut last = "";
-    for label in name.split('.') {
-        if !is_label(label) {
-            return None;
-        }
-        last = label;
-    }
-    if last.bytes().all(|b| b.is_ascii_digit()) {
-        return name.parse::<Ipv4Addr>().ok().map(|_| Kind::Ipv4);
-    }
-    Some(Kind::Name)
-}
-
-/// One DNS label: 1–63 letters, digits and `-`, not at either end. An
-/// empty label (`a..b`, a trailing dot) fails here.
-fn is_label(label: &str) -> bool {
-    (1..=63).contains(&label.len())
-        && label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !label.starts_with('-')
-        && !label.ends_with('-')
-}
-
-/// A port of 1 to 5 digits, 1–65535. `u16::from_str` alone would take a
-/// leading `+`.
-pub(crate) fn parse_port(port: &str) -> Option<u16> {
-    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    port.parse().ok().filter(|p| *p != 0)
 }
 
 /// Why a request's host was refused (all map to 400 "Invalid host
@@ -426,55 +383,17 @@ fn single_host_header(headers: &HeaderMap) -> Result<Option<&str>, HostError> {
     }
 }
 
-/// Reads `host[:port]`. Every character outside the host and port grammar
-/// (whitespace, controls, `@`, `/`, `_`) makes it Malformed.
+/// Reads `host[:port]` as a Host header ([`Syntax::HostHeader`]). Every
+/// character outside the host and port grammar (whitespace, controls, `@`,
+/// `/`, `_`) makes it Malformed; which rule it broke is not the client's
+/// business.
 fn parse_authority(value: &str) -> Result<RequestHost<'_>, HostError> {
-    let (host, port) = split_port(value).ok_or(HostError::Malformed)?;
-    let port = match port {
-        Some(p) => Some(parse_port(p).ok_or(HostError::Malformed)?),
-        None => None,
-    };
-    let well_formed = match host.strip_prefix('[') {
-        Some(inner) => inner
-            .strip_suffix(']')
-            .is_some_and(|a| a.parse::<Ipv6Addr>().is_ok()),
-        None => classify(host).is_some(),
-    };
-    if !well_formed {
-        return Err(HostError::Malformed);
-    }
+    let a =
+        authority::parse_authority(value, Syntax::HostHeader).map_err(|_| HostError::Malformed)?;
     Ok(RequestHost {
-        name: lowercase(host),
-        port,
+        name: lowercase(a.host),
+        port: a.port,
     })
-}
-
-/// Splits off `:port`; the host of a bracketed IPv6 literal keeps its
-/// brackets. `None` when something follows `]` other than a port.
-fn split_port(value: &str) -> Option<(&str, Option<&str>)> {
-    if value.starts_with('[') {
-        let close = value.find(']')?;
-        let (host, after) = value.split_at(close + 1);
-        return match after {
-            "" => Some((host, None)),
-            _ => after.strip_prefix(':').map(|p| (host, Some(p))),
-        };
-    }
-    // A second colon lands in the port and fails there, which is how an
-    // unbracketed IPv6 address is refused.
-    Some(match value.split_once(':') {
-        Some((host, port)) => (host, Some(port)),
-        None => (value, None),
-    })
-}
-
-/// Lowercases only when needed: most clients already send lowercase.
-fn lowercase(s: &str) -> Cow<'_, str> {
-    if s.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(s.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(s)
-    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! `cargo tree -p portcullis-core` shows no tokio, hyper, axum or sqlx; the
 //! test suite checks that.
 
+pub mod authority;
 pub mod base62;
 pub mod basic;
 pub mod cors;
