@@ -151,13 +151,7 @@ impl H2Watch {
                     }
                 }
                 State::Header(h, have) => {
-                    let n = (9 - *have).min(bytes.len());
-                    if let (Some(dst), Some(src)) = (h.get_mut(*have..*have + n), bytes.get(..n)) {
-                        dst.copy_from_slice(src);
-                    }
-                    *have += n;
-                    bytes = bytes.get(n..).unwrap_or(&[]);
-                    if *have == 9 {
+                    if fill(h, have, &mut bytes) {
                         let h = *h;
                         if let Some(f) = self.frame(&h, now_ms) {
                             self.flagged = Some(f);
@@ -167,13 +161,7 @@ impl H2Watch {
                     }
                 }
                 State::Window(w, have) => {
-                    let n = (4 - *have).min(bytes.len());
-                    if let (Some(dst), Some(src)) = (w.get_mut(*have..*have + n), bytes.get(..n)) {
-                        dst.copy_from_slice(src);
-                    }
-                    *have += n;
-                    bytes = bytes.get(n..).unwrap_or(&[]);
-                    if *have == 4 {
+                    if fill(w, have, &mut bytes) {
                         let inc = u32::from_be_bytes(*w) & 0x7fff_ffff;
                         self.state = State::Header([0; 9], 0);
                         if inc < SMALL_WINDOW_UPDATE
@@ -295,6 +283,19 @@ pub fn goaway(last_stream: u32, code: u32) -> [u8; 17] {
     f[9..13].copy_from_slice(&(last_stream & 0x7fff_ffff).to_be_bytes());
     f[13..17].copy_from_slice(&code.to_be_bytes());
     f
+}
+
+/// Copies what fits from the front of `bytes` into `buf[*have..]`,
+/// advancing both; true once `buf` is full. A frame header or a
+/// WINDOW_UPDATE increment may arrive split across reads.
+fn fill(buf: &mut [u8], have: &mut usize, bytes: &mut &[u8]) -> bool {
+    let n = buf.len().saturating_sub(*have).min(bytes.len());
+    if let (Some(dst), Some(src)) = (buf.get_mut(*have..*have + n), bytes.get(..n)) {
+        dst.copy_from_slice(src);
+    }
+    *have += n;
+    *bytes = bytes.get(n..).unwrap_or(&[]);
+    *have == buf.len()
 }
 
 #[cfg(test)]

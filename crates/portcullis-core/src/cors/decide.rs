@@ -138,7 +138,7 @@ impl Cors {
         out.remove(ALLOW_PRIVATE_NETWORK);
         out.remove(ACCESS_CONTROL_ALLOW_HEADERS);
 
-        let origin = self.allowed_origin(req);
+        let origin = self.allowed_origin(single_origin(req));
         let pna_requested = req
             .get(REQUEST_PRIVATE_NETWORK)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
@@ -166,13 +166,7 @@ impl Cors {
         add_vary(out, &VARY_PREFLIGHT, VARY_PREFLIGHT_JOINED);
 
         if let Some(origin) = origin {
-            out.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            if self.credentials {
-                out.insert(
-                    ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                    HeaderValue::from_static("true"),
-                );
-            }
+            self.allow(origin, out);
             if pna_requested && self.private_network {
                 out.insert(ALLOW_PRIVATE_NETWORK, HeaderValue::from_static("true"));
             }
@@ -201,20 +195,8 @@ impl Cors {
     /// request's headers by the time the response is ready.
     pub fn apply_origin(&self, origin: Option<&HeaderValue>, out: &mut HeaderMap) {
         strip_cors(out);
-        let allowed = origin
-            .filter(|o| self.allows_origin(o.as_bytes()))
-            .map(|o| match self.origins {
-                Origins::Any => HeaderValue::from_static("*"),
-                Origins::List(_) => o.clone(),
-            });
-        if let Some(origin) = allowed {
-            out.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            if self.credentials {
-                out.insert(
-                    ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                    HeaderValue::from_static("true"),
-                );
-            }
+        if let Some(origin) = self.allowed_origin(origin) {
+            self.allow(origin, out);
             if let Some(v) = &self.expose_headers {
                 out.insert(ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
             }
@@ -237,18 +219,28 @@ impl Cors {
         }
     }
 
-    /// The `Access-Control-Allow-Origin` value for this request, if its
-    /// origin is allowed. Two `Origin` lines are refused: no browser sends
-    /// them, and a proxy might read the other one.
-    fn allowed_origin(&self, req: &HeaderMap) -> Option<HeaderValue> {
-        let origin = single_origin(req)?;
-        if !self.allows_origin(origin.as_bytes()) {
-            return None;
-        }
+    /// The `Access-Control-Allow-Origin` value for the request's one
+    /// `Origin` (from [`single_origin`]: two lines are refused, as no
+    /// browser sends them and a proxy might read the other one), if it is
+    /// allowed.
+    fn allowed_origin(&self, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
+        let origin = origin.filter(|o| self.allows_origin(o.as_bytes()))?;
         Some(match self.origins {
             Origins::Any => HeaderValue::from_static("*"),
             Origins::List(_) => origin.clone(),
         })
+    }
+
+    /// Lets `origin` read the answer: `Allow-Origin`, and `Allow-Credentials`
+    /// when credentials are on. Preflight and actual answers alike.
+    fn allow(&self, origin: HeaderValue, out: &mut HeaderMap) {
+        out.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        if self.credentials {
+            out.insert(
+                ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
     }
 
     /// The one `Access-Control-Request-Method` is configured, exactly
