@@ -320,17 +320,32 @@ pub(super) fn parse_methods(list: &[String]) -> Result<Vec<String>, CorsConfigEr
                 ),
             ));
         }
-        if let Some(j) = list
-            .get(..i)
-            .and_then(|prev| prev.iter().position(|p| p == m))
-        {
-            return Err(CorsConfigError::new(
-                field,
-                format!("{} is listed twice (also allow_methods[{j}])", quote(m)),
-            ));
-        }
+        // Methods compare case-sensitively, as preflights are matched.
+        not_repeated(list, i, "allow_methods", |p, m| p == m)?;
     }
     Ok(list.to_vec())
+}
+
+/// Refuses `list[i]` when an earlier entry is the `same`, naming both.
+fn not_repeated(
+    list: &[String],
+    i: usize,
+    field: &str,
+    same: impl Fn(&str, &str) -> bool,
+) -> Result<(), CorsConfigError> {
+    let Some(item) = list.get(i) else {
+        return Ok(());
+    };
+    match list
+        .get(..i)
+        .and_then(|prev| prev.iter().position(|p| same(p, item)))
+    {
+        Some(j) => Err(CorsConfigError::new(
+            format!("{field}[{i}]"),
+            format!("{} is listed twice (also {field}[{j}])", quote(item)),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Checks a list of header names: valid, each listed once (ignoring case).
@@ -343,15 +358,7 @@ fn check_header_names(list: &[String], field: &str) -> Result<(), CorsConfigErro
                 format!("{} is not a valid header name", quote(h)),
             ));
         }
-        if let Some(j) = list
-            .get(..i)
-            .and_then(|prev| prev.iter().position(|p| p.eq_ignore_ascii_case(h)))
-        {
-            return Err(CorsConfigError::new(
-                here,
-                format!("{} is listed twice (also {field}[{j}])", quote(h)),
-            ));
-        }
+        not_repeated(list, i, field, str::eq_ignore_ascii_case)?;
     }
     Ok(())
 }
