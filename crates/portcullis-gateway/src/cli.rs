@@ -4,13 +4,15 @@ use crate::config::{self, Config, LogFormat};
 use crate::gateway::App;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use portcullis::admin::identity::{client_created_json, parse_user_import, split_list};
-use portcullis::admin::{self, AdminState, created_json, spec_from_parts};
+use portcullis::admin::{self, AdminState};
 use portcullis::auth::guard::Guard;
 use portcullis::auth::identity::{Identity, IdentityError, check_username};
 use portcullis::auth::jwt::SigningAlg;
 use portcullis::auth::keys::KeyService;
 use portcullis::auth::password::{PasswordError, check_length};
+use portcullis::auth::specs::{
+    KeyRequest, client_created_json, created_json, parse_user_import, split_list,
+};
 use portcullis::auth::verifier::Verifier;
 use portcullis::clock::{SharedClock, SystemClock};
 use portcullis::store::StoreError;
@@ -433,16 +435,13 @@ async fn init(cfg: &Config) -> Result<()> {
         );
     }
     let svc = KeyService::new(store, clock(), None);
-    let spec = spec_from_parts(
-        "initial admin".into(),
-        Some("admin".into()),
-        Some("admin"),
-        None,
-        None,
-        None,
-        None,
-        None,
-    )?;
+    let spec = KeyRequest {
+        name: "initial admin".into(),
+        owner: Some("admin".into()),
+        scopes: Some("admin".into()),
+        ..KeyRequest::default()
+    }
+    .into_spec()?;
     let created = svc.create("cli", &spec).await.map_err(key_err)?;
     eprintln!(
         "store ready at {}",
@@ -478,20 +477,19 @@ async fn keys(cfg: &Config, cmd: KeysCmd) -> Result<()> {
                         .map_err(|e| UsageError(format!("--metadata: not JSON: {e}")))
                 })
                 .transpose()?;
-            let spec = spec_from_parts(
+            let spec = KeyRequest {
                 name,
                 owner,
-                scopes.as_deref(),
+                scopes,
                 env,
-                expires.as_deref(),
+                expires_in: expires,
                 uses,
-                rate,
+                refill,
+                refill_amount: None,
+                rate_limit: rate,
                 metadata,
-            )
-            .and_then(|mut s| {
-                s.refill = portcullis::admin::refill_from(refill.as_deref(), None, uses)?;
-                Ok(s)
-            })
+            }
+            .into_spec()
             .map_err(|e| UsageError(e.to_string()))?;
             let created = svc.create("cli", &spec).await.map_err(key_err)?;
             if json {

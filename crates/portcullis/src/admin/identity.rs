@@ -1,16 +1,14 @@
 //! The admin API for users and OAuth2 clients (`/admin/v1/users`,
 //! `/admin/v1/clients`), merged into [`crate::admin::router`] behind the
 //! same admin check. Without an identity service every route answers 404.
-//!
-//! Also the pieces the CLI shares with it: the JSON of a new client and
-//! the reader for `users import` files.
 
 use crate::admin::openapi::{Guarded, JsonBody};
 use crate::admin::rules;
-use crate::admin::{AdminState, Route, ScopeList, actor, json, read_json, with_routes};
+use crate::admin::{AdminState, Route, actor, checked_scopes, json, read_json, with_routes};
 
-use crate::auth::identity::{IdentityError, NewClientSecret};
+use crate::auth::identity::IdentityError;
 use crate::auth::password::PasswordError;
+use crate::auth::specs::{ScopeList, client_created_json, split_list};
 use crate::http::rejection::problem_response;
 use crate::store::StoreError;
 use axum::Router;
@@ -18,7 +16,7 @@ use axum::extract::{Path, Request, State};
 use axum::response::Response;
 use axum::routing::on;
 use http::{Method, StatusCode};
-use portcullis_core::{ErrorCode, Problem, Scopes, Secret};
+use portcullis_core::{ErrorCode, Problem, Secret};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -137,35 +135,6 @@ fn not_configured() -> Response {
     )
 }
 
-/// Scopes from a string (space- or comma-separated) or a list of single
-/// scopes.
-fn scopes_of(s: Option<ScopeList>) -> Result<Scopes, String> {
-    let parsed = match s {
-        None => Ok(Scopes::empty()),
-        Some(ScopeList::One(s)) => Scopes::parse(&s),
-        Some(ScopeList::Many(v)) => {
-            if v.iter().any(|s| s.contains([' ', ','])) {
-                return Err("scopes: each list item must be a single scope".into());
-            }
-            Scopes::from_iter_checked(v.iter().map(String::as_str))
-        }
-    };
-    parsed.map_err(|e| format!("scopes: {e}"))
-}
-
-/// The JSON for a new client: its id and secret (shown once) and its
-/// record.
-pub fn client_created_json(c: &NewClientSecret) -> serde_json::Value {
-    let mut v = serde_json::to_value(&c.record).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.insert(
-            "client_secret".into(),
-            serde_json::Value::String(c.secret.expose().clone()),
-        );
-    }
-    v
-}
-
 // ---- users -----------------------------------------------------------
 
 /// Every user.
@@ -261,7 +230,7 @@ pub(crate) async fn create_user(State(st): State<AdminState>, req: Request) -> R
         return invalid(m);
     }
     let password = Secret::new(b.password);
-    let scopes = match b.scopes.map(ScopeList::into_scopes).transpose() {
+    let scopes = match b.scopes.map(checked_scopes).transpose() {
         Ok(s) => s.unwrap_or_default(),
         Err(m) => return invalid(m),
     };
@@ -500,7 +469,7 @@ pub(crate) async fn create_client(State(st): State<AdminState>, req: Request) ->
     if let Err(m) = rules::LABEL.check("name", &b.name) {
         return invalid(m);
     }
-    let scopes = match b.scopes.map(ScopeList::into_scopes).transpose() {
+    let scopes = match b.scopes.map(checked_scopes).transpose() {
         Ok(s) => s.unwrap_or_default(),
         Err(m) => return invalid(m),
     };
@@ -548,128 +517,5 @@ pub(crate) async fn revoke_client(
     match id.revoke_client(&client_id, &actor(&req)).await {
         Ok(r) => json(StatusCode::OK, &r),
         Err(e) => err(&e, &no_client(&client_id)),
-    }
-}
-
-/// Splits a comma- or space-separated list, dropping empty items.
-pub fn split_list(s: &str) -> Vec<String> {
-    s.split([',', ' '])
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-// ---- user import -----------------------------------------------------
-
-#[derive(Deserialize)]
-struct ImportEntry {
-    username: Option<String>,
-    hashed_password: String,
-    #[serde(default)]
-    scopes: Option<ScopeList>,
-    #[serde(default)]
-    disabled: Option<bool>,
-}
-
-/// One user to import: name, hash, scopes, disabled.
-pub type ImportedUser = (String, String, Scopes, bool);
-
-/// Reads a `users import` file: a JSON array of
-/// `{"username","hashed_password","scopes"?,"disabled"?}` or an object
-/// mapping each name to such an object (FastAPI's `fake_users_db`; the
-/// inner `username`, when present, must match its key). Other fields
-/// (`full_name`, `email`, …) are ignored. Every mistake is
-/// [`IdentityError::Invalid`] naming the entry.
-pub fn parse_user_import(bytes: &[u8]) -> Result<Vec<ImportedUser>, IdentityError> {
-    let invalid = |m: String| IdentityError::Invalid(m);
-    let top: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| invalid(format!("not JSON: {e}")))?;
-    // (label for messages, the key in the object form, the entry)
-    let entries: Vec<(String, Option<String>, serde_json::Value)> = match top {
-        serde_json::Value::Array(v) => v
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| (format!("entry {}", i + 1), None, e))
-            .collect(),
-        serde_json::Value::Object(m) => m
-            .into_iter()
-            .map(|(k, e)| (format!("user {k:?}"), Some(k), e))
-            .collect(),
-        _ => {
-            return Err(invalid(
-                "expected an array of users or an object mapping names to users".into(),
-            ));
-        }
-    };
-    let mut out = Vec::with_capacity(entries.len());
-    for (label, key, v) in entries {
-        let e: ImportEntry =
-            serde_json::from_value(v).map_err(|e| invalid(format!("{label}: {e}")))?;
-        let username = match (key, e.username) {
-            (Some(k), Some(u)) if k != u => {
-                return Err(invalid(format!(
-                    "{label}: its username {u:?} differs from its key"
-                )));
-            }
-            (Some(k), _) => k,
-            (None, Some(u)) => u,
-            (None, None) => return Err(invalid(format!("{label}: missing field `username`"))),
-        };
-        let scopes = scopes_of(e.scopes).map_err(|m| invalid(format!("{label}: {m}")))?;
-        out.push((
-            username,
-            e.hashed_password,
-            scopes,
-            e.disabled.unwrap_or(false),
-        ));
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const H: &str = "$2b$12$EixZaYVK1fsbw1ZfbX3OXePaWxn96p36WQoeG6Lruj3vjPGga31lW";
-
-    #[test]
-    fn import_array_and_map() {
-        let arr = format!(
-            r#"[{{"username":"a","hashed_password":"{H}","scopes":["x","y"]}},
-               {{"username":"b","hashed_password":"{H}","scopes":"x y","disabled":true}}]"#
-        );
-        let v = parse_user_import(arr.as_bytes()).unwrap();
-        assert_eq!(v.len(), 2);
-        assert_eq!(v[0].0, "a");
-        assert_eq!(v[0].2.to_space_separated(), "x y");
-        assert!(v[1].3);
-
-        let map = format!(
-            r#"{{"johndoe": {{"username":"johndoe","full_name":"John Doe","email":"j@example.com","hashed_password":"{H}","disabled":false}},
-                "alice": {{"hashed_password":"{H}"}}}}"#
-        );
-        let mut v = parse_user_import(map.as_bytes()).unwrap();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(v[0].0, "alice");
-        assert_eq!(v[1].0, "johndoe");
-        assert!(!v[1].3);
-    }
-
-    #[test]
-    fn import_mistakes() {
-        let bad = [
-            "3".to_owned(),
-            "not json".to_owned(),
-            r#"[{"username":"a"}]"#.to_owned(),
-            format!(r#"[{{"hashed_password":"{H}"}}]"#),
-            format!(r#"{{"a": {{"username":"b","hashed_password":"{H}"}}}}"#),
-            format!(r#"[{{"username":"a","hashed_password":"{H}","scopes":["x y"]}}]"#),
-            format!(r#"[{{"username":"a","hashed_password":"{H}","disabled":"no"}}]"#),
-        ];
-        for b in bad {
-            let e = parse_user_import(b.as_bytes()).unwrap_err();
-            assert!(matches!(e, IdentityError::Invalid(_)), "{b}");
-        }
     }
 }

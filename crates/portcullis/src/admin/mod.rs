@@ -11,7 +11,8 @@ use crate::admin::openapi::{Guarded, JsonBody};
 use crate::auth::guard::Head;
 use crate::auth::guard::{Guard, Policy};
 use crate::auth::identity::Identity;
-use crate::auth::keys::{CreatedKey, KeyError, KeyService, KeySpec};
+use crate::auth::keys::{KeyError, KeyService};
+use crate::auth::specs::{KeyRequest, ScopeList, created_json};
 use crate::http::rejection::problem_response;
 use crate::store::{ADMIN_SCOPE, KeyFilter, KeyRecord, LastAdmin};
 use axum::Router;
@@ -255,18 +256,9 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Scopes: one string, space- or comma-separated (`"data:read data:write"`),
-/// or a list of single scopes. Its schema is
-/// [`rules::scope_list_schema`].
-#[derive(Deserialize)]
-#[serde(untagged)]
-pub(crate) enum ScopeList {
-    /// Space- or comma-separated.
-    One(String),
-    /// One scope per item.
-    Many(Vec<String>),
-}
-
+// The scopes of a body: [`ScopeList`], read as the CLI reads them; its
+// schema is [`rules::scope_list_schema`], its rules those of
+// [`checked_scopes`].
 impl utoipa::PartialSchema for ScopeList {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
         rules::scope_list_schema()
@@ -275,26 +267,24 @@ impl utoipa::PartialSchema for ScopeList {
 
 impl ToSchema for ScopeList {}
 
-impl ScopeList {
-    /// The scopes, by the admin API's rules ([`rules::SCOPES`],
-    /// [`rules::SCOPE`]); `Err` is the `detail`.
-    pub(crate) fn into_scopes(self) -> Result<Scopes, String> {
-        let parsed = match self {
-            ScopeList::One(s) => {
-                rules::SCOPES.check("scopes", &s)?;
-                Scopes::parse(&s)
+/// The scopes of a body, by the admin API's rules ([`rules::SCOPES`],
+/// [`rules::SCOPE`]); `Err` is the `detail`.
+pub(crate) fn checked_scopes(list: ScopeList) -> Result<Scopes, String> {
+    let parsed = match list {
+        ScopeList::One(s) => {
+            rules::SCOPES.check("scopes", &s)?;
+            Scopes::parse(&s)
+        }
+        ScopeList::Many(v) => {
+            for (i, one) in v.iter().enumerate() {
+                rules::SCOPE.check(&format!("scopes[{i}]"), one)?;
             }
-            ScopeList::Many(v) => {
-                for (i, one) in v.iter().enumerate() {
-                    rules::SCOPE.check(&format!("scopes[{i}]"), one)?;
-                }
-                Scopes::from_iter_checked(v.iter().map(String::as_str))
-            }
-        };
-        // Not reached for values the rules took (a unit test checks the
-        // rules against the parser).
-        parsed.map_err(|e| format!("scopes: {e}"))
-    }
+            Scopes::from_iter_checked(v.iter().map(String::as_str))
+        }
+    };
+    // Not reached for values the rules took (a unit test checks the
+    // rules against the parser).
+    parsed.map_err(|e| format!("scopes: {e}"))
 }
 
 /// Reads a member that may be left out but is not `null`: members that
@@ -432,77 +422,6 @@ impl CreateBody {
     }
 }
 
-/// A key's refill from `refill` (`day` / `month`) and an amount, which
-/// defaults to `uses`.
-pub fn refill_from(
-    refill: Option<&str>,
-    amount: Option<i64>,
-    uses: Option<i64>,
-) -> Result<Option<portcullis_core::quota::RefillPlan>, KeyError> {
-    let Some(r) = refill else {
-        if amount.is_some() {
-            return Err(KeyError::Invalid(
-                "refill_amount: needs refill (day or month)".into(),
-            ));
-        }
-        return Ok(None);
-    };
-    let every = portcullis_core::quota::Refill::parse(r).ok_or_else(|| {
-        KeyError::Invalid(format!(
-            "refill: {:?} is not day or month",
-            r.chars().take(32).collect::<String>()
-        ))
-    })?;
-    let amount = amount.or(uses).ok_or_else(|| {
-        KeyError::Invalid(
-            "refill: say how many uses each refill gives (uses or refill_amount)".into(),
-        )
-    })?;
-    Ok(Some(portcullis_core::quota::RefillPlan { every, amount }))
-}
-
-/// Builds a spec from the fields the CLI and the admin API share.
-#[allow(clippy::too_many_arguments)]
-pub fn spec_from_parts(
-    name: String,
-    owner: Option<String>,
-    scopes: Option<&str>,
-    env: Option<String>,
-    expires_in: Option<&str>,
-    uses: Option<i64>,
-    rate_limit: Option<String>,
-    metadata: Option<serde_json::Value>,
-) -> Result<KeySpec, KeyError> {
-    let scopes = Scopes::parse(scopes.unwrap_or(""))
-        .map_err(|e| KeyError::Invalid(format!("scopes: {e}")))?;
-    let owner = owner.unwrap_or_else(|| name.clone());
-    let mut spec = KeySpec::new(name, owner, scopes);
-    if let Some(env) = env {
-        spec.env = env;
-    }
-    spec.expires_in = expires_in
-        .map(|e| parse_duration(e).map_err(|e| KeyError::Invalid(format!("expires_in: {e}"))))
-        .transpose()?;
-    spec.uses = uses;
-    spec.rate_limit = rate_limit;
-    if let Some(m) = metadata {
-        spec.metadata = m;
-    }
-    Ok(spec)
-}
-
-/// The JSON for a newly created key: the key itself (shown once) and its record.
-pub fn created_json(c: &CreatedKey) -> serde_json::Value {
-    let mut v = serde_json::to_value(&c.record).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.insert(
-            "key".into(),
-            serde_json::Value::String(c.key.expose().to_owned()),
-        );
-    }
-    v
-}
-
 /// Create a key
 ///
 /// The answer holds the key itself, shown this once; only its SHA-256 is
@@ -529,24 +448,23 @@ pub(crate) async fn create_key(State(st): State<AdminState>, req: Request) -> Re
     if let Err(m) = b.check() {
         return err(KeyError::Invalid(m));
     }
-    let scopes = match b.scopes.map(ScopeList::into_scopes).transpose() {
+    let scopes = match b.scopes.map(checked_scopes).transpose() {
         Ok(s) => s.unwrap_or_default().to_space_separated(),
         Err(m) => return err(KeyError::Invalid(m)),
     };
-    let spec = match spec_from_parts(
-        b.name,
-        b.owner,
-        Some(&scopes),
-        b.env,
-        b.expires_in.as_deref(),
-        b.uses,
-        b.rate_limit,
-        b.metadata,
-    )
-    .and_then(|mut s| {
-        s.refill = refill_from(b.refill.as_deref(), b.refill_amount, b.uses)?;
-        Ok(s)
-    }) {
+    let request = KeyRequest {
+        name: b.name,
+        owner: b.owner,
+        scopes: Some(scopes),
+        env: b.env,
+        expires_in: b.expires_in,
+        uses: b.uses,
+        refill: b.refill,
+        refill_amount: b.refill_amount,
+        rate_limit: b.rate_limit,
+        metadata: b.metadata,
+    };
+    let spec = match request.into_spec() {
         Ok(s) => s,
         Err(e) => return err(e),
     };

@@ -8,6 +8,8 @@
 //! - [`static_key`]: one fixed key from the environment;
 //! - [`jwt`]: signing keys, issuing and verifying access tokens, the JWKS;
 //! - [`identity`]: users, OAuth2 clients and browser sessions;
+//! - [`specs`]: what an operator asks for (a key, a user import), read
+//!   once for the CLI and the admin API;
 //! - [`password`]: Argon2id hashing (bcrypt verified for imports);
 //! - [`throttle`]: brute-force protection for password checks.
 
@@ -16,6 +18,7 @@ pub mod identity;
 pub mod jwt;
 pub mod keys;
 pub mod password;
+pub mod specs;
 pub mod static_key;
 pub mod throttle;
 pub mod verifier;
