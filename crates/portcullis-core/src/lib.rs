@@ -39,3 +39,4 @@ pub use route::{RouteMatch, RouteTable};
 pub use scope::Scopes;
 pub use secret::Secret;
 pub mod net;
+pub mod origin;

@@ -9,19 +9,21 @@ use crate::serve::Conn;
 use axum::body::Body;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use portcullis::auth::guard::{Guard, Head, Policy};
-use portcullis::edge::{canonical_uri, path_problem};
-use portcullis::ratelimit::{
-    Limiter, MemoryLimiter, Plan, Pool, RedisLimiter, Verdict, write_headers,
+use portcullis::auth::guard::Guard;
+use portcullis::pipeline::early::{self, RedirectTo};
+use portcullis::pipeline::finish::{Author, Finish, finish};
+use portcullis::pipeline::{
+    Admitted, Demand, Entrance, Pipeline, RateDemand, Refused, RequestView,
 };
+use portcullis::ratelimit::{Limiter, MemoryLimiter, Pool, RedisLimiter};
 use portcullis::rejection::problem_response;
 use portcullis::store::Store;
 use portcullis_core::cors::Cors;
-use portcullis_core::host::{HostError, TrustedHosts, check_authority, request_host};
 use portcullis_core::net::{client_ip, is_trusted};
+use portcullis_core::origin::{Arrival, browser_origin, is_https};
 use portcullis_core::route::{RouteMatch, RouteTable};
 use portcullis_core::{ErrorCode, Principal, Problem};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -31,8 +33,8 @@ pub struct App {
     /// The config.
     pub cfg: Config,
     routes: RouteTable<Arc<Route>>,
-    /// The guard.
-    pub guard: Guard,
+    /// The phases every request passes (the guard and the limiter).
+    pipeline: Pipeline,
     proxy: Proxy,
     store: Store,
     seq: AtomicU64,
@@ -41,6 +43,19 @@ pub struct App {
     pub limiter: Arc<Limiter>,
     // Where JSON access-log lines go directly; `None`: through `tracing`.
     access_sink: Option<crate::logwriter::BatchLog>,
+}
+
+/// One request's context: where it came from, its id, and what the
+/// access log will say about it.
+struct Ctx<'c> {
+    conn: &'c Conn,
+    /// The client's address, as far as it can be trusted.
+    client: IpAddr,
+    /// How it reached us.
+    arrival: Arrival,
+    /// Its `X-Request-Id`.
+    rid: String,
+    out: Outcome,
 }
 
 /// What the access log says about a request.
@@ -81,8 +96,10 @@ impl App {
                 cfg.rate_limit.on_backend_error,
             ),
         };
+        let limiter = Arc::new(limiter);
         Ok(App {
-            limiter: Arc::new(limiter),
+            pipeline: Pipeline::new(guard, limiter.clone(), cfg.rate_limit.legacy_headers),
+            limiter,
             proxy: Proxy::new(
                 cfg.connect_timeout,
                 cfg.routes.iter().filter_map(|r| match &r.upstream {
@@ -94,7 +111,6 @@ impl App {
             ),
             cfg,
             routes,
-            guard,
             store,
             seq: AtomicU64::new(0),
             id_prefix,
@@ -120,19 +136,22 @@ impl App {
         )
     }
 
-    /// Handles one request from `conn`: the checks every request passes
-    /// before routing (framing, head size, host, HTTPS), then
-    /// [`App::dispatch`], then the response headers and the access log.
+    /// The guard.
+    pub fn guard(&self) -> &Guard {
+        self.pipeline.guard()
+    }
+
+    /// Handles one request from `conn`: the checks on the connection
+    /// (framing, head size), the pipeline's `early` phase (host, path,
+    /// HTTPS), then [`App::dispatch`], then `finish` and the access log.
     pub async fn handle(self: Arc<Self>, conn: Conn, mut req: Request<Body>) -> Response<Body> {
         let start = Instant::now();
-        let rid = self.request_id();
         let method = req.method().clone();
         // A reference-counted copy of the target, for the log line: the
         // canonical one once the path is canonical.
         let mut uri = req.uri().clone();
-        let peer = conn.peer;
         let client = client_ip(
-            peer.ip(),
+            conn.peer.ip(),
             &self.cfg.trusted_proxies,
             self.cfg.forwarded_header,
             req.headers()
@@ -140,45 +159,56 @@ impl App {
                 .iter()
                 .filter_map(|v| v.to_str().ok()),
         );
-        let mut out = Outcome {
-            reason: "allowed",
-            ..Outcome::default()
+        let arrival = Arrival {
+            tls: conn.tls,
+            trusted_peer: is_trusted(&self.cfg.trusted_proxies, conn.peer.ip()),
+        };
+        let mut cx = Ctx {
+            conn: &conn,
+            client,
+            arrival,
+            rid: self.request_id(),
+            out: Outcome {
+                reason: "allowed",
+                ..Outcome::default()
+            },
         };
         let origin = portcullis_core::cors::single_origin(req.headers()).cloned();
         let h1 = req.version() < http::Version::HTTP_2;
         // Portcullis never upgrades a connection nor tunnels. After a
         // refused Upgrade or CONNECT hyper would read on, but the framing
         // watcher has stopped following the stream: end it instead.
-        out.close =
+        cx.out.close =
             req.headers().contains_key(http::header::UPGRADE) || req.method() == Method::CONNECT;
-        let admitted = self.admit(&conn, &req, &mut out).and_then(|()| {
+        let admitted = self.early(&req, &mut cx).and_then(|()| {
             // One spelling of the path from here on: routing, the
             // decision, the log and the upstream all see this one.
-            canonical_uri(req.uri_mut()).map_err(path_problem)
+            early::canonical_path(req.uri_mut())
         });
         if admitted.is_ok() {
             uri = req.uri().clone();
         }
         let mut resp = match admitted {
-            Err(p) => self.deny(p, &rid, &mut out),
-            Ok(()) if self.cfg.tls.is_some() && !conn.tls => {
-                self.insecure(req, peer, client, &rid, &mut out).await
+            Err(p) => self.deny(p, &mut cx),
+            Ok(()) if self.cfg.tls.is_some() && !is_https(arrival, req.headers()) => {
+                self.plain_http(req, &mut cx).await
             }
-            Ok(()) => self.dispatch(req, &conn, client, &rid, &mut out).await,
+            Ok(()) => self.dispatch(req, &mut cx).await,
         };
-        self.finish(&mut resp, &conn, origin.as_ref(), &out);
+        self.finish(&mut resp, &cx, origin.as_ref());
+        let out = &cx.out;
         if out.close && h1 {
             resp.headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if let Ok(v) = HeaderValue::from_str(&rid) {
+        if let Ok(v) = HeaderValue::from_str(&cx.rid) {
             resp.headers_mut().insert(proxy::REQUEST_ID, v);
         }
         if self.cfg.access_log {
             crate::access_log::emit(
                 self.access_sink.as_ref(),
                 &crate::access_log::Line {
-                    request_id: &rid,
+                    request_id: &cx.rid,
                     method: method.as_str(),
                     path: uri.path(),
                     route: out.route.as_ref().map_or("", |r| r.path.as_str()),
@@ -196,171 +226,88 @@ impl App {
     }
 
     /// The checks before anything else: a connection that framed a
-    /// request ambiguously, a head over the limit, and the host.
-    fn admit(&self, conn: &Conn, req: &Request<Body>, out: &mut Outcome) -> Result<(), Problem> {
-        if let Some(a) = conn.ambiguity() {
-            out.close = true;
+    /// request ambiguously, a head over the limit, then the pipeline's
+    /// host rule.
+    fn early(&self, req: &Request<Body>, cx: &mut Ctx<'_>) -> Result<(), Problem> {
+        if let Some(a) = cx.conn.ambiguity() {
+            cx.out.close = true;
             return Err(Problem::new(ErrorCode::AmbiguousFraming).log_reason(a.log_reason()));
         }
         if head_size(req) > self.cfg.max_header_bytes {
-            out.close = true;
+            cx.out.close = true;
             return Err(Problem::new(ErrorCode::HeadersTooLarge));
         }
-        let h = req.headers();
-        // Behind a trusted proxy the browser's host is the forwarded one
-        // (the proxy may have pointed Host at us); from anyone else the
-        // header means nothing. The Host must be well-formed either way.
-        let forwarded = if is_trusted(&self.cfg.trusted_proxies, conn.peer.ip()) {
-            let mut xfh = h.get_all("x-forwarded-host").iter();
-            match (xfh.next(), xfh.next()) {
-                (None, _) => None,
-                (Some(v), None) => Some(v.to_str().map_err(|_| HostError::Malformed)),
-                (Some(_), Some(_)) => Some(Err(HostError::Repeated)),
-            }
-        } else {
-            None
-        };
-        let checked = match forwarded {
-            None => request_host(&self.cfg.trusted_hosts, req.version(), req.uri(), h).map(|_| ()),
-            Some(v) => request_host(&TrustedHosts::default(), req.version(), req.uri(), h)
-                .and_then(|_| check_authority(&self.cfg.trusted_hosts, v?).map(|_| ())),
-        };
-        if let Err(e) = checked {
-            return Err(Problem::new(ErrorCode::InvalidHost).log_reason(e.log_reason()));
-        }
-        Ok(())
+        early::host_rule(
+            &self.cfg.trusted_hosts,
+            cx.arrival,
+            req.version(),
+            req.uri(),
+            req.headers(),
+        )
     }
 
     /// A request on the plain-HTTP listener of a gateway that serves
-    /// HTTPS: browser navigations are sent to HTTPS; anything carrying a
-    /// credential is refused, and the credential logged as exposed.
-    async fn insecure(
-        &self,
-        req: Request<Body>,
-        peer: SocketAddr,
-        client: IpAddr,
-        rid: &str,
-        out: &mut Outcome,
-    ) -> Response<Body> {
-        let head = Head {
-            client_ip: Some(client),
-            ..Head::new(req.method(), req.headers(), req.uri().query())
-        };
-        if portcullis::edge::carries_credential(
-            self.guard.names(),
-            req.headers(),
-            req.uri().query(),
-        ) {
-            // Which credential went over cleartext: verify it (without
-            // spending a use) only to name its id in the log.
-            let any = Policy {
-                schemes: portcullis_core::SchemeSet::new(&portcullis_core::Scheme::ALL),
-                scopes: portcullis_core::Scopes::empty(),
-            };
-            let id = match self.guard.authenticate(&any, &head).await {
-                Ok(g) => g.principal.map(|p| p.credential_id),
-                Err(d) => d.credential_id,
-            };
-            tracing::warn!(
-                request_id = %rid,
-                peer = %peer.ip(),
-                key_id = id.as_deref().unwrap_or(""),
-                exposed = true,
-                "a credential was sent over plain HTTP; treat it as exposed and rotate it"
-            );
-            out.credential_id = id;
-            return self.deny(portcullis::edge::credential_over_http(), rid, out);
-        }
-        if !matches!(*req.method(), Method::GET | Method::HEAD) {
-            return self.deny(Problem::new(ErrorCode::HttpsRequired), rid, out);
-        }
+    /// HTTPS: the pipeline's HTTPS rule.
+    async fn plain_http(&self, req: Request<Body>, cx: &mut Ctx<'_>) -> Response<Body> {
         let Some(tls) = &self.cfg.tls else {
-            return self.deny(Problem::new(ErrorCode::HttpsRequired), rid, out);
+            return self.deny(Problem::new(ErrorCode::HttpsRequired), cx);
         };
-        let host = match &tls.redirect_host {
-            Some(h) => h.clone(),
-            None => {
-                // Checked against trusted_hosts already.
-                let name = request_host(
-                    &self.cfg.trusted_hosts,
-                    req.version(),
-                    req.uri(),
-                    req.headers(),
-                )
-                .map(|h| h.name.into_owned())
-                .unwrap_or_default();
-                match self.cfg.listen.port() {
-                    443 => name,
-                    p => format!("{name}:{p}"),
-                }
-            }
+        let to = RedirectTo {
+            host: tls.redirect_host.as_deref(),
+            port: Some(self.cfg.listen.port()),
         };
-        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let location = format!("https://{host}{pq}");
-        out.reason = "https_redirect";
-        let mut r = Response::new(Body::empty());
-        *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
-        match HeaderValue::from_str(&location) {
-            Ok(v) => {
-                r.headers_mut().insert(http::header::LOCATION, v);
-                r
-            }
-            Err(_) => self.deny(Problem::new(ErrorCode::HttpsRequired), rid, out),
+        let view = RequestView {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            client: Some(cx.client),
+            arrival: cx.arrival,
+        };
+        let a = self
+            .pipeline
+            .plain_http(&view, req.version(), to, Some(&cx.rid))
+            .await;
+        cx.out.reason = a.reason;
+        if a.exposed.is_some() {
+            cx.out.credential_id = a.exposed;
         }
+        a.response
     }
 
-    /// Headers every answer gets: CORS for its origin, HSTS over TLS, and
-    /// the security headers — all of them on Portcullis's own answers,
-    /// the configured set on the upstream's.
-    fn finish(
-        &self,
-        resp: &mut Response<Body>,
-        conn: &Conn,
-        origin: Option<&HeaderValue>,
-        out: &Outcome,
-    ) {
-        let cors = out
-            .route
-            .as_ref()
-            .and_then(|r| r.cors.as_deref())
-            .or(self.cfg.cors.as_deref());
-        let h = resp.headers_mut();
-        match cors {
-            Some(c) if !out.preflight => c.apply_origin(origin, h),
-            // No policy: no CORS header, the upstream's included (an
-            // upstream's `Access-Control-Allow-Origin: *` would open what
-            // Portcullis keeps closed).
-            None if out.proxied => portcullis_core::cors::strip_cors(h),
-            _ => {}
-        }
-        if conn.tls
-            && let Some(t) = &self.cfg.tls
-        {
-            h.insert(http::header::STRICT_TRANSPORT_SECURITY, t.hsts.clone());
-        }
-        if out.proxied {
-            let sh = &self.cfg.security_headers;
-            for (n, v) in &sh.proxied {
-                if sh.overwrite || !h.contains_key(n) {
-                    h.insert(n.clone(), v.clone());
-                }
-            }
+    /// The pipeline's `finish` phase for this gateway's settings.
+    fn finish(&self, resp: &mut Response<Body>, cx: &Ctx<'_>, origin: Option<&HeaderValue>) {
+        let out = &cx.out;
+        let author = if out.preflight {
+            Author::Preflight
+        } else if out.proxied {
+            Author::Upstream
         } else {
-            portcullis::edge::own_headers(h);
-        }
+            Author::Own
+        };
+        let sh = &self.cfg.security_headers;
+        let f = Finish {
+            cors: out
+                .route
+                .as_ref()
+                .and_then(|r| r.cors.as_deref())
+                .or(self.cfg.cors.as_deref()),
+            origin,
+            author,
+            strip_upstream_cors: true,
+            hsts: self
+                .cfg
+                .tls
+                .as_ref()
+                .filter(|_| cx.conn.tls)
+                .map(|t| &t.hsts),
+            upstream_headers: (&sh.proxied, sh.overwrite),
+        };
+        finish(resp.headers_mut(), &f);
     }
 
-    async fn dispatch(
-        &self,
-        req: Request<Body>,
-        conn: &Conn,
-        client: IpAddr,
-        rid: &str,
-        out: &mut Outcome,
-    ) -> Response<Body> {
-        let peer = conn.peer;
+    async fn dispatch(&self, req: Request<Body>, cx: &mut Ctx<'_>) -> Response<Body> {
         if Cors::is_preflight(req.method(), req.headers()) {
-            return self.preflight(&req, rid, out);
+            return self.preflight(&req, cx);
         }
         match req.uri().path() {
             "/healthz" => return json(StatusCode::OK, r#"{"status":"ok"}"#),
@@ -369,201 +316,196 @@ impl App {
                     Ok(()) => json(StatusCode::OK, r#"{"status":"ready"}"#),
                     Err(e) => {
                         tracing::error!(error = %e, "store not ready");
-                        out.reason = "store_unavailable";
-                        problem_response(&Problem::new(ErrorCode::StoreUnavailable), Some(rid))
+                        cx.out.reason = "store_unavailable";
+                        problem_response(&Problem::new(ErrorCode::StoreUnavailable), Some(&cx.rid))
                     }
                 };
             }
             "/auth/verify" => {
                 let (parts, _body) = req.into_parts();
-                return self.decide(&parts, peer, client, rid, out).await;
+                return self.decide(&parts, cx).await;
             }
-            p if portcullis::oauth::PATHS.contains(&p) => {
-                // Where passwords and client secrets are tried. Not
-                // introspection: resource servers call it for every request.
-                if matches!(p, "/oauth/token" | "/auth/login")
-                    && let Some(policy) = &self.cfg.rate_limit.auth_endpoints
-                {
-                    let plan = Plan::new(
-                        Pool::Named("auth"),
-                        Some(policy),
-                        portcullis::ratelimit::LimitBy::Ip,
-                        None,
-                        client,
-                    );
-                    if let Some(r) = self.limit(&plan, 1, false, rid, out).await.err() {
-                        return r;
-                    }
-                }
-                let origin = self.own_origin(req.headers(), conn);
-                let cutoff = Cutoff::default();
-                let req = req.map(|b| {
-                    body::limit(
-                        b,
-                        self.cfg.max_body_bytes,
-                        self.cfg.body_read_timeout,
-                        &cutoff,
-                    )
-                });
-                let ctx = portcullis::oauth::Ctx {
-                    client_ip: Some(client),
-                    origin: origin.as_deref(),
-                    request_id: rid,
-                };
-                let mut o = portcullis::oauth::Outcome::default();
-                if let Some(r) = portcullis::oauth::handle(&self.guard, req, ctx, &mut o).await {
-                    out.reason = o.reason;
-                    out.principal = o.principal;
-                    out.credential_id = o.credential_id;
-                    if let Some(p) = cutoff.problem() {
-                        out.close = true;
-                        return self.deny(p, rid, out);
-                    }
-                    return r;
-                }
-                return self.deny(Problem::new(ErrorCode::RouteNotFound), rid, out);
-            }
+            p if portcullis::oauth::PATHS.contains(&p) => return self.oauth(req, cx).await,
             _ => {}
         }
-        let route = match self.routes.find(req.method(), req.uri().path()) {
-            RouteMatch::Found(r) => r.clone(),
-            RouteMatch::NotFound => {
-                return self.deny(Problem::new(ErrorCode::RouteNotFound), rid, out);
-            }
-            RouteMatch::MethodNotAllowed(allowed) => {
-                let mut r = self.deny(Problem::new(ErrorCode::MethodNotAllowed), rid, out);
-                set_allow(r.headers_mut(), &allowed);
-                return r;
-            }
+        let route = match self.route(req.method(), req.uri().path(), false, cx) {
+            Ok(r) => r,
+            Err(r) => return *r,
         };
-        out.route = Some(route.clone());
-        // Only cookie credentials need the origin (for CSRF); other routes
-        // skip building it.
-        let origin = route
-            .policy
-            .uses_cookies()
-            .then(|| self.own_origin(req.headers(), conn))
-            .flatten();
-        let head = Head {
-            client_ip: Some(client),
-            origin: origin.as_deref(),
-            ..Head::new(req.method(), req.headers(), req.uri().query())
+        let view = RequestView {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            client: Some(cx.client),
+            arrival: cx.arrival,
         };
-        let granted = match self.guard.authenticate(&route.policy, &head).await {
-            Ok(g) => g,
-            Err(d) => {
-                out.credential_id = d.credential_id;
-                return self.deny(d.problem, rid, out);
-            }
+        let admitted = match self.admit(Entrance::Proxy, &route, &view, cx).await {
+            Ok(a) => a,
+            Err(f) => return f.response(Some(&cx.rid)),
         };
-        let principal = granted.principal.as_ref();
-        self.note_principal(principal, out);
-        let plan = self.plan(&route, principal, client);
-        let verdict = match self.limit(&plan, route.cost, false, rid, out).await {
-            Ok(v) => v,
-            Err(r) => return r,
-        };
-        // Quota last: a request the rate limiter refused spends none.
-        if let Err(d) = self.guard.spend(&granted, route.cost).await {
-            return self.deny(d.problem, rid, out);
-        }
         let mut resp = self
-            .forward(req, &route, principal, conn, client, rid, out)
+            .forward(req, &route, admitted.principal.as_ref(), cx)
             .await;
-        if let Some(v) = verdict {
-            write_headers(
-                resp.headers_mut(),
-                plan.label(&v),
-                &v,
-                self.cfg.rate_limit.legacy_headers,
-            );
-        }
+        admitted.write_headers(resp.headers_mut());
         resp
     }
 
-    /// The counters a request on `route` is checked against.
-    fn plan<'a>(
-        &'a self,
-        route: &'a Route,
-        principal: Option<&'a Principal>,
-        client: IpAddr,
-    ) -> Plan<'a> {
-        let policy = route
-            .rate_limit
-            .as_ref()
-            .or(self.cfg.rate_limit.default.as_ref());
-        Plan::new(
-            Pool::Route(u32::try_from(route.index).unwrap_or(u32::MAX)),
-            policy,
-            route.rate_limit_by,
-            principal,
-            client,
-        )
+    /// The route for `method` and `path`, noted for the log; or the 404 /
+    /// 405 answer (marked for the proxy when it answers the decision
+    /// endpoint).
+    fn route(
+        &self,
+        method: &Method,
+        path: &str,
+        decision: bool,
+        cx: &mut Ctx<'_>,
+    ) -> Result<Arc<Route>, Box<Response<Body>>> {
+        // Boxed: a refusal is the rare path, and keeps the `Ok` small.
+        let (problem, allowed) = match self.routes.find(method, path) {
+            RouteMatch::Found(r) => {
+                cx.out.route = Some(r.clone());
+                return Ok(r.clone());
+            }
+            RouteMatch::NotFound => (Problem::new(ErrorCode::RouteNotFound), None),
+            RouteMatch::MethodNotAllowed(allowed) => {
+                (Problem::new(ErrorCode::MethodNotAllowed), Some(allowed))
+            }
+        };
+        let mut r = if decision {
+            self.decision_denied(problem, cx)
+        } else {
+            self.deny(problem, cx)
+        };
+        if let Some(allowed) = allowed {
+            set_allow(r.headers_mut(), &allowed);
+        }
+        Err(Box::new(r))
     }
 
-    /// Counts the request: `Ok` with the deciding verdict (for the
-    /// response's fields) when admitted, or the 429 / 503 answer, marked
-    /// for the proxy when it answers the decision endpoint.
-    async fn limit(
+    /// The pipeline's `admit` phase for `route`, noting the caller (or the
+    /// refusal) for the log.
+    async fn admit(
         &self,
-        plan: &Plan<'_>,
-        cost: u32,
-        decision: bool,
-        rid: &str,
-        out: &mut Outcome,
-    ) -> Result<Option<Verdict>, Response<Body>> {
-        let (problem, refused) = match self.limiter.admit(plan.checks(), cost).await {
-            Ok(v) => return Ok(v),
-            Err(r) => (r.problem, r.verdict),
+        entrance: Entrance,
+        route: &Route,
+        view: &RequestView<'_>,
+        cx: &mut Ctx<'_>,
+    ) -> Result<Admitted, Refused> {
+        let demand = Demand {
+            schemes: &route.policy.schemes,
+            scopes: &route.policy.scopes,
+            rate: Some(RateDemand {
+                pool: Pool::Route(u32::try_from(route.index).unwrap_or(u32::MAX)),
+                policy: route
+                    .rate_limit
+                    .as_ref()
+                    .or(self.cfg.rate_limit.default.as_ref()),
+                by: route.rate_limit_by,
+            }),
+            cost: route.cost,
+            admitted: None,
         };
-        out.reason = problem.code.code();
-        let mut r = problem_response(&problem, Some(rid));
-        if let Some(v) = refused {
-            write_headers(
-                r.headers_mut(),
-                plan.label(&v),
-                &v,
-                self.cfg.rate_limit.legacy_headers,
-            );
+        let r = self.pipeline.admit(entrance, &demand, view).await;
+        match &r {
+            Ok(a) => self.note_principal(a.principal.as_ref(), &mut cx.out),
+            Err(f) => {
+                cx.out.reason = f.reason;
+                cx.out.credential_id.clone_from(&f.credential_id);
+                cx.out.principal.clone_from(&f.subject);
+            }
         }
-        if decision {
-            mark_decision(r.headers_mut(), problem.code);
+        r
+    }
+
+    /// `/oauth/*` and `/auth/login|logout|csrf`: the token and session
+    /// endpoints, with their own brute-force limit.
+    async fn oauth(&self, req: Request<Body>, cx: &mut Ctx<'_>) -> Response<Body> {
+        let p = req.uri().path();
+        // Where passwords and client secrets are tried. Not
+        // introspection: resource servers call it for every request.
+        if matches!(p, "/oauth/token" | "/auth/login")
+            && let Some(policy) = &self.cfg.rate_limit.auth_endpoints
+        {
+            let demand = Demand {
+                schemes: &portcullis_core::SchemeSet::new(&[]),
+                scopes: &portcullis_core::Scopes::empty(),
+                rate: Some(RateDemand {
+                    pool: Pool::Named("auth"),
+                    policy: Some(policy),
+                    by: portcullis::ratelimit::LimitBy::Ip,
+                }),
+                cost: 1,
+                admitted: None,
+            };
+            let view = RequestView {
+                method: req.method(),
+                uri: req.uri(),
+                headers: req.headers(),
+                client: Some(cx.client),
+                arrival: cx.arrival,
+            };
+            if let Err(f) = self.pipeline.admit(Entrance::Proxy, &demand, &view).await {
+                cx.out.reason = f.reason;
+                return f.response(Some(&cx.rid));
+            }
         }
-        Err(r)
+        let origin = browser_origin(cx.arrival, req.uri(), req.headers());
+        let cutoff = Cutoff::default();
+        let req = req.map(|b| {
+            body::limit(
+                b,
+                self.cfg.max_body_bytes,
+                self.cfg.body_read_timeout,
+                &cutoff,
+            )
+        });
+        let ctx = portcullis::oauth::Ctx {
+            client_ip: Some(cx.client),
+            origin: origin.as_deref(),
+            request_id: &cx.rid,
+        };
+        let mut o = portcullis::oauth::Outcome::default();
+        if let Some(r) = portcullis::oauth::handle(self.guard(), req, ctx, &mut o).await {
+            cx.out.reason = o.reason;
+            cx.out.principal = o.principal;
+            cx.out.credential_id = o.credential_id;
+            if let Some(p) = cutoff.problem() {
+                cx.out.close = true;
+                return self.deny(p, cx);
+            }
+            return r;
+        }
+        self.deny(Problem::new(ErrorCode::RouteNotFound), cx)
     }
 
     /// Hands an admitted request to the upstream (or the demo).
-    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         req: Request<Body>,
         route: &Arc<Route>,
         principal: Option<&Principal>,
-        conn: &Conn,
-        client: IpAddr,
-        rid: &str,
-        out: &mut Outcome,
+        cx: &mut Ctx<'_>,
     ) -> Response<Body> {
         // A declared length over the limit is refused before a byte of the
         // body is read (so `Expect: 100-continue` gets no 100); a chunked
         // one is cut off as it streams.
         if content_length(req.headers()).is_some_and(|n| n > route.max_body_bytes as u64) {
-            out.close = true;
-            return self.deny(Problem::new(ErrorCode::PayloadTooLarge), rid, out);
+            cx.out.close = true;
+            return self.deny(Problem::new(ErrorCode::PayloadTooLarge), cx);
         }
         let cutoff = Cutoff::default();
         let mut req =
             req.map(|b| body::limit(b, route.max_body_bytes, self.cfg.body_read_timeout, &cutoff));
-        let names = self.guard.names();
+        let names = self.guard().names();
         let hop = proxy::Hop {
-            client,
-            peer: conn.peer.ip(),
-            trusted_peer: is_trusted(&self.cfg.trusted_proxies, conn.peer.ip()),
-            tls: conn.tls,
-            request_id: rid,
+            client: cx.client,
+            peer: cx.conn.peer.ip(),
+            trusted_peer: cx.arrival.trusted_peer,
+            tls: cx.conn.tls,
+            request_id: &cx.rid,
         };
         if let Err(p) = proxy::prepare(&mut req, route, names, principal, &hop) {
-            return self.deny(p, rid, out);
+            return self.deny(p, cx);
         }
         let r = match &route.upstream {
             Upstream::Demo => crate::demo::handle(req).await,
@@ -574,8 +516,8 @@ impl App {
                 let (parts, b) = req.into_parts();
                 let b = body::started(b).await;
                 if let Some(p) = cutoff.problem() {
-                    out.close = true;
-                    return self.deny(p, rid, out);
+                    cx.out.close = true;
+                    return self.deny(p, cx);
                 }
                 self.proxy
                     .send(Request::from_parts(parts, b), origin, route.timeout)
@@ -585,20 +527,20 @@ impl App {
         // The body's own failure explains an upstream failure better.
         match (r, cutoff.problem()) {
             (_, Some(p)) => {
-                out.close = true;
-                self.deny(p, rid, out)
+                cx.out.close = true;
+                self.deny(p, cx)
             }
             (Ok(r), None) => {
-                out.proxied = true;
+                cx.out.proxied = true;
                 r
             }
-            (Err(p), None) => self.deny(p, rid, out),
+            (Err(p), None) => self.deny(p, cx),
         }
     }
 
     /// Answers a CORS preflight from the policy of the route it asks
     /// about (else the global one); never authenticated, never forwarded.
-    fn preflight(&self, req: &Request<Body>, rid: &str, out: &mut Outcome) -> Response<Body> {
+    fn preflight(&self, req: &Request<Body>, cx: &mut Ctx<'_>) -> Response<Body> {
         let asked = req
             .headers()
             .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
@@ -611,32 +553,11 @@ impl App {
             .as_ref()
             .and_then(|r| r.cors.clone())
             .or(self.cfg.cors.clone());
-        out.route = route;
-        let (result, headers) = portcullis::edge::preflight(cors.as_deref(), req.headers());
-        let mut r = match result {
-            Ok(()) => {
-                out.reason = "cors_preflight";
-                portcullis::edge::preflight_ok()
-            }
-            Err(p) => self.deny(p, rid, out),
-        };
-        out.preflight = true;
-        for (n, v) in headers.iter() {
-            r.headers_mut().append(n.clone(), v.clone());
-        }
+        cx.out.route = route;
+        let (r, reason) = early::preflight(cors.as_deref(), req.headers(), Some(&cx.rid));
+        cx.out.reason = reason;
+        cx.out.preflight = true;
         r
-    }
-
-    /// The origin this request was addressed to, for the CSRF origin
-    /// check: the scheme (https only when a trusted proxy says so, until
-    /// Portcullis terminates TLS itself) and the Host.
-    fn own_origin(&self, h: &HeaderMap, conn: &Conn) -> Option<String> {
-        let host = h.get(http::header::HOST)?.to_str().ok()?;
-        let https = conn.tls
-            || is_trusted(&self.cfg.trusted_proxies, conn.peer.ip())
-                && h.get("x-forwarded-proto")
-                    .is_some_and(|v| v.as_bytes() == b"https");
-        Some(format!("{}://{host}", if https { "https" } else { "http" }))
     }
 
     fn note_principal(&self, p: Option<&Principal>, out: &mut Outcome) {
@@ -646,142 +567,59 @@ impl App {
         }
     }
 
-    fn deny(&self, p: Problem, rid: &str, out: &mut Outcome) -> Response<Body> {
-        out.reason = p.log_reason;
-        problem_response(&p, Some(rid))
+    fn deny(&self, p: Problem, cx: &mut Ctx<'_>) -> Response<Body> {
+        cx.out.reason = p.log_reason;
+        problem_response(&p, Some(&cx.rid))
     }
 
     /// `GET /auth/verify`: the decision for nginx `auth_request`, Traefik
     /// ForwardAuth and Caddy `forward_auth`. The original method and URI
     /// come from `X-Original-*` (nginx) or `X-Forwarded-*` (Traefik,
     /// Caddy), believed only from trusted proxies.
-    async fn decide(
-        &self,
-        req: &http::request::Parts,
-        peer: SocketAddr,
-        client: IpAddr,
-        rid: &str,
-        out: &mut Outcome,
-    ) -> Response<Body> {
+    async fn decide(&self, req: &http::request::Parts, cx: &mut Ctx<'_>) -> Response<Body> {
         let h = &req.headers;
         if h.get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok())
             .is_some_and(|n| n > self.cfg.max_body_bytes)
         {
-            return self.deny(Problem::new(ErrorCode::PayloadTooLarge), rid, out);
+            return self.deny(Problem::new(ErrorCode::PayloadTooLarge), cx);
         }
-        if !is_trusted(&self.cfg.trusted_proxies, peer.ip()) {
+        if !cx.arrival.trusted_peer {
             return self.decision_denied(
                 Problem::new(ErrorCode::BadRequest)
                     .detail(
                         "the decision endpoint answers only peers listed in server.trusted_proxies",
                     )
                     .log_reason("untrusted_peer"),
-                rid,
-                out,
+                cx,
             );
         }
-        // nginx overwrites X-Original-*; Traefik and Caddy set
-        // X-Forwarded-* but pass a client's X-Original-* through. A client
-        // behind them could otherwise name a public URI in X-Original-URI
-        // while requesting a protected one, so the two families must agree,
-        // and each may appear once.
-        let (uri, method) = match (
-            original(h, "x-original-uri", "x-forwarded-uri"),
-            original(h, "x-original-method", "x-forwarded-method"),
-        ) {
-            (Ok(u), Ok(m)) => (u, m),
-            _ => {
-                return self.decision_denied(
-                    Problem::new(ErrorCode::BadRequest)
-                        .detail("the original request is named twice, differently (X-Original-* and X-Forwarded-*, or a header repeated)")
-                        .log_reason("conflicting_original"),
-                    rid,
-                    out,
-                );
-            }
+        let (method, uri) = match original_request(h) {
+            Ok(mu) => mu,
+            Err(p) => return self.decision_denied(p, cx),
         };
-        let Some(uri) = uri else {
-            return self.decision_denied(
-                Problem::new(ErrorCode::BadRequest).detail("send the original request as X-Original-URI (nginx) or X-Forwarded-Uri (Traefik, Caddy)").log_reason("no_original_uri"),
-                rid,
-                out,
-            );
+        let route = match self.route(&method, uri.path(), true, cx) {
+            Ok(r) => r,
+            Err(r) => return *r,
         };
-        let method = method.unwrap_or_else(|| "GET".into());
-        let Ok(method) = Method::from_bytes(method.as_bytes()) else {
-            return self.decision_denied(
-                Problem::new(ErrorCode::BadRequest).detail("the original method is not valid"),
-                rid,
-                out,
-            );
+        let view = RequestView {
+            method: &method,
+            uri: &uri,
+            headers: h,
+            client: Some(cx.client),
+            // The proxy's connection is not the browser's: what the
+            // browser used, the proxy says in X-Forwarded-Proto / -Host.
+            arrival: Arrival {
+                tls: false,
+                trusted_peer: true,
+            },
         };
-        let Ok(mut uri) = uri.parse::<http::Uri>() else {
-            return self.decision_denied(
-                Problem::new(ErrorCode::BadRequest).detail("the original URI is not valid"),
-                rid,
-                out,
-            );
-        };
-        // The proxy's upstream decodes the same bytes: decide on the
-        // canonical form, as the gateway does.
-        if let Err(e) = canonical_uri(&mut uri) {
-            return self.decision_denied(path_problem(e), rid, out);
-        }
-        let route = match self.routes.find(&method, uri.path()) {
-            RouteMatch::Found(r) => r.clone(),
-            RouteMatch::NotFound => {
-                return self.decision_denied(Problem::new(ErrorCode::RouteNotFound), rid, out);
-            }
-            RouteMatch::MethodNotAllowed(allowed) => {
-                let mut r =
-                    self.decision_denied(Problem::new(ErrorCode::MethodNotAllowed), rid, out);
-                set_allow(r.headers_mut(), &allowed);
-                return r;
-            }
-        };
-        out.route = Some(route.clone());
-        // The browser's origin as the proxy saw it.
-        let origin = route.policy.uses_cookies().then_some(()).and_then(|()| {
-            h.get("x-forwarded-host")
-                .or_else(|| h.get(http::header::HOST))
-                .and_then(|v| v.to_str().ok())
-                .map(|host| {
-                    let proto = h
-                        .get("x-forwarded-proto")
-                        .and_then(|v| v.to_str().ok())
-                        .filter(|p| *p == "https")
-                        .unwrap_or("http");
-                    format!("{proto}://{host}")
-                })
-        });
-        let head = Head {
-            client_ip: Some(client),
-            origin: origin.as_deref(),
-            ..Head::new(&method, h, uri.query())
-        };
-        match self.guard.authenticate(&route.policy, &head).await {
-            Ok(g) => {
-                self.note_principal(g.principal.as_ref(), out);
-                let plan = self.plan(&route, g.principal.as_ref(), client);
-                let verdict = match self.limit(&plan, route.cost, true, rid, out).await {
-                    Ok(v) => v,
-                    Err(r) => return r,
-                };
-                if let Err(d) = self.guard.spend(&g, route.cost).await {
-                    return self.decision_denied(d.problem, rid, out);
-                }
+        match self.admit(Entrance::Decision, &route, &view, cx).await {
+            Ok(a) => {
                 let mut r = Response::new(Body::empty());
-                if let Some(v) = verdict {
-                    write_headers(
-                        r.headers_mut(),
-                        plan.label(&v),
-                        &v,
-                        self.cfg.rate_limit.legacy_headers,
-                    );
-                }
-                if let Some(p) = &g.principal {
+                a.write_headers(r.headers_mut());
+                if let Some(p) = &a.principal {
                     let hm = r.headers_mut();
                     put(hm, proxy::PRINCIPAL, &p.subject);
                     put(hm, proxy::KIND, p.kind.as_str());
@@ -794,19 +632,58 @@ impl App {
                 );
                 r
             }
-            Err(d) => {
-                out.credential_id = d.credential_id;
-                self.decision_denied(d.problem, rid, out)
+            Err(f) => {
+                let mut r = f.response(Some(&cx.rid));
+                mark_decision(r.headers_mut(), f.problem.code);
+                r
             }
         }
     }
 
-    fn decision_denied(&self, p: Problem, rid: &str, out: &mut Outcome) -> Response<Body> {
+    fn decision_denied(&self, p: Problem, cx: &mut Ctx<'_>) -> Response<Body> {
         let code = p.code;
-        let mut r = self.deny(p, rid, out);
+        let mut r = self.deny(p, cx);
         mark_decision(r.headers_mut(), code);
         r
     }
+}
+
+/// The request a proxy asks the decision endpoint about, from
+/// `X-Original-*` (nginx) or `X-Forwarded-*` (Traefik, Caddy), its path
+/// canonical; or the 400 saying what is wrong.
+fn original_request(h: &HeaderMap) -> Result<(Method, http::Uri), Problem> {
+    // nginx overwrites X-Original-*; Traefik and Caddy set
+    // X-Forwarded-* but pass a client's X-Original-* through. A client
+    // behind them could otherwise name a public URI in X-Original-URI
+    // while requesting a protected one, so the two families must agree,
+    // and each may appear once.
+    let (uri, method) = match (
+        original(h, "x-original-uri", "x-forwarded-uri"),
+        original(h, "x-original-method", "x-forwarded-method"),
+    ) {
+        (Ok(u), Ok(m)) => (u, m),
+        _ => {
+            return Err(Problem::new(ErrorCode::BadRequest)
+                .detail("the original request is named twice, differently (X-Original-* and X-Forwarded-*, or a header repeated)")
+                .log_reason("conflicting_original"));
+        }
+    };
+    let Some(uri) = uri else {
+        return Err(Problem::new(ErrorCode::BadRequest)
+            .detail("send the original request as X-Original-URI (nginx) or X-Forwarded-Uri (Traefik, Caddy)")
+            .log_reason("no_original_uri"));
+    };
+    let method = method.unwrap_or_else(|| "GET".into());
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Err(Problem::new(ErrorCode::BadRequest).detail("the original method is not valid"));
+    };
+    let Ok(mut uri) = uri.parse::<http::Uri>() else {
+        return Err(Problem::new(ErrorCode::BadRequest).detail("the original URI is not valid"));
+    };
+    // The proxy's upstream decodes the same bytes: decide on the
+    // canonical form, as the gateway does.
+    early::canonical_path(&mut uri)?;
+    Ok((method, uri))
 }
 
 /// `X-Portcullis-Error` and `X-Portcullis-Status` on a refused decision:

@@ -48,6 +48,7 @@ pub mod auth;
 pub mod clock;
 pub mod http;
 pub mod oauth;
+pub mod pipeline;
 pub mod ratelimit;
 pub mod secret_env;
 pub mod service;

@@ -18,7 +18,7 @@
 //! # Ok(()) }
 //! ```
 
-use crate::auth::guard::{Guard, Head};
+use crate::auth::guard::Guard;
 use crate::auth::identity::{Identity, IdentityError, SessionSettings};
 use crate::auth::jwt::{Grants, SigningAlg, TokenError, TokenSettings, Tokens};
 use crate::auth::keys::KeyService;
@@ -27,12 +27,14 @@ use crate::auth::static_key::StaticKey;
 use crate::auth::throttle::{Throttle, ThrottleSettings};
 use crate::auth::verifier::{Verifier, VerifierConfig};
 use crate::clock::{SharedClock, SystemClock};
+use crate::pipeline::{Observer, Pipeline, RequestView};
 use crate::ratelimit::{Limiter, MemoryLimiter, OnBackendError, RedisLimiter, RedisSettings};
 use crate::store::{Store, StoreError};
 use axum::extract::ConnectInfo;
 use http::request::Parts;
 use portcullis_core::credential::CredentialNames;
 use portcullis_core::net::{Cidr, ForwardedHeader, client_ip};
+use portcullis_core::origin::{Arrival, browser_origin, is_https};
 use portcullis_core::{Scheme, SchemeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -65,16 +67,15 @@ pub struct Portcullis {
 }
 
 struct Inner {
-    guard: Guard,
+    /// The guard and the limiter, in the phases every entrance shares.
+    pipeline: Pipeline,
     /// One single-scheme set per [`Scheme`], in `Scheme::ALL` order, so
     /// extractors need not build one per request.
     single: [SchemeSet; 6],
-    limiter: Limiter,
     pools: AtomicU32,
     trusted_proxies: Vec<Cidr>,
     forwarded: ForwardedHeader,
     https: bool,
-    legacy_headers: bool,
     docs: DocSettings,
     keys: Option<KeyService>,
 }
@@ -94,7 +95,7 @@ pub(crate) struct DocSettings {
 impl std::fmt::Debug for Portcullis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Portcullis")
-            .field("guard", &self.inner.guard)
+            .field("pipeline", &self.inner.pipeline)
             .field("https", &self.inner.https)
             .finish_non_exhaustive()
     }
@@ -131,13 +132,19 @@ impl Portcullis {
 
     /// The guard: the gateway's own decision code.
     pub fn guard(&self) -> &Guard {
-        &self.inner.guard
+        self.inner.pipeline.guard()
+    }
+
+    /// The admission pipeline the layers and extractors run (the
+    /// gateway's own).
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.inner.pipeline
     }
 
     /// The identity service (users, tokens, sessions), when a store is
     /// configured with users.
     pub fn identity(&self) -> Option<&Arc<Identity>> {
-        self.inner.guard.identity()
+        self.inner.pipeline.guard().identity()
     }
 
     /// Managed keys (create, rotate, revoke), when a store is configured.
@@ -147,7 +154,7 @@ impl Portcullis {
 
     /// The rate limiter.
     pub fn limiter(&self) -> &Limiter {
-        &self.inner.limiter
+        self.inner.pipeline.limiter()
     }
 
     pub(crate) fn single(&self, s: Scheme) -> &SchemeSet {
@@ -159,32 +166,33 @@ impl Portcullis {
         self.inner.pools.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub(crate) fn legacy_headers(&self) -> bool {
-        self.inner.legacy_headers
-    }
-
     pub(crate) fn docs(&self) -> &DocSettings {
         &self.inner.docs
     }
 
     /// The names credentials are read under.
     pub fn names(&self) -> &CredentialNames {
-        self.inner.guard.names()
+        self.inner.pipeline.guard().names()
     }
 
     /// The client's address: the peer from axum's `ConnectInfo`, or a
     /// forwarded address when the peer is a trusted proxy.
     pub fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
-        let peer = parts
-            .extensions
+        self.client_of(&parts.headers, &parts.extensions)
+    }
+
+    /// [`Portcullis::client_ip`] from a request's pieces (a layer holding
+    /// the whole request need not split it).
+    pub(crate) fn client_of(
+        &self,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Option<IpAddr> {
+        let peer = extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())?;
         let name = self.inner.forwarded.name();
-        let values = parts
-            .headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok());
+        let values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
         Some(client_ip(
             peer,
             &self.inner.trusted_proxies,
@@ -193,73 +201,44 @@ impl Portcullis {
         ))
     }
 
-    /// Whether the request came over HTTPS: the URI says so (HTTP/2), or a
-    /// trusted proxy said so in `X-Forwarded-Proto`, or the builder was
-    /// told the service is only reached over HTTPS.
-    pub fn is_https(&self, parts: &Parts) -> bool {
-        self.is_https_request(&parts.uri, &parts.headers, &parts.extensions)
-    }
-
-    /// [`Portcullis::is_https`] from a request's pieces (a layer holding
-    /// the whole request need not split it).
-    pub fn is_https_request(
-        &self,
-        uri: &http::Uri,
-        headers: &http::HeaderMap,
-        extensions: &http::Extensions,
-    ) -> bool {
-        if self.inner.https || uri.scheme_str() == Some("https") {
-            return true;
+    /// How a request reached the service: over HTTPS (the URI says so,
+    /// as HTTP/2 over TLS does, or the builder was told the service is
+    /// only reached over HTTPS), and whether the peer is a trusted proxy.
+    pub fn arrival(&self, uri: &http::Uri, extensions: &http::Extensions) -> Arrival {
+        Arrival {
+            tls: self.inner.https || uri.scheme_str() == Some("https"),
+            trusted_peer: extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .is_some_and(|c| {
+                    portcullis_core::net::is_trusted(&self.inner.trusted_proxies, c.0.ip())
+                }),
         }
-        let from_proxy = extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .is_some_and(|c| {
-                portcullis_core::net::is_trusted(&self.inner.trusted_proxies, c.0.ip())
-            });
-        from_proxy
-            && headers
-                .get("x-forwarded-proto")
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
     }
 
-    /// The origin the service is reached at, from the Host header, for the
-    /// CSRF origin check.
+    /// Whether the request came over HTTPS
+    /// ([`portcullis_core::origin::is_https`]).
+    pub fn is_https(&self, parts: &Parts) -> bool {
+        is_https(self.arrival(&parts.uri, &parts.extensions), &parts.headers)
+    }
+
+    /// The origin the browser addressed, for the CSRF origin check
+    /// ([`portcullis_core::origin::browser_origin`]).
     pub fn own_origin(&self, parts: &Parts) -> Option<String> {
-        let host = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| parts.headers.get(http::header::HOST)?.to_str().ok())?;
-        let scheme = if self.is_https(parts) {
-            "https"
-        } else {
-            "http"
-        };
-        Some(format!("{scheme}://{}", host.to_ascii_lowercase()))
+        browser_origin(
+            self.arrival(&parts.uri, &parts.extensions),
+            &parts.uri,
+            &parts.headers,
+        )
     }
 
-    /// What the guard needs of a request besides its head: the client's
-    /// address, and (for cookie credentials) the origin it was sent to.
-    pub(crate) fn context(&self, parts: &Parts, cookies: bool) -> (Option<IpAddr>, Option<String>) {
-        let origin = if cookies {
-            self.own_origin(parts)
-        } else {
-            None
-        };
-        (self.client_ip(parts), origin)
-    }
-
-    /// The guard's view of a request.
-    pub(crate) fn head<'a>(
-        parts: &'a Parts,
-        ctx: &'a (Option<IpAddr>, Option<String>),
-    ) -> Head<'a> {
-        Head {
+    /// The pipeline's view of a request.
+    pub(crate) fn view<'a>(&self, parts: &'a Parts) -> RequestView<'a> {
+        RequestView {
             method: &parts.method,
+            uri: &parts.uri,
             headers: &parts.headers,
-            query: parts.uri.query(),
-            client_ip: ctx.0,
-            origin: ctx.1.as_deref(),
+            client: self.client_ip(parts),
+            arrival: self.arrival(&parts.uri, &parts.extensions),
         }
     }
 
@@ -308,6 +287,7 @@ pub struct Builder {
     clock: Option<SharedClock>,
     docs: DocSettings,
     hash_parallelism: Option<usize>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -403,6 +383,13 @@ impl Builder {
     /// Also sends `X-RateLimit-*` fields.
     pub fn legacy_rate_limit_headers(mut self, on: bool) -> Builder {
         self.legacy_headers = on;
+        self
+    }
+
+    /// Reports every admission decision the layers and extractors make
+    /// to `observer` (for metrics; see [`crate::pipeline::Observer`]).
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Builder {
+        self.observer = Some(observer);
         self
     }
 
@@ -508,14 +495,18 @@ impl Builder {
         let single = Scheme::ALL.map(|s| SchemeSet::new(&[s]));
         Ok(Portcullis {
             inner: Arc::new(Inner {
-                guard,
+                pipeline: {
+                    let p = Pipeline::new(guard, Arc::new(limiter), self.legacy_headers);
+                    match self.observer {
+                        Some(o) => p.observed_by(o),
+                        None => p,
+                    }
+                },
                 single,
-                limiter,
                 pools: AtomicU32::new(0),
                 trusted_proxies: self.trusted_proxies,
                 forwarded: self.forwarded.unwrap_or(ForwardedHeader::XForwardedFor),
                 https: self.https,
-                legacy_headers: self.legacy_headers,
                 docs: self.docs,
                 keys,
             }),

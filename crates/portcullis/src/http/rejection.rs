@@ -92,6 +92,12 @@ impl From<crate::auth::guard::Denied> for Rejection {
     }
 }
 
+impl From<crate::pipeline::Refused> for Rejection {
+    fn from(r: crate::pipeline::Refused) -> Rejection {
+        Rejection::from(r.problem)
+    }
+}
+
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

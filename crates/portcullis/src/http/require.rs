@@ -23,8 +23,9 @@
 //! # Ok(()) }
 //! ```
 
-use crate::http::rejection::problem_response;
 use crate::http::verified::{Authenticated, AuthenticatedBy, SecurityScopes};
+use crate::pipeline::{self, Entrance, RateDemand};
+use crate::ratelimit::Pool;
 use crate::service::Portcullis;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -32,7 +33,6 @@ use futures_util::future::BoxFuture;
 use http::{HeaderMap, Request};
 use portcullis_core::ratelimit::Policy as RatePolicy;
 use portcullis_core::{Scheme, SchemeSet, Scopes};
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
@@ -198,74 +198,29 @@ impl RequireLayer {
             .unwrap_or_default()
             .extended(d.scopes.iter().map(String::as_str));
         let required = trail.to_set().map_err(IntoResponse::into_response)?;
-        let mut granted = None;
-        let principal = match parts.extensions.get::<Authenticated>() {
-            // An outer layer admitted the caller: only the scopes remain.
-            Some(Authenticated(p)) => {
-                if !p.scopes.covers(&required) {
-                    let p = crate::auth::guard::insufficient_scope(&required);
-                    return Err(problem_response(&p, None));
-                }
-                Some(p.clone())
-            }
-            None if d.schemes.is_public() => None,
-            None => {
-                let guard = pc.guard();
-                let cookies =
-                    d.schemes.accepts(Scheme::Session) || d.schemes.accepts(Scheme::ApiKeyCookie);
-                let ctx = pc.context(parts, cookies);
-                let head = Portcullis::head(parts, &ctx);
-                let g = guard
-                    .authenticate_parts(&d.schemes, &required, &head)
-                    .await
-                    .map_err(|e| problem_response(&e.problem, None))?;
-                let p = g.principal.clone();
-                granted = Some(g);
-                p
-            }
+        let outer = parts.extensions.get::<Authenticated>().map(|a| a.0.clone());
+        let demand = pipeline::Demand {
+            schemes: &d.schemes,
+            scopes: &required,
+            rate: d.rate.as_ref().map(|(policy, by, pool)| RateDemand {
+                pool: Pool::Route(*pool),
+                policy: Some(policy),
+                by: *by,
+            }),
+            cost: 1,
+            admitted: outer.as_ref(),
         };
+        let admitted = pc
+            .pipeline()
+            .admit(Entrance::Layer, &demand, &pc.view(parts))
+            .await
+            .map_err(|f| f.response(None))?;
         let mut extra = HeaderMap::new();
-        if let Some((policy, by, pool)) = &d.rate {
-            let client = pc
-                .client_ip(parts)
-                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            let plan = crate::ratelimit::Plan::new(
-                crate::ratelimit::Pool::Route(*pool),
-                Some(policy),
-                *by,
-                principal.as_ref(),
-                client,
-            );
-            let legacy = pc.legacy_headers();
-            match pc.limiter().admit(plan.checks(), 1).await {
-                Ok(Some(v)) => {
-                    crate::ratelimit::write_headers(&mut extra, plan.label(&v), &v, legacy);
-                }
-                Ok(None) => {}
-                Err(refused) => {
-                    let mut r = problem_response(&refused.problem, None);
-                    if let Some(v) = refused.verdict {
-                        crate::ratelimit::write_headers(
-                            r.headers_mut(),
-                            plan.label(&v),
-                            &v,
-                            legacy,
-                        );
-                    }
-                    return Err(r);
-                }
-            }
+        admitted.write_headers(&mut extra);
+        if let Some(s) = admitted.scheme {
+            parts.extensions.insert(AuthenticatedBy(s));
         }
-        if let Some(g) = &granted {
-            pc.guard()
-                .spend(g, 1)
-                .await
-                .map_err(|e| problem_response(&e.problem, None))?;
-            if let Some(s) = g.scheme {
-                parts.extensions.insert(AuthenticatedBy(s));
-            }
-        }
-        if let Some(p) = principal {
+        if let Some(p) = admitted.principal {
             parts.extensions.insert(Authenticated(p));
         }
         parts.extensions.insert(trail);

@@ -5,6 +5,7 @@
 
 use crate::http::rejection::Rejection;
 use crate::http::schemes::SecurityScheme;
+use crate::pipeline::{Demand, Entrance};
 use crate::service::Portcullis;
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
@@ -222,15 +223,17 @@ impl<S: SecurityScheme, Sc: ScopeList> Verified<S, Sc> {
             .unwrap_or_default()
             .extended(Sc::SCOPES.iter().copied());
         let required = trail.to_set()?;
-        let guard = pc.guard();
-        let cookies = matches!(S::SCHEME, Scheme::ApiKeyCookie | Scheme::Session);
-        let set = pc.single(S::SCHEME);
-        let ctx = pc.context(parts, cookies);
-        let head = Portcullis::head(parts, &ctx);
-        let r = match guard.authenticate_parts(set, &required, &head).await {
-            Ok(g) => guard.spend(&g, 1).await.map(|()| g),
-            Err(d) => Err(d),
+        let demand = Demand {
+            schemes: pc.single(S::SCHEME),
+            scopes: &required,
+            rate: None,
+            cost: 1,
+            admitted: None,
         };
+        let r = pc
+            .pipeline()
+            .admit(Entrance::Layer, &demand, &pc.view(parts))
+            .await;
         match r {
             Ok(g) => match g.principal {
                 Some(principal) => Ok(Some(Verified {
@@ -240,8 +243,8 @@ impl<S: SecurityScheme, Sc: ScopeList> Verified<S, Sc> {
                 })),
                 None => Err(Rejection::new(ErrorCode::Internal)),
             },
-            Err(d) if d.problem.code == ErrorCode::NotAuthenticated => Ok(None),
-            Err(d) => Err(Rejection::from(d)),
+            Err(f) if f.problem.code == ErrorCode::NotAuthenticated => Ok(None),
+            Err(f) => Err(Rejection::from(f)),
         }
     }
 }

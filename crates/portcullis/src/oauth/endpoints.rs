@@ -46,7 +46,7 @@ impl Portcullis {
         req: Request<Body>,
     ) -> axum::response::Response {
         let (parts, body) = req.into_parts();
-        let (client_ip, origin) = self.context(&parts, true);
+        let (client_ip, origin) = (self.client_ip(&parts), self.own_origin(&parts));
         let req = Request::from_parts(parts, body);
         let ctx = Ctx {
             client_ip,
@@ -63,7 +63,7 @@ impl Portcullis {
             credential_id = out.credential_id.as_deref().unwrap_or(""),
             "endpoint answered"
         );
-        crate::http::edge::own_headers(r.headers_mut());
+        crate::pipeline::finish::own_headers(r.headers_mut());
         r
     }
 }

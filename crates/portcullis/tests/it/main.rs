@@ -12,6 +12,7 @@ mod last_admin;
 mod lifecycle;
 mod lookups;
 mod no_store;
+mod pipeline;
 mod redis_limit;
 mod redis_server;
 mod rotation;

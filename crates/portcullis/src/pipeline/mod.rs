@@ -1,0 +1,110 @@
+//! The admission pipeline: every request the gateway proxies, every
+//! decision its `/auth/verify` endpoint gives a proxy, and every request
+//! an in-process service's layers see goes through these phases, in this
+//! order, in this one implementation:
+//!
+//! 1. [`early`] — before anything is routed: the host rule, the one
+//!    spelling of the path, the HTTPS rule, CORS preflights;
+//! 2. [`admit`] — who is calling and may they: credential → verification
+//!    → CSRF → scopes (the [`Guard`]), then the rate limit, then the key's
+//!    quota. The caller and the headers to add, or one typed refusal;
+//! 3. [`finish`] — on the answer: CORS, HSTS, security headers.
+//!
+//! The shells around it ([`crate::http::edge::EdgeLayer`],
+//! [`crate::http::require::RequireLayer`], the gateway's request path) only
+//! read requests and write responses. The pure rules the phases need (the
+//! browser's origin, the HTTPS decision, the client's address) live in
+//! [`portcullis_core`]. docs/architecture.md draws the picture.
+
+pub mod admit;
+pub mod early;
+pub mod finish;
+
+use crate::auth::guard::Guard;
+use crate::ratelimit::Limiter;
+use portcullis_core::Principal;
+use std::sync::Arc;
+
+pub use admit::{Admitted, Demand, RateDemand, Refused, RequestView};
+
+/// The shared state of the phases that need any: the guard and the rate
+/// limiter. Cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    guard: Guard,
+    limiter: Arc<Limiter>,
+    legacy_headers: bool,
+    observer: Option<Arc<dyn Observer>>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("legacy_headers", &self.legacy_headers)
+            .field("observed", &self.observer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// A pipeline deciding with `guard` and counting with `limiter`;
+    /// `legacy_headers` adds `X-RateLimit-*` beside the draft's fields.
+    pub fn new(guard: Guard, limiter: Arc<Limiter>, legacy_headers: bool) -> Pipeline {
+        Pipeline {
+            guard,
+            limiter,
+            legacy_headers,
+            observer: None,
+        }
+    }
+
+    /// Reports every admission decision to `observer`.
+    pub fn observed_by(mut self, observer: Arc<dyn Observer>) -> Pipeline {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The guard.
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
+    /// The rate limiter.
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
+    }
+}
+
+/// Which entrance a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entrance {
+    /// The gateway's proxy path.
+    Proxy,
+    /// The gateway's decision endpoint (`/auth/verify`).
+    Decision,
+    /// A library layer in an in-process service.
+    Layer,
+}
+
+/// One admission decision, as an [`Observer`] sees it. Never holds a
+/// credential: only its public id.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'a> {
+    /// Where the request came in.
+    pub entrance: Entrance,
+    /// `allowed`, or the refusal's reason (its log reason).
+    pub reason: &'static str,
+    /// The status the client gets for a refusal; 200 when admitted.
+    pub status: u16,
+    /// The caller, when known.
+    pub principal: Option<&'a Principal>,
+    /// The credential's public id, when known.
+    pub credential_id: Option<&'a str>,
+}
+
+/// Sees every admission decision: the hook metrics and analytics attach
+/// to. Called on the request's task, so it must not block.
+pub trait Observer: Send + Sync + 'static {
+    /// One decision.
+    fn decided(&self, d: &Decision<'_>);
+}

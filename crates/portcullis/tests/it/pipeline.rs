@@ -1,0 +1,109 @@
+//! The admission pipeline as a service sees it: every decision the
+//! layers and extractors make reaches the observer, once, with the status
+//! the client got and never the credential itself.
+
+use axum::Router;
+use axum::routing::get;
+use portcullis::core::{ErrorCode, Scheme, Secret};
+use portcullis::pipeline::{Decision, Entrance, Observer};
+use portcullis::schemes::ApiKeyHeader;
+use portcullis::static_key::StaticKey;
+use portcullis::{Portcullis, Verified};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const KEY: &str = "correct-horse-battery-staple-pipeline";
+
+#[derive(Default)]
+struct Seen(Mutex<Vec<(Entrance, &'static str, u16, Option<String>)>>);
+
+impl Observer for Seen {
+    fn decided(&self, d: &Decision<'_>) {
+        self.0.lock().unwrap().push((
+            d.entrance,
+            d.reason,
+            d.status,
+            d.credential_id.map(str::to_owned),
+        ));
+    }
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await
+    });
+    addr
+}
+
+/// The status of `GET path`, with the key when `key` is set.
+async fn status(addr: SocketAddr, path: &str, key: bool) -> u16 {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let auth = if key {
+        format!("X-API-Key: {KEY}\r\n")
+    } else {
+        String::new()
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{auth}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn every_layer_and_extractor_decision_reaches_the_observer() {
+    let seen = Arc::new(Seen::default());
+    let pc = Portcullis::builder()
+        .static_key(StaticKey::new(Secret::new(KEY.into())).unwrap())
+        .observer(seen.clone())
+        .build()
+        .await
+        .unwrap();
+    async fn data(_: Verified<ApiKeyHeader>) -> &'static str {
+        "data"
+    }
+    let app = Router::new()
+        .route(
+            "/layer",
+            get(|| async { "ok" }).route_layer(pc.require([Scheme::ApiKeyHeader])),
+        )
+        .route("/extractor", get(data))
+        .route(
+            "/limited",
+            get(|| async { "ok" }).route_layer(pc.rate_limit("1/minute").unwrap()),
+        )
+        .layer(pc.layer());
+    let addr = serve(app).await;
+
+    assert_eq!(status(addr, "/layer", false).await, 401);
+    assert_eq!(status(addr, "/layer", true).await, 200);
+    assert_eq!(status(addr, "/extractor", true).await, 200);
+    assert_eq!(status(addr, "/limited", false).await, 200);
+    assert_eq!(status(addr, "/limited", false).await, 429);
+
+    let seen = seen.0.lock().unwrap().clone();
+    let summary: Vec<(&str, u16, bool)> = seen
+        .iter()
+        .map(|(e, reason, status, id)| {
+            assert_eq!(*e, Entrance::Layer);
+            (*reason, *status, id.is_some())
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (ErrorCode::NotAuthenticated.code(), 401, false),
+            ("allowed", 200, true),
+            ("allowed", 200, true),
+            ("allowed", 200, false),
+            (ErrorCode::RateLimited.code(), 429, false),
+        ]
+    );
+    // The observer sees the credential's public id, never the key.
+    assert!(seen.iter().all(|(_, _, _, id)| id.as_deref() != Some(KEY)));
+}
