@@ -2,16 +2,15 @@
 //! `/admin/v1/clients`), merged into [`crate::admin::router`] behind the
 //! same admin check. Without an identity service every route answers 404.
 
-use crate::admin::openapi::{Guarded, JsonBody};
+use crate::admin::reply::{Answer, Refused, invalid, json, no_content, problem};
+use crate::admin::request::{actor, checked_scopes, read_json};
+use crate::admin::route::{AdminState, Route};
 use crate::admin::rules;
-use crate::admin::{AdminState, Route, actor, checked_scopes, json, read_json, with_routes};
-
-use crate::auth::identity::IdentityError;
+use crate::admin::schemas::{Guarded, JsonBody};
+use crate::auth::identity::{Identity, IdentityError};
 use crate::auth::password::PasswordError;
 use crate::auth::specs::{ScopeList, client_created_json, split_list};
-use crate::http::rejection::problem_response;
 use crate::store::StoreError;
-use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::response::Response;
 use axum::routing::on;
@@ -20,9 +19,9 @@ use portcullis_core::{ErrorCode, Problem, Secret};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// The user and client routes, as [`crate::admin::ROUTES`]: each handler
-/// carries its `#[utoipa::path]`.
-pub const ROUTES: &[Route] = &[
+/// The user and client routes. Each handler carries its
+/// `#[utoipa::path]`.
+pub(crate) const ROUTES: &[Route] = &[
     Route {
         method: Method::GET,
         path: "/admin/v1/users",
@@ -70,14 +69,9 @@ pub const ROUTES: &[Route] = &[
     },
 ];
 
-/// The user and client routes (state: [`AdminState`]).
-pub fn routes() -> Router<AdminState> {
-    with_routes(Router::new(), ROUTES)
-}
-
 /// What an identity error answers. `what` names the missing record for a
 /// 404 ("no user named …").
-pub fn identity_problem(e: &IdentityError, what: &str) -> Problem {
+pub(crate) fn identity_problem(e: &IdentityError, what: &str) -> Problem {
     match e {
         IdentityError::Invalid(m) => Problem::new(ErrorCode::ValidationFailed).detail(m.clone()),
         IdentityError::Password(p @ (PasswordError::TooShort | PasswordError::TooLong)) => {
@@ -102,14 +96,7 @@ pub fn identity_problem(e: &IdentityError, what: &str) -> Problem {
 }
 
 fn err(e: &IdentityError, what: &str) -> Response {
-    problem_response(&identity_problem(e, what), None)
-}
-
-fn invalid(m: impl Into<String>) -> Response {
-    problem_response(
-        &Problem::new(ErrorCode::ValidationFailed).detail(m.into()),
-        None,
-    )
+    problem(identity_problem(e, what))
 }
 
 fn no_user(name: &str) -> String {
@@ -119,6 +106,15 @@ fn no_user(name: &str) -> String {
     )
 }
 
+/// A body's scopes by the admin API's rules; none when left out.
+fn scopes(list: Option<ScopeList>) -> Result<portcullis_core::Scopes, Refused> {
+    Ok(list
+        .map(checked_scopes)
+        .transpose()
+        .map_err(invalid)?
+        .unwrap_or_default())
+}
+
 fn no_client(id: &str) -> String {
     format!(
         "no client with id {:?}",
@@ -126,13 +122,15 @@ fn no_client(id: &str) -> String {
     )
 }
 
-/// The 404 of a gateway without users and clients.
-fn not_configured() -> Response {
-    problem_response(
-        &Problem::new(ErrorCode::ResourceNotFound)
-            .detail("users and clients are not configured on this gateway"),
-        None,
-    )
+/// The identity service, or the 404 of a gateway without users and
+/// clients.
+fn identity(st: &AdminState) -> Result<&Identity, Refused> {
+    st.identity.as_deref().ok_or_else(|| {
+        Refused::from(problem(
+            Problem::new(ErrorCode::ResourceNotFound)
+                .detail("users and clients are not configured on this gateway"),
+        ))
+    })
 }
 
 // ---- users -----------------------------------------------------------
@@ -141,7 +139,7 @@ fn not_configured() -> Response {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct UserList {
     /// The users.
-    #[schema(value_type = Vec<crate::admin::openapi::User>)]
+    #[schema(value_type = Vec<crate::admin::schemas::User>)]
     users: Vec<crate::store::identity::UserRecord>,
 }
 
@@ -152,19 +150,17 @@ pub(crate) struct UserList {
     tag = "users",
     responses(
         (status = 200, description = "Every user", body = UserList),
-        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin::schemas::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
 )]
-pub(crate) async fn list_users(State(st): State<AdminState>) -> Response {
-    let Some(id) = st.identity.as_deref() else {
-        return not_configured();
-    };
-    match id.list_users().await {
-        Ok(users) => json(StatusCode::OK, &UserList { users }),
-        Err(e) => err(&e, "no users"),
-    }
+pub(crate) async fn list_users(State(st): State<AdminState>) -> Answer {
+    let users = identity(&st)?
+        .list_users()
+        .await
+        .map_err(|e| err(&e, "no users"))?;
+    Ok(json(StatusCode::OK, &UserList { users }))
 }
 
 fn username_schema() -> utoipa::openapi::Schema {
@@ -208,36 +204,29 @@ pub(crate) struct CreateUserBody {
     tag = "users",
     request_body = CreateUserBody,
     responses(
-        (status = 201, description = "The new user", body = crate::admin::openapi::User),
-        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A user with that name exists (`conflict`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
+        (status = 201, description = "The new user", body = crate::admin::schemas::User),
+        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin::schemas::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A user with that name exists (`conflict`)", body = crate::admin::schemas::Problem, content_type = "application/problem+json"),
         JsonBody,
-        (status = 500, description = "The password could not be hashed (`internal_error`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The password could not be hashed (`internal_error`)", body = crate::admin::schemas::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
 )]
-pub(crate) async fn create_user(State(st): State<AdminState>, req: Request) -> Response {
-    let Some(id) = st.identity.as_deref() else {
-        return not_configured();
-    };
+pub(crate) async fn create_user(State(st): State<AdminState>, req: Request) -> Answer {
+    let id = identity(&st)?;
     let actor = actor(&req);
-    let b: CreateUserBody = match read_json(req, false).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    if let Err(m) = rules::USERNAME.check("username", &b.username) {
-        return invalid(m);
-    }
+    let b: CreateUserBody = read_json(req, false).await?;
+    rules::USERNAME
+        .check("username", &b.username)
+        .map_err(invalid)?;
     let password = Secret::new(b.password);
-    let scopes = match b.scopes.map(checked_scopes).transpose() {
-        Ok(s) => s.unwrap_or_default(),
-        Err(m) => return invalid(m),
-    };
-    match id.add_user(&b.username, &password, scopes, &actor).await {
-        Ok(r) => json(StatusCode::CREATED, &r),
-        Err(e) => err(&e, &no_user(&b.username)),
-    }
+    let scopes = scopes(b.scopes)?;
+    let r = id
+        .add_user(&b.username, &password, scopes, &actor)
+        .await
+        .map_err(|e| err(&e, &no_user(&b.username)))?;
+    Ok(json(StatusCode::CREATED, &r))
 }
 
 /// Show a user
@@ -247,30 +236,27 @@ pub(crate) async fn create_user(State(st): State<AdminState>, req: Request) -> R
     tag = "users",
     params(("name" = String, Path, description = "The user's login name")),
     responses(
-        (status = 200, description = "The user", body = crate::admin::openapi::User),
-        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The user", body = crate::admin::schemas::User),
+        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin::schemas::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
 )]
-pub(crate) async fn show_user(State(st): State<AdminState>, Path(name): Path<String>) -> Response {
-    let Some(id) = st.identity.as_deref() else {
-        return not_configured();
-    };
-    match id.store().get_user(&name).await {
-        Ok(r) => json(StatusCode::OK, &r),
-        Err(e) => err(&IdentityError::Store(e), &no_user(&name)),
-    }
+pub(crate) async fn show_user(State(st): State<AdminState>, Path(name): Path<String>) -> Answer {
+    let r = identity(&st)?
+        .store()
+        .get_user(&name)
+        .await
+        .map_err(|e| err(&IdentityError::Store(e), &no_user(&name)))?;
+    Ok(json(StatusCode::OK, &r))
 }
 
-async fn set_disabled(st: &AdminState, name: &str, actor: &str, disabled: bool) -> Response {
-    let Some(id) = st.identity.as_deref() else {
-        return not_configured();
-    };
-    match id.set_user_disabled(name, disabled, actor).await {
-        Ok(r) => json(StatusCode::OK, &r),
-        Err(e) => err(&e, &no_user(name)),
-    }
+async fn set_disabled(st: &AdminState, name: &str, actor: &str, disabled: bool) -> Answer {
+    let r = identity(st)?
+        .set_user_disabled(name, disabled, actor)
+        .await
+        .map_err(|e| err(&e, &no_user(name)))?;
+    Ok(json(StatusCode::OK, &r))
 }
 
 /// Disable a user
@@ -282,8 +268,8 @@ async fn set_disabled(st: &AdminState, name: &str, actor: &str, disabled: bool) 
     tag = "users",
     params(("name" = String, Path, description = "The user's login name")),
     responses(
-        (status = 200, description = "The user", body = crate::admin::openapi::User),
-        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The user", body = crate::admin::schemas::User),
+        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin::schemas::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -292,7 +278,7 @@ pub(crate) async fn disable_user(
     State(st): State<AdminState>,
     Path(name): Path<String>,
     req: Request,
-) -> Response {
+) -> Answer {
     set_disabled(&st, &name, &actor(&req), true).await
 }
 
@@ -303,8 +289,8 @@ pub(crate) async fn disable_user(
     tag = "users",
     params(("name" = String, Path, description = "The user's login name")),
     responses(
-        (status = 200, description = "The user", body = crate::admin::openapi::User),
-        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The user", body = crate::admin::schemas::User),
+        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin::schemas::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -313,7 +299,7 @@ pub(crate) async fn enable_user(
     State(st): State<AdminState>,
     Path(name): Path<String>,
     req: Request,
-) -> Response {
+) -> Answer {
     set_disabled(&st, &name, &actor(&req), false).await
 }
 
@@ -337,9 +323,9 @@ pub(crate) struct PasswordBody {
     request_body = PasswordBody,
     responses(
         (status = 204, description = "The password is set"),
-        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No user with that name, or users are not configured on this gateway (`resource_not_found`)", body = crate::admin::schemas::Problem, content_type = "application/problem+json"),
         JsonBody,
-        (status = 500, description = "The password could not be hashed (`internal_error`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The password could not be hashed (`internal_error`)", body = crate::admin::schemas::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -348,24 +334,15 @@ pub(crate) async fn set_password(
     State(st): State<AdminState>,
     Path(name): Path<String>,
     req: Request,
-) -> Response {
-    let Some(id) = st.identity.as_deref() else {
-        return not_configured();
-    };
+) -> Answer {
+    let id = identity(&st)?;
     let actor = actor(&req);
-    let b: PasswordBody = match read_json(req, false).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let b: PasswordBody = read_json(req, false).await?;
     let password = Secret::new(b.password);
-    match id.set_password(&name, &password, &actor).await {
-        Ok(()) => {
-            let mut r = Response::new(axum::body::Body::empty());
-            *r.status_mut() = StatusCode::NO_CONTENT;
-            r
-        }
-        Err(e) => err(&e, &no_user(&name)),
-    }
+    id.set_password(&name, &password, &actor)
+        .await
+        .map_err(|e| err(&e, &no_user(&name)))?;
+    Ok(no_content())
 }
 
 // ---- clients ---------------------------------------------------------
@@ -374,7 +351,7 @@ pub(crate) async fn set_password(
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ClientList {
     /// The clients.
-    #[schema(value_type = Vec<crate::admin::openapi::Client>)]
+    #[schema(value_type = Vec<crate::admin::schemas::Client>)]
     clients: Vec<crate::store::identity::ClientRecord>,
 }
 
@@ -385,19 +362,17 @@ pub(crate) struct ClientList {
     tag = "clients",
     responses(
         (status = 200, description = "Every client", body = ClientList),
-        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin::schemas::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
 )]
-pub(crate) async fn list_clients(State(st): State<AdminState>) -> Response {
-    let Some(id) = st.identity.as_deref() else {
-        return not_configured();
-    };
-    match id.list_clients().await {
-        Ok(clients) => json(StatusCode::OK, &ClientList { clients }),
-        Err(e) => err(&e, "no clients"),
-    }
+pub(crate) async fn list_clients(State(st): State<AdminState>) -> Answer {
+    let clients = identity(&st)?
+        .list_clients()
+        .await
+        .map_err(|e| err(&e, "no clients"))?;
+    Ok(json(StatusCode::OK, &ClientList { clients }))
 }
 
 /// Grant types: one string, space- or comma-separated, or a list. Its
@@ -449,45 +424,34 @@ pub(crate) struct CreateClientBody {
     tag = "clients",
     request_body = CreateClientBody,
     responses(
-        (status = 201, description = "The client's record and secret, shown once", body = crate::admin::openapi::NewClient),
-        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
+        (status = 201, description = "The client's record and secret, shown once", body = crate::admin::schemas::NewClient),
+        (status = 404, description = "Users and clients are not configured on this gateway (`resource_not_found`)", body = crate::admin::schemas::Problem, content_type = "application/problem+json"),
         JsonBody,
-        (status = 500, description = "No randomness for the id or secret (`internal_error`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "No randomness for the id or secret (`internal_error`)", body = crate::admin::schemas::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
 )]
-pub(crate) async fn create_client(State(st): State<AdminState>, req: Request) -> Response {
-    let Some(id) = st.identity.as_deref() else {
-        return not_configured();
-    };
+pub(crate) async fn create_client(State(st): State<AdminState>, req: Request) -> Answer {
+    let id = identity(&st)?;
     let actor = actor(&req);
-    let b: CreateClientBody = match read_json(req, false).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    if let Err(m) = rules::LABEL.check("name", &b.name) {
-        return invalid(m);
-    }
-    let scopes = match b.scopes.map(checked_scopes).transpose() {
-        Ok(s) => s.unwrap_or_default(),
-        Err(m) => return invalid(m),
-    };
+    let b: CreateClientBody = read_json(req, false).await?;
+    rules::LABEL.check("name", &b.name).map_err(invalid)?;
+    let scopes = scopes(b.scopes)?;
     let grants = match b.grants {
         None => Vec::new(),
         Some(GrantList::One(s)) => {
-            if let Err(m) = rules::GRANT_LIST.check("grants", &s) {
-                return invalid(m);
-            }
+            rules::GRANT_LIST.check("grants", &s).map_err(invalid)?;
             split_list(&s)
         }
         // Each item is checked by `add_client`, against the same list.
         Some(GrantList::Many(v)) => v,
     };
-    match id.add_client(&b.name, scopes, &grants, &actor).await {
-        Ok(c) => json(StatusCode::CREATED, &client_created_json(&c)),
-        Err(e) => err(&e, "no such client"),
-    }
+    let c = id
+        .add_client(&b.name, scopes, &grants, &actor)
+        .await
+        .map_err(|e| err(&e, "no such client"))?;
+    Ok(json(StatusCode::CREATED, &client_created_json(&c)))
 }
 
 /// Revoke an OAuth2 client
@@ -499,9 +463,9 @@ pub(crate) async fn create_client(State(st): State<AdminState>, req: Request) ->
     tag = "clients",
     params(("id" = String, Path, description = "The client's id (`cl_…`)")),
     responses(
-        (status = 200, description = "The revoked client's record", body = crate::admin::openapi::Client),
-        (status = 404, description = "No client with that id, or clients are not configured on this gateway (`resource_not_found`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The client is revoked already (`conflict`)", body = crate::admin::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The revoked client's record", body = crate::admin::schemas::Client),
+        (status = 404, description = "No client with that id, or clients are not configured on this gateway (`resource_not_found`)", body = crate::admin::schemas::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The client is revoked already (`conflict`)", body = crate::admin::schemas::Problem, content_type = "application/problem+json"),
         Guarded,
     ),
     security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
@@ -510,12 +474,10 @@ pub(crate) async fn revoke_client(
     State(st): State<AdminState>,
     Path(client_id): Path<String>,
     req: Request,
-) -> Response {
-    let Some(id) = st.identity.as_deref() else {
-        return not_configured();
-    };
-    match id.revoke_client(&client_id, &actor(&req)).await {
-        Ok(r) => json(StatusCode::OK, &r),
-        Err(e) => err(&e, &no_client(&client_id)),
-    }
+) -> Answer {
+    let r = identity(&st)?
+        .revoke_client(&client_id, &actor(&req))
+        .await
+        .map_err(|e| err(&e, &no_client(&client_id)))?;
+    Ok(json(StatusCode::OK, &r))
 }

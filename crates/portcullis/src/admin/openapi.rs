@@ -2,22 +2,28 @@
 //! at `GET /admin/v1/openapi.json`.
 //!
 //! Each operation is declared beside its handler with `#[utoipa::path]`
-//! ([`crate::admin`], [`crate::admin::identity`]); this module gathers
-//! them, adds the security schemes and the schemas of what is sent, and
-//! serves the result.
+//! (the handler modules: keys, status, identity); this module gathers
+//! them, adds the security schemes and the schemas of what is sent
+//! (`crate::admin::schemas`), and serves the result. It depends on the
+//! handler modules; none of them depends on it.
 //!
-//! The admin router is built from route tables ([`crate::admin::ROUTES`],
-//! [`crate::admin::identity::ROUTES`]) and [`served_routes`] lists the same
-//! tables: the tests below (and the gateway's integration test) check that
-//! the document's operations are exactly those, so a route served without
-//! its documentation, or documented but not served, fails them.
+//! The admin router is built from the handler modules' route tables and
+//! [`served_routes`] lists the same tables: the tests below (and the
+//! gateway's integration test) check that the document's operations are
+//! exactly those, so a route served without its documentation, or
+//! documented but not served, fails them.
 //!
 //! The records the store returns ([`crate::store::KeyRecord`] and its
-//! kin) are described here by mirror types ([`Key`], [`User`], ...); a
-//! test serializes the real records and checks their members against the
+//! kin) are described by mirror types (`crate::admin::schemas`); a test
+//! here serializes the real records and checks their members against the
 //! mirrors, both ways.
 
-use crate::admin::AdminState;
+use crate::admin::route::{AdminState, Route};
+use crate::admin::schemas::{
+    AuditEvent, BreakerState, Client, Key, NewClient, NewKey, OnBackendError, Problem,
+    RateLimitBackend, User,
+};
+use crate::admin::{identity, keys, status};
 use crate::http::rejection::problem_response;
 use axum::body::Body;
 use axum::extract::State;
@@ -26,11 +32,10 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, StatusCode};
 use portcullis_core::ErrorCode;
-use serde::Serialize;
 use std::sync::LazyLock;
+use utoipa::OpenApi;
 use utoipa::openapi::Components;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoResponses, OpenApi, ToSchema};
 
 /// Where the document is served.
 pub const OPENAPI_PATH: &str = "/admin/v1/openapi.json";
@@ -54,17 +59,17 @@ const DEFAULT_HEADER: &str = "X-API-Key";
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     paths(
-        crate::admin::list_keys,
-        crate::admin::create_key,
-        crate::admin::show_key,
-        crate::admin::delete_key,
-        crate::admin::revoke_key,
-        crate::admin::rotate_key,
-        crate::admin::disable_key,
-        crate::admin::enable_key,
-        crate::admin::list_audit,
-        crate::admin::rate_limit_status,
-        crate::admin::stats,
+        crate::admin::keys::list_keys,
+        crate::admin::keys::create_key,
+        crate::admin::keys::show_key,
+        crate::admin::keys::delete_key,
+        crate::admin::keys::revoke_key,
+        crate::admin::keys::rotate_key,
+        crate::admin::keys::disable_key,
+        crate::admin::keys::enable_key,
+        crate::admin::status::list_audit,
+        crate::admin::status::rate_limit_status,
+        crate::admin::status::stats,
         crate::admin::identity::list_users,
         crate::admin::identity::create_user,
         crate::admin::identity::show_user,
@@ -78,7 +83,7 @@ const DEFAULT_HEADER: &str = "X-API-Key";
     ),
     components(schemas(
         Problem,
-        crate::admin::RotateBody,
+        crate::admin::keys::RotateBody,
         Key,
         NewKey,
         AuditEvent,
@@ -128,7 +133,7 @@ pub fn document(api_key_header: &str) -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// States in `CreateBody` what `admin::refill_from` checks across
+/// States in `CreateBody` what `KeyRequest::into_spec` checks across
 /// members: `refill_amount` needs `refill`, and `refill` needs `uses` or
 /// `refill_amount` (the uses each refill gives). The three are never
 /// `null` (JSON Schema's dependencies count a `null` member as present).
@@ -175,13 +180,19 @@ fn document_json(api_key_header: &str) -> Option<Bytes> {
 /// The document for the default header, written once.
 static DEFAULT_DOCUMENT: LazyLock<Option<Bytes>> = LazyLock::new(|| document_json(DEFAULT_HEADER));
 
+/// The routes of every handler module, which the admin check guards.
+pub(crate) fn handler_routes() -> impl Iterator<Item = &'static Route> {
+    keys::ROUTES
+        .iter()
+        .chain(status::ROUTES)
+        .chain(identity::ROUTES)
+}
+
 /// Every (method, path) the admin router serves, and whether the admin
 /// check guards it: the route tables the router is built from, and this
 /// document.
 pub fn served_routes() -> Vec<(Method, &'static str, bool)> {
-    crate::admin::ROUTES
-        .iter()
-        .chain(crate::admin::identity::ROUTES)
+    handler_routes()
         .map(|r| (r.method.clone(), r.path, true))
         .chain(std::iter::once((Method::GET, OPENAPI_PATH, false)))
         .collect()
@@ -224,256 +235,10 @@ pub(crate) async fn openapi_json(State(st): State<AdminState>) -> Response {
     r
 }
 
-// ---- shared answers ----------------------------------------------------
-
-/// An error: RFC 9457 problem details with FastAPI's `detail` member, sent
-/// as `application/problem+json`.
-#[derive(Serialize, ToSchema)]
-pub struct Problem {
-    /// `https://portcullis.dev/errors/{code}`.
-    #[serde(rename = "type")]
-    #[schema(
-        format = "uri",
-        example = "https://portcullis.dev/errors/resource_not_found"
-    )]
-    pub type_: String,
-    /// The status's reason phrase.
-    #[schema(example = "Not Found")]
-    pub title: String,
-    /// The HTTP status.
-    #[schema(example = 404)]
-    pub status: u16,
-    /// What went wrong, for people (FastAPI's member).
-    #[schema(example = "no key with id \"key_nope\"")]
-    pub detail: String,
-    /// The stable error code (docs/errors.md).
-    #[schema(example = "resource_not_found")]
-    pub code: String,
-    /// The request's id, where one was assigned (the admin API sends none).
-    #[schema(value_type = String, required = false)]
-    pub request_id: Option<String>,
-}
-
-/// The refusals of the admin check, which every guarded operation can
-/// answer.
-#[derive(IntoResponses)]
-pub enum Guarded {
-    /// More than one credential was presented (`ambiguous_credentials`).
-    #[response(status = 400, content_type = "application/problem+json")]
-    AmbiguousCredentials(Problem),
-    /// No credential (`not_authenticated`), or one that is unknown,
-    /// expired, revoked or disabled (`invalid_credentials`). Carries
-    /// `WWW-Authenticate`.
-    #[response(
-        status = 401,
-        content_type = "application/problem+json",
-        headers(("WWW-Authenticate" = String, description = "The challenge"))
-    )]
-    NotAuthenticated(Problem),
-    /// The credential lacks the `admin` scope (`insufficient_scope`).
-    #[response(
-        status = 403,
-        content_type = "application/problem+json",
-        headers(("WWW-Authenticate" = String, description = "Bearer error=\"insufficient_scope\", scope=\"admin\""))
-    )]
-    InsufficientScope(Problem),
-    /// The admin key's limited uses are spent until its next refill
-    /// (`quota_exceeded`).
-    #[response(
-        status = 429,
-        content_type = "application/problem+json",
-        headers(("Retry-After" = u64, description = "Seconds until the next refill"))
-    )]
-    QuotaExceeded(Problem),
-    /// The credential store could not be reached (`store_unavailable`).
-    #[response(status = 503, content_type = "application/problem+json")]
-    StoreUnavailable(Problem),
-}
-
-/// The refusals of a JSON request body.
-#[derive(IntoResponses)]
-pub enum JsonBody {
-    /// The body is larger than 64 KiB, or a new key's `metadata` larger
-    /// than 4096 bytes as JSON (`payload_too_large`).
-    #[response(status = 413, content_type = "application/problem+json")]
-    PayloadTooLarge(Problem),
-    /// The body is not sent as `application/json` (`unsupported_media_type`).
-    #[response(status = 415, content_type = "application/problem+json")]
-    UnsupportedMediaType(Problem),
-    /// The body does not parse, has an unknown member, or a member is
-    /// invalid; `detail` names it (`validation_failed`).
-    #[response(status = 422, content_type = "application/problem+json")]
-    ValidationFailed(Problem),
-}
-
-// ---- mirrors of the store's records ------------------------------------
-
-/// An API key as the admin API shows it: never the key itself or its hash.
-#[derive(Serialize, ToSchema)]
-pub struct Key {
-    /// Public id (`key_…`).
-    pub id: String,
-    /// Display prefix (`pc_live_Ab12Cd`).
-    pub prefix: String,
-    /// Environment label (`live`, `test`, ...).
-    pub env: String,
-    /// Owner.
-    pub owner: String,
-    /// Name.
-    pub name: String,
-    /// Scopes, space-separated.
-    pub scopes: String,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// Unix seconds; `null`: never expires.
-    #[schema(required = true)]
-    pub expires_at: Option<i64>,
-    /// Unix seconds; `null`: not revoked.
-    #[schema(required = true)]
-    pub revoked_at: Option<i64>,
-    /// Switched off.
-    pub disabled: bool,
-    /// Uses left; `null`: unlimited.
-    #[schema(required = true)]
-    pub remaining_uses: Option<i64>,
-    /// `day` or `month`: the uses are refilled at the start of each;
-    /// `null`: never refilled.
-    #[schema(required = true)]
-    pub refill: Option<String>,
-    /// The uses the key gets at each refill.
-    #[schema(required = true)]
-    pub refill_amount: Option<i64>,
-    /// Rate-limit override (`100/minute; 1000/day`).
-    #[schema(required = true)]
-    pub rate_limit: Option<String>,
-    /// Free JSON metadata.
-    #[schema(value_type = Object)]
-    pub metadata: serde_json::Value,
-    /// Last use (Unix seconds), written in batches; `null`: never used.
-    #[schema(required = true)]
-    pub last_used_at: Option<i64>,
-    /// The id of the key this one replaced.
-    #[schema(required = true)]
-    pub rotated_from: Option<String>,
-    /// The id of the key that replaced this one.
-    #[schema(required = true)]
-    pub rotated_to: Option<String>,
-}
-
-/// A key just created or issued by a rotation: its record and the key
-/// itself, shown this once.
-#[derive(Serialize, ToSchema)]
-pub struct NewKey {
-    /// The record.
-    #[serde(flatten)]
-    pub record: Key,
-    /// The key (`pc_live_…`). Store it now: it is never shown again.
-    pub key: String,
-}
-
-/// An audit event.
-#[derive(Serialize, ToSchema)]
-pub struct AuditEvent {
-    /// Sequence number.
-    pub id: i64,
-    /// Unix seconds.
-    pub at: i64,
-    /// Who: `cli`, or the acting admin key's id.
-    pub actor: String,
-    /// What (`key.create`, `key.revoke`, `user.create`, ...).
-    pub action: String,
-    /// The object's id or name.
-    #[schema(required = true)]
-    pub target: Option<String>,
-    /// Non-secret detail.
-    #[schema(value_type = Object)]
-    pub detail: serde_json::Value,
-}
-
-/// A user: no password hash.
-#[derive(Serialize, ToSchema)]
-pub struct User {
-    /// Login name.
-    pub username: String,
-    /// Scopes, space-separated.
-    pub scopes: String,
-    /// Switched off.
-    pub disabled: bool,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// Unix seconds.
-    pub updated_at: i64,
-    /// The stored hash's algorithm (`argon2id`, `bcrypt`): an imported
-    /// bcrypt user has not signed in since.
-    pub hash_algorithm: String,
-}
-
-/// An OAuth2 client: no secret hash.
-#[derive(Serialize, ToSchema)]
-pub struct Client {
-    /// Public id (`cl_…`).
-    pub client_id: String,
-    /// Name.
-    pub name: String,
-    /// Scopes, space-separated.
-    pub scopes: String,
-    /// Grant types, space-separated.
-    pub grants: String,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// Unix seconds; `null`: not revoked.
-    #[schema(required = true)]
-    pub revoked_at: Option<i64>,
-}
-
-/// A client just created: its record and its secret, shown this once.
-#[derive(Serialize, ToSchema)]
-pub struct NewClient {
-    /// The record.
-    #[serde(flatten)]
-    pub record: Client,
-    /// The client secret (`pcs_…`). Store it now: it is never shown again.
-    pub client_secret: String,
-}
-
-/// Where the rate limiter counts.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RateLimitBackend {
-    /// In this process.
-    Memory,
-    /// In Redis, shared by every gateway.
-    Redis,
-}
-
-/// What the limiter does while Redis is down (`[rate_limit]
-/// on_backend_error`).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OnBackendError {
-    /// Admit every request.
-    Allow,
-    /// Refuse every request (503 `limiter_unavailable`).
-    Deny,
-    /// Count in this process's memory.
-    Local,
-}
-
-/// The state of the breaker in front of Redis.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum BreakerState {
-    /// Redis is asked.
-    Closed,
-    /// Redis is not asked until the cooldown ends.
-    Open,
-    /// The cooldown ended: one probe is asking.
-    HalfOpen,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Serialize;
     use serde_json::{Value, json};
     use std::collections::BTreeSet;
 
@@ -528,10 +293,7 @@ mod tests {
     fn the_router_builds_from_the_tables() {
         // axum panics on a path it cannot route or a method routed twice;
         // every method in the tables must be routable.
-        for r in crate::admin::ROUTES
-            .iter()
-            .chain(crate::admin::identity::ROUTES)
-        {
+        for r in handler_routes() {
             assert!(
                 axum::routing::MethodFilter::try_from(r.method.clone()).is_ok(),
                 "{} {}",
@@ -539,8 +301,7 @@ mod tests {
                 r.path
             );
         }
-        let _ = crate::admin::with_routes(axum::Router::new(), crate::admin::ROUTES)
-            .merge(crate::admin::identity::routes());
+        let _ = crate::admin::route::with_routes(axum::Router::new(), handler_routes());
     }
 
     #[test]
