@@ -7,6 +7,8 @@
 //! transaction, so every gateway sharing the store drops what it cached
 //! within one poll.
 
+use super::rules::{self, RefreshStep};
+use super::write::Write;
 use super::{NewAudit, Store, StoreError};
 use portcullis_core::{KeyHash, Scopes};
 use serde::Serialize;
@@ -212,14 +214,6 @@ impl std::fmt::Debug for SigningKeyRow {
     }
 }
 
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            Store::Sqlite($s) => $e,
-        }
-    };
-}
-
 impl Store {
     /// Inserts users and one audit event, all or none: a name that exists
     /// already fails the whole batch with `Conflict`.
@@ -228,22 +222,34 @@ impl Store {
         users: &[NewUser],
         audit: &NewAudit,
     ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.insert_users(users, audit).await)
+        let mut w = self.write().await?;
+        for u in users {
+            if !w.insert_user(u).await? {
+                // Dropping the transaction rolls back the users already
+                // inserted: an import is all or nothing.
+                return Err(StoreError::Conflict("a user with that name exists"));
+            }
+            w.changed(subject_hash("user", &u.username), u.created_at);
+        }
+        w.commit(Some(audit)).await
     }
 
     /// One user, for display.
     pub async fn get_user(&self, username: &str) -> Result<UserRecord, StoreError> {
-        dispatch!(self, s => s.get_user(username).await)
+        self.backend
+            .get_user(username)
+            .await?
+            .ok_or(StoreError::NotFound)
     }
 
     /// Every user, by name.
     pub async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
-        dispatch!(self, s => s.list_users().await)
+        self.backend.list_users().await
     }
 
     /// What authentication needs about a user.
     pub async fn user_auth(&self, username: &str) -> Result<Option<UserAuth>, StoreError> {
-        dispatch!(self, s => s.user_auth(username).await)
+        self.backend.user_auth(username).await
     }
 
     /// Sets a new password hash and ends every session and refresh token of
@@ -254,7 +260,12 @@ impl Store {
         hash: &str,
         audit: &NewAudit,
     ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.set_password(username, hash, audit).await)
+        let mut w = self.write().await?;
+        if !w.set_password_hash(username, hash, audit.at).await? {
+            return Err(StoreError::NotFound);
+        }
+        end_user_tokens(&mut w, username, audit.at).await?;
+        w.commit(Some(audit)).await
     }
 
     /// Replaces a hash after a login proved the password, only if it is
@@ -266,7 +277,7 @@ impl Store {
         new: &str,
         at: i64,
     ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.upgrade_hash(username, old, new, at).await)
+        self.backend.upgrade_hash(username, old, new, at).await
     }
 
     /// Disables (ending every session, refresh token and access token) or
@@ -277,7 +288,17 @@ impl Store {
         disabled: bool,
         audit: &NewAudit,
     ) -> Result<UserRecord, StoreError> {
-        dispatch!(self, s => s.set_user_disabled(username, disabled, audit).await)
+        let mut w = self.write().await?;
+        if !w.set_user_disabled(username, disabled, audit.at).await? {
+            return Err(StoreError::NotFound);
+        }
+        if disabled {
+            end_user_tokens(&mut w, username, audit.at).await?;
+        } else {
+            w.changed(subject_hash("user", username), audit.at);
+        }
+        w.commit(Some(audit)).await?;
+        self.get_user(username).await
     }
 
     /// Inserts a client.
@@ -286,22 +307,29 @@ impl Store {
         c: &NewClient,
         audit: &NewAudit,
     ) -> Result<ClientRecord, StoreError> {
-        dispatch!(self, s => s.insert_client(c, audit).await)
+        let mut w = self.write().await?;
+        w.insert_client(c).await?;
+        w.changed(subject_hash("client", &c.client_id), c.created_at);
+        w.commit(Some(audit)).await?;
+        self.get_client(&c.client_id).await
     }
 
     /// Every client.
     pub async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
-        dispatch!(self, s => s.list_clients().await)
+        self.backend.list_clients().await
     }
 
     /// One client, for display.
     pub async fn get_client(&self, client_id: &str) -> Result<ClientRecord, StoreError> {
-        dispatch!(self, s => s.get_client(client_id).await)
+        self.backend
+            .get_client(client_id)
+            .await?
+            .ok_or(StoreError::NotFound)
     }
 
     /// What client authentication needs.
     pub async fn client_auth(&self, client_id: &str) -> Result<Option<ClientAuth>, StoreError> {
-        dispatch!(self, s => s.client_auth(client_id).await)
+        self.backend.client_auth(client_id).await
     }
 
     /// Revokes a client and every refresh token issued to it.
@@ -310,7 +338,13 @@ impl Store {
         client_id: &str,
         audit: &NewAudit,
     ) -> Result<ClientRecord, StoreError> {
-        dispatch!(self, s => s.revoke_client(client_id, audit).await)
+        let mut w = self.write().await?;
+        rules::check_client_revocation(w.client_revoked_at(client_id).await?)?;
+        w.set_client_revoked(client_id, audit.at).await?;
+        w.revoke_client_refresh(client_id, audit.at).await?;
+        w.changed(subject_hash("client", client_id), audit.at);
+        w.commit(Some(audit)).await?;
+        self.get_client(client_id).await
     }
 
     /// Stores a new refresh token (the start of a family).
@@ -319,7 +353,7 @@ impl Store {
         hash: &KeyHash,
         grant: &RefreshGrant,
     ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.insert_refresh(hash, grant).await)
+        self.backend.insert_refresh(hash, grant).await
     }
 
     /// Spends `old` and stores `new` in its family, atomically; a token
@@ -334,7 +368,24 @@ impl Store {
         scopes: Option<&Scopes>,
         now: i64,
     ) -> Result<RefreshOutcome, StoreError> {
-        dispatch!(self, s => s.rotate_refresh(old, new, client_id, scopes, now).await)
+        // Serialised: of two requests racing with the same token, the
+        // second waits for the first to commit and then sees it spent.
+        let mut w = self.write().await?;
+        let row = w.refresh(old).await?;
+        match rules::refresh_step(row, client_id, scopes, now) {
+            RefreshStep::Refuse(outcome) => Ok(outcome),
+            RefreshStep::RevokeFamily(family) => {
+                w.revoke_refresh_family(&family, now).await?;
+                w.commit(None).await?;
+                Ok(RefreshOutcome::Reused)
+            }
+            RefreshStep::Rotate(next) => {
+                w.set_refresh_used(old, now).await?;
+                w.insert_refresh(new, &next).await?;
+                w.commit(None).await?;
+                Ok(RefreshOutcome::Rotated(next))
+            }
+        }
     }
 
     /// A live refresh token's grant (for introspection).
@@ -343,7 +394,8 @@ impl Store {
         hash: &KeyHash,
         now: i64,
     ) -> Result<Option<RefreshGrant>, StoreError> {
-        dispatch!(self, s => s.refresh_grant(hash, now).await)
+        let row = self.backend.refresh(hash).await?;
+        Ok(row.and_then(|r| rules::live_refresh(r, now)))
     }
 
     /// Revokes a refresh token's whole family, if it is bound to
@@ -354,32 +406,51 @@ impl Store {
         client_id: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.revoke_refresh(hash, client_id, now).await)
+        let mut w = self.write().await?;
+        let Some(row) = w.refresh(hash).await? else {
+            return Ok(false);
+        };
+        if row.grant.client_id != client_id {
+            return Ok(false);
+        }
+        let revoked = w.revoke_refresh_family(&row.grant.family, now).await?;
+        w.commit(None).await?;
+        Ok(revoked > 0)
     }
 
     /// Stores a session.
     pub async fn insert_session(&self, hash: &KeyHash, row: &SessionRow) -> Result<(), StoreError> {
-        dispatch!(self, s => s.insert_session(hash, row).await)
+        self.backend.insert_session(hash, row).await
     }
 
     /// A session by hash.
     pub async fn session(&self, hash: &KeyHash) -> Result<Option<SessionRow>, StoreError> {
-        dispatch!(self, s => s.session(hash).await)
+        self.backend.session(hash).await
     }
 
     /// Records activity on sessions, in one transaction.
     pub async fn touch_sessions(&self, batch: &[(KeyHash, i64)]) -> Result<(), StoreError> {
-        dispatch!(self, s => s.touch_sessions(batch).await)
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut w = self.write().await?;
+        for (h, at) in batch {
+            w.touch_session(h, *at).await?;
+        }
+        w.commit(None).await
     }
 
     /// Ends a session.
     pub async fn revoke_session(&self, hash: &KeyHash, now: i64) -> Result<(), StoreError> {
-        dispatch!(self, s => s.revoke_session(hash, now).await)
+        let mut w = self.write().await?;
+        w.revoke_session(hash, now).await?;
+        w.changed(*hash, now);
+        w.commit(None).await
     }
 
     /// Signing keys still published, newest first.
     pub async fn signing_keys(&self, now: i64) -> Result<Vec<SigningKeyRow>, StoreError> {
-        dispatch!(self, s => s.signing_keys(now).await)
+        self.backend.signing_keys(now).await
     }
 
     /// Adds a signing key; the one signing until now retires at `now` and
@@ -392,13 +463,33 @@ impl Store {
         only_if_none: bool,
         audit: &NewAudit,
     ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.add_signing_key(row, drop_after, only_if_none, audit).await)
+        let mut w = self.write().await?;
+        if only_if_none && w.live_signing_keys(&row.alg).await? > 0 {
+            return Ok(false);
+        }
+        w.retire_signing_keys(row.created_at, drop_after).await?;
+        w.insert_signing_key(row).await?;
+        w.changed(signing_keys_hash(), row.created_at);
+        w.commit(Some(audit)).await?;
+        Ok(true)
     }
 
     /// A named secret, created from `fresh` on first use.
     pub async fn secret(&self, name: &str, fresh: &[u8], now: i64) -> Result<Vec<u8>, StoreError> {
-        dispatch!(self, s => s.secret(name, fresh, now).await)
+        self.backend.secret(name, fresh, now).await
     }
+}
+
+/// What ending a user's tokens means (a password change, a disable): its
+/// earlier access tokens are refused, its sessions and refresh tokens
+/// end, and every gateway drops what it cached about the user. Part of
+/// the caller's transaction.
+async fn end_user_tokens(w: &mut Write, username: &str, at: i64) -> Result<(), StoreError> {
+    w.set_tokens_after(username, at).await?;
+    w.revoke_user_sessions(username, at).await?;
+    w.revoke_user_refresh(username, at).await?;
+    w.changed(subject_hash("user", username), at);
+    Ok(())
 }
 
 /// The algorithm of a stored password hash.

@@ -1,19 +1,59 @@
-//! The store: keys, their change log and the audit trail.
+//! The store: keys, their change log, the audit trail and the identity
+//! records (users, clients, refresh tokens, sessions, signing keys).
 //!
-//! Callers hold a [`Store`], whatever database is behind it. Today that is
-//! SQLite; a Postgres implementation adds a variant with the same schema
-//! and the same methods, and no caller changes. Every query binds its
-//! parameters; none is built from strings.
+//! Callers hold a [`Store`], whatever database is behind it. The store is
+//! a façade over a backend (`backend.rs`): the façade decides the rules
+//! (`rules.rs`, `keys.rs`, `identity.rs`), the backend only reads rows and
+//! runs statements. Every query binds its parameters; none is built from
+//! input.
+//!
+//! # The contract a backend keeps
+//!
+//! - **Serialised writes.** `Backend::begin` opens a transaction that no
+//!   other write transaction (this process or another) can interleave
+//!   with from its first read: what the façade reads in it (a key's
+//!   state, the other admin keys, a refresh token) still holds when it
+//!   commits. SQLite: `BEGIN IMMEDIATE`.
+//! - **All or nothing.** A change, its change-log entries and its audit
+//!   event are written in that one transaction (`write.rs`: the façade's
+//!   only write path), so they commit together or not at all; dropping
+//!   the transaction rolls it back.
+//! - **A monotonic change log.** Sequence numbers grow strictly in commit
+//!   order; `changes_after` returns entries in sequence order. The façade
+//!   writes an entry for every change that affects verification, so a
+//!   gateway polling [`Store::changes_since`] drops exactly what changed.
+//! - **Atomic spends.** `Backend::spend_uses` refills (when due) and spends
+//!   in one statement: concurrent spends never take the same use twice.
+//! - **Misses are answers.** A missing row is `None`, `false` or a zero
+//!   count, never an error: the façade decides what a miss means
+//!   ([`StoreError::NotFound`], [`RefreshOutcome::Invalid`], ...).
+//!
+//! # Adding a backend
+//!
+//! 1. Write `store/<name>/` with its migrations (the same tables and
+//!    meanings as `migrations/sqlite`).
+//! 2. Implement `Backend` (pool reads and single statements) and `Tx` (the
+//!    write transaction's statements), keeping the contract above.
+//! 3. Pick it in [`Store::open`] by URL scheme.
+//! 4. Run `tests/it/store_contract.rs`'s `run_all` against a store opened
+//!    on it; verification, guard, identity and tokens need no change.
+//! 5. Add its tables to backup and its URL to the docs.
+//!
+//! [`RefreshOutcome::Invalid`]: identity::RefreshOutcome::Invalid
 
+pub(crate) mod backend;
+pub mod identity;
+mod keys;
+mod rules;
 mod sqlite;
+mod write;
 
-pub use sqlite::SqliteStore;
-
-use portcullis_core::{KeyGrant, KeyHash, Scopes};
+use backend::Backend;
+use portcullis_core::{KeyHash, Scopes};
 use serde::Serialize;
-use std::ops::Deref;
+use sqlite::SqliteStore;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 /// A store failure. The message never carries a secret.
 #[derive(Debug, thiserror::Error)]
@@ -202,69 +242,52 @@ pub struct KeyFilter {
     pub limit: i64,
 }
 
-/// The store.
-#[derive(Debug, Clone)]
-pub enum Store {
-    /// SQLite, one file.
-    Sqlite(Counted<SqliteStore>),
-}
-
-/// A backend with the counters every clone of its [`Store`] shares. It
-/// dereferences to the backend.
-#[derive(Debug, Clone)]
-pub struct Counted<B> {
-    backend: B,
+/// The store: a cheap handle (clones share one backend and one set of
+/// counters).
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    /// Key lookups that reached the backend; an atomic beside the
+    /// backend, so counting costs no dynamic call.
     key_lookups: Arc<AtomicU64>,
 }
 
-impl<B> Counted<B> {
-    fn new(backend: B) -> Counted<B> {
-        Counted {
-            backend,
-            key_lookups: Arc::new(AtomicU64::new(0)),
-        }
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
-
-impl<B> Deref for Counted<B> {
-    type Target = B;
-    fn deref(&self) -> &B {
-        &self.backend
-    }
-}
-
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            Store::Sqlite($s) => $e,
-        }
-    };
-}
-
-pub mod identity;
-mod sqlite_identity;
 
 impl Store {
     /// Opens the store named by `url`, creating it when `create` is set,
     /// and applies migrations.
     pub async fn open(url: &str, create: bool) -> Result<Store, StoreError> {
-        if let Some(path) = url.strip_prefix("sqlite://") {
-            Ok(Store::Sqlite(Counted::new(
-                SqliteStore::open(path, create).await?,
-            )))
+        let path = if let Some(path) = url.strip_prefix("sqlite://") {
+            path
         } else if url.starts_with("sqlite:") {
-            Ok(Store::Sqlite(Counted::new(
-                SqliteStore::open(url.trim_start_matches("sqlite:"), create).await?,
-            )))
+            url.trim_start_matches("sqlite:")
         } else {
-            Err(StoreError::UnsupportedUrl(redact_url(url)))
+            return Err(StoreError::UnsupportedUrl(redact_url(url)));
+        };
+        Ok(Store::over(Arc::new(
+            SqliteStore::open(path, create).await?,
+        )))
+    }
+
+    /// A store over a backend.
+    pub(crate) fn over(backend: Arc<dyn Backend>) -> Store {
+        Store {
+            backend,
+            key_lookups: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// Writes a consistent copy of the store to `to`, online (writers
     /// carry on), and returns each table's row count in the copy.
     pub async fn backup(&self, to: &std::path::Path) -> Result<Vec<(String, i64)>, StoreError> {
-        dispatch!(self, s => s.backup(to).await)
+        self.backend.backup(to).await
     }
 
     /// Checks a backup file (`PRAGMA integrity_check`) and counts its rows,
@@ -278,105 +301,7 @@ impl Store {
 
     /// Checks the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        dispatch!(self, s => s.ping().await)
-    }
-
-    /// Inserts a key and its audit event in one transaction; returns once
-    /// both are committed.
-    pub async fn insert_key(
-        &self,
-        key: &NewKey,
-        audit: &NewAudit,
-    ) -> Result<KeyRecord, StoreError> {
-        dispatch!(self, s => s.insert_key(key, audit).await)
-    }
-
-    /// One key by id.
-    pub async fn get_key(&self, id: &str) -> Result<KeyRecord, StoreError> {
-        dispatch!(self, s => s.get_key(id).await)
-    }
-
-    /// Keys, ordered by id.
-    pub async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>, StoreError> {
-        dispatch!(self, s => s.list_keys(filter).await)
-    }
-
-    /// What the verifier needs about the key with this hash. Every call
-    /// is counted ([`Store::key_lookups`]).
-    pub async fn grant_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyGrant>, StoreError> {
-        dispatch!(self, s => {
-            s.key_lookups.fetch_add(1, Ordering::Relaxed);
-            s.grant_by_hash(hash).await
-        })
-    }
-
-    /// How many key lookups ([`Store::grant_by_hash`]) went to the
-    /// database through this store or any clone of it, since it was
-    /// opened. A failed lookup counts too.
-    pub fn key_lookups(&self) -> u64 {
-        dispatch!(self, s => s.key_lookups.load(Ordering::Relaxed))
-    }
-
-    /// Changes a key's state, with its audit event, atomically. With
-    /// [`LastAdmin::Protect`], a revoke or disable that would leave no
-    /// active admin key fails with [`StoreError::LastAdminKey`], decided
-    /// in the same transaction as the write.
-    pub async fn change_key(
-        &self,
-        id: &str,
-        change: KeyChange,
-        last_admin: LastAdmin,
-        audit: &NewAudit,
-    ) -> Result<KeyRecord, StoreError> {
-        dispatch!(self, s => s.change_key(id, change, last_admin, audit).await)
-    }
-
-    /// Rotates: inserts `new`, limits the old key's life to `grace_until`,
-    /// links the two, and writes the audit event, atomically.
-    pub async fn rotate_key(
-        &self,
-        old_id: &str,
-        new: &NewKey,
-        grace_until: i64,
-        audit: &NewAudit,
-    ) -> Result<KeyRecord, StoreError> {
-        dispatch!(self, s => s.rotate_key(old_id, new, grace_until, audit).await)
-    }
-
-    /// Spends `cost` uses of a limited key at `now`, refilling it first if
-    /// a refill is due. `Some(left)` when enough uses were available,
-    /// `None` when not (and nothing is spent).
-    pub async fn consume_use(
-        &self,
-        hash: &KeyHash,
-        cost: u32,
-        now: i64,
-    ) -> Result<Option<i64>, StoreError> {
-        dispatch!(self, s => s.consume_use(hash, cost, now).await)
-    }
-
-    /// Records last-used times in one transaction.
-    pub async fn touch_last_used(&self, batch: &[(String, i64)]) -> Result<(), StoreError> {
-        dispatch!(self, s => s.touch_last_used(batch).await)
-    }
-
-    /// Changed key hashes after `seq`, with the newest sequence number.
-    pub async fn changes_since(&self, seq: i64) -> Result<(i64, Vec<KeyHash>), StoreError> {
-        dispatch!(self, s => s.changes_since(seq).await)
-    }
-
-    /// Deletes change-log rows older than `before`.
-    pub async fn prune_changes(&self, before: i64) -> Result<(), StoreError> {
-        dispatch!(self, s => s.prune_changes(before).await)
-    }
-
-    /// Audit events, newest first, before id `before`.
-    pub async fn list_audit(
-        &self,
-        before: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<AuditEvent>, StoreError> {
-        dispatch!(self, s => s.list_audit(before, limit).await)
+        self.backend.ping().await
     }
 }
 

@@ -16,6 +16,7 @@ mod pipeline;
 mod redis_limit;
 mod redis_server;
 mod rotation;
+mod store_contract;
 mod sync;
 mod tokens;
 mod uses;
