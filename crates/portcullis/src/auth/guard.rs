@@ -27,12 +27,6 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Whether a credential may come by cookie, and so unsafe requests
-    /// need the CSRF checks (and the request's origin).
-    pub fn uses_cookies(&self) -> bool {
-        self.schemes.accepts(Scheme::Session) || self.schemes.accepts(Scheme::ApiKeyCookie)
-    }
-
     /// A public policy.
     pub fn public() -> Policy {
         Policy {
@@ -227,7 +221,7 @@ impl Guard {
     /// [`Guard::authenticate`] with the policy's parts given apart, so a
     /// caller holding a scheme set and a scope set need not build a
     /// [`Policy`] for each request.
-    pub async fn authenticate_parts(
+    pub(crate) async fn authenticate_parts(
         &self,
         schemes: &SchemeSet,
         scopes: &Scopes,

@@ -66,9 +66,9 @@ impl Default for SessionSettings {
 }
 
 /// The session cookie's name.
-pub const SESSION_COOKIE: &str = "__Host-portcullis_session";
+pub(crate) const SESSION_COOKIE: &str = "__Host-portcullis_session";
 /// The CSRF cookie's name.
-pub const CSRF_COOKIE: &str = "__Host-portcullis_csrf";
+pub(crate) const CSRF_COOKIE: &str = "__Host-portcullis_csrf";
 
 /// Failures of identity operations that are not a refusal.
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +176,7 @@ fn random<const N: usize>() -> Result<[u8; N], IdentityError> {
 }
 
 /// `prefix` and 43 base62 characters (256 random bits).
-pub fn random_token(prefix: &str) -> Result<String, IdentityError> {
+pub(crate) fn random_token(prefix: &str) -> Result<String, IdentityError> {
     let b: [u8; 32] = random()?;
     let mut s = String::with_capacity(prefix.len() + 43);
     s.push_str(prefix);

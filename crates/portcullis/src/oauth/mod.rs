@@ -110,12 +110,12 @@ impl Endpoint {
     }
 
     /// The endpoint served at `path`.
-    pub fn from_path(path: &str) -> Option<Endpoint> {
+    pub(crate) fn from_path(path: &str) -> Option<Endpoint> {
         Endpoint::ALL.into_iter().find(|e| e.path() == path)
     }
 
     /// Whether it answers GET (and HEAD) rather than POST.
-    pub fn is_get(self) -> bool {
+    pub(crate) fn is_get(self) -> bool {
         matches!(self, Endpoint::Jwks | Endpoint::Metadata | Endpoint::Csrf)
     }
 }

@@ -172,7 +172,7 @@ impl Pipeline {
 
 /// Whether the request carries a credential of any scheme (which must
 /// then not be redirected from plain HTTP, but refused: it is exposed).
-pub fn carries_credential(
+pub(crate) fn carries_credential(
     names: &CredentialNames,
     headers: &HeaderMap,
     query: Option<&str>,
@@ -182,7 +182,7 @@ pub fn carries_credential(
 }
 
 /// The 403 for a credential that came over plain HTTP.
-pub fn credential_over_http() -> Problem {
+pub(crate) fn credential_over_http() -> Problem {
     Problem::new(ErrorCode::HttpsRequired)
         .detail("HTTPS required: this credential was sent in cleartext and should be rotated")
         .log_reason("credential_over_http")

@@ -64,7 +64,7 @@ pub fn finish(h: &mut HeaderMap, f: &Finish<'_>) {
 
 /// The headers on every answer Portcullis writes itself: nothing in it
 /// is for framing, sniffing, caching or referring elsewhere.
-pub fn own_headers(h: &mut HeaderMap) {
+pub(crate) fn own_headers(h: &mut HeaderMap) {
     use http::header::{
         CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
         X_FRAME_OPTIONS,

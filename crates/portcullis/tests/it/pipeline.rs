@@ -16,8 +16,11 @@ use tokio::net::{TcpListener, TcpStream};
 
 const KEY: &str = "correct-horse-battery-staple-pipeline";
 
+/// One observed decision: entrance, reason, status, credential id.
+type Seen1 = (Entrance, &'static str, u16, Option<String>);
+
 #[derive(Default)]
-struct Seen(Mutex<Vec<(Entrance, &'static str, u16, Option<String>)>>);
+struct Seen(Mutex<Vec<Seen1>>);
 
 impl Observer for Seen {
     fn decided(&self, d: &Decision<'_>) {
