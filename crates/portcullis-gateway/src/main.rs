@@ -8,11 +8,11 @@ mod config;
 mod conn_watch;
 mod demo;
 mod gateway;
-mod identity_setup;
 mod logwriter;
 mod proxy;
 mod serve;
 mod tls;
+mod wiring;
 
 use std::process::ExitCode;
 
