@@ -18,10 +18,15 @@
 //!   event are written in that one transaction (`write.rs`: the façade's
 //!   only write path), so they commit together or not at all; dropping
 //!   the transaction rolls it back.
-//! - **A monotonic change log.** Sequence numbers grow strictly in commit
-//!   order; `changes_after` returns entries in sequence order. The façade
-//!   writes an entry for every change that affects verification, so a
-//!   gateway polling [`Store::changes_since`] drops exactly what changed.
+//! - **A monotonic change log.** Sequence numbers grow strictly and are
+//!   never reused (not even after a prune); `changes_after` returns
+//!   entries in sequence order. Because writes are serialised, entries
+//!   become visible in sequence order, so a poller that keeps the last
+//!   number it saw ([`Store::changes_since`]) misses none. (A backend that
+//!   lets writers overlap must keep that promise another way, e.g. a grace
+//!   window on the poll: issue 18.) The façade writes an entry for every
+//!   change that affects verification, so a polling gateway drops exactly
+//!   what changed.
 //! - **Atomic spends.** `Backend::spend_uses` refills (when due) and spends
 //!   in one statement: concurrent spends never take the same use twice.
 //! - **Misses are answers.** A missing row is `None`, `false` or a zero
