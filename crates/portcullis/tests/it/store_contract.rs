@@ -24,6 +24,10 @@ use std::path::PathBuf;
 pub struct Subject {
     /// Empty, migrated.
     pub store: Store,
+    /// A second handle on the same database, opened as another process
+    /// (another gateway, the CLI) opens it: concurrency checks split
+    /// their writers between the two.
+    pub other: Store,
     /// A writable directory, empty.
     pub scratch: PathBuf,
     /// Whatever keeps the store alive (a temp dir, a throwaway database).
@@ -89,6 +93,7 @@ async fn sqlite_subject() -> Subject {
     std::fs::create_dir(&scratch).expect("scratch dir");
     Subject {
         store: Store::open(&url, true).await.expect("open store"),
+        other: Store::open(&url, false).await.expect("open second handle"),
         scratch,
         _keep: Box::new(dir),
     }
@@ -451,8 +456,8 @@ async fn consume_use_is_exact_under_concurrency(s: Subject) {
     k.remaining_uses = Some(25);
     insert(&store, &k).await;
     let tasks: Vec<_> = (0..100)
-        .map(|_| {
-            let store = store.clone();
+        .map(|i| {
+            let store = if i % 2 == 0 { &store } else { &s.other }.clone();
             tokio::spawn(async move { store.consume_use(&k.hash, 1, T0).await.unwrap() })
         })
         .collect();
@@ -623,8 +628,9 @@ async fn last_admin_holds_under_concurrency(s: Subject) {
     }
     let tasks: Vec<_> = ids
         .into_iter()
-        .map(|id| {
-            let store = store.clone();
+        .enumerate()
+        .map(|(i, id)| {
+            let store = if i % 2 == 0 { &store } else { &s.other }.clone();
             tokio::spawn(async move {
                 store
                     .change_key(
@@ -756,7 +762,7 @@ async fn refresh_rotates_and_detects_reuse(s: Subject) {
     let (r, r1, r2) = (h("r"), h("r1"), h("r2"));
     let (a, b) = tokio::join!(
         store.rotate_refresh(&r, &r1, "", None, T0 + 5),
-        store.rotate_refresh(&r, &r2, "", None, T0 + 5),
+        s.other.rotate_refresh(&r, &r2, "", None, T0 + 5),
     );
     let mut got = [a.unwrap(), b.unwrap()].map(|o| matches!(o, RefreshOutcome::Rotated(_)));
     got.sort_unstable();
@@ -1085,7 +1091,7 @@ async fn changes_since_is_ordered_and_monotonic(s: Subject) {
     // order, by a poller that keeps its last sequence number.
     let tasks: Vec<_> = (0..20)
         .map(|i| {
-            let store = store.clone();
+            let store = if i % 2 == 0 { &store } else { &s.other }.clone();
             tokio::spawn(async move { insert(&store, &key(&format!("c{i:02}"), "ann", "x")).await })
         })
         .collect();
