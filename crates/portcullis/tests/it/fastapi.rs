@@ -1287,69 +1287,55 @@ async fn fastapi_readers() {
     )
     .await;
     let testtoken = || ok(json!({"token": "testtoken"}));
-    let f = "test_tutorial/test_security/test_tutorial001.py";
-    s.run(file(
-        items,
-        f,
-        [
-            t("test_no_token", Req::get("/items"), not_auth("Bearer")),
-            t(
-                "test_token",
-                Req::get("/items/").bearer("testtoken"),
-                testtoken(),
-            ),
-            t(
-                "test_incorrect_token",
-                Req::get("/items/").auth("Notexistent testtoken"),
-                not_auth("Bearer"),
-            ),
-        ],
-    ))
-    .await;
-    let f = "test_tutorial/test_security/test_tutorial002.py";
     let john_doe = json!({
         "username": "testtokenfakedecoded",
         "email": "john@example.com",
         "full_name": "John Doe",
         "disabled": null,
     });
-    s.run(file(
-        t002,
-        f,
-        [
-            t("test_no_token", Req::get("/users/me"), not_auth("Bearer")),
-            t(
-                "test_token",
-                Req::get("/users/me").bearer("testtoken"),
-                ok(john_doe),
-            ),
-            t(
-                "test_incorrect_token",
-                Req::get("/users/me").auth("Notexistent testtoken"),
-                not_auth("Bearer"),
-            ),
-        ],
-    ))
-    .await;
-    let f = "test_security_oauth2_password_bearer_optional.py";
-    s.run(file(
-        items_opt,
-        f,
-        [
-            t("test_no_token", Req::get("/items/"), ok(msg())),
-            t(
-                "test_token",
-                Req::get("/items/").bearer("testtoken"),
-                testtoken(),
-            ),
-            t(
-                "test_incorrect_token",
-                Req::get("/items/").auth("Notexistent testtoken"),
-                ok(msg()),
-            ),
-        ],
-    ))
-    .await;
+    // Each file: no token (at `no_token_at`), a token, another scheme
+    // (401, or None when optional).
+    for (f, app, no_token_at, at, token, refused) in [
+        (
+            "test_tutorial/test_security/test_tutorial001.py",
+            items,
+            "/items",
+            "/items/",
+            testtoken(),
+            not_auth("Bearer"),
+        ),
+        (
+            "test_tutorial/test_security/test_tutorial002.py",
+            t002,
+            "/users/me",
+            "/users/me",
+            ok(john_doe),
+            not_auth("Bearer"),
+        ),
+        (
+            "test_security_oauth2_password_bearer_optional.py",
+            items_opt,
+            "/items/",
+            "/items/",
+            testtoken(),
+            ok(msg()),
+        ),
+    ] {
+        s.run(file(
+            app,
+            f,
+            [
+                t("test_no_token", Req::get(no_token_at), refused.clone()),
+                t("test_token", Req::get(at).bearer("testtoken"), token),
+                t(
+                    "test_incorrect_token",
+                    Req::get(at).auth("Notexistent testtoken"),
+                    refused,
+                ),
+            ],
+        ))
+        .await;
+    }
     let c = "checklist §10.2";
     s.run([
         case(
