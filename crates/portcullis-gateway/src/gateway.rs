@@ -58,6 +58,19 @@ struct Ctx<'c> {
     out: Outcome,
 }
 
+impl Ctx<'_> {
+    /// The pipeline's view of `req`, as it reached this gateway.
+    fn view<'r>(&self, req: &'r Request<Body>) -> RequestView<'r> {
+        RequestView {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            client: Some(self.client),
+            arrival: self.arrival,
+        }
+    }
+}
+
 /// What the access log says about a request.
 #[derive(Default)]
 struct Outcome {
@@ -256,13 +269,7 @@ impl App {
             host: tls.redirect_host.as_deref(),
             port: Some(self.cfg.listen.port()),
         };
-        let view = RequestView {
-            method: req.method(),
-            uri: req.uri(),
-            headers: req.headers(),
-            client: Some(cx.client),
-            arrival: cx.arrival,
-        };
+        let view = cx.view(&req);
         let a = self
             .pipeline
             .plain_http(&view, req.version(), to, Some(&cx.rid))
@@ -332,13 +339,7 @@ impl App {
             Ok(r) => r,
             Err(r) => return *r,
         };
-        let view = RequestView {
-            method: req.method(),
-            uri: req.uri(),
-            headers: req.headers(),
-            client: Some(cx.client),
-            arrival: cx.arrival,
-        };
+        let view = cx.view(&req);
         let admitted = match self.admit(Entrance::Proxy, &route, &view, cx).await {
             Ok(a) => a,
             Err(f) => return f.response(Some(&cx.rid)),
@@ -437,13 +438,7 @@ impl App {
                 cost: 1,
                 admitted: None,
             };
-            let view = RequestView {
-                method: req.method(),
-                uri: req.uri(),
-                headers: req.headers(),
-                client: Some(cx.client),
-                arrival: cx.arrival,
-            };
+            let view = cx.view(&req);
             if let Err(f) = self.pipeline.admit(Entrance::Proxy, &demand, &view).await {
                 cx.out.reason = f.reason;
                 return f.response(Some(&cx.rid));

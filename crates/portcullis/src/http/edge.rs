@@ -30,18 +30,17 @@
 //! ```
 
 use crate::http::rejection::problem_response;
+use crate::http::shell::{self, Around, Shelled};
 use crate::pipeline::finish::{Author, Finish, finish};
 use crate::pipeline::{RequestView, early};
 use crate::service::Portcullis;
 use axum::response::Response;
-use futures_util::future::BoxFuture;
 use http::Request;
 use http::header::CONTENT_TYPE;
 use portcullis_core::cors::{Cors, CorsConfig, CorsConfigError, single_origin};
 use portcullis_core::host::{HostPatternError, TrustedHosts};
 use portcullis_core::origin::is_https;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use tower::{Layer, Service};
 
 /// The settings of an [`EdgeLayer`].
@@ -156,70 +155,51 @@ impl EdgeLayer {
 impl<S> Layer<S> for EdgeLayer {
     type Service = Edge<S>;
     fn layer(&self, inner: S) -> Edge<S> {
-        Edge {
-            inner,
-            layer: self.clone(),
-        }
+        shell::wrap(self, inner)
     }
 }
 
 /// The service of an [`EdgeLayer`].
-#[derive(Debug, Clone)]
-pub struct Edge<S> {
-    inner: S,
-    layer: EdgeLayer,
-}
+pub type Edge<S> = Shelled<EdgeLayer, S>;
 
-impl<S, B> Service<Request<B>> for Edge<S>
-where
-    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let layer = self.layer.clone();
-        Box::pin(async move {
-            let origin = single_origin(req.headers()).cloned();
-            let preflight = Cors::is_preflight(req.method(), req.headers());
-            let mut req = req;
-            let (mut resp, own) = match layer.answer(&mut req).await {
-                Some(r) => (r, true),
-                None => {
-                    let r = inner.call(req).await?;
-                    // Problem answers from Portcullis' extractors and
-                    // layers are ours too.
-                    let own = r.headers().get(CONTENT_TYPE).is_some_and(|v| {
-                        v.as_bytes() == portcullis_core::error::PROBLEM_JSON.as_bytes()
-                    });
-                    (r, own)
-                }
-            };
-            let author = match (own, preflight) {
-                (true, true) => Author::Preflight,
-                (true, false) => Author::Own,
-                (false, _) => Author::Upstream,
-            };
-            let f = Finish {
-                cors: layer.settings.cors.as_ref(),
-                origin: origin.as_ref(),
-                author,
-                // The service's own CORS headers are its business.
-                strip_upstream_cors: false,
-                hsts: None,
-                upstream_headers: (&[], false),
-            };
-            finish(resp.headers_mut(), &f);
-            Ok(resp)
-        })
+impl Around for EdgeLayer {
+    async fn around<S, B>(self, mut inner: S, req: Request<B>) -> Result<Response, S::Error>
+    where
+        S: Service<Request<B>, Response = Response> + Send + 'static,
+        S::Future: Send + 'static,
+        B: Send + 'static,
+    {
+        let layer = self;
+        let origin = single_origin(req.headers()).cloned();
+        let preflight = Cors::is_preflight(req.method(), req.headers());
+        let mut req = req;
+        let (mut resp, own) = match layer.answer(&mut req).await {
+            Some(r) => (r, true),
+            None => {
+                let r = inner.call(req).await?;
+                // Problem answers from Portcullis' extractors and
+                // layers are ours too.
+                let own = r.headers().get(CONTENT_TYPE).is_some_and(|v| {
+                    v.as_bytes() == portcullis_core::error::PROBLEM_JSON.as_bytes()
+                });
+                (r, own)
+            }
+        };
+        let author = match (own, preflight) {
+            (true, true) => Author::Preflight,
+            (true, false) => Author::Own,
+            (false, _) => Author::Upstream,
+        };
+        let f = Finish {
+            cors: layer.settings.cors.as_ref(),
+            origin: origin.as_ref(),
+            author,
+            // The service's own CORS headers are its business.
+            strip_upstream_cors: false,
+            hsts: None,
+            upstream_headers: (&[], false),
+        };
+        finish(resp.headers_mut(), &f);
+        Ok(resp)
     }
 }

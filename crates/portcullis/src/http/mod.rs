@@ -7,11 +7,13 @@
 //! - [`require`]: the layer that protects a router or a route;
 //! - [`edge`]: trusted hosts, the canonical path, HTTPS redirect, CORS;
 //! - [`rejection`]: refusals as problem+json;
-//! - [`openapi`]: security schemes and requirements in utoipa documents.
+//! - [`openapi`]: security schemes and requirements in utoipa documents;
+//! - [`shell`]: the tower plumbing the layers share.
 
 pub mod edge;
 pub mod openapi;
 pub mod rejection;
 pub mod require;
 pub mod schemes;
+pub mod shell;
 pub mod verified;

@@ -23,18 +23,17 @@
 //! # Ok(()) }
 //! ```
 
+use crate::http::shell::{self, Around, Shelled};
 use crate::http::verified::{Authenticated, AuthenticatedBy, SecurityScopes};
 use crate::pipeline::{self, Entrance, RateDemand};
 use crate::ratelimit::Pool;
 use crate::service::Portcullis;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use futures_util::future::BoxFuture;
 use http::{HeaderMap, Request};
 use portcullis_core::ratelimit::Policy as RatePolicy;
 use portcullis_core::{Scheme, SchemeSet, Scopes};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use tower::{Layer, Service};
 
 pub use crate::ratelimit::LimitBy;
@@ -138,50 +137,29 @@ impl RequireLayer {
 impl<S> Layer<S> for RequireLayer {
     type Service = Require<S>;
     fn layer(&self, inner: S) -> Require<S> {
-        Require {
-            inner,
-            layer: self.clone(),
-        }
+        shell::wrap(self, inner)
     }
 }
 
 /// The service of a [`RequireLayer`].
-#[derive(Debug, Clone)]
-pub struct Require<S> {
-    inner: S,
-    layer: RequireLayer,
-}
+pub type Require<S> = Shelled<RequireLayer, S>;
 
-impl<S, B> Service<Request<B>> for Require<S>
-where
-    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        // The clone that was made ready is the one to call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let layer = self.layer.clone();
-        Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
-            match layer.admit(&mut parts).await {
-                Err(r) => Ok(r),
-                Ok(extra) => {
-                    let mut resp = inner.call(Request::from_parts(parts, body)).await?;
-                    resp.headers_mut().extend(extra);
-                    Ok(resp)
-                }
+impl Around for RequireLayer {
+    async fn around<S, B>(self, mut inner: S, req: Request<B>) -> Result<Response, S::Error>
+    where
+        S: Service<Request<B>, Response = Response> + Send + 'static,
+        S::Future: Send + 'static,
+        B: Send + 'static,
+    {
+        let (mut parts, body) = req.into_parts();
+        match self.admit(&mut parts).await {
+            Err(r) => Ok(r),
+            Ok(extra) => {
+                let mut resp = inner.call(Request::from_parts(parts, body)).await?;
+                resp.headers_mut().extend(extra);
+                Ok(resp)
             }
-        })
+        }
     }
 }
 
