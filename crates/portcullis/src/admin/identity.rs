@@ -71,7 +71,7 @@ pub(crate) const ROUTES: &[Route] = &[
 
 /// What an identity error answers. `what` names the missing record for a
 /// 404 ("no user named …").
-pub(crate) fn identity_problem(e: &IdentityError, what: &str) -> Problem {
+fn identity_problem(e: &IdentityError, what: &str) -> Problem {
     match e {
         IdentityError::Invalid(m) => Problem::new(ErrorCode::ValidationFailed).detail(m.clone()),
         IdentityError::Password(p @ (PasswordError::TooShort | PasswordError::TooLong)) => {

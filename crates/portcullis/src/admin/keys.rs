@@ -65,7 +65,7 @@ pub(crate) const ROUTES: &[Route] = &[
 ];
 
 /// Maps a key error to its answer.
-pub(crate) fn key_problem(e: &KeyError) -> Problem {
+fn key_problem(e: &KeyError) -> Problem {
     match e {
         KeyError::Invalid(m) => Problem::new(ErrorCode::ValidationFailed).detail(m.clone()),
         KeyError::TooLarge(m) => Problem::new(ErrorCode::PayloadTooLarge).detail(m.clone()),

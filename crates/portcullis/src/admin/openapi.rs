@@ -38,15 +38,13 @@ use utoipa::openapi::Components;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 /// Where the document is served.
-pub const OPENAPI_PATH: &str = "/admin/v1/openapi.json";
+pub(crate) const OPENAPI_PATH: &str = "/admin/v1/openapi.json";
 /// The security scheme of an admin key in the API-key header (FastAPI's
 /// `APIKeyHeader` name).
-pub const API_KEY_SCHEME: &str = "APIKeyHeader";
+pub(crate) const API_KEY_SCHEME: &str = "APIKeyHeader";
 /// The security scheme of an admin key as `Authorization: Bearer`
 /// (FastAPI's `HTTPBearer` name).
-pub const BEARER_SCHEME: &str = "HTTPBearer";
-/// The scope every guarded operation requires.
-pub const ADMIN_SCOPE: &str = "admin";
+pub(crate) const BEARER_SCHEME: &str = "HTTPBearer";
 /// The API-key header when `[credentials] api_key_header` is not set.
 const DEFAULT_HEADER: &str = "X-API-Key";
 
@@ -329,7 +327,7 @@ mod tests {
                         schemes.contains_key(scheme),
                         "{m} {p}: unknown scheme {scheme}"
                     );
-                    assert_eq!(scopes, &json!([ADMIN_SCOPE]), "{m} {p}");
+                    assert_eq!(scopes, &json!([crate::store::ADMIN_SCOPE]), "{m} {p}");
                     named.insert(scheme.clone());
                 }
             }

@@ -23,22 +23,22 @@ pub(crate) struct Problem {
         format = "uri",
         example = "https://portcullis.dev/errors/resource_not_found"
     )]
-    pub type_: String,
+    pub(crate) type_: String,
     /// The status's reason phrase.
     #[schema(example = "Not Found")]
-    pub title: String,
+    pub(crate) title: String,
     /// The HTTP status.
     #[schema(example = 404)]
-    pub status: u16,
+    pub(crate) status: u16,
     /// What went wrong, for people (FastAPI's member).
     #[schema(example = "no key with id \"key_nope\"")]
-    pub detail: String,
+    pub(crate) detail: String,
     /// The stable error code (docs/errors.md).
     #[schema(example = "resource_not_found")]
-    pub code: String,
+    pub(crate) code: String,
     /// The request's id, where one was assigned (the admin API sends none).
     #[schema(value_type = String, required = false)]
-    pub request_id: Option<String>,
+    pub(crate) request_id: Option<String>,
 }
 
 /// The refusals of the admin check, which every guarded operation can
@@ -99,52 +99,52 @@ pub(crate) enum JsonBody {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Key {
     /// Public id (`key_…`).
-    pub id: String,
+    pub(crate) id: String,
     /// Display prefix (`pc_live_Ab12Cd`).
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// Environment label (`live`, `test`, ...).
-    pub env: String,
+    pub(crate) env: String,
     /// Owner.
-    pub owner: String,
+    pub(crate) owner: String,
     /// Name.
-    pub name: String,
+    pub(crate) name: String,
     /// Scopes, space-separated.
-    pub scopes: String,
+    pub(crate) scopes: String,
     /// Unix seconds.
-    pub created_at: i64,
+    pub(crate) created_at: i64,
     /// Unix seconds; `null`: never expires.
     #[schema(required = true)]
-    pub expires_at: Option<i64>,
+    pub(crate) expires_at: Option<i64>,
     /// Unix seconds; `null`: not revoked.
     #[schema(required = true)]
-    pub revoked_at: Option<i64>,
+    pub(crate) revoked_at: Option<i64>,
     /// Switched off.
-    pub disabled: bool,
+    pub(crate) disabled: bool,
     /// Uses left; `null`: unlimited.
     #[schema(required = true)]
-    pub remaining_uses: Option<i64>,
+    pub(crate) remaining_uses: Option<i64>,
     /// `day` or `month`: the uses are refilled at the start of each;
     /// `null`: never refilled.
     #[schema(required = true)]
-    pub refill: Option<String>,
+    pub(crate) refill: Option<String>,
     /// The uses the key gets at each refill.
     #[schema(required = true)]
-    pub refill_amount: Option<i64>,
+    pub(crate) refill_amount: Option<i64>,
     /// Rate-limit override (`100/minute; 1000/day`).
     #[schema(required = true)]
-    pub rate_limit: Option<String>,
+    pub(crate) rate_limit: Option<String>,
     /// Free JSON metadata.
     #[schema(value_type = Object)]
-    pub metadata: serde_json::Value,
+    pub(crate) metadata: serde_json::Value,
     /// Last use (Unix seconds), written in batches; `null`: never used.
     #[schema(required = true)]
-    pub last_used_at: Option<i64>,
+    pub(crate) last_used_at: Option<i64>,
     /// The id of the key this one replaced.
     #[schema(required = true)]
-    pub rotated_from: Option<String>,
+    pub(crate) rotated_from: Option<String>,
     /// The id of the key that replaced this one.
     #[schema(required = true)]
-    pub rotated_to: Option<String>,
+    pub(crate) rotated_to: Option<String>,
 }
 
 /// A key just created or issued by a rotation: its record and the key
@@ -153,64 +153,64 @@ pub(crate) struct Key {
 pub(crate) struct NewKey {
     /// The record.
     #[serde(flatten)]
-    pub record: Key,
+    pub(crate) record: Key,
     /// The key (`pc_live_…`). Store it now: it is never shown again.
-    pub key: String,
+    pub(crate) key: String,
 }
 
 /// An audit event.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AuditEvent {
     /// Sequence number.
-    pub id: i64,
+    pub(crate) id: i64,
     /// Unix seconds.
-    pub at: i64,
+    pub(crate) at: i64,
     /// Who: `cli`, or the acting admin key's id.
-    pub actor: String,
+    pub(crate) actor: String,
     /// What (`key.create`, `key.revoke`, `user.create`, ...).
-    pub action: String,
+    pub(crate) action: String,
     /// The object's id or name.
     #[schema(required = true)]
-    pub target: Option<String>,
+    pub(crate) target: Option<String>,
     /// Non-secret detail.
     #[schema(value_type = Object)]
-    pub detail: serde_json::Value,
+    pub(crate) detail: serde_json::Value,
 }
 
 /// A user: no password hash.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct User {
     /// Login name.
-    pub username: String,
+    pub(crate) username: String,
     /// Scopes, space-separated.
-    pub scopes: String,
+    pub(crate) scopes: String,
     /// Switched off.
-    pub disabled: bool,
+    pub(crate) disabled: bool,
     /// Unix seconds.
-    pub created_at: i64,
+    pub(crate) created_at: i64,
     /// Unix seconds.
-    pub updated_at: i64,
+    pub(crate) updated_at: i64,
     /// The stored hash's algorithm (`argon2id`, `bcrypt`): an imported
     /// bcrypt user has not signed in since.
-    pub hash_algorithm: String,
+    pub(crate) hash_algorithm: String,
 }
 
 /// An OAuth2 client: no secret hash.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Client {
     /// Public id (`cl_…`).
-    pub client_id: String,
+    pub(crate) client_id: String,
     /// Name.
-    pub name: String,
+    pub(crate) name: String,
     /// Scopes, space-separated.
-    pub scopes: String,
+    pub(crate) scopes: String,
     /// Grant types, space-separated.
-    pub grants: String,
+    pub(crate) grants: String,
     /// Unix seconds.
-    pub created_at: i64,
+    pub(crate) created_at: i64,
     /// Unix seconds; `null`: not revoked.
     #[schema(required = true)]
-    pub revoked_at: Option<i64>,
+    pub(crate) revoked_at: Option<i64>,
 }
 
 /// A client just created: its record and its secret, shown this once.
@@ -218,9 +218,9 @@ pub(crate) struct Client {
 pub(crate) struct NewClient {
     /// The record.
     #[serde(flatten)]
-    pub record: Client,
+    pub(crate) record: Client,
     /// The client secret (`pcs_…`). Store it now: it is never shown again.
-    pub client_secret: String,
+    pub(crate) client_secret: String,
 }
 
 /// Where the rate limiter counts.
