@@ -1735,36 +1735,29 @@ async fn fastapi_layers_and_scopes() {
     )
     .await;
     let f = "test_security_oauth2_authorization_code_bearer_scopes_openapi.py";
+    let hello_world = || ok(json!({"message": "Hello World"}));
+    let admin = || ok(json!({"message": "Admin Access"}));
+    let echoed = || ok(json!({"token": "testtoken"}));
+    // Each test sends the token `testtoken`.
     s.run(file(
         code,
         f,
         [
-            t(
-                "test_root",
-                Req::get("/").bearer("testtoken"),
-                ok(json!({"message": "Hello World"})),
-            ),
-            t(
+            ("test_root", Req::get("/"), hello_world()),
+            (
                 "test_read_with_oauth2_scheme",
-                Req::get("/with-oauth2-scheme").bearer("testtoken"),
-                ok(json!({"message": "Admin Access"})),
+                Req::get("/with-oauth2-scheme"),
+                admin(),
             ),
-            t(
+            (
                 "test_read_with_get_token",
-                Req::get("/with-get-token").bearer("testtoken"),
-                ok(json!({"message": "Admin Access"})),
+                Req::get("/with-get-token"),
+                admin(),
             ),
-            t(
-                "test_read_token",
-                Req::get("/items/").bearer("testtoken"),
-                ok(json!({"token": "testtoken"})),
-            ),
-            t(
-                "test_create_token",
-                Req::post("/items/").bearer("testtoken"),
-                ok(json!({"token": "testtoken"})),
-            ),
-        ],
+            ("test_read_token", Req::get("/items/"), echoed()),
+            ("test_create_token", Req::post("/items/"), echoed()),
+        ]
+        .map(|(test, req, fastapi)| t(test, req.bearer("testtoken"), fastapi)),
     ))
     .await;
 
