@@ -33,8 +33,8 @@ const SPACE: &str = r" \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
 /// One character of a scope token (RFC 6749 §3.3 without the comma, which
 /// separates scopes here): `!`, `#`-`+`, `-`-`[`, `]`-`~`.
 const SCOPE_CHAR: &str = r"[!#-+\--\[\]-~]";
-/// The grant types a client may have.
-pub(crate) const GRANTS: [&str; 3] = ["client_credentials", "refresh_token", "password"];
+/// The grant types a client may have: the identity service's list.
+pub(crate) use crate::auth::identity::GRANTS;
 /// The refill periods, as [`portcullis_core::quota::Refill::parse`] reads
 /// them.
 pub(crate) const REFILLS: [&str; 4] = ["day", "month", "daily", "monthly"];

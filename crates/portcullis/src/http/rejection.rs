@@ -1,13 +1,10 @@
 //! The answer a library extractor or layer gives when it refuses a
 //! request: a [`Problem`] as problem+json, with `WWW-Authenticate` and
-//! `Retry-After` where they apply; [`problem_response`] is the same answer
-//! as a plain response, for the gateway and the admin API.
+//! `Retry-After` where they apply ([`problem_response`], the pipeline's
+//! answer to a refusal).
 
-use axum::body::Body;
+pub use crate::pipeline::problem_response;
 use axum::response::{IntoResponse, Response};
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderValue, StatusCode};
-use portcullis_core::error::PROBLEM_JSON;
 use portcullis_core::{ErrorCode, Problem};
 use std::borrow::Cow;
 
@@ -119,22 +116,4 @@ impl IntoResponse for Rejection {
         }
         r
     }
-}
-
-/// The problem+json response for `p`.
-pub fn problem_response(p: &Problem, request_id: Option<&str>) -> Response {
-    let mut r = Response::new(Body::from(p.to_json(request_id)));
-    *r.status_mut() = StatusCode::from_u16(p.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(c) = &p.challenge
-        && let Ok(v) = HeaderValue::from_str(c)
-    {
-        h.insert(WWW_AUTHENTICATE, v);
-    }
-    if let Some(s) = p.retry_after {
-        h.insert(http::header::RETRY_AFTER, HeaderValue::from(s));
-    }
-    r
 }

@@ -3,9 +3,9 @@
 //! the [`crate::auth::guard::Guard`] decides; then the rate limit; then
 //! the key's quota, last, so a request the limiter refused spends no use.
 
+use super::problem_response;
 use super::{Decision, Entrance, Pipeline};
 use crate::auth::guard::{Granted, Head, insufficient_scope};
-use crate::http::rejection::problem_response;
 use crate::ratelimit::{LimitBy, Plan, Pool, Verdict, write_headers};
 use axum::response::Response;
 use http::{HeaderMap, Method, Uri};

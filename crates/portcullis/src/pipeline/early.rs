@@ -2,9 +2,9 @@
 //! host rule, the one spelling of the path, the HTTPS rule, and CORS
 //! preflights. A request refused here meets no credential check.
 
+use super::problem_response;
 use super::{Pipeline, RequestView};
 use crate::auth::guard::{Head, Policy};
-use crate::http::rejection::problem_response;
 use axum::body::Body;
 use axum::response::Response;
 use http::header::{CONTENT_TYPE, LOCATION};

@@ -19,6 +19,7 @@
 pub mod admit;
 pub mod early;
 pub mod finish;
+mod problem;
 
 use crate::auth::guard::Guard;
 use crate::ratelimit::Limiter;
@@ -26,6 +27,7 @@ use portcullis_core::Principal;
 use std::sync::Arc;
 
 pub use admit::{Admitted, Demand, RateDemand, Refused, RequestView};
+pub use problem::problem_response;
 
 /// The shared state of the phases that need any: the guard and the rate
 /// limiter. Cheap to clone.
