@@ -202,3 +202,17 @@ pub async fn rejected(v: &Verifier, key: &str) -> KeyRejection {
 pub async fn reason(v: &Verifier, key: &str) -> &'static str {
     rejected(v, key).await.reason()
 }
+
+/// Serves `app` on a free loopback port, with the peer address available.
+pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            l,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    addr
+}

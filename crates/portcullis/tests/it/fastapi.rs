@@ -26,6 +26,7 @@
 //! each differing case answered; a failing case prints what it answered as
 //! a `Want` expression, to be read critically before it is encoded.
 
+use crate::common::serve;
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -44,7 +45,7 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use utoipa::openapi::path::OperationBuilder;
 use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::{HttpMethod, OpenApi, OpenApiBuilder, PathItem, PathsBuilder};
@@ -289,16 +290,6 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&b[start..start + size]);
         b = &b[(start + size + 2).min(b.len())..];
     }
-}
-
-/// Serves `app` on a free loopback port, with the peer address available.
-async fn serve(app: Router) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await
-    });
-    addr
 }
 
 // ---- expected answers ----------------------------------------------------

@@ -2,6 +2,7 @@
 //! layers and extractors make reaches the observer, once, with the status
 //! the client got and never the credential itself.
 
+use crate::common::serve;
 use axum::Router;
 use axum::routing::get;
 use portcullis::core::{ErrorCode, Scheme, Secret};
@@ -12,7 +13,7 @@ use portcullis::{Portcullis, Verified};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const KEY: &str = "correct-horse-battery-staple-pipeline";
 
@@ -31,15 +32,6 @@ impl Observer for Seen {
             d.credential_id.map(str::to_owned),
         ));
     }
-}
-
-async fn serve(app: Router) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await
-    });
-    addr
 }
 
 /// The status of `GET path`, with the key when `key` is set.
