@@ -21,14 +21,22 @@ pub struct Arrival {
 }
 
 /// Whether the browser's request came over HTTPS: the connection is TLS,
-/// or a trusted proxy says `X-Forwarded-Proto: https` (the scheme is
-/// case-insensitive, RFC 3986 §3.1).
+/// or a trusted proxy says `X-Forwarded-Proto: https`, once (the scheme
+/// is case-insensitive, RFC 3986 §3.1; a repeated field is not https).
 pub fn is_https(arrival: Arrival, headers: &HeaderMap) -> bool {
-    arrival.tls
-        || arrival.trusted_peer
-            && headers
-                .get("x-forwarded-proto")
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+    if arrival.tls {
+        return true;
+    }
+    if !arrival.trusted_peer {
+        return false;
+    }
+    // Exactly one: a proxy that appends instead of overwriting would pass
+    // on a client's own `https` before its `http`.
+    let mut proto = headers.get_all("x-forwarded-proto").iter();
+    match (proto.next(), proto.next()) {
+        (Some(v), None) => v.as_bytes().eq_ignore_ascii_case(b"https"),
+        _ => false,
+    }
 }
 
 /// The host the browser addressed: a trusted proxy's single
@@ -114,6 +122,12 @@ mod tests {
         );
         assert!(!is_https(DIRECT, &hs));
         assert!(is_https(PROXY, &hs));
+        // Appended by a proxy after the client's own: not believed.
+        let twice = h(&[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-proto", "http"),
+        ]);
+        assert!(!is_https(PROXY, &twice));
     }
 
     #[test]

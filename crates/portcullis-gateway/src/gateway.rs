@@ -265,9 +265,18 @@ impl App {
         let Some(tls) = &self.cfg.tls else {
             return self.deny(Problem::new(ErrorCode::HttpsRequired), cx);
         };
-        let to = RedirectTo {
-            host: tls.redirect_host.as_deref(),
-            port: Some(self.cfg.listen.port()),
+        // `redirect_host` is the public address as written, its port
+        // included when it has one; else the request's host and the port
+        // this listener serves HTTPS on.
+        let to = match tls.redirect_host.as_deref() {
+            Some(host) => RedirectTo {
+                host: Some(host),
+                port: None,
+            },
+            None => RedirectTo {
+                host: None,
+                port: Some(self.cfg.listen.port()),
+            },
         };
         let view = cx.view(&req);
         let a = self

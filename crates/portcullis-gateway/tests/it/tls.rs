@@ -381,3 +381,50 @@ fn bad_tls_config_is_a_clear_start_up_error() {
         }
     }
 }
+
+#[test]
+fn redirect_host_is_written_as_configured_and_basic_over_http_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path(), "a", &["localhost", "127.0.0.1"]);
+    let redirect_port = free_port();
+    let env = Env::with_server(
+        "trusted_hosts = [\"localhost\", \"127.0.0.1\"]",
+        &format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nredirect_http_from = \"127.0.0.1:{redirect_port}\"\nredirect_host = \"api.example.com:8443\"\n\n[[routes]]\npath = \"/public\"\nupstream = \"demo\"\nauth = []\n",
+            path_str(&certs.cert),
+            path_str(&certs.key)
+        ),
+    );
+    let srv = env.serve();
+    let plain = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // The public address as written: its port once, the listener's not
+    // added.
+    let r = plain
+        .get(format!("http://localhost:{redirect_port}/public?x=1"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(
+        r.headers()["location"],
+        "https://api.example.com:8443/public?x=1"
+    );
+    // A Basic credential over plain HTTP is refused like any other (its
+    // password is not checked: the answer needs no hash).
+    let r = plain
+        .get(format!("http://localhost:{redirect_port}/public"))
+        .basic_auth("alice", Some("hunter2-hunter2"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let b: serde_json::Value = r.json().unwrap();
+    assert_eq!(b["code"], "https_required");
+    let log = srv.stop();
+    assert!(
+        log.contains("basic:alice"),
+        "the exposed Basic credential is named in the log: {log}"
+    );
+    assert!(!log.contains("hunter2"), "{log}");
+}

@@ -171,8 +171,10 @@ impl Pipeline {
             }
             Some(p) => (Some(p.clone()), None),
             None => {
-                let g = self.authenticate(demand, req).await?;
-                (g.principal.clone(), Some(g))
+                let mut g = self.authenticate(demand, req).await?;
+                // Moved, not cloned: spending reads only the key and the
+                // scheme, and the hot path allocates nothing it need not.
+                (g.principal.take(), Some(g))
             }
         };
         let (rate, refused) = self.count(demand, req, principal.as_ref()).await;

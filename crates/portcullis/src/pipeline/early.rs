@@ -11,7 +11,7 @@ use http::header::{CONTENT_TYPE, LOCATION};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
 use portcullis_core::cors::{Cors, CorsRefusal};
 use portcullis_core::credential::{CredentialNames, Extracted, extract};
-use portcullis_core::host::{HostError, TrustedHosts, check_authority, request_host};
+use portcullis_core::host::{HostError, RequestHost, TrustedHosts, check_authority, request_host};
 use portcullis_core::origin::Arrival;
 use portcullis_core::path::{self, PathError};
 use portcullis_core::{ErrorCode, Problem, Scheme, SchemeSet, Scopes};
@@ -29,6 +29,20 @@ pub fn host_rule(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<(), Problem> {
+    browser_request_host(rules, arrival, version, uri, headers)
+        .map(|_| ())
+        .map_err(|e| Problem::new(ErrorCode::InvalidHost).log_reason(e.log_reason()))
+}
+
+/// The host the browser addressed, checked against `rules` as
+/// [`host_rule`] checks it.
+fn browser_request_host<'a>(
+    rules: &TrustedHosts,
+    arrival: Arrival,
+    version: Version,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+) -> Result<RequestHost<'a>, HostError> {
     let forwarded = if arrival.trusted_peer {
         let mut xfh = headers.get_all("x-forwarded-host").iter();
         match (xfh.next(), xfh.next()) {
@@ -39,12 +53,13 @@ pub fn host_rule(
     } else {
         None
     };
-    let checked = match forwarded {
-        None => request_host(rules, version, uri, headers).map(|_| ()),
-        Some(v) => request_host(&TrustedHosts::default(), version, uri, headers)
-            .and_then(|_| check_authority(rules, v?).map(|_| ())),
-    };
-    checked.map_err(|e| Problem::new(ErrorCode::InvalidHost).log_reason(e.log_reason()))
+    match forwarded {
+        None => request_host(rules, version, uri, headers),
+        Some(v) => {
+            request_host(&TrustedHosts::default(), version, uri, headers)?;
+            check_authority(rules, v?)
+        }
+    }
 }
 
 /// Puts a request target's path in canonical form
@@ -127,18 +142,23 @@ impl Pipeline {
             exposed,
         };
         if carries_credential(self.guard.names(), headers, uri.query()) {
-            let any = Policy {
-                schemes: SchemeSet::new(&Scheme::ALL),
-                scopes: Scopes::empty(),
-            };
             let head = Head {
                 client_ip: client,
                 ..Head::new(method, headers, uri.query())
             };
-            let id = match self.guard.authenticate(&any, &head).await {
+            // Which credential went over cleartext: verified (without
+            // spending a use) only to name its id in the log. Not a Basic
+            // password: hashing it would let any cleartext client make the
+            // server run Argon2; its user name says whose it was.
+            let cheap = Policy {
+                schemes: SchemeSet::new(&EXPOSED_CHECKED),
+                scopes: Scopes::empty(),
+            };
+            let id = match self.guard.authenticate(&cheap, &head).await {
                 Ok(g) => g.principal.map(|p| p.credential_id),
                 Err(d) => d.credential_id,
-            };
+            }
+            .or_else(|| basic_user(self.guard.names(), headers));
             tracing::warn!(
                 request_id = request_id.unwrap_or(""),
                 peer = %client.map_or_else(String::new, |c| c.to_string()),
@@ -153,10 +173,14 @@ impl Pipeline {
         }
         let host = match to.host {
             Some(h) => Cow::Borrowed(h),
-            // The host rule has passed; any rule would accept it again.
-            None => request_host(&TrustedHosts::default(), version, uri, headers)
-                .map(|h| h.name)
-                .unwrap_or_default(),
+            // The host the host rule checked (a trusted proxy's
+            // X-Forwarded-Host, else the request's): it has passed, so any
+            // rule accepts it again.
+            None => {
+                browser_request_host(&TrustedHosts::default(), req.arrival, version, uri, headers)
+                    .map(|h| h.name)
+                    .unwrap_or_default()
+            }
         };
         let pq = uri.path_and_query().map_or("/", |p| p.as_str());
         match https_redirect(&host, to.port, pq) {
@@ -168,6 +192,27 @@ impl Pipeline {
             None => refuse(Problem::new(ErrorCode::HttpsRequired), None),
         }
     }
+}
+
+/// The schemes a credential sent over cleartext is verified under, to
+/// name it in the log: every one but Basic (see [`Pipeline::plain_http`]).
+const EXPOSED_CHECKED: [Scheme; 5] = [
+    Scheme::ApiKeyHeader,
+    Scheme::ApiKeyQuery,
+    Scheme::ApiKeyCookie,
+    Scheme::Bearer,
+    Scheme::Session,
+];
+
+/// `basic:<user>` for a Basic credential, read without checking its
+/// password.
+fn basic_user(names: &CredentialNames, headers: &HeaderMap) -> Option<String> {
+    let basic = SchemeSet::new(&[Scheme::Basic]);
+    let Extracted::One(p) = extract(&basic, names, headers, None) else {
+        return None;
+    };
+    let creds = portcullis_core::basic::parse(p.value.as_deref()?).ok()?;
+    Some(format!("basic:{}", creds.username))
 }
 
 /// Whether the request carries a credential of any scheme (which must
