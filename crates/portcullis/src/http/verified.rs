@@ -223,12 +223,21 @@ impl<S: SecurityScheme, Sc: ScopeList> Verified<S, Sc> {
             .unwrap_or_default()
             .extended(Sc::SCOPES.iter().copied());
         let required = trail.to_set()?;
+        // A layer admitted this caller by this very scheme: the credential
+        // was verified and its use spent once; only the scopes remain.
+        let outer = match (
+            parts.extensions.get::<AuthenticatedBy>(),
+            parts.extensions.get::<Authenticated>(),
+        ) {
+            (Some(AuthenticatedBy(s)), Some(Authenticated(p))) if *s == S::SCHEME => Some(p),
+            _ => None,
+        };
         let demand = Demand {
             schemes: pc.single(S::SCHEME),
             scopes: &required,
             rate: None,
             cost: 1,
-            admitted: None,
+            admitted: outer,
         };
         let r = pc
             .pipeline()

@@ -104,8 +104,12 @@ pub struct Decision<'a> {
     pub credential_id: Option<&'a str>,
 }
 
-/// Sees every admission decision: the hook metrics and analytics attach
-/// to. Called on the request's task, so it must not block.
+/// Sees every decision of the `admit` phase, at every entrance: the hook
+/// metrics and analytics attach to. (Refusals of the `early` phase —
+/// host, path, HTTPS, preflight — are the gateway's access log's.) An
+/// optional extractor (`Option<Verified<_>>`) reports a missing credential
+/// as the 401 it would be, though the handler then runs; nested layers
+/// each report theirs. Called on the request's task: it must not block.
 pub trait Observer: Send + Sync + 'static {
     /// One decision.
     fn decided(&self, d: &Decision<'_>);

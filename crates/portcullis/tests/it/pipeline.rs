@@ -102,3 +102,44 @@ async fn every_layer_and_extractor_decision_reaches_the_observer() {
     // The observer sees the credential's public id, never the key.
     assert!(seen.iter().all(|(_, _, _, id)| id.as_deref() != Some(KEY)));
 }
+
+#[tokio::test]
+async fn an_extractor_under_a_layer_of_its_scheme_spends_one_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let pc = Portcullis::builder()
+        .store(&format!("sqlite://{}", dir.path().join("p.db").display()))
+        .build()
+        .await
+        .unwrap();
+    let mut spec = crate::common::spec("");
+    spec.uses = Some(2);
+    let created = pc.keys().unwrap().create("test", &spec).await.unwrap();
+    let key = created.key.expose().to_owned();
+    async fn data(_: Verified<ApiKeyHeader>) -> &'static str {
+        "data"
+    }
+    let app = Router::new()
+        .route(
+            "/both",
+            get(data).route_layer(pc.require([Scheme::ApiKeyHeader])),
+        )
+        .layer(pc.layer());
+    let addr = serve(app).await;
+    let get = |k: String| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let req =
+            format!("GET /both HTTP/1.1\r\nHost: t\r\nX-API-Key: {k}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out)
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    // Two uses, two requests: the layer spends one, the extractor none.
+    assert_eq!(get(key.clone()).await, "200");
+    assert_eq!(get(key.clone()).await, "200");
+    assert_ne!(get(key).await, "200", "the third request has no use left");
+}
