@@ -67,6 +67,7 @@ pub fn rfc3339(unix: i64) -> String {
 /// (days since 1970-01-01, negative before). Howard Hinnant's
 /// `civil_from_days`; the one copy, shared by quota periods and the
 /// gateway's access-log timestamps.
+#[inline]
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
