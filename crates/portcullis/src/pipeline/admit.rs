@@ -177,7 +177,12 @@ impl Pipeline {
                 (g.principal.take(), Some(g))
             }
         };
-        let (rate, refused) = self.count(demand, req, principal.as_ref()).await;
+        // Most demands have no limit or spend no uses: their steps are not
+        // entered at all (an async call costs even when it returns at once).
+        let (rate, refused) = match demand.rate {
+            Some(rd) => self.count(rd, demand.cost, req, principal.as_ref()).await,
+            None => (None, None),
+        };
         let who = |mut f: Refused| {
             if let Some(p) = &principal {
                 f.credential_id = Some(p.credential_id.clone());
@@ -188,7 +193,7 @@ impl Pipeline {
         if let Some(f) = refused {
             return Err(who(f));
         }
-        if let Some(g) = &granted
+        if let Some(g) = granted.as_ref().filter(|g| g.metered.is_some())
             && let Err(d) = self.guard.spend(g, demand.cost).await
         {
             return Err(who(Refused::new(d.problem)));
@@ -232,13 +237,11 @@ impl Pipeline {
     /// refusal (429, or 503 when the shared backend is down).
     async fn count(
         &self,
-        demand: &Demand<'_>,
+        rd: RateDemand<'_>,
+        cost: u32,
         req: &RequestView<'_>,
         principal: Option<&Principal>,
     ) -> (Option<RateFields>, Option<Refused>) {
-        let Some(rd) = demand.rate else {
-            return (None, None);
-        };
         let client = req.client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let plan = Plan::new(rd.pool, rd.policy, rd.by, principal, client);
         let fields = |v: Verdict| RateFields {
@@ -246,7 +249,7 @@ impl Pipeline {
             verdict: v,
             legacy: self.legacy_headers,
         };
-        match self.limiter.admit(plan.checks(), demand.cost).await {
+        match self.limiter.admit(plan.checks(), cost).await {
             Ok(v) => (v.map(fields), None),
             Err(r) => {
                 let mut f = Refused::new(r.problem);

@@ -154,7 +154,9 @@ impl Pipeline {
                 schemes: SchemeSet::new(&EXPOSED_CHECKED),
                 scopes: Scopes::empty(),
             };
-            let id = match self.guard.authenticate(&cheap, &head).await {
+            // Boxed: this rare path's verification must not grow the future
+            // of every request that passes by it.
+            let id = match Box::pin(self.guard.authenticate(&cheap, &head)).await {
                 Ok(g) => g.principal.map(|p| p.credential_id),
                 Err(d) => d.credential_id,
             }
