@@ -233,12 +233,28 @@ impl Portcullis {
 
     /// The pipeline's view of a request.
     pub(crate) fn view<'a>(&self, parts: &'a Parts) -> RequestView<'a> {
+        // The peer is looked up once for both the client and the arrival.
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let values = parts
+            .headers
+            .get_all(self.inner.forwarded.name())
+            .iter()
+            .filter_map(|v| v.to_str().ok());
         RequestView {
             method: &parts.method,
             uri: &parts.uri,
             headers: &parts.headers,
-            client: self.client_ip(parts),
-            arrival: self.arrival(&parts.uri, &parts.extensions),
+            client: peer
+                .map(|p| client_ip(p, &self.inner.trusted_proxies, self.inner.forwarded, values)),
+            arrival: Arrival {
+                tls: self.inner.https || parts.uri.scheme_str() == Some("https"),
+                trusted_peer: peer.is_some_and(|p| {
+                    portcullis_core::net::is_trusted(&self.inner.trusted_proxies, p)
+                }),
+            },
         }
     }
 

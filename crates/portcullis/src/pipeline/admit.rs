@@ -5,7 +5,7 @@
 
 use super::problem_response;
 use super::{Decision, Entrance, Pipeline};
-use crate::auth::guard::{Granted, Head, insufficient_scope};
+use crate::auth::guard::{Head, insufficient_scope};
 use crate::ratelimit::{LimitBy, Plan, Pool, Verdict, write_headers};
 use axum::response::Response;
 use http::{HeaderMap, Method, Uri};
@@ -131,106 +131,83 @@ impl Refused {
 impl Pipeline {
     /// Decides `req` against `demand`: the caller and the headers to add,
     /// or one refusal. `entrance` is for the [`super::Observer`].
+    ///
+    /// One async body, not a chain of them: every request runs it, and
+    /// each nested future is built, moved and dropped at a cost.
     pub async fn admit(
         &self,
         entrance: Entrance,
         demand: &Demand<'_>,
         req: &RequestView<'_>,
     ) -> Result<Admitted, Refused> {
-        let r = self.decide(demand, req).await;
-        if let Some(o) = &self.observer {
-            let d = match &r {
-                Ok(a) => Decision {
-                    entrance,
-                    reason: "allowed",
-                    status: 200,
-                    principal: a.principal.as_ref(),
-                    credential_id: a.principal.as_ref().map(|p| p.credential_id.as_str()),
-                },
-                Err(f) => Decision {
-                    entrance,
-                    reason: f.reason,
-                    status: f.problem.status(),
-                    principal: None,
-                    credential_id: f.credential_id.as_deref(),
-                },
+        let r = 'decided: {
+            let (principal, granted) = match demand.admitted {
+                Some(p) if !p.scopes.covers(demand.scopes) => {
+                    break 'decided Err(Refused::new(insufficient_scope(demand.scopes)));
+                }
+                Some(p) => (Some(p.clone()), None),
+                None => {
+                    // The guard's part: the one credential, verified, CSRF
+                    // for cookies, the scopes. Only cookie credentials need
+                    // the origin (for CSRF); other demands skip building it.
+                    let cookies = demand.schemes.accepts(Scheme::Session)
+                        || demand.schemes.accepts(Scheme::ApiKeyCookie);
+                    let origin = cookies
+                        .then(|| browser_origin(req.arrival, req.uri, req.headers))
+                        .flatten();
+                    let head = Head {
+                        client_ip: req.client,
+                        origin: origin.as_deref(),
+                        ..Head::new(req.method, req.headers, req.uri.query())
+                    };
+                    match self
+                        .guard
+                        .authenticate_parts(demand.schemes, demand.scopes, &head)
+                        .await
+                    {
+                        // Moved, not cloned: spending reads only the key
+                        // and the scheme.
+                        Ok(mut g) => (g.principal.take(), Some(g)),
+                        Err(d) => {
+                            break 'decided Err(Refused {
+                                credential_id: d.credential_id,
+                                ..Refused::new(d.problem)
+                            });
+                        }
+                    }
+                }
             };
-            o.decided(&d);
+            // Most demands have no limit or spend no uses: their steps are
+            // not entered at all.
+            let (rate, refused) = match demand.rate {
+                Some(rd) => self.count(rd, demand.cost, req, principal.as_ref()).await,
+                None => (None, None),
+            };
+            let who = |mut f: Refused| {
+                if let Some(p) = &principal {
+                    f.credential_id = Some(p.credential_id.clone());
+                    f.subject = Some(p.subject.clone());
+                }
+                f
+            };
+            if let Some(f) = refused {
+                break 'decided Err(who(f));
+            }
+            if let Some(g) = granted.as_ref().filter(|g| g.metered.is_some())
+                && let Err(d) = self.guard.spend(g, demand.cost).await
+            {
+                break 'decided Err(who(Refused::new(d.problem)));
+            }
+            Ok(Admitted {
+                scheme: granted.and_then(|g| g.scheme),
+                principal,
+                rate,
+            })
+        };
+        if let Some(o) = &self.observer {
+            observe(o.as_ref(), entrance, &r);
         }
         r
-    }
-
-    async fn decide(
-        &self,
-        demand: &Demand<'_>,
-        req: &RequestView<'_>,
-    ) -> Result<Admitted, Refused> {
-        let (principal, granted) = match demand.admitted {
-            Some(p) if !p.scopes.covers(demand.scopes) => {
-                return Err(Refused::new(insufficient_scope(demand.scopes)));
-            }
-            Some(p) => (Some(p.clone()), None),
-            None => {
-                let mut g = self.authenticate(demand, req).await?;
-                // Moved, not cloned: spending reads only the key and the
-                // scheme, and the hot path allocates nothing it need not.
-                (g.principal.take(), Some(g))
-            }
-        };
-        // Most demands have no limit or spend no uses: their steps are not
-        // entered at all (an async call costs even when it returns at once).
-        let (rate, refused) = match demand.rate {
-            Some(rd) => self.count(rd, demand.cost, req, principal.as_ref()).await,
-            None => (None, None),
-        };
-        let who = |mut f: Refused| {
-            if let Some(p) = &principal {
-                f.credential_id = Some(p.credential_id.clone());
-                f.subject = Some(p.subject.clone());
-            }
-            f
-        };
-        if let Some(f) = refused {
-            return Err(who(f));
-        }
-        if let Some(g) = granted.as_ref().filter(|g| g.metered.is_some())
-            && let Err(d) = self.guard.spend(g, demand.cost).await
-        {
-            return Err(who(Refused::new(d.problem)));
-        }
-        Ok(Admitted {
-            scheme: granted.and_then(|g| g.scheme),
-            principal,
-            rate,
-        })
-    }
-
-    /// The guard's part: the one credential, verified, CSRF for cookies,
-    /// the scopes.
-    async fn authenticate(
-        &self,
-        demand: &Demand<'_>,
-        req: &RequestView<'_>,
-    ) -> Result<Granted, Refused> {
-        // Only cookie credentials need the origin (for CSRF); other
-        // demands skip building it.
-        let cookies =
-            demand.schemes.accepts(Scheme::Session) || demand.schemes.accepts(Scheme::ApiKeyCookie);
-        let origin = cookies
-            .then(|| browser_origin(req.arrival, req.uri, req.headers))
-            .flatten();
-        let head = Head {
-            client_ip: req.client,
-            origin: origin.as_deref(),
-            ..Head::new(req.method, req.headers, req.uri.query())
-        };
-        self.guard
-            .authenticate_parts(demand.schemes, demand.scopes, &head)
-            .await
-            .map_err(|d| Refused {
-                credential_id: d.credential_id,
-                ..Refused::new(d.problem)
-            })
     }
 
     /// The rate limit: the deciding limit's fields when admitted, or the
@@ -261,4 +238,25 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Tells `o` about one decision.
+fn observe(o: &dyn super::Observer, entrance: Entrance, r: &Result<Admitted, Refused>) {
+    let d = match r {
+        Ok(a) => Decision {
+            entrance,
+            reason: "allowed",
+            status: 200,
+            principal: a.principal.as_ref(),
+            credential_id: a.principal.as_ref().map(|p| p.credential_id.as_str()),
+        },
+        Err(f) => Decision {
+            entrance,
+            reason: f.reason,
+            status: f.problem.status(),
+            principal: None,
+            credential_id: f.credential_id.as_deref(),
+        },
+    };
+    o.decided(&d);
 }
