@@ -72,6 +72,7 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
 }
 
 pub async fn run() -> Result<()> {
+    use std::io::Write;
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e)
@@ -80,7 +81,9 @@ pub async fn run() -> Result<()> {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
             ) =>
         {
-            print!("{e}");
+            // Not `print!`, which panics when the reader has gone
+            // (`portcullis --help | head -1`): a closed pipe is its choice.
+            let _ = write!(std::io::stdout().lock(), "{e}");
             return Ok(());
         }
         Err(e) => {
