@@ -7,6 +7,7 @@
 //! proxy: `X-Forwarded-Host` and `X-Forwarded-Proto` from anyone else are
 //! ignored here (and stripped before forwarding).
 
+use crate::host::HostError;
 use http::{HeaderMap, Uri};
 
 /// How a request reached this server.
@@ -39,19 +40,29 @@ pub fn is_https(arrival: Arrival, headers: &HeaderMap) -> bool {
     }
 }
 
+/// What a trusted proxy says the browser's host was: `None` when the peer
+/// is not trusted or sent no `X-Forwarded-Host`; `Some(Err)` when the
+/// field repeats or is not text (the host check refuses that; the origin
+/// has none).
+pub fn forwarded_host(arrival: Arrival, headers: &HeaderMap) -> Option<Result<&str, HostError>> {
+    if !arrival.trusted_peer {
+        return None;
+    }
+    let mut xfh = headers.get_all("x-forwarded-host").iter();
+    match (xfh.next(), xfh.next()) {
+        (None, _) => None,
+        (Some(v), None) => Some(v.to_str().map_err(|_| HostError::Malformed)),
+        (Some(_), Some(_)) => Some(Err(HostError::Repeated)),
+    }
+}
+
 /// The host the browser addressed: a trusted proxy's single
 /// `X-Forwarded-Host`, else the request target's authority (HTTP/2's
 /// `:authority`, an absolute-form target), else `Host`. `None` when there
 /// is none, or it repeats, or it is not text.
 pub fn browser_host<'a>(arrival: Arrival, uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
-    if arrival.trusted_peer {
-        let mut xfh = headers.get_all("x-forwarded-host").iter();
-        if let Some(v) = xfh.next() {
-            return match xfh.next() {
-                None => v.to_str().ok(),
-                Some(_) => None,
-            };
-        }
+    if let Some(forwarded) = forwarded_host(arrival, headers) {
+        return forwarded.ok();
     }
     if let Some(a) = uri.authority() {
         return Some(a.as_str());

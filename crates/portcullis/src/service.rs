@@ -205,13 +205,18 @@ impl Portcullis {
     /// as HTTP/2 over TLS does, or the builder was told the service is
     /// only reached over HTTPS), and whether the peer is a trusted proxy.
     pub fn arrival(&self, uri: &http::Uri, extensions: &http::Extensions) -> Arrival {
+        let peer = extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        self.arrival_from(uri, peer)
+    }
+
+    /// [`Portcullis::arrival`] for a peer already looked up.
+    fn arrival_from(&self, uri: &http::Uri, peer: Option<IpAddr>) -> Arrival {
         Arrival {
             tls: self.inner.https || uri.scheme_str() == Some("https"),
-            trusted_peer: extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .is_some_and(|c| {
-                    portcullis_core::net::is_trusted(&self.inner.trusted_proxies, c.0.ip())
-                }),
+            trusted_peer: peer
+                .is_some_and(|p| portcullis_core::net::is_trusted(&self.inner.trusted_proxies, p)),
         }
     }
 
@@ -249,12 +254,7 @@ impl Portcullis {
             headers: &parts.headers,
             client: peer
                 .map(|p| client_ip(p, &self.inner.trusted_proxies, self.inner.forwarded, values)),
-            arrival: Arrival {
-                tls: self.inner.https || parts.uri.scheme_str() == Some("https"),
-                trusted_peer: peer.is_some_and(|p| {
-                    portcullis_core::net::is_trusted(&self.inner.trusted_proxies, p)
-                }),
-            },
+            arrival: self.arrival_from(&parts.uri, peer),
         }
     }
 

@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
 use portcullis_core::cors::{Cors, CorsRefusal};
 use portcullis_core::credential::{CredentialNames, Extracted, extract};
 use portcullis_core::host::{HostError, RequestHost, TrustedHosts, check_authority, request_host};
-use portcullis_core::origin::Arrival;
+use portcullis_core::origin::{Arrival, forwarded_host};
 use portcullis_core::path::{self, PathError};
 use portcullis_core::{ErrorCode, Problem, Scheme, SchemeSet, Scopes};
 use std::borrow::Cow;
@@ -43,17 +43,7 @@ fn browser_request_host<'a>(
     uri: &'a Uri,
     headers: &'a HeaderMap,
 ) -> Result<RequestHost<'a>, HostError> {
-    let forwarded = if arrival.trusted_peer {
-        let mut xfh = headers.get_all("x-forwarded-host").iter();
-        match (xfh.next(), xfh.next()) {
-            (None, _) => None,
-            (Some(v), None) => Some(v.to_str().map_err(|_| HostError::Malformed)),
-            (Some(_), Some(_)) => Some(Err(HostError::Repeated)),
-        }
-    } else {
-        None
-    };
-    match forwarded {
+    match forwarded_host(arrival, headers) {
         None => request_host(rules, version, uri, headers),
         Some(v) => {
             request_host(&TrustedHosts::default(), version, uri, headers)?;
