@@ -73,6 +73,16 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// Checks the database answers.
     fn ping(&self) -> Fut<'_, ()>;
 
+    /// A wake-up for the change-log poller, notified soon after another
+    /// process (or this one) commits a change-log entry: Postgres
+    /// `LISTEN/NOTIFY`. `None` when the backend has none (SQLite): the
+    /// poller's interval alone bounds staleness. A wake-up only shortens
+    /// the wait; the change log stays the truth, so a lost notification
+    /// costs latency, never correctness.
+    fn changes_wake(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
+
     /// Writes a consistent copy to `to`, online, and returns each table's
     /// row count in the copy.
     fn backup<'a>(&'a self, to: &'a Path) -> Fut<'a, Vec<(String, i64)>>;

@@ -49,6 +49,7 @@
 pub(crate) mod backend;
 pub mod identity;
 mod keys;
+mod postgres;
 mod rules;
 mod sqlite;
 mod write;
@@ -64,10 +65,13 @@ use std::sync::atomic::AtomicU64;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The URL names a database this build does not support.
-    #[error(
-        "unsupported store URL {0:?}: use sqlite://PATH (postgres:// arrives with the Postgres store)"
-    )]
+    #[error("unsupported store URL {0:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DB")]
     UnsupportedUrl(String),
+    /// The store is known to be unreachable right now (a recent query
+    /// failed and no later one has succeeded): answered at once instead of
+    /// waiting for another timeout.
+    #[error("store unavailable: {0}")]
+    Unavailable(&'static str),
     /// The database could not be opened, read or written.
     #[error("store error: {0}")]
     Database(#[from] sqlx::Error),
@@ -265,10 +269,83 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How a networked store (Postgres) is reached. SQLite ignores these.
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// Connections in the pool, at most.
+    pub pool_size: u32,
+    /// How long to wait for a connection (from the pool, or a new one to
+    /// the server) before the query fails.
+    pub connect_timeout: std::time::Duration,
+    /// The server cancels any statement running longer than this.
+    pub statement_timeout: std::time::Duration,
+    /// Where change notifications are listened for.
+    pub listen: Listen,
+}
+
+/// Where a gateway listens for change notifications (Postgres
+/// `LISTEN/NOTIFY`, the wake-up of the change-log poller).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// On the store's own URL.
+    Store,
+    /// On this URL: a direct connection to the primary when the store URL
+    /// goes through PgBouncer in transaction mode (where LISTEN does not
+    /// work) or to a read replica.
+    Url(String),
+    /// Not at all: poll the change log only (staleness up to the poll
+    /// interval).
+    Off,
+}
+
+impl std::fmt::Debug for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Store => f.write_str("Store"),
+            Listen::Url(u) => f.debug_tuple("Url").field(&redact_url(u)).finish(),
+            Listen::Off => f.write_str("Off"),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("listen", &self.listen)
+            .finish()
+    }
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            pool_size: 16,
+            connect_timeout: std::time::Duration::from_secs(2),
+            statement_timeout: std::time::Duration::from_secs(5),
+            listen: Listen::Store,
+        }
+    }
+}
+
 impl Store {
     /// Opens the store named by `url`, creating it when `create` is set,
     /// and applies migrations.
     pub async fn open(url: &str, create: bool) -> Result<Store, StoreError> {
+        Store::open_with(url, create, &StoreOptions::default()).await
+    }
+
+    /// [`Store::open`] with options for a networked store.
+    pub async fn open_with(
+        url: &str,
+        create: bool,
+        options: &StoreOptions,
+    ) -> Result<Store, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Store::over(postgres::open(url, options).await?));
+        }
         let path = if let Some(path) = url.strip_prefix("sqlite://") {
             path
         } else if url.starts_with("sqlite:") {
@@ -279,6 +356,12 @@ impl Store {
         Ok(Store::over(Arc::new(
             SqliteStore::open(path, create).await?,
         )))
+    }
+
+    /// The backend's change wake-up, if it has one (see
+    /// `Backend::changes_wake`).
+    pub fn changes_wake(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.backend.changes_wake()
     }
 
     /// A store over a backend.

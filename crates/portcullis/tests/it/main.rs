@@ -12,6 +12,7 @@ mod last_admin;
 mod lifecycle;
 mod lookups;
 mod no_store;
+mod pg_server;
 mod pipeline;
 mod redis_limit;
 mod redis_server;
