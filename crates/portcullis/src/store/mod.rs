@@ -47,9 +47,11 @@
 //! [`RefreshOutcome::Invalid`]: identity::RefreshOutcome::Invalid
 
 pub(crate) mod backend;
+pub mod dump;
 pub mod identity;
 mod keys;
 mod postgres;
+mod rows;
 mod rules;
 mod sqlite;
 mod write;
@@ -81,6 +83,9 @@ pub enum StoreError {
     /// No such record.
     #[error("not found")]
     NotFound,
+    /// The backend cannot do this (e.g. a file backup of Postgres).
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// The record is in a state that forbids the change.
     #[error("{0}")]
     Conflict(&'static str),

@@ -64,6 +64,17 @@ macro_rules! contract {
                 }
             )*
         }
+
+        /// Each check against a database of its own on a private
+        /// Postgres cluster (`pg_server.rs`).
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(super::postgres_subject().await).await;
+                }
+            )*
+        }
     };
 }
 
@@ -93,6 +104,20 @@ async fn sqlite_subject() -> Subject {
     std::fs::create_dir(&scratch).expect("scratch dir");
     Subject {
         store: Store::open(&url, true).await.expect("open store"),
+        other: Store::open(&url, false).await.expect("open second handle"),
+        scratch,
+        _keep: Box::new(dir),
+    }
+}
+
+async fn postgres_subject() -> Subject {
+    let url = crate::pg_server::PgServer::shared().fresh_db();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).expect("scratch dir");
+    let store = Store::open(&url, true).await.expect("open store");
+    Subject {
+        store,
         other: Store::open(&url, false).await.expect("open second handle"),
         scratch,
         _keep: Box::new(dir),
@@ -1211,7 +1236,11 @@ async fn backup_copies_every_table(s: Subject) {
         .await
         .unwrap();
     let to = s.scratch.join("backup.db");
-    let counts = store.backup(&to).await.unwrap();
+    let counts = match store.backup(&to).await {
+        // A backend with no file backup says so (Postgres: pg_dump).
+        Err(StoreError::Unsupported(_)) => return,
+        r => r.unwrap(),
+    };
     let count = |t: &str| counts.iter().find(|(n, _)| n == t).map(|(_, c)| *c);
     assert_eq!(count("api_keys"), Some(1));
     assert_eq!(count("users"), Some(1));
