@@ -272,29 +272,26 @@ impl PgServer {
             .chain(server.get_args())
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        argv.extend(
-            [
-                "-D".into(),
-                self.data().display().to_string(),
-                "-p".into(),
-                self.port.to_string(),
-                "-k".into(),
-                sock.display().to_string(),
-                "-c".into(),
-                "listen_addresses=127.0.0.1".into(),
-                "-c".into(),
-                "fsync=off".into(),
-                "-c".into(),
-                "synchronous_commit=off".into(),
-                "-c".into(),
-                "full_page_writes=off".into(),
-                "-c".into(),
-                "max_connections=300".into(),
-                "-c".into(),
-                "shared_buffers=64MB".into(),
-            ]
-            .into_iter(),
-        );
+        argv.extend([
+            "-D".into(),
+            self.data().display().to_string(),
+            "-p".into(),
+            self.port.to_string(),
+            "-k".into(),
+            sock.display().to_string(),
+            "-c".into(),
+            "listen_addresses=127.0.0.1".into(),
+            "-c".into(),
+            "fsync=off".into(),
+            "-c".into(),
+            "synchronous_commit=off".into(),
+            "-c".into(),
+            "full_page_writes=off".into(),
+            "-c".into(),
+            "max_connections=300".into(),
+            "-c".into(),
+            "shared_buffers=64MB".into(),
+        ]);
         // The watchdog: runs postgres, and when its stdin closes (we
         // stopped it, or this process exited however it did) asks
         // postgres for a fast shutdown and waits for it.
