@@ -13,6 +13,7 @@
 pub mod authority;
 pub mod base62;
 pub mod basic;
+pub mod changes;
 pub mod cors;
 pub mod credential;
 pub mod csrf;
