@@ -2,6 +2,10 @@
 # Installs what the integration tests need from Debian, if it is missing:
 #
 #   nginx         the nginx auth_request tests (crates/portcullis-gateway/tests/it/nginx.rs)
+#   postgresql    the Postgres store tests: each test binary starts a private
+#                 cluster (initdb into a temp dir, a free loopback port, run
+#                 as the unprivileged `postgres` user through setpriv when the
+#                 tests run as root: crates/portcullis/tests/it/pg_server.rs)
 #   redis-server  the Redis rate-limit tests (crates/portcullis/tests/it/redis_limit.rs,
 #                 crates/portcullis-gateway/tests/it/redis.rs)
 #   curl          scripts and manual checks
@@ -84,6 +88,9 @@ have wrk || missing+=(wrk)
 have h2load || missing+=(nghttp2-client)
 have python3 || missing+=(python3)
 have redis-server || missing+=(redis-server)
+# Debian keeps the server binaries off PATH, under /usr/lib/postgresql/N/bin.
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+have setpriv || missing+=(util-linux)
 # The browser test runs these exact paths.
 chromium_bin=/usr/bin/chromium
 chromedriver_bin=/usr/bin/chromedriver
@@ -93,7 +100,7 @@ need_nginx=0
 have nginx || need_nginx=1
 
 if [ "${#missing[@]}" -eq 0 ] && [ "$need_nginx" -eq 0 ]; then
-    echo "install-test-deps: nginx, redis-server, curl, wrk, chromium and chromium-driver already installed" >&2
+    echo "install-test-deps: nginx, redis-server, postgresql, curl, wrk, chromium and chromium-driver already installed" >&2
 else
     if [ "$(id -u)" -ne 0 ]; then
         echo "install-test-deps: must run as root to install: ${missing[*]} $([ "$need_nginx" -eq 1 ] && echo nginx)" >&2
@@ -118,7 +125,8 @@ else
         missing+=("$pkg")
     fi
 
-    # Keep package scripts from starting the system nginx or redis-server:
+    # Keep package scripts from starting the system nginx, redis-server or
+    # postgresql (whose cluster the tests never use):
     # the tests run their own. Only add a policy if none exists, and remove
     # only ours.
     ours=""
@@ -207,4 +215,10 @@ if [ "${chromium_version%%.*}" != "${chromedriver_version%%.*}" ]; then
     exit 1
 fi
 
-echo "install-test-deps: ok ($("$nginx_bin" -v 2>&1), $("$redis_bin" --version | cut -d' ' -f1-3), $(curl --version | head -n1 | cut -d' ' -f1-2), Chromium $chromium_version, ChromeDriver $chromedriver_version, $("$venv/bin/python" --version))" >&2
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+if ! "$pg_bin/postgres" --version >/dev/null 2>&1 || ! "$pg_bin/initdb" --version >/dev/null 2>&1; then
+    echo "install-test-deps: $pg_bin/postgres or initdb does not run" >&2
+    exit 1
+fi
+
+echo "install-test-deps: ok ($("$nginx_bin" -v 2>&1), $("$redis_bin" --version | cut -d' ' -f1-3), $("$pg_bin/postgres" --version), $(curl --version | head -n1 | cut -d' ' -f1-2), Chromium $chromium_version, ChromeDriver $chromedriver_version, $("$venv/bin/python" --version))" >&2
