@@ -219,6 +219,10 @@ mod tests {
             page in 1usize..6,
             max_gaps in 50usize..100,
         ) {
+            // The premise: each row commits within the grace.
+            for r in &rows {
+                prop_assert!(r.commit.is_none_or(|at| at - r.alloc <= GRACE));
+            }
             let mut c = ChangeCursor::with_limits(0, GRACE, max_gaps);
             let mut delivered = vec![0u32; rows.len() + 1];
             let last_commit = rows.iter().filter_map(|r| r.commit).max().unwrap_or(0);
