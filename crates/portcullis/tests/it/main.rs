@@ -14,6 +14,7 @@ mod lookups;
 mod no_store;
 mod pg_server;
 mod pipeline;
+mod postgres;
 mod redis_limit;
 mod redis_server;
 mod rotation;

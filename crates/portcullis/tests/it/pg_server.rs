@@ -27,6 +27,9 @@ pub const PG_PASSWORD: &str = "pg-test-secret";
 
 /// A running (or stopped) private PostgreSQL cluster.
 pub struct PgServer {
+    /// With TLS: the CA file that signed the server's certificate (for
+    /// `sslrootcert`); the server then refuses connections without TLS.
+    pub tls_ca: Option<PathBuf>,
     bin: PathBuf,
     dir: tempfile::TempDir,
     port: u16,
@@ -59,7 +62,7 @@ fn pg_bin() -> PathBuf {
     })
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -104,12 +107,24 @@ impl PgServer {
 
     /// Starts a cluster of its own (for tests that stop or freeze it).
     pub fn start() -> PgServer {
+        PgServer::launch(false)
+    }
+
+    /// Starts a cluster that takes TCP connections over TLS only, with a
+    /// certificate for `localhost` and `127.0.0.1` from a fresh test CA
+    /// (`tls_ca`).
+    pub fn start_tls() -> PgServer {
+        PgServer::launch(true)
+    }
+
+    fn launch(tls: bool) -> PgServer {
         let run_as = is_root().then(unprivileged_user);
         let dir = tempfile::Builder::new()
             .prefix("portcullis-pg-")
             .tempdir()
             .unwrap();
         let mut s = PgServer {
+            tls_ca: None,
             bin: pg_bin(),
             dir,
             port: 0,
@@ -117,6 +132,9 @@ impl PgServer {
             child: None,
         };
         s.initdb();
+        if tls {
+            s.enable_tls();
+        }
         for attempt in 0..5 {
             s.port = free_port();
             if s.spawn() {
@@ -180,6 +198,49 @@ impl PgServer {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Writes a CA and a server certificate, turns `ssl` on, and makes
+    /// TCP connections without TLS refused (`hostnossl … reject`).
+    fn enable_tls(&mut self) {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "portcullis test Postgres CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+        let data = self.data();
+        std::fs::write(data.join("server.crt"), leaf_cert.pem()).unwrap();
+        std::fs::write(data.join("server.key"), leaf_key.serialize_pem()).unwrap();
+        let ca_file = self.dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let key = data.join("server.key");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        if let Some(u) = &self.run_as {
+            for f in ["server.crt", "server.key"] {
+                let _ = Command::new("chown").arg(u).arg(data.join(f)).status();
+            }
+        }
+        let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        conf.push_str("\nssl = on\n");
+        std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 scram-sha-256\n\
+             hostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+        self.tls_ca = Some(ca_file);
     }
 
     /// `postgres://portcullis:…@127.0.0.1:PORT/DB`.

@@ -128,7 +128,7 @@ fn scopes(s: &str) -> Scopes {
     Scopes::parse(s).expect("scopes")
 }
 
-fn key(id: &str, owner: &str, scope_list: &str) -> NewKey {
+pub(crate) fn key(id: &str, owner: &str, scope_list: &str) -> NewKey {
     NewKey {
         id: id.into(),
         hash: KeyHash::of(&format!("secret-of-{id}")),
@@ -158,7 +158,7 @@ fn audit(action: &'static str, target: &str, at: i64) -> NewAudit {
     }
 }
 
-async fn insert(store: &Store, k: &NewKey) {
+pub(crate) async fn insert(store: &Store, k: &NewKey) {
     store
         .insert_key(k, &audit("key.create", &k.id, k.created_at))
         .await

@@ -26,6 +26,7 @@
 //!   libpq reads them, over rustls; `verify-full` checks the server's
 //!   certificate and name.
 
+mod dump;
 mod listen;
 mod tx;
 
@@ -77,11 +78,36 @@ fn connect_options(url: &str, o: &StoreOptions) -> Result<PgConnectOptions, Stor
     ]))
 }
 
+/// Says so at start-up when the server is not on this machine and its
+/// certificate is not checked: the store holds key hashes, password hashes
+/// and signing keys, and `sslmode=prefer` (the default, as in libpq) lets
+/// anyone on the path downgrade the connection to plain text.
+fn warn_unverified_tls(opts: &PgConnectOptions) {
+    use sqlx::postgres::PgSslMode;
+    let host = opts.get_host();
+    let local = host.starts_with('/')
+        || host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let verified = matches!(
+        opts.get_ssl_mode(),
+        PgSslMode::VerifyCa | PgSslMode::VerifyFull
+    );
+    if !local && !verified {
+        tracing::warn!(
+            host,
+            "the Postgres store's certificate is not verified: add sslmode=verify-full (and sslrootcert=CA.pem) to the store URL"
+        );
+    }
+}
+
 /// Opens the Postgres store named by `url`, applies migrations (under
 /// sqlx's migration lock, so gateways starting together migrate once),
 /// and starts listening for changes unless told not to.
 pub(crate) async fn open(url: &str, o: &StoreOptions) -> Result<Arc<dyn Backend>, StoreError> {
     let opts = connect_options(url, o)?;
+    warn_unverified_tls(&opts);
     let pool = PgPoolOptions::new()
         .max_connections(o.pool_size.max(1))
         .acquire_timeout(o.connect_timeout)
@@ -156,6 +182,14 @@ impl Backend for PgStore {
                 "store backup copies SQLite files; back up Postgres with pg_dump or your provider's snapshots",
             ))
         })
+    }
+
+    fn export(&self) -> Fut<'_, super::dump::Dump> {
+        Box::pin(dump::export(&self.pool))
+    }
+
+    fn import<'a>(&'a self, d: &'a super::dump::Dump) -> Fut<'a, Vec<u64>> {
+        Box::pin(dump::import(&self.pool, d))
     }
 
     fn begin(&self) -> Fut<'_, Box<dyn Tx>> {
