@@ -10,6 +10,7 @@
 //!
 //! [`Store`]: super::Store
 
+use super::dump::Dump;
 use super::identity::{ClientAuth, ClientRecord, UserAuth, UserRecord};
 use super::identity::{NewClient, NewUser, RefreshGrant, SessionRow, SigningKeyRow};
 use super::{AuditEvent, KeyFilter, KeyRecord, NewAudit, NewKey, StoreError};
@@ -86,6 +87,24 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// Writes a consistent copy to `to`, online, and returns each table's
     /// row count in the copy.
     fn backup<'a>(&'a self, to: &'a Path) -> Fut<'a, Vec<(String, i64)>>;
+
+    /// Every row of the copied tables (`dump::TABLES`, everything but the
+    /// change log), read in one read transaction: a consistent snapshot
+    /// while writers carry on. Fails when the database has a table or
+    /// column the dump does not list (`dump::check_schema`).
+    fn export(&self) -> Fut<'_, Dump> {
+        Box::pin(async { Err(StoreError::Unsupported("this store cannot be copied")) })
+    }
+
+    /// Inserts every row of `dump` in one transaction, skipping a row
+    /// whose primary key is there already (`ON CONFLICT DO NOTHING`), and
+    /// moves each generated key's generator past the inserted ids, so
+    /// later inserts do not collide. Returns how many rows each table
+    /// gained, in `dump` order.
+    fn import<'a>(&'a self, dump: &'a Dump) -> Fut<'a, Vec<u64>> {
+        let _ = dump;
+        Box::pin(async { Err(StoreError::Unsupported("this store cannot be copied")) })
+    }
 
     /// Begins a write transaction, serialised against every other write
     /// transaction on the database (from this process or another) from

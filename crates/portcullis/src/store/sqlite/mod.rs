@@ -4,6 +4,7 @@
 //! and single statements); `tx.rs` is the write transaction, taken with
 //! `BEGIN IMMEDIATE` so it holds the write lock from its first read.
 
+mod dump;
 mod rows;
 mod tx;
 
@@ -113,6 +114,14 @@ impl Backend for SqliteStore {
             let copy = SqliteStore::open_existing_read_only(to).await?;
             copy.table_counts().await
         })
+    }
+
+    fn export(&self) -> Fut<'_, crate::store::dump::Dump> {
+        Box::pin(dump::export(&self.pool))
+    }
+
+    fn import<'a>(&'a self, d: &'a crate::store::dump::Dump) -> Fut<'a, Vec<u64>> {
+        Box::pin(dump::import(&self.pool, d))
     }
 
     fn begin(&self) -> Fut<'_, Box<dyn Tx>> {

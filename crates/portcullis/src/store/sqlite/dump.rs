@@ -1,0 +1,91 @@
+//! SQLite's side of a store copy (`store/dump.rs`): every copied row as
+//! typed values, and inserting them back.
+
+use crate::store::StoreError;
+use crate::store::dump::{Dump, TABLES, Table, TableRows, Ty, Value, check_schema};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, SqlitePool};
+
+/// Every row of every copied table, read in one read transaction (in WAL
+/// mode a snapshot: writers carry on, and none of their later commits is
+/// seen by half the tables).
+pub(super) async fn export(pool: &SqlitePool) -> Result<Dump, StoreError> {
+    let mut tx = pool.begin().await?;
+    let found: Vec<(String, String)> = sqlx::query_as(
+        "SELECT m.name, c.name FROM sqlite_master m, pragma_table_info(m.name) c
+         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    check_schema(&found)?;
+    let mut tables = Vec::with_capacity(TABLES.len());
+    for table in TABLES {
+        // Names from the fixed schema list, never from input.
+        let sql = sqlx::AssertSqlSafe(table.select_sql());
+        let rows = sqlx::query(sql).fetch_all(&mut *tx).await?;
+        let rows = rows
+            .iter()
+            .map(|r| decode(table, r))
+            .collect::<Result<_, _>>()?;
+        tables.push(TableRows::new(table, rows)?);
+    }
+    tx.commit().await?;
+    Ok(Dump { tables })
+}
+
+/// One row as the table's types say: a value SQLite holds in another
+/// type (its columns are not typed) fails here rather than travel.
+fn decode(table: &Table, r: &SqliteRow) -> Result<Vec<Value>, StoreError> {
+    table
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            Ok(match c.ty {
+                Ty::Int => Value::Int(r.try_get(i)?),
+                Ty::OptInt => r
+                    .try_get::<Option<i64>, _>(i)?
+                    .map_or(Value::Null, Value::Int),
+                Ty::Text => Value::Text(r.try_get(i)?),
+                Ty::OptText => r
+                    .try_get::<Option<String>, _>(i)?
+                    .map_or(Value::Null, Value::Text),
+                Ty::Bytes => Value::Bytes(r.try_get(i)?),
+                Ty::Bool => Value::Bool(r.try_get(i)?),
+            })
+        })
+        .collect()
+}
+
+/// Inserts every row in one write transaction (`BEGIN IMMEDIATE`, as
+/// every write), skipping rows whose key is there. An AUTOINCREMENT
+/// table's sequence follows explicit ids by itself, so nothing more is
+/// needed for the generated keys. Rows inserted per table.
+pub(super) async fn import(pool: &SqlitePool, dump: &Dump) -> Result<Vec<u64>, StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut inserted = Vec::with_capacity(dump.tables.len());
+    for t in &dump.tables {
+        let mut n = 0;
+        for chunk in t.rows.chunks(crate::store::dump::ROWS_PER_INSERT) {
+            // Names from the fixed schema list; every value is bound.
+            let sql = sqlx::AssertSqlSafe(t.table.insert_sql(chunk.len(), |i| format!("?{i}")));
+            let mut query = sqlx::query::<Sqlite>(sql);
+            for row in chunk {
+                for (v, c) in row.iter().zip(t.table.columns) {
+                    query = match (c.ty, v) {
+                        (_, Value::Int(i)) => query.bind(*i),
+                        (_, Value::Bool(b)) => query.bind(*b),
+                        (_, Value::Text(s)) => query.bind(s.as_str()),
+                        (_, Value::Bytes(b)) => query.bind(b.as_slice()),
+                        (Ty::OptText, Value::Null) => query.bind(None::<&str>),
+                        (_, Value::Null) => query.bind(None::<i64>),
+                    };
+                }
+            }
+            n += query.execute(&mut *tx).await?.rows_affected();
+        }
+        inserted.push(n);
+    }
+    tx.commit().await?;
+    Ok(inserted)
+}
