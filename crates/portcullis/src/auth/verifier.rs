@@ -15,10 +15,28 @@
 //! process) are appended to the store's change log; a watcher applies it to
 //! the caches every `sync_interval` (250 ms by default), which bounds how
 //! long a revoked key can still pass to that interval plus one query.
+//! Where the store can wake the watcher ([`Store::changes_wake`]: Postgres
+//! `LISTEN`), it reads the log as soon as a change is announced; the
+//! interval stays the backstop, so a lost wake-up costs latency only. The
+//! log is read through a [`ChangeCursor`], which waits a grace for a row
+//! committed out of sequence order instead of skipping it.
+//!
+//! When the store fails (declared behaviour, docs/configuration.md
+//! `[store]`):
+//! - a failed change-log poll, or a lookup that finds the store
+//!   unreachable (connection, timeout), opens a *breaker*: lookups then
+//!   answer [`StoreError::Unavailable`] at once instead of each waiting for
+//!   a timeout; the watcher keeps polling every interval, and its next
+//!   successful poll applies every change made meanwhile and closes it;
+//! - keys already cached keep verifying until `stale_grace` has passed
+//!   since the last successful poll; after that this instance cannot know
+//!   about revocations, so it drops both caches and every key is
+//!   [`StoreError::Unavailable`] (503) until a poll succeeds again.
 
 use crate::clock::SharedClock;
 use crate::store::{Store, StoreError};
 use moka::sync::Cache;
+use portcullis_core::changes::ChangeCursor;
 use portcullis_core::key::{KeyFormatError, check_format};
 use portcullis_core::{KeyGrant, KeyHash, KeyState};
 use std::collections::HashMap;
@@ -42,6 +60,14 @@ pub struct VerifierConfig {
     pub sync_interval: Duration,
     /// How often last-used times are written.
     pub touch_interval: Duration,
+    /// How long keys already cached keep verifying while the change log
+    /// cannot be read; after it, the caches are dropped and keys answer
+    /// [`StoreError::Unavailable`].
+    pub stale_grace: Duration,
+    /// The longest one change-log poll or key lookup may take before it
+    /// counts as a store failure (a partitioned database can leave a
+    /// query waiting far longer than any server-side timeout).
+    pub store_timeout: Duration,
 }
 
 impl Default for VerifierConfig {
@@ -53,6 +79,8 @@ impl Default for VerifierConfig {
             negative_ttl: Duration::from_secs(30),
             sync_interval: Duration::from_millis(250),
             touch_interval: Duration::from_secs(5),
+            stale_grace: Duration::from_secs(30),
+            store_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -130,7 +158,8 @@ pub struct Verifier {
     unknown: Cache<KeyHash, ()>,
     touches: mpsc::UnboundedSender<Arc<CachedKey>>,
     touch_rx: Mutex<mpsc::UnboundedReceiver<Arc<CachedKey>>>,
-    seq: Mutex<i64>,
+    cursor: Mutex<ChangeCursor>,
+    health: Health,
     // Bumped by sync_changes before it invalidates. A lookup that saw the
     // store before a change but inserts after the change's invalidation
     // notices the bump and drops what it inserted.
@@ -139,6 +168,82 @@ pub struct Verifier {
     listeners: std::sync::Mutex<Vec<Listener>>,
     // Store lookups under way, by hash: touched on a cache miss only.
     flights: std::sync::Mutex<Flights>,
+}
+
+/// How far below the newest change a starting verifier reads the log:
+/// a write that took its number before the start but commits after it
+/// (overlapping writers) is then awaited as a gap, not skipped. Rows in
+/// the window that are already there are not delivered (the caches are
+/// empty at the start).
+const STARTUP_WINDOW: i64 = 1_000;
+
+/// The watcher's view of the store, read on every cache miss.
+#[derive(Debug)]
+struct Health {
+    /// When the change log was last read (clock seconds).
+    last_ok: AtomicI64,
+    /// The last poll failed.
+    poll_failing: AtomicBool,
+    /// Lookups answer `Unavailable` at once.
+    breaker: AtomicBool,
+    /// The caches were dropped for this outage.
+    dropped: AtomicBool,
+}
+
+/// What [`Verifier::health`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifierHealth {
+    /// Seconds since the change log was last read successfully.
+    pub last_poll_age_secs: i64,
+    /// Key lookups answer [`StoreError::Unavailable`] without asking the
+    /// store, until the next successful poll.
+    pub breaker_open: bool,
+    /// The change log has not been read for longer than `stale_grace`:
+    /// the caches are not trusted and every key answers
+    /// [`StoreError::Unavailable`].
+    pub stale: bool,
+}
+
+impl VerifierHealth {
+    /// Whether this instance can verify keys as it should (what
+    /// `/readyz` reports).
+    pub fn ready(&self) -> bool {
+        !self.breaker_open && !self.stale
+    }
+}
+
+/// Whether a failure says the store cannot be reached or cannot answer in
+/// time (so the next query would most likely wait and fail the same way),
+/// as opposed to one query's own failure (a missing table, a bad row).
+fn is_outage(e: &StoreError) -> bool {
+    match e {
+        StoreError::Unavailable(_) => true,
+        StoreError::Shared(inner) => is_outage(inner),
+        StoreError::Database(e) => match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => match db.code() {
+                // Postgres SQLSTATEs are five characters: class 08
+                // (connection exception), 53 (insufficient resources),
+                // 57 (operator intervention: shutdown, statement timeout).
+                Some(code) if code.len() == 5 => {
+                    code.starts_with("08") || code.starts_with("53") || code.starts_with("57")
+                }
+                // SQLite's are numbers whose low byte is the primary code:
+                // PERM, BUSY, LOCKED, IOERR, CORRUPT, CANTOPEN, NOTADB.
+                Some(code) => code
+                    .parse::<i32>()
+                    .is_ok_and(|c| matches!(c & 0xff, 3 | 5 | 6 | 10 | 11 | 14 | 26)),
+                None => false,
+            },
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// Called with the hashes each change-log poll found changed.
@@ -220,7 +325,22 @@ impl Verifier {
         config: VerifierConfig,
     ) -> Result<Arc<Verifier>, StoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (seq, _) = store.changes_since(0).await?;
+        // Start from the newest change, not from history, but watch the
+        // numbers just below it for writes still in flight.
+        let last = store.last_change().await?;
+        let mut cursor = ChangeCursor::new((last - STARTUP_WINDOW).max(0));
+        let now = {
+            let clock = clock.clone();
+            move || clock.now()
+        };
+        let mut already = Vec::new();
+        store.poll_changes(&mut cursor, &now, &mut already).await?;
+        let health = Health {
+            last_ok: AtomicI64::new(clock.now()),
+            poll_failing: AtomicBool::new(false),
+            breaker: AtomicBool::new(false),
+            dropped: AtomicBool::new(false),
+        };
         Ok(Arc::new(Verifier {
             known: Cache::builder()
                 .max_capacity(config.positive_capacity)
@@ -234,7 +354,8 @@ impl Verifier {
             clock,
             touches: tx,
             touch_rx: Mutex::new(rx),
-            seq: Mutex::new(seq),
+            cursor: Mutex::new(cursor),
+            health,
             generation: AtomicU64::new(0),
             config,
             listeners: std::sync::Mutex::new(Vec::new()),
@@ -271,15 +392,14 @@ impl Verifier {
         if key.grant.remaining_uses.is_none() {
             return Ok(None);
         }
+        self.check_breaker()?;
         let now = self.clock.now();
         // Counted in the store, atomically, so two gateways cannot both
         // spend the last use.
-        if self
-            .store
-            .consume_use(&key.hash, cost, now)
-            .await?
-            .is_some()
-        {
+        let spent = self
+            .bounded(self.store.consume_use(&key.hash, cost, now))
+            .await;
+        if spent?.is_some() {
             return Ok(None);
         }
         self.known.invalidate(&key.hash);
@@ -302,6 +422,14 @@ impl Verifier {
             return Ok(KeyVerdict::Rejected(KeyRejection::Malformed(e)));
         }
         let hash = KeyHash::of(presented);
+        if self.stale(self.clock.now()) {
+            // Whatever is cached may have been revoked since: ask the
+            // store, which is down (or the watcher would have read it).
+            self.drop_caches();
+            return Err(StoreError::Unavailable(
+                "the change log has not been read for longer than stale_grace",
+            ));
+        }
         let cached = match self.known.get(&hash) {
             Some(c) => c,
             None => {
@@ -341,6 +469,7 @@ impl Verifier {
     /// A cache miss: asks the store, or waits for a lookup of the same key
     /// already under way. `None` for an unknown key.
     async fn look_up(&self, hash: KeyHash) -> Result<Option<Arc<CachedKey>>, StoreError> {
+        self.check_breaker()?;
         loop {
             // Read before the map: a lookup started at this generation or
             // later saw the store after every change applied so far.
@@ -405,7 +534,7 @@ impl Verifier {
     ) -> Result<Option<Arc<CachedKey>>, StoreError> {
         let hash = leader.hash;
         // Cancelled here, `leader` is dropped: off the map, channel closed.
-        let found = self.store.grant_by_hash(&hash).await;
+        let found = self.bounded(self.store.grant_by_hash(&hash)).await;
         let stale = || self.generation.load(Ordering::SeqCst) != generation;
         let found = match found {
             Err(e) => Err(e),
@@ -452,28 +581,130 @@ impl Verifier {
     }
 
     /// Reads the change log and drops every changed key from both caches.
+    /// A failure opens the breaker; a success closes it (see the module
+    /// documentation).
     pub async fn sync_changes(&self) {
-        let mut seq = self.seq.lock().await;
-        match self.store.changes_since(*seq).await {
-            Ok((last, hashes)) => {
-                if !hashes.is_empty() {
-                    self.generation.fetch_add(1, Ordering::SeqCst);
+        let mut cursor = self.cursor.lock().await;
+        let clock = self.clock.clone();
+        let now = move || clock.now();
+        let mut hashes = Vec::new();
+        let polled = self
+            .bounded(self.store.poll_changes(&mut cursor, &now, &mut hashes))
+            .await;
+        drop(cursor);
+        // Rows of pages read before a failure were taken by the cursor:
+        // applied now, or never.
+        self.apply(hashes);
+        let now = self.clock.now();
+        let h = &self.health;
+        match polled {
+            Ok(()) => {
+                if self.stale(now) {
+                    // Back after longer than stale_grace: the log may have
+                    // been pruned meanwhile, so nothing cached is trusted.
+                    self.drop_caches();
                 }
-                for h in &hashes {
-                    self.known.invalidate(h);
-                    self.unknown.invalidate(h);
-                }
-                *seq = last;
-                if !hashes.is_empty() {
-                    let changed: Arc<[KeyHash]> = hashes.into();
-                    if let Ok(ls) = self.listeners.lock() {
-                        for l in ls.iter() {
-                            l(changed.clone());
-                        }
-                    }
+                h.last_ok.store(now, Ordering::SeqCst);
+                h.poll_failing.store(false, Ordering::SeqCst);
+                h.dropped.store(false, Ordering::SeqCst);
+                if h.breaker.swap(false, Ordering::SeqCst) {
+                    tracing::info!("the store answers again; key lookups resume");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "could not read the key change log"),
+            Err(e) => {
+                h.poll_failing.store(true, Ordering::SeqCst);
+                if !h.breaker.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(
+                        error = %e,
+                        "could not read the key change log; key lookups answer 503 until it can be read"
+                    );
+                }
+                if self.stale(now) && !h.dropped.load(Ordering::SeqCst) {
+                    tracing::warn!(
+                        "the key change log has not been read for longer than stale_grace; \
+                         dropping the key caches: every key answers 503 until the store is back"
+                    );
+                    self.drop_caches();
+                }
+            }
+        }
+    }
+
+    /// Drops the changed keys from both caches and tells the listeners.
+    fn apply(&self, hashes: Vec<KeyHash>) {
+        if hashes.is_empty() {
+            return;
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        for h in &hashes {
+            self.known.invalidate(h);
+            self.unknown.invalidate(h);
+        }
+        let changed: Arc<[KeyHash]> = hashes.into();
+        if let Ok(ls) = self.listeners.lock() {
+            for l in ls.iter() {
+                l(changed.clone());
+            }
+        }
+    }
+
+    /// Whether the change log has gone unread for longer than
+    /// `stale_grace` because polls fail (a verifier whose log is read by
+    /// hand, in tests, is never stale for the clock alone).
+    fn stale(&self, now: i64) -> bool {
+        let h = &self.health;
+        let grace = i64::try_from(self.config.stale_grace.as_secs()).unwrap_or(i64::MAX);
+        h.poll_failing.load(Ordering::SeqCst)
+            && now.saturating_sub(h.last_ok.load(Ordering::SeqCst)) > grace
+    }
+
+    /// Empties both caches, once per outage. The generation bump makes a
+    /// lookup under way keep nothing it read.
+    fn drop_caches(&self) {
+        if !self.health.dropped.swap(true, Ordering::SeqCst) {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.known.invalidate_all();
+            self.unknown.invalidate_all();
+        }
+    }
+
+    /// `Unavailable` at once while the breaker is open.
+    fn check_breaker(&self) -> Result<(), StoreError> {
+        if self.health.breaker.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "a recent query failed; waiting for the next change-log poll",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs a store call within `store_timeout`; a timeout, or a failure
+    /// that says the store is unreachable, opens the breaker.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let r = match tokio::time::timeout(self.config.store_timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable("the store did not answer in time")),
+        };
+        if let Err(e) = &r
+            && is_outage(e)
+        {
+            self.health.breaker.store(true, Ordering::SeqCst);
+        }
+        r
+    }
+
+    /// The watcher's view of the store: what `/readyz` reports.
+    pub fn health(&self) -> VerifierHealth {
+        let now = self.clock.now();
+        VerifierHealth {
+            last_poll_age_secs: now
+                .saturating_sub(self.health.last_ok.load(Ordering::SeqCst))
+                .max(0),
+            breaker_open: self.health.breaker.load(Ordering::SeqCst),
+            stale: self.stale(now),
         }
     }
 
@@ -504,16 +735,31 @@ impl Verifier {
     pub fn spawn_background(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         let interval = self.config.sync_interval;
+        // Held outside the loop: a wake-up that arrives while a poll runs
+        // is kept by the Notify (one permit) and starts the next at once.
+        let wake = self.store.changes_wake();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut n: u64 = 0;
             loop {
-                tick.tick().await;
+                let ticked = match &wake {
+                    Some(w) => {
+                        tokio::select! {
+                            _ = tick.tick() => true,
+                            () = w.notified() => false,
+                        }
+                    }
+                    None => {
+                        tick.tick().await;
+                        true
+                    }
+                };
                 let Some(v) = weak.upgrade() else { break };
                 v.sync_changes().await;
-                n += 1;
-                if n.is_multiple_of(14_400) {
+                // Counted in ticks, not polls: wake-ups add polls.
+                n += u64::from(ticked);
+                if ticked && n.is_multiple_of(14_400) {
                     // Hourly at the default interval: rows older than a day
                     // have been seen by every running gateway.
                     let _ = v.store.prune_changes(v.clock.now() - 86_400).await;

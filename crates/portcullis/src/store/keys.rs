@@ -6,8 +6,13 @@ use super::{
     ADMIN_SCOPE, AuditEvent, KeyChange, KeyFilter, KeyRecord, LastAdmin, NewAudit, NewKey, Store,
     StoreError, rules,
 };
+use portcullis_core::changes::ChangeCursor;
 use portcullis_core::{KeyGrant, KeyHash};
 use std::sync::atomic::Ordering;
+
+/// The most rows `Backend::changes_after` returns: a page that full may
+/// have more behind it.
+const CHANGES_PAGE: usize = 10_000;
 
 impl Store {
     /// Inserts a key and its audit event in one transaction; returns once
@@ -127,6 +132,11 @@ impl Store {
     }
 
     /// Changed key hashes after `seq`, with the newest sequence number.
+    ///
+    /// Keeps only a high mark, so it is exact only where rows become
+    /// visible in sequence order (serialised writers: SQLite). A poller
+    /// that must not skip a row committed out of order (Postgres) uses
+    /// [`Store::poll_changes`].
     pub async fn changes_since(&self, seq: i64) -> Result<(i64, Vec<KeyHash>), StoreError> {
         let rows = self.backend.changes_after(seq).await?;
         if rows.is_empty() && seq == 0 {
@@ -135,6 +145,53 @@ impl Store {
         }
         let last = rows.iter().map(|(s, _)| *s).fold(seq, i64::max);
         Ok((last, rows.into_iter().map(|(_, h)| h).collect()))
+    }
+
+    /// The newest change-log sequence number (0 when the log is empty).
+    pub async fn last_change(&self) -> Result<i64, StoreError> {
+        self.backend.last_change().await
+    }
+
+    /// Reads the change log from `cursor` (see
+    /// [`portcullis_core::changes`]) and appends to `out` the hashes of
+    /// the rows it had not delivered yet, each once, in sequence order.
+    /// Pages through the log until a short page, so a poll covers every
+    /// number from the lowest open gap up. `now` is read around each query
+    /// (the cursor needs the time before the first and after each one).
+    ///
+    /// On an error, the rows of the pages already read are in `out` (and
+    /// taken by the cursor): the caller applies them anyway, or they would
+    /// never be delivered.
+    pub async fn poll_changes(
+        &self,
+        cursor: &mut ChangeCursor,
+        now: &(dyn Fn() -> i64 + Send + Sync),
+        out: &mut Vec<KeyHash>,
+    ) -> Result<(), StoreError> {
+        // Read before the first query runs: every open gap's position is
+        // covered by a query that started at or after it.
+        let started = now();
+        let mut from = cursor.after();
+        loop {
+            let rows = self.backend.changes_after(from).await?;
+            // Read after the query has answered: a gap it reveals was
+            // taken before the row above it committed, so before this.
+            let seen_at = now();
+            let seqs: Vec<i64> = rows.iter().map(|(s, _)| *s).collect();
+            let fresh = cursor.take(&seqs, seen_at);
+            out.extend(
+                rows.iter()
+                    .zip(fresh)
+                    .filter(|(_, new)| *new)
+                    .map(|((_, h), _)| *h),
+            );
+            match seqs.last() {
+                Some(&last) if rows.len() >= CHANGES_PAGE => from = last,
+                _ => break,
+            }
+        }
+        cursor.expire(started);
+        Ok(())
     }
 
     /// Deletes change-log rows older than `before`.
