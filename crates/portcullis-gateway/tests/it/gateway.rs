@@ -820,6 +820,9 @@ fn kill_9_right_after_writes_loses_nothing() {
 
 #[test]
 fn store_backup_while_serving_and_restore() {
+    if skip_on_postgres("`store backup` / `restore` copy a SQLite file") {
+        return;
+    }
     let routes = "[[routes]]\npath = \"/data\"\nupstream = \"demo\"\nauth = [\"api_key_header\"]\n";
     let env = Env::new(routes);
     env.init();

@@ -22,11 +22,37 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Whether the suite runs on Postgres (`PORTCULLIS_TEST_STORE=postgres`)
+/// instead of a SQLite file per test, so the same tests prove the
+/// gateway behaves alike on both stores.
+pub fn postgres_mode() -> bool {
+    match std::env::var("PORTCULLIS_TEST_STORE") {
+        Ok(v) if v == "postgres" => true,
+        Ok(v) if v.is_empty() || v == "sqlite" => false,
+        Ok(v) => panic!("PORTCULLIS_TEST_STORE={v:?}: use `postgres` or `sqlite`"),
+        Err(_) => false,
+    }
+}
+
+/// For a test about SQLite files (backups, file modes, paths): true, with
+/// a line saying why, when the suite runs on Postgres, so the test can
+/// return early instead of failing on something Postgres does not have.
+pub fn skip_on_postgres(why: &str) -> bool {
+    let skip = postgres_mode();
+    if skip {
+        eprintln!("skipped on Postgres: {why}");
+    }
+    skip
+}
+
 /// A temp dir with a config file.
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub admin_port: u16,
+    /// The `[store] url` the config names: `sqlite://DIR/p.db`, or a
+    /// fresh database on the shared test cluster in Postgres mode.
+    pub store_url: String,
 }
 
 impl Env {
@@ -38,20 +64,54 @@ impl Env {
 
     /// As [`Env::new`], with `server` lines added to `[server]`.
     pub fn with_server(server: &str, extra: &str) -> Env {
-        crypto_provider();
         let dir = tempfile::tempdir().unwrap();
+        let store_url = if postgres_mode() {
+            crate::pg_server::PgServer::shared().fresh_db()
+        } else {
+            format!("sqlite://{}", dir.path().join("p.db").display())
+        };
+        Env::write(dir, &store_url, server, "", extra)
+    }
+
+    /// A gateway on the store at `store_url` (several gateways on one
+    /// database: each gets its own dir, ports and config), with `store`
+    /// lines added to `[store]` (`stale_grace`, `listen`, ...).
+    pub fn on_store(store_url: &str, store: &str, extra: &str) -> Env {
+        Env::write(tempfile::tempdir().unwrap(), store_url, "", store, extra)
+    }
+
+    fn write(
+        dir: tempfile::TempDir,
+        store_url: &str,
+        server: &str,
+        store: &str,
+        extra: &str,
+    ) -> Env {
+        crypto_provider();
         let port = free_port();
         let admin_port = free_port();
         let cfg = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\nshutdown_grace = \"5s\"\nheader_read_timeout = \"2s\"\n{server}\n\n[store]\nurl = \"sqlite://{}\"\n\n[log]\nlevel = \"trace\"\n\n{extra}\n",
-            dir.path().join("p.db").display()
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\nshutdown_grace = \"5s\"\nheader_read_timeout = \"2s\"\n{server}\n\n[store]\nurl = \"{store_url}\"\n{store}\n\n[log]\nlevel = \"trace\"\n\n{extra}\n",
         );
         std::fs::write(dir.path().join("p.toml"), cfg).unwrap();
         Env {
             dir,
             port,
             admin_port,
+            store_url: store_url.to_owned(),
         }
+    }
+
+    /// Points this gateway's config at `with`'s store: one deployment,
+    /// several gateways (whichever backend the suite runs on). Once, right
+    /// after the Env is made (`store_url` still names the store it was
+    /// made with).
+    pub fn share_store(&self, with: &Env) {
+        let own = format!("url = \"{}\"", self.store_url);
+        let theirs = format!("url = \"{}\"", with.store_url);
+        let cfg = std::fs::read_to_string(self.config()).unwrap();
+        assert!(cfg.contains(&own), "{cfg}");
+        std::fs::write(self.config(), cfg.replacen(&own, &theirs, 1)).unwrap();
     }
 
     pub fn config(&self) -> PathBuf {

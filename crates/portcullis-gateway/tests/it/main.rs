@@ -10,6 +10,7 @@ mod boundary;
 mod browser;
 mod cors;
 mod docs;
+mod fault_proxy;
 mod gateway;
 mod hostile;
 mod hostile_clients;
@@ -19,9 +20,13 @@ mod oauth;
 mod openapi;
 mod ratelimit;
 mod redis;
+// The private Postgres cluster, the library's helper.
+#[path = "../../../portcullis/tests/it/pg_server.rs"]
+mod pg_server;
 // One helper for both crates' tests: the library's.
 #[path = "../../../portcullis/tests/it/redis_server.rs"]
 mod redis_server;
+mod scale;
 mod secrets;
 mod sessions;
 mod tls;

@@ -47,13 +47,9 @@ impl Answer {
 }
 
 /// Points `env`'s config at `with`'s store: one deployment, several
-/// gateways.
+/// gateways (a SQLite file or a Postgres database, as the suite runs).
 fn share_store(env: &Env, with: &Env) {
-    let own = env.dir.path().join("p.db").display().to_string();
-    let theirs = with.dir.path().join("p.db").display().to_string();
-    let cfg = std::fs::read_to_string(env.config()).unwrap();
-    assert!(cfg.contains(&own));
-    std::fs::write(env.config(), cfg.replace(&own, &theirs)).unwrap();
+    env.share_store(with);
 }
 
 #[test]
