@@ -794,3 +794,30 @@ impl Verifier {
         self.store.key_lookups()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_are_told_from_one_query_failing() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        for e in [
+            StoreError::Database(sqlx::Error::Io(io)),
+            StoreError::Database(sqlx::Error::PoolTimedOut),
+            StoreError::Database(sqlx::Error::PoolClosed),
+            StoreError::Unavailable("down"),
+            StoreError::Shared(Arc::new(StoreError::Database(sqlx::Error::PoolTimedOut))),
+        ] {
+            assert!(is_outage(&e), "{e:?}");
+        }
+        for e in [
+            StoreError::NotFound,
+            StoreError::Corrupt("api_keys"),
+            StoreError::Database(sqlx::Error::RowNotFound),
+            StoreError::Shared(Arc::new(StoreError::NotFound)),
+        ] {
+            assert!(!is_outage(&e), "{e:?}");
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! reach a running gateway's caches through the store's change log.
 
 use crate::common::*;
-use portcullis::auth::verifier::{KeyVerdict, VerifierConfig};
+use portcullis::auth::verifier::{KeyVerdict, VerifierConfig, VerifierHealth};
+use portcullis::store::StoreError;
 use std::time::Duration;
 
 #[tokio::test]
@@ -191,4 +192,189 @@ async fn a_lookup_in_flight_during_a_revocation_does_not_resurrect_the_key() {
             }
         }
     }
+}
+
+/// A change-log row that becomes visible after a higher-numbered one (on
+/// Postgres: a transaction that took its number first but committed
+/// last) is still applied: the verifier waits for the gap instead of
+/// moving past it. Made here by hand: the revocation's row is moved out
+/// of sight, a later change is read, and the row is put back.
+#[tokio::test]
+async fn a_change_committed_out_of_sequence_order_is_not_skipped() {
+    let env = Env::new().await;
+    let cli = env.cli().await;
+    let created = cli.create("cli", &spec("data:read")).await.unwrap();
+    let key = created.key.expose().to_owned();
+    let a = &env.verifier;
+    a.sync_changes().await;
+    valid(a, &key).await;
+    let before = env.store.last_change().await.unwrap();
+
+    cli.revoke("cli", &created.record.id).await.unwrap();
+    env.raw("UPDATE key_changes SET seq = -seq WHERE seq = (SELECT MAX(seq) FROM key_changes)")
+        .await;
+    cli.create("cli", &spec("data:read")).await.unwrap();
+    a.sync_changes().await;
+    // The revocation is not visible yet: the cached grant still passes.
+    valid(a, &key).await;
+
+    // The late row lands below the number already read.
+    env.raw("UPDATE key_changes SET seq = -seq WHERE seq < 0")
+        .await;
+    // A poller that keeps only the highest number seen misses it...
+    let high = env.store.last_change().await.unwrap();
+    assert_eq!(high, before + 2);
+    let (_, missed) = env.store.changes_since(high).await.unwrap();
+    assert!(missed.is_empty());
+    // ...this one does not.
+    a.sync_changes().await;
+    assert_eq!(reason(a, &key).await, "key_revoked");
+}
+
+/// Makes every change-log poll fail, from a connection outside the
+/// library: the log's table is renamed away.
+async fn break_change_log(env: &Env) {
+    env.raw("ALTER TABLE key_changes RENAME TO key_changes_hidden")
+        .await;
+}
+
+async fn mend_change_log(env: &Env) {
+    env.raw("ALTER TABLE key_changes_hidden RENAME TO key_changes")
+        .await;
+}
+
+fn is_unavailable(r: Result<KeyVerdict, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Unavailable(_)))
+}
+
+/// After a failed poll, a key the caches do not know is answered
+/// `Unavailable` (503) without a store query (so a dead database costs one
+/// timeout, not one per request), while cached keys keep working; the
+/// next successful poll closes the breaker by itself.
+#[tokio::test]
+async fn a_failed_poll_opens_the_breaker_until_a_poll_succeeds() {
+    let env = Env::new().await;
+    let a = &env.verifier;
+    let known = env.create(&spec("data:read")).await;
+    valid(a, known.key.expose()).await;
+    assert!(a.health().ready());
+
+    break_change_log(&env).await;
+    a.sync_changes().await;
+    let h = a.health();
+    assert!(h.breaker_open && !h.stale && !h.ready(), "{h:?}");
+
+    let lookups = env.store.key_lookups();
+    for seed in 0..50 {
+        let unknown = made_up_key(seed);
+        assert!(is_unavailable(a.verify(unknown.expose()).await));
+    }
+    // Not one of them reached the store.
+    assert_eq!(env.store.key_lookups(), lookups);
+    // Within stale_grace the cached key still verifies.
+    env.clock.advance(30);
+    valid(a, known.key.expose()).await;
+    // The watcher keeps trying; while the log is unreadable, nothing moves.
+    a.sync_changes().await;
+    assert!(a.health().breaker_open);
+
+    mend_change_log(&env).await;
+    a.sync_changes().await;
+    assert_eq!(
+        a.health(),
+        VerifierHealth {
+            last_poll_age_secs: 0,
+            breaker_open: false,
+            stale: false
+        }
+    );
+    assert_eq!(reason(a, made_up_key(1).expose()).await, "unknown_key");
+    assert_eq!(env.store.key_lookups(), lookups + 1);
+    valid(a, known.key.expose()).await;
+}
+
+/// Past `stale_grace` without a successful poll, the instance cannot know
+/// about revocations: the caches are dropped and every key, cached or
+/// not, is `Unavailable`. When the store is back, the first successful
+/// poll applies what changed meanwhile, with no restart.
+#[tokio::test]
+async fn past_stale_grace_every_key_is_unavailable_until_the_store_is_back() {
+    let env = Env::with_config(VerifierConfig {
+        stale_grace: Duration::from_secs(10),
+        ..VerifierConfig::default()
+    })
+    .await;
+    let a = &env.verifier;
+    let cli = env.cli().await;
+    let kept = env.create(&spec("data:read")).await;
+    let revoked = env.create(&spec("data:read")).await;
+    valid(a, kept.key.expose()).await;
+    valid(a, revoked.key.expose()).await;
+    assert_eq!(reason(a, made_up_key(9).expose()).await, "unknown_key");
+    // Revoked elsewhere, just before the outage: not read yet.
+    cli.revoke("cli", &revoked.record.id).await.unwrap();
+
+    break_change_log(&env).await;
+    a.sync_changes().await;
+    env.clock.advance(10);
+    // Exactly stale_grace: still served from the caches.
+    assert!(!a.health().stale);
+    valid(a, kept.key.expose()).await;
+    assert_eq!(reason(a, made_up_key(9).expose()).await, "unknown_key");
+
+    env.clock.advance(1);
+    let h = a.health();
+    assert!(
+        h.stale && h.breaker_open && h.last_poll_age_secs == 11,
+        "{h:?}"
+    );
+    let lookups = env.store.key_lookups();
+    for key in [
+        kept.key.expose(),
+        revoked.key.expose(),
+        made_up_key(9).expose(),
+    ] {
+        assert!(is_unavailable(a.verify(key).await), "cached or not, 503");
+    }
+    // The watcher drops the caches too (the first stale request already
+    // did): nothing cached is trusted again.
+    a.sync_changes().await;
+    assert_eq!(a.cache_sizes(), (0, 0));
+    assert_eq!(env.store.key_lookups(), lookups);
+
+    mend_change_log(&env).await;
+    a.sync_changes().await;
+    assert!(a.health().ready());
+    valid(a, kept.key.expose()).await;
+    assert_eq!(reason(a, revoked.key.expose()).await, "key_revoked");
+    assert_eq!(reason(a, made_up_key(9).expose()).await, "unknown_key");
+}
+
+/// The guard turns the breaker's answer into 503 `store_unavailable`,
+/// never a 401 or a pass.
+#[tokio::test]
+async fn the_breaker_is_503_store_unavailable_at_the_guard() {
+    use portcullis::auth::guard::{Guard, Head, Policy};
+    use portcullis::core::credential::CredentialNames;
+    use portcullis::core::{ErrorCode, Scheme, SchemeSet};
+
+    let env = Env::new().await;
+    let guard = Guard::new(env.verifier.clone(), CredentialNames::default());
+    break_change_log(&env).await;
+    env.verifier.sync_changes().await;
+    let unknown = made_up_key(5);
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-api-key", unknown.expose().parse().unwrap());
+    let method = http::Method::GET;
+    let policy = Policy {
+        schemes: SchemeSet::new(&[Scheme::ApiKeyHeader]),
+        scopes: scopes(""),
+    };
+    let denied = guard
+        .check(&policy, &Head::new(&method, &headers, None))
+        .await
+        .expect_err("the breaker is open");
+    assert_eq!(denied.problem.status(), 503);
+    assert_eq!(denied.problem.code, ErrorCode::StoreUnavailable);
+    mend_change_log(&env).await;
 }
