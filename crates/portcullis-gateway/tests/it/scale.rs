@@ -104,6 +104,17 @@ impl Cluster {
             .collect()
     }
 
+    /// Stops every instance and checks that no log line holds the
+    /// store's password (connection errors must name the server with
+    /// the URL redacted).
+    fn stop_and_check_logs(self) {
+        for (i, s) in self.servers.into_iter().enumerate() {
+            let log = s.stop();
+            assert_no_secrets(&log, &[PG_PASSWORD.to_owned()]);
+            assert!(!log.is_empty(), "instance {}: no log at all", i + 1);
+        }
+    }
+
     /// `POST /admin/v1/keys` on instance `i`: (id, key).
     fn create_key(&self, c: &Client, i: usize, name: &str) -> (String, String) {
         let r = c
@@ -217,6 +228,7 @@ fn a_key_made_on_one_instance_works_on_the_others_at_first_sight() {
     });
     assert_eq!((a, b), (200, 200), "{}", cl.logs());
     assert_eq!(cl.status(&c, 0, &key), 200);
+    cl.stop_and_check_logs();
 }
 
 #[test]
@@ -288,6 +300,7 @@ fn a_shared_limit_admits_its_allowance_across_three_instances() {
         "{admitted} admitted in {elapsed:?} (at most {} allowed)",
         100 + refill
     );
+    cl.stop_and_check_logs();
 }
 
 /// Revokes ≥ 50 keys on instance 1, each cached on all three first, and
@@ -368,6 +381,7 @@ fn propagation(store: &str, label: &str) -> (Duration, Duration, Duration) {
     let file = target_dir().join(format!("propagation-{label}.txt"));
     std::fs::write(&file, format!("{line}\nsamples_ms {}\n", all.join(" "))).unwrap();
     eprintln!("written to {}", file.display());
+    cl.stop_and_check_logs();
     (p50, p99, max)
 }
 
@@ -537,6 +551,7 @@ fn postgres_stopped_under_load_then_back() {
     for i in 1..3 {
         cl.until(&c, i, &cached, 401, Duration::from_secs(5));
     }
+    cl.stop_and_check_logs();
 }
 
 #[test]
@@ -622,4 +637,5 @@ fn an_instance_cut_off_from_postgres_ages_out_then_catches_up() {
     );
     assert_eq!(cl.status(&c, 2, &unseen), 200);
     assert!(proxy.accepted.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    cl.stop_and_check_logs();
 }
