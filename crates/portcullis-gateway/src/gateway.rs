@@ -328,7 +328,19 @@ impl App {
         match req.uri().path() {
             "/healthz" => return json(StatusCode::OK, r#"{"status":"ok"}"#),
             "/readyz" => {
-                return match self.store.ping().await {
+                // Not ready while the verifier answers keys 503: its
+                // breaker is open (a store query failed, no poll has
+                // succeeded since) or its caches are past stale_grace.
+                // The ping alone would say "ready" between two failures.
+                let health = self.pipeline.guard().verifier().map(|v| v.health());
+                let verdict = match health {
+                    Some(h) if !h.ready() => Err(format!(
+                        "key verification unavailable (breaker open: {}, stale: {}, last change-log poll {} s ago)",
+                        h.breaker_open, h.stale, h.last_poll_age_secs
+                    )),
+                    _ => self.store.ping().await.map_err(|e| e.to_string()),
+                };
+                return match verdict {
                     Ok(()) => json(StatusCode::OK, r#"{"status":"ready"}"#),
                     Err(e) => {
                         tracing::error!(error = %e, "store not ready");

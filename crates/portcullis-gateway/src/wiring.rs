@@ -18,12 +18,14 @@ use std::sync::Arc;
 
 /// The store `cfg` names, created and migrated if need be.
 pub(crate) async fn open_store(cfg: &Config) -> Result<Store> {
-    Store::open(&cfg.store_url, true).await.with_context(|| {
-        format!(
-            "cannot open the store {}",
-            portcullis::store::redact_url(&cfg.store_url)
-        )
-    })
+    Store::open_with(&cfg.store_url, true, &cfg.store_options)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the store {}",
+                portcullis::store::redact_url(&cfg.store_url)
+            )
+        })
 }
 
 /// The system clock.

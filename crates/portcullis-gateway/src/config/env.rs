@@ -24,15 +24,22 @@ const SECTIONS: &[&str] = &[
 /// Refuses `PORTCULLIS_*` variables Portcullis does not read: a typo
 /// (`PORTCULLIS_SERVER_LISTEN`, one underscore) must not be ignored
 /// silently. `PORTCULLIS_<SECTION>__<KEY>` names are checked by the
-/// config reader itself; the others must be `PORTCULLIS_CONFIG` or the
-/// HS256 secret's variable (and its `_FILE`).
+/// config reader itself; the others must be `PORTCULLIS_CONFIG`, the
+/// store URL's variable or the HS256 secret's (each with its `_FILE`).
 pub(super) fn check_names(env: &[(String, String)], secret_var: &str) -> Result<(), ConfigError> {
     let file_var = format!("{secret_var}_FILE");
+    let url_file_var = format!("{}_FILE", super::store::URL_VAR);
     for (k, _) in env {
         let Some(rest) = k.strip_prefix("PORTCULLIS_") else {
             continue;
         };
-        if rest.contains("__") || k == "PORTCULLIS_CONFIG" || k == secret_var || *k == file_var {
+        if rest.contains("__")
+            || k == "PORTCULLIS_CONFIG"
+            || k == secret_var
+            || *k == file_var
+            || k == super::store::URL_VAR
+            || *k == url_file_var
+        {
             continue;
         }
         let lower = rest.to_ascii_lowercase();
@@ -48,7 +55,13 @@ pub(super) fn check_names(env: &[(String, String)], secret_var: &str) -> Result<
                 )
             })
             .unwrap_or_else(|| {
-                let known = ["PORTCULLIS_CONFIG", secret_var, file_var.as_str()];
+                let known = [
+                    "PORTCULLIS_CONFIG",
+                    secret_var,
+                    file_var.as_str(),
+                    super::store::URL_VAR,
+                    url_file_var.as_str(),
+                ];
                 known
                     .iter()
                     .min_by_key(|n| edit_distance(k, n))

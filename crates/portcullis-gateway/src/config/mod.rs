@@ -52,6 +52,7 @@ pub use ratelimit::RateLimitConfig;
 pub use routes::{Route, Upstream};
 pub use security_headers::SecurityHeaders;
 pub use server::ConnLimits;
+pub use store::StoreUrl;
 pub use tls::TlsConfig;
 
 /// The parsed config.
@@ -95,8 +96,10 @@ pub struct Config {
     pub security_headers: SecurityHeaders,
     /// How long in-flight requests get on SIGTERM.
     pub shutdown_grace: Duration,
-    /// `sqlite://…`
-    pub store_url: String,
+    /// `sqlite://…` or `postgres://…` (its `Debug` hides the password).
+    pub store_url: StoreUrl,
+    /// How a networked store is reached (`[store]`).
+    pub store_options: portcullis::store::StoreOptions,
     /// Credential names.
     pub names: CredentialNames,
     /// Verifier tuning.
@@ -192,9 +195,13 @@ pub fn load_str(text: &str, source: &str, env: &[(String, String)]) -> Result<Co
 /// so the order is part of what a user sees).
 fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError> {
     let listeners = server::listeners(&raw.server)?;
-    let store_url = store::parse(&raw.store)?;
+    let store = store::parse(&raw.store, env)?;
     let (names, allow_query) = credentials::parse(&raw.credentials)?;
-    let verifier = cache::parse(&raw.cache)?;
+    let mut verifier = cache::parse(&raw.cache)?;
+    verifier.stale_grace = store.stale_grace;
+    // A poll or lookup is one connection and one statement at most.
+    verifier.store_timeout =
+        store.options.connect_timeout + store.options.statement_timeout + Duration::from_secs(1);
     let log = log::parse(&raw.log)?;
     let defaults = upstream::defaults(&raw.upstream)?;
     let rate_limit = ratelimit::parse(&raw.rate_limit)?;
@@ -243,7 +250,8 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
         cors,
         security_headers,
         shutdown_grace,
-        store_url,
+        store_url: store.url,
+        store_options: store.options,
         names,
         verifier,
         log_level: log.level,

@@ -24,7 +24,18 @@ const KEYS: &[(&str, &[&str])] = &[
             "shutdown_grace",
         ],
     ),
-    ("store", &["url"]),
+    (
+        "store",
+        &[
+            "url",
+            "pool_size",
+            "connect_timeout",
+            "statement_timeout",
+            "listen",
+            "listen_url",
+            "stale_grace",
+        ],
+    ),
     (
         "credentials",
         &[
