@@ -53,7 +53,7 @@ enum Cmd {
     /// Work with the config file.
     #[command(subcommand)]
     Config(ConfigCmd),
-    /// Back the store up, or restore it.
+    /// Back the store up, restore it, or copy it into another.
     #[command(subcommand)]
     Store(store::StoreCmd),
 }

@@ -29,4 +29,5 @@ mod redis_server;
 mod scale;
 mod secrets;
 mod sessions;
+mod store_copy;
 mod tls;
