@@ -59,10 +59,14 @@ def start_upstream(build: Build, work: Path, threads: int) -> tuple[Proc, int]:
 # --- Portcullis ---------------------------------------------------------------
 
 def gateway_config(work: Path, name: str, upstream_port: int, *, redis_url: str | None = None,
-                   users: bool = False, extra: str = "") -> tuple[Path, int, int]:
+                   users: bool = False, extra: str = "",
+                   store_url: str | None = None) -> tuple[Path, int, int]:
+    """A gateway's config; its store is its own SQLite file unless
+    `store_url` names another (a Postgres database several share)."""
     port, admin = free_port(), free_port()
     d = work / name
     d.mkdir(parents=True, exist_ok=True)
+    store_url = store_url or f"sqlite://{d}/portcullis.db"
     backend = f'backend = "{redis_url}"\n' if redis_url else ""
     grants = '["client_credentials", "refresh_token", "password"]' if users else \
         '["client_credentials", "refresh_token"]'
@@ -72,7 +76,7 @@ listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:{admin}"
 
 [store]
-url = "sqlite://{d}/portcullis.db"
+url = "{store_url}"
 
 [log]
 format = "json"
@@ -103,6 +107,8 @@ scopes = ["data:read"]
 {extra}'''
     path = d / "portcullis.toml"
     path.write_text(cfg)
+    # A Postgres URL holds the (throwaway) cluster's password.
+    os.chmod(path, 0o600)
     return path, port, admin
 
 

@@ -24,10 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import contenders as C  # noqa: E402
 import keys as K  # noqa: E402
 import load as L  # noqa: E402
+import pg as PG  # noqa: E402
 import procs as P  # noqa: E402
 import report as R  # noqa: E402
 
-SCENARIOS = ["valid_key", "unknown_flood", "login_flood", "jwt", "limiter", "store_1m"]
+SCENARIOS = ["valid_key", "unknown_flood", "login_flood", "jwt", "limiter", "store_1m",
+             "store_1m_pg", "three_instances"]
+# The scenarios that start a Postgres cluster.
+PG_SCENARIOS = {"store_1m_pg", "three_instances"}
 
 
 class Settings:
@@ -233,12 +237,16 @@ def sc_store_1m(s, work, build, ctx) -> dict:
     fill_s = time.monotonic() - t0
     db_bytes = sum(p.stat().st_size for p in (work / "portcullis-1m").glob("portcullis.db*"))
     gw = C.start_gateway(build, work, "portcullis-1m", cfg, port, creds["key"])
+    gw.extra.update(admin_port=admin, admin_key=creds["admin_key"])
     ctx["procs"].append(gw.proc)
     time.sleep(1)
     idle = P.rss_kib(gw.pids())
     log("store_1m: sampled keys, first pass (each key's first request asks the store)")
     t = L.Traffic(gw.url, values_file=sample, vary_header="X-API-Key")
-    cold = measure(gw, t, s, work, seconds=max(1, s.seconds // 2), warmup=False)
+    with StatsPoller([gw]) as poll:
+        cold = measure(gw, t, s, work, seconds=max(1, s.seconds // 2), warmup=False)
+    cold["store_lookups"] = poll.summary()
+    cold["first_sight_share"] = round(min(1.0, s.store_sample / cold["requests"]), 3) if cold["requests"] else None
     log("store_1m: sampled keys, cached")
     warm = measure(gw, t, s, work)
     return {
@@ -249,9 +257,253 @@ def sc_store_1m(s, work, build, ctx) -> dict:
     }
 
 
+# --- Postgres: one store, one and three gateways --------------------------------
+
+class StatsPoller:
+    """Reads the gateways' store-lookup counters every 100 ms in the
+    background, so a pass's lookups per second are measured over the time
+    they actually happened (a first pass asks the store for each key once,
+    early in the pass, then answers from the cache)."""
+
+    def __init__(self, runs: list[C.Running], interval: float = 0.1):
+        import threading
+        self.runs, self.interval = runs, interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _total(self) -> int | None:
+        total = 0
+        for r in self.runs:
+            st = admin_stats(r)
+            if st is None:
+                return None
+            total += st["store_key_lookups"]
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            v = self._total()
+            if v is not None:
+                self.samples.append((time.monotonic(), v))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "StatsPoller":
+        v = self._total()
+        if v is not None:
+            self.samples.append((time.monotonic(), v))
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        v = self._total()
+        if v is not None:
+            self.samples.append((time.monotonic(), v))
+
+    def summary(self) -> dict:
+        """Lookups in the pass; the window from the last sample before the
+        first lookup to the first sample after the last; lookups per second
+        over that window, and the highest rate over any 0.5 s."""
+        sm = self.samples
+        if len(sm) < 2:
+            return {}
+        v0, vn = sm[0][1], sm[-1][1]
+        total = vn - v0
+        if total <= 0:
+            return {"lookups": 0}
+        start = max(t for t, v in sm if v == v0)
+        end = min(t for t, v in sm if v == vn)
+        window = end - start
+        # A peak over 0.5 s says nothing new about a shorter burst.
+        if window < 1.0:
+            return {"lookups": total, "window_s": round(window, 2),
+                    "per_s": round(total / window) if window > 0 else None}
+        peak = 0.0
+        j = 0
+        for i, (ti, vi) in enumerate(sm):
+            j = max(j, i + 1)
+            while j < len(sm) and sm[j][0] - ti < 0.5:
+                j += 1
+            if j < len(sm):
+                peak = max(peak, (sm[j][1] - vi) / (sm[j][0] - ti))
+        return {"lookups": total, "window_s": round(window, 2),
+                "per_s": round(total / window) if window > 0 else None,
+                "peak_per_s_500ms": round(peak) if peak else None}
+
+
+def _pg_cluster(work: Path, ctx: dict) -> PG.Postgres:
+    """The run's one Postgres cluster, started on first use."""
+    if "pg" not in ctx:
+        log("postgres: starting a private cluster")
+        ctx["pg"] = PG.Postgres(work)
+        ctx["procs"].append(ctx["pg"])
+    return ctx["pg"]
+
+
+def _pg_store(s, work, build, ctx) -> dict:
+    """The Postgres database with `store_keys` keys, filled once per run and
+    shared by the Postgres scenarios. Two disjoint sets of `store_sample`
+    sampled keys, each spread over the whole table: a gateway's first pass
+    over a set is its first sight of those keys, so a scenario that has
+    already driven one set through a gateway takes the other."""
+    if "pg_store" in ctx:
+        return ctx["pg_store"]
+    pg = _pg_cluster(work, ctx)
+    url = pg.create_db("bench1m")
+    cfg, _, _ = C.gateway_config(work, "pg-init", ctx["upstream_port"], store_url=url)
+    creds = C.prepare_gateway(build, cfg)
+    both = work / "pg-sample-both.txt"
+    log(f"postgres: writing {s.store_keys} keys")
+    t0 = time.monotonic()
+    r = subprocess.run([str(build.bins["bench-keys"]), "--store", url, "--count", str(s.store_keys),
+                        "--sample", str(2 * s.store_sample), "--out", str(both), "--scopes", "data:read"],
+                       capture_output=True, text=True, timeout=3600)
+    if r.returncode != 0:
+        raise RuntimeError(f"bench-keys (postgres) failed: {r.stderr.strip()}")
+    fill_s = time.monotonic() - t0
+    log("postgres: VACUUM done by bench-keys; CHECKPOINT")
+    pg.sql("bench1m", "CHECKPOINT")
+    keys = both.read_text().splitlines()
+    sets = []
+    for i in range(2):
+        f = work / f"pg-sample-{i}.txt"
+        f.write_text("\n".join(keys[i::2]) + "\n")
+        os.chmod(f, 0o600)
+        sets.append(f)
+    both.unlink()
+    ctx["pg_store"] = {"url": url, "db": "bench1m", "creds": creds, "samples": sets,
+                       "fill_s": round(fill_s, 2), "db_mib": pg.size_mib("bench1m")}
+    return ctx["pg_store"]
+
+
+def _pg_gateway(build, work, ctx, name: str, url: str, creds: dict, *,
+                redis_url: str | None = None) -> C.Running:
+    cfg, port, admin = C.gateway_config(work, name, ctx["upstream_port"], store_url=url,
+                                        redis_url=redis_url)
+    gw = C.start_gateway(build, work, name, cfg, port, creds["key"])
+    gw.extra.update(admin_port=admin, admin_key=creds["admin_key"])
+    ctx["procs"].append(gw.proc)
+    return gw
+
+
+def _pass(pg: PG.Postgres, db: str, runs: list[C.Running], sample: Path, s, work, *,
+          first: bool) -> dict:
+    """One pass over `sample` on every gateway in `runs` at once (one wrk
+    per gateway, the harness's connections shared out between them), with
+    the gateways' and Postgres's CPU time, the store lookups the gateways
+    counted and the statements Postgres counted."""
+    seconds = max(1, s.seconds // 2) if first else s.seconds
+    n = len(runs)
+    conns = [s.connections // n + (1 if i < s.connections % n else 0) for i in range(n)]
+    traffic = [L.Traffic(r.url, values_file=sample, vary_header="X-API-Key") for r in runs]
+    if not first and s.warmup:
+        warm = [L.start(t, connections=c, seconds=s.warmup, workdir=work) for t, c in zip(traffic, conns)]
+        for w in warm:
+            L.finish(w)
+    gw_pids = [p for r in runs for p in r.pids()]
+    cpu_gw0, cpu_pg0 = P.cpu_seconds(gw_pids), P.cpu_seconds(pg.pids())
+    st0, calls0 = pg.statements(db), pg.calls(db)
+    with StatsPoller(runs) as poll:
+        started = [L.start(t, connections=c, seconds=seconds, workdir=work) for t, c in zip(traffic, conns)]
+        each = [L.finish(w) for w in started]
+    st1, calls1 = pg.statements(db), pg.calls(db)
+    # The statements the pass sent most, so "statements/s" can be read.
+    top = sorted(((n - calls0.get(q, 0), q) for q, n in calls1.items()), reverse=True)[:4]
+    cpu_gw, cpu_pg = P.cpu_seconds(gw_pids) - cpu_gw0, P.cpu_seconds(pg.pids()) - cpu_pg0
+    requests = sum(r["requests"] for r in each)
+    duration = max(r["duration_us"] for r in each) / 1e6
+    out = {
+        "instances": n, "connections": conns, "seconds": seconds,
+        "rps": round(sum(r["rps"] for r in each), 1),
+        # wrk's histograms cannot be merged: the slowest instance's p99 and
+        # max, and the middle instance's p50.
+        "p50_us": statistics.median(r["p50_us"] for r in each),
+        "p99_us": max(r["p99_us"] for r in each),
+        "max_us": max(r["max_us"] for r in each),
+        "requests": requests,
+        "non_2xx": sum(r["status_errors"] for r in each),
+        "socket_errors": sum(r["errors"] for r in each),
+        "gateway_cpu_s": round(cpu_gw, 3), "postgres_cpu_s": round(cpu_pg, 3),
+        "gateway_cpu_s_per_10k": round(cpu_gw / requests * 10_000, 4) if requests else None,
+        "postgres_cpu_s_per_10k": round(cpu_pg / requests * 10_000, 4) if requests else None,
+        "store_lookups": poll.summary(),
+        "pg_statements": st1["statements"] - st0["statements"],
+        "pg_key_lookups": st1["key_lookups"] - st0["key_lookups"],
+        "pg_commits": st1["xact_commit"] - st0["xact_commit"],
+        "pg_statements_per_s": round((st1["statements"] - st0["statements"]) / duration) if duration else None,
+        "pg_top_statements": [{"calls": n, "query": q} for n, q in top if n > 0],
+        "each": each,
+    }
+    if first:
+        keys = sum(1 for _ in open(sample))
+        out["distinct_keys"] = keys
+        # Every instance sees every key once for the first time.
+        out["first_sight_share"] = round(min(1.0, n * keys / requests), 3) if requests else None
+    return out
+
+
+def sc_store_1m_pg(s, work, build, ctx) -> dict:
+    """store_1m on Postgres: one gateway, the first pass (every sampled
+    key's first request asks the store) and the cached pass."""
+    pg = _pg_cluster(work, ctx)
+    st = _pg_store(s, work, build, ctx)
+    gw = _pg_gateway(build, work, ctx, "portcullis-1m-pg", st["url"], st["creds"])
+    time.sleep(1)
+    idle = P.rss_kib(gw.pids())
+    sample = st["samples"][0]
+    log("store_1m_pg: sampled keys, first pass (each key's first request asks Postgres)")
+    cold = _pass(pg, st["db"], [gw], sample, s, work, first=True)
+    log("store_1m_pg: sampled keys, cached")
+    warm = _pass(pg, st["db"], [gw], sample, s, work, first=False)
+    out = {
+        "keys": s.store_keys, "sampled_keys": s.store_sample, "fill_s": st["fill_s"],
+        "db_mib": st["db_mib"], "startup_s": round(gw.startup_s, 3), "idle_rss_kib": idle,
+        "first_pass": cold, "cached": warm, "peak_rss_kib": P.peak_rss_kib(gw.pids()),
+        "postgres": pg.version(),
+    }
+    # Stopped so it costs nothing while the next scenarios run.
+    gw.proc.stop()
+    return out
+
+
+def sc_three_instances(s, work, build, ctx) -> dict:
+    """Three gateways on one Postgres store and one Redis for limits: one
+    of them alone, then the three at once (a wrk per gateway)."""
+    pg = _pg_cluster(work, ctx)
+    st = _pg_store(s, work, build, ctx)
+    redis, rport = C.start_redis(work)
+    ctx["procs"].append(redis)
+    rurl = f"redis://127.0.0.1:{rport}"
+    gws = [_pg_gateway(build, work, ctx, f"portcullis-pg-{i + 1}", st["url"], st["creds"], redis_url=rurl)
+           for i in range(3)]
+    time.sleep(1)
+    one_set, three_set = st["samples"]
+    log("three_instances: one instance alone, first pass")
+    one_first = _pass(pg, st["db"], gws[:1], one_set, s, work, first=True)
+    log("three_instances: one instance alone, cached")
+    one_cached = _pass(pg, st["db"], gws[:1], one_set, s, work, first=False)
+    log("three_instances: three instances at once, first pass (keys new to all three)")
+    three_first = _pass(pg, st["db"], gws, three_set, s, work, first=True)
+    log("three_instances: three instances at once, cached")
+    three_cached = _pass(pg, st["db"], gws, three_set, s, work, first=False)
+    out = {
+        "keys": s.store_keys, "sampled_keys": s.store_sample, "rate_limit": "redis",
+        "one": {"first_pass": one_first, "cached": one_cached},
+        "three": {"first_pass": three_first, "cached": three_cached},
+        "idle_rss_kib": [P.rss_kib(g.pids()) for g in gws],
+    }
+    for g in gws:
+        g.proc.stop()
+    redis.stop()
+    return out
+
+
 RUNNERS = {
     "valid_key": sc_valid_key, "unknown_flood": sc_unknown_flood, "login_flood": sc_login_flood,
     "jwt": sc_jwt, "limiter": sc_limiter, "store_1m": sc_store_1m,
+    "store_1m_pg": sc_store_1m_pg, "three_instances": sc_three_instances,
 }
 
 
@@ -284,6 +536,7 @@ def machine() -> dict:
         "kernel": platform.release(), "load_avg_at_start": os.getloadavg(),
         "rustc": cmd("rustc", "--version"), "nginx": cmd(C.nginx_bin(), "-v"),
         "wrk": cmd("wrk", "-v"), "redis": cmd("redis-server", "--version"),
+        "postgres": cmd(str(PG.pg_bin() / "postgres"), "--version") if PG.available() is None else "not found",
         "python": cmd(str(py), "--version"),
         "fastapi": cmd(str(py), "-c", "import fastapi; print('fastapi', fastapi.__version__)"),
         "uvicorn": cmd(str(py), "-c", "import uvicorn; print('uvicorn', uvicorn.__version__)"),
@@ -317,6 +570,12 @@ def main() -> int:
         print("bench/side-by-side: wrk not found (apt-get install wrk, or scripts/install-test-deps.sh)",
               file=sys.stderr)
         return 2
+    if PG_SCENARIOS & set(only):
+        why = PG.available()
+        if why:
+            print(f"bench/side-by-side: the scenarios {', '.join(sorted(PG_SCENARIOS & set(only)))} "
+                  f"need PostgreSQL: {why} (or leave them out with --only)", file=sys.stderr)
+            return 2
     if not C.venv_python().exists():
         print("bench/side-by-side: .venv missing: run scripts/install-test-deps.sh", file=sys.stderr)
         return 2

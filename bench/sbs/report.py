@@ -227,7 +227,65 @@ def markdown(res: dict, *, plot_dir: Path | None, plot_link: str) -> str:
                          ("the same keys, cached", st["cached"])):
             lines.append(_row([label, num(x["rps"]), ms(x["p50_us"]), ms(x["p99_us"]), ms(x["max_us"])]))
         lines.append("")
+    lines += postgres_markdown(res)
     return "\n".join(lines) + "\n"
+
+
+def _lookups(x: dict) -> str:
+    """Store lookups of a pass: how many, and per second while they ran."""
+    lk = x.get("store_lookups") or {}
+    if not lk.get("lookups"):
+        return "0"
+    rate = f", {num(lk['per_s'])}/s over {lk['window_s']} s" if lk.get("per_s") else ""
+    peak = f" (peak {num(lk['peak_per_s_500ms'])}/s)" if lk.get("peak_per_s_500ms") else ""
+    return f"{num(lk['lookups'])}{rate}{peak}"
+
+
+def postgres_markdown(res: dict) -> list[str]:
+    """The Postgres store beside SQLite's, and one gateway beside three."""
+    sc = res["scenarios"]
+    sq, pg, three = sc.get("store_1m"), sc.get("store_1m_pg"), sc.get("three_instances")
+    lines: list[str] = []
+    if pg or sq:
+        lines += ["**One gateway, a store with many keys: SQLite and Postgres** (sampled keys spread over the "
+                  "whole store; a first pass, where each key's first request asks the store, then the same "
+                  "keys cached)", "",
+                  _row(["store", "pass", "req/s", "p50", "p99", "max", "first-sight share",
+                        "store lookups", "Postgres statements/s", "Postgres CPU s / 10k req"]),
+                  _row(["---"] * 10)]
+        for name, st in (("SQLite", sq), ("Postgres", pg)):
+            if not st:
+                continue
+            for label, x in (("first pass", st["first_pass"]), ("cached", st["cached"])):
+                share = x.get("first_sight_share")
+                lines.append(_row([
+                    f"{name} ({num(st['keys'])} keys, {st['db_mib']} MiB)", label, num(x["rps"]),
+                    ms(x["p50_us"]), ms(x["p99_us"]), ms(x["max_us"]),
+                    f"{share * 100:.0f}%" if share is not None and label == "first pass" else "–",
+                    _lookups(x), num(x.get("pg_statements_per_s")),
+                    num(x.get("postgres_cpu_s_per_10k"), 3) if "postgres_cpu_s_per_10k" in x else "–"]))
+        lines.append("")
+        if pg:
+            lines += [f"Postgres fill: {num(pg['keys'])} keys by `bench-keys` (COPY) in {pg['fill_s']} s; "
+                      f"gateway start-up to `/readyz` {pg['startup_s']} s; idle RSS {mib(pg['idle_rss_kib'])}, "
+                      f"peak {mib(pg['peak_rss_kib'])}; {pg.get('postgres', '')}.", ""]
+    if three:
+        lines += [f"**Three gateways, one Postgres store, one Redis for limits** ({num(three['keys'])} keys; "
+                  f"the same total wrk connections, shared out between the instances; latency: the middle "
+                  f"instance's p50, the slowest instance's p99 and max)", "",
+                  _row(["instances", "pass", "req/s (sum)", "p50", "p99", "max", "store lookups",
+                        "Postgres statements/s", "gateways CPU s / 10k req", "Postgres CPU s / 10k req"]),
+                  _row(["---"] * 10)]
+        for label, part in (("one", three["one"]), ("three", three["three"])):
+            for pas in ("first_pass", "cached"):
+                x = part[pas]
+                lines.append(_row([
+                    f"{label} ({'+'.join(str(c) for c in x['connections'])} connections)",
+                    pas.replace("_", " "), num(x["rps"]), ms(x["p50_us"]), ms(x["p99_us"]), ms(x["max_us"]),
+                    _lookups(x), num(x.get("pg_statements_per_s")), num(x["gateway_cpu_s_per_10k"], 3),
+                    num(x["postgres_cpu_s_per_10k"], 3)]))
+        lines.append("")
+    return lines
 
 
 def summary(res: dict) -> str:
@@ -238,6 +296,18 @@ def summary(res: dict) -> str:
         x = c["summary"]
         out.append(f"  valid_key {n:<12} {x['rps']:>10,.0f} req/s  p99 {ms(x['p99_us']):>10}  "
                    f"non-2xx {x['non_2xx']}")
+    sc = res["scenarios"]
+    for name in ("store_1m", "store_1m_pg"):
+        if name in sc:
+            f, c = sc[name]["first_pass"], sc[name]["cached"]
+            out.append(f"  {name:<15} first pass {f['rps']:>9,.0f} req/s p99 {ms(f['p99_us']):>10}  "
+                       f"lookups {_lookups(f)}; cached {c['rps']:>9,.0f} req/s p99 {ms(c['p99_us'])}")
+    if "three_instances" in sc:
+        for label in ("one", "three"):
+            for pas in ("first_pass", "cached"):
+                x = sc["three_instances"][label][pas]
+                out.append(f"  three_instances {label:<5} {pas:<10} {x['rps']:>9,.0f} req/s "
+                           f"p99 {ms(x['p99_us']):>10}  lookups {_lookups(x)}  non-2xx {x['non_2xx']}")
     for t in targets(res):
         out.append(f"  target {'met' if t['met'] else 'NOT met'}: {t['target']}: {t['measured']} (goal {t['goal']})")
     return "\n".join(out)
