@@ -422,7 +422,8 @@ impl Verifier {
             return Ok(KeyVerdict::Rejected(KeyRejection::Malformed(e)));
         }
         let hash = KeyHash::of(presented);
-        if self.stale(self.clock.now()) {
+        // One relaxed load on the hot path; the clock only during an outage.
+        if self.health.poll_failing.load(Ordering::Relaxed) && self.stale(self.clock.now()) {
             // Whatever is cached may have been revoked since: ask the
             // store, which is down (or the watcher would have read it).
             self.drop_caches();
@@ -605,15 +606,16 @@ impl Verifier {
                     self.drop_caches();
                 }
                 h.last_ok.store(now, Ordering::SeqCst);
-                h.poll_failing.store(false, Ordering::SeqCst);
+                let failing = h.poll_failing.swap(false, Ordering::SeqCst);
                 h.dropped.store(false, Ordering::SeqCst);
-                if h.breaker.swap(false, Ordering::SeqCst) {
+                if h.breaker.swap(false, Ordering::SeqCst) || failing {
                     tracing::info!("the store answers again; key lookups resume");
                 }
             }
             Err(e) => {
-                h.poll_failing.store(true, Ordering::SeqCst);
-                if !h.breaker.swap(true, Ordering::SeqCst) {
+                h.breaker.store(true, Ordering::SeqCst);
+                // Logged once per outage, not once per poll.
+                if !h.poll_failing.swap(true, Ordering::SeqCst) {
                     tracing::warn!(
                         error = %e,
                         "could not read the key change log; key lookups answer 503 until it can be read"
@@ -690,8 +692,12 @@ impl Verifier {
         };
         if let Err(e) = &r
             && is_outage(e)
+            && !self.health.breaker.swap(true, Ordering::SeqCst)
         {
-            self.health.breaker.store(true, Ordering::SeqCst);
+            tracing::warn!(
+                error = %e,
+                "the store is unreachable; key lookups answer 503 until a change-log poll succeeds"
+            );
         }
         r
     }
