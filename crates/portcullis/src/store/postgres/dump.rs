@@ -5,6 +5,7 @@ use crate::store::StoreError;
 use crate::store::dump::{
     Dump, ROWS_PER_INSERT, TABLES, Table, TableRows, Ty, Value, check_schema,
 };
+use futures_util::TryStreamExt;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Row};
 
@@ -35,11 +36,14 @@ pub(crate) async fn export(pool: &PgPool) -> Result<Dump, StoreError> {
     for table in TABLES {
         // Names from the fixed schema list, never from input.
         let sql = sqlx::AssertSqlSafe(table.select_sql());
-        let rows = sqlx::query(sql).fetch_all(&mut *tx).await?;
-        let rows = rows
-            .iter()
-            .map(|r| decode(table, r))
-            .collect::<Result<_, _>>()?;
+        // Decoded as they arrive: the database's own rows are never all
+        // held beside the decoded ones.
+        let mut rows = Vec::new();
+        let mut stream = sqlx::query(sql).fetch(&mut *tx);
+        while let Some(r) = stream.try_next().await? {
+            rows.push(decode(table, &r)?);
+        }
+        drop(stream);
         tables.push(TableRows::new(table, rows)?);
     }
     tx.commit().await?;

@@ -3,6 +3,7 @@
 
 use crate::store::StoreError;
 use crate::store::dump::{Dump, TABLES, Table, TableRows, Ty, Value, check_schema};
+use futures_util::TryStreamExt;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, SqlitePool};
 
@@ -22,11 +23,14 @@ pub(super) async fn export(pool: &SqlitePool) -> Result<Dump, StoreError> {
     for table in TABLES {
         // Names from the fixed schema list, never from input.
         let sql = sqlx::AssertSqlSafe(table.select_sql());
-        let rows = sqlx::query(sql).fetch_all(&mut *tx).await?;
-        let rows = rows
-            .iter()
-            .map(|r| decode(table, r))
-            .collect::<Result<_, _>>()?;
+        // Decoded as they arrive: the database's own rows are never all
+        // held beside the decoded ones.
+        let mut rows = Vec::new();
+        let mut stream = sqlx::query(sql).fetch(&mut *tx);
+        while let Some(r) = stream.try_next().await? {
+            rows.push(decode(table, &r)?);
+        }
+        drop(stream);
         tables.push(TableRows::new(table, rows)?);
     }
     tx.commit().await?;
