@@ -378,3 +378,61 @@ async fn the_breaker_is_503_store_unavailable_at_the_guard() {
     assert_eq!(denied.problem.code, ErrorCode::StoreUnavailable);
     mend_change_log(&env).await;
 }
+
+/// Admin writes while the store cannot be written are a clear 503
+/// problem+json `store_unavailable`, not a 500; past `stale_grace` the
+/// admin key itself can no longer be checked, which is a 503 too.
+#[tokio::test]
+async fn admin_writes_during_an_outage_are_503_problems() {
+    use axum::body::Body;
+    use portcullis::admin::{AdminState, router};
+    use portcullis::auth::guard::Guard;
+    use portcullis::core::credential::CredentialNames;
+    use tower::ServiceExt;
+
+    let env = Env::new().await;
+    let admin = env.create(&spec("admin")).await;
+    let target = env.create(&spec("data:read")).await;
+    let app = router(AdminState {
+        keys: env.keys.clone(),
+        guard: Guard::new(env.verifier.clone(), CredentialNames::default()),
+        identity: None,
+        limiter: None,
+    });
+    let post = |path: String, body: &'static str| {
+        let r = http::Request::post(path)
+            .header("x-api-key", admin.key.expose())
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        app.clone().oneshot(r)
+    };
+    let is_503 = |r: axum::response::Response| async move {
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["code"], "store_unavailable", "{v}");
+    };
+    let create = || {
+        post(
+            "/admin/v1/keys".into(),
+            r#"{"name": "svc", "owner": "team-a", "scopes": ["data:read"]}"#,
+        )
+    };
+    let revoke = || post(format!("/admin/v1/keys/{}/revoke", target.record.id), "{}");
+    assert_eq!(create().await.unwrap().status(), 201);
+
+    break_change_log(&env).await;
+    env.verifier.sync_changes().await;
+    // The admin key is cached (within stale_grace); the writes fail in
+    // the store.
+    is_503(create().await.unwrap()).await;
+    is_503(revoke().await.unwrap()).await;
+    env.clock.advance(31);
+    is_503(create().await.unwrap()).await;
+
+    mend_change_log(&env).await;
+    env.verifier.sync_changes().await;
+    assert_eq!(revoke().await.unwrap().status(), 200);
+}
