@@ -126,12 +126,18 @@ async fn restore(cfg: &Config, file: &Path, replace: bool) -> Result<()> {
 }
 
 /// Whether two URLs name one store: the same SQLite file (however the
-/// path is spelled), or the same Postgres URL.
+/// path is spelled), or the same Postgres URL (either scheme). A URL
+/// spelled otherwise (another host name for the same server) is not
+/// caught, and needs not be: copying a store into itself finds every row
+/// in place and writes nothing.
 fn same_store(a: &str, b: &str) -> bool {
     let file = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
     match (sqlite_path(a), sqlite_path(b)) {
         (Some(x), Some(y)) => file(x) == file(y),
-        (None, None) => a.trim_end_matches('/') == b.trim_end_matches('/'),
+        (None, None) => {
+            let url = |u: &str| u.replacen("postgresql://", "postgres://", 1);
+            url(a.trim_end_matches('/')) == url(b.trim_end_matches('/'))
+        }
         _ => false,
     }
 }
