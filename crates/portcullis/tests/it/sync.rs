@@ -436,3 +436,29 @@ async fn admin_writes_during_an_outage_are_503_problems() {
     env.verifier.sync_changes().await;
     assert_eq!(revoke().await.unwrap().status(), 200);
 }
+
+/// The background watcher finds the outage and the recovery by itself:
+/// no request and no restart is needed for the breaker to close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_opens_and_closes_the_breaker_by_itself() {
+    let env = Env::with_config(VerifierConfig {
+        sync_interval: Duration::from_millis(20),
+        ..VerifierConfig::default()
+    })
+    .await;
+    let v = &env.verifier;
+    v.spawn_background();
+    let wait_for = |ready: bool, what: &'static str| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while v.health().ready() != ready {
+            assert!(tokio::time::Instant::now() < deadline, "{what} (30 s)");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    break_change_log(&env).await;
+    wait_for(false, "the watcher never noticed the outage").await;
+    assert!(is_unavailable(v.verify(made_up_key(1).expose()).await));
+    mend_change_log(&env).await;
+    wait_for(true, "the watcher never noticed the store was back").await;
+    assert_eq!(reason(v, made_up_key(1).expose()).await, "unknown_key");
+}
