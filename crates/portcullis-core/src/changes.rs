@@ -94,12 +94,14 @@ impl ChangeCursor {
     }
 
     /// Takes the numbers one query returned (a query for rows above some
-    /// bound, issued at `now`, in number order, possibly cut short by a
-    /// page limit) and says, for each, whether it is new: `false` for a
-    /// row already delivered.
+    /// bound, in number order, possibly cut short by a page limit) and
+    /// says, for each, whether it is new: `false` for a row already
+    /// delivered.
     ///
     /// Numbers between the previous high mark and a returned one that the
-    /// query did not return become gaps noticed at `now`.
+    /// query did not return become gaps noticed at `now`, which must be
+    /// read once the query has answered (not before it ran): a gap must
+    /// never look older than the number it stands for.
     pub fn take(&mut self, seqs: &[i64], now: i64) -> Vec<bool> {
         seqs.iter().map(|&s| self.take_one(s, now)).collect()
     }
