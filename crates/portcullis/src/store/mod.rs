@@ -22,9 +22,10 @@
 //!   never reused (not even after a prune); `changes_after` returns
 //!   entries in sequence order. Because writes are serialised, entries
 //!   become visible in sequence order, so a poller that keeps the last
-//!   number it saw ([`Store::changes_since`]) misses none. (A backend that
-//!   lets writers overlap must keep that promise another way, e.g. a grace
-//!   window on the poll: issue 18.) The façade writes an entry for every
+//!   number it saw ([`Store::changes_since`]) misses none. (The poller does
+//!   not rely on it alone: `portcullis_core::changes` re-reads gaps below
+//!   the highest number seen for a grace window, so an entry that commits
+//!   out of order is still applied once.) The façade writes an entry for every
 //!   change that affects verification, so a polling gateway drops exactly
 //!   what changed.
 //! - **Atomic spends.** `Backend::spend_uses` refills (when due) and spends
@@ -42,7 +43,10 @@
 //! 3. Pick it in [`Store::open`] by URL scheme.
 //! 4. Run `tests/it/store_contract.rs`'s `run_all` against a store opened
 //!    on it; verification, guard, identity and tokens need no change.
-//! 5. Add its tables to backup and its URL to the docs.
+//! 5. Implement `export` / `import` over the tables `dump.rs` lists, so
+//!    `store copy` moves stores to and from it (the copy tests in
+//!    `tests/it/copy.rs` check the checksums agree), and add its URL to
+//!    the docs.
 //!
 //! [`RefreshOutcome::Invalid`]: identity::RefreshOutcome::Invalid
 

@@ -76,8 +76,19 @@ async fn unopenable_stores_are_errors() {
         open_err("sqlite:///proc/portcullis-it.db", true).await;
     }
 
-    // Not a supported database; the password does not reach the message.
-    let e = open_err("postgres://app:hunter2@db.example/portcullis", true).await;
+    // A Postgres server that is not there: an error (nothing listens on
+    // the port), and the password does not reach the message.
+    let port = crate::pg_server::free_port();
+    let e = open_err(
+        &format!("postgres://app:hunter2@127.0.0.1:{port}/portcullis"),
+        true,
+    )
+    .await;
+    assert!(matches!(e, StoreError::Database(_)), "{e:?}");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    assert!(!format!("{e:?}").contains("hunter2"), "{e:?}");
+    // Not a URL Postgres can parse: refused, without the password.
+    let e = open_err("postgres://app:hunter2@[::1/portcullis", true).await;
     assert!(matches!(e, StoreError::UnsupportedUrl(_)), "{e:?}");
     assert!(!e.to_string().contains("hunter2"), "{e}");
     assert!(matches!(
