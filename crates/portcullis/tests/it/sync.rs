@@ -462,3 +462,26 @@ async fn the_watcher_opens_and_closes_the_breaker_by_itself() {
     wait_for(true, "the watcher never noticed the store was back").await;
     assert_eq!(reason(v, made_up_key(1).expose()).await, "unknown_key");
 }
+
+/// A burst of changes larger than one page of the change log (10,000
+/// rows) is read whole in one poll: the revocation at its end applies at
+/// the first sync, not one page later.
+#[tokio::test]
+async fn one_sync_reads_past_a_full_page_of_changes() {
+    let env = Env::new().await;
+    let cli = env.cli().await;
+    let created = cli.create("cli", &spec("data:read")).await.unwrap();
+    let key = created.key.expose().to_owned();
+    let a = &env.verifier;
+    a.sync_changes().await;
+    valid(a, &key).await;
+
+    env.raw(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10050) \
+         INSERT INTO key_changes (key_hash, changed_at) SELECT zeroblob(32), 0 FROM n",
+    )
+    .await;
+    cli.revoke("cli", &created.record.id).await.unwrap();
+    a.sync_changes().await;
+    assert_eq!(reason(a, &key).await, "key_revoked");
+}
