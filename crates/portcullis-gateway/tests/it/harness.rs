@@ -22,14 +22,27 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Whether the suite runs on Postgres (`PORTCULLIS_TEST_STORE=postgres`)
+/// The variable that runs the suite on Postgres: `GATEWAY_TEST_STORE=postgres`.
+/// Not `PORTCULLIS_…`: the binary refuses every `PORTCULLIS_*` variable it
+/// does not read (a typo must not pass silently), every process the tests
+/// start inherits the test's environment, and this process cannot drop a
+/// variable from its own (`remove_var` is unsafe; the workspace forbids
+/// unsafe code).
+pub const TEST_STORE_VAR: &str = "GATEWAY_TEST_STORE";
+
+/// Whether the suite runs on Postgres (`GATEWAY_TEST_STORE=postgres`)
 /// instead of a SQLite file per test, so the same tests prove the
 /// gateway behaves alike on both stores.
 pub fn postgres_mode() -> bool {
-    match std::env::var("PORTCULLIS_TEST_STORE") {
+    assert!(
+        std::env::var_os("PORTCULLIS_TEST_STORE").is_none(),
+        "PORTCULLIS_TEST_STORE is set: every portcullis process the tests start would refuse it \
+         (an unknown PORTCULLIS_* variable); use {TEST_STORE_VAR}=postgres"
+    );
+    match std::env::var(TEST_STORE_VAR) {
         Ok(v) if v == "postgres" => true,
         Ok(v) if v.is_empty() || v == "sqlite" => false,
-        Ok(v) => panic!("PORTCULLIS_TEST_STORE={v:?}: use `postgres` or `sqlite`"),
+        Ok(v) => panic!("{TEST_STORE_VAR}={v:?}: use `postgres` or `sqlite`"),
         Err(_) => false,
     }
 }
