@@ -485,3 +485,42 @@ async fn one_sync_reads_past_a_full_page_of_changes() {
     a.sync_changes().await;
     assert_eq!(reason(a, &key).await, "key_revoked");
 }
+
+/// A write that took its change-log number before a gateway started and
+/// commits after it (overlapping writers) is applied by that gateway: the
+/// numbers just below the newest at start are watched for as gaps. The
+/// write in flight is made by hand: its key row and its change row are
+/// held out of sight while the verifier starts and caches the key, then
+/// "committed" together.
+#[tokio::test]
+async fn a_write_in_flight_when_the_verifier_starts_is_applied() {
+    let env = Env::new().await;
+    let cli = env.cli().await;
+    let created = cli.create("cli", &spec("data:read")).await.unwrap();
+    let key = created.key.expose().to_owned();
+
+    cli.revoke("cli", &created.record.id).await.unwrap();
+    env.raw("UPDATE key_changes SET seq = -seq WHERE seq = (SELECT MAX(seq) FROM key_changes)")
+        .await;
+    env.raw(
+        "CREATE TABLE held AS SELECT id, revoked_at FROM api_keys WHERE revoked_at IS NOT NULL",
+    )
+    .await;
+    env.raw("UPDATE api_keys SET revoked_at = NULL WHERE id IN (SELECT id FROM held)")
+        .await;
+    // Another write commits above it.
+    cli.create("cli", &spec("data:read")).await.unwrap();
+
+    let late = env.other_verifier().await;
+    valid(&late, &key).await;
+
+    env.raw(
+        "UPDATE api_keys SET revoked_at = (SELECT revoked_at FROM held WHERE held.id = api_keys.id) \
+         WHERE id IN (SELECT id FROM held)",
+    )
+    .await;
+    env.raw("UPDATE key_changes SET seq = -seq WHERE seq < 0")
+        .await;
+    late.sync_changes().await;
+    assert_eq!(reason(&late, &key).await, "key_revoked");
+}
