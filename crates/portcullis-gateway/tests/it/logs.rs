@@ -130,6 +130,10 @@ auth = ["api_key_cookie"]
         ("garbage", garbage.clone()),
     ];
     let mut secrets: Vec<String> = keys.iter().map(|(_, k)| k.clone()).collect();
+    // On Postgres, the store URL's password (sqlx logs at trace here).
+    if postgres_mode() {
+        secrets.push(crate::pg_server::PG_PASSWORD.to_owned());
+    }
     let mut admin_created = Vec::new();
     let mut ok = 0usize;
 

@@ -33,13 +33,15 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The routes every instance serves, limits counted in `redis`.
+/// The routes every instance serves, limits counted in `redis` (with the
+/// longest timeout and `deny`: a slow Redis on a loaded machine shows as
+/// a 503, never as a silent local count).
 fn routes(redis: &RedisServer) -> String {
     format!(
         r#"
 [rate_limit]
 backend = "{url}"
-timeout_ms = 1000
+timeout_ms = 5000
 on_backend_error = "deny"
 
 [[routes]]
