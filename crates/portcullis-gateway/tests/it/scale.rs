@@ -23,6 +23,7 @@ use crate::redis_server::RedisServer;
 use reqwest::blocking::{Client, Response};
 use serde_json::{Value, json};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// One scale test at a time.
@@ -187,6 +188,16 @@ impl Cluster {
     }
 }
 
+/// Ends background load when a test body ends, even by a panic (else the
+/// scope would wait for the load threads for ever).
+struct EndLoad<'a>(&'a AtomicBool);
+
+impl Drop for EndLoad<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// A refusal because the store cannot be reached: 503, problem+json,
 /// `store_unavailable`.
 fn assert_store_unavailable(r: Response, what: &str) {
@@ -305,11 +316,19 @@ fn a_shared_limit_admits_its_allowance_across_three_instances() {
     cl.stop_and_check_logs();
 }
 
+/// p50, p99 and max of sorted, non-empty `v` (nearest rank).
+fn percentiles(v: &[Duration]) -> (Duration, Duration, Duration) {
+    let n = v.len();
+    let at = |q: usize| v[(n * q).div_ceil(100).max(1) - 1];
+    (at(50), at(99), v[n - 1])
+}
+
 /// Revokes ≥ 50 keys on instance 1, each cached on all three first, and
 /// measures for instances 2 and 3 the time from the revoke call's answer
-/// to the first 401. Returns (p50, p99, max) and writes them to
-/// `target/propagation-{label}.txt`.
-fn propagation(store: &str, label: &str) -> (Duration, Duration, Duration) {
+/// to the first 401; with `load`, while one client per instance sends
+/// requests with another key as fast as they are answered. Returns (p50,
+/// p99, max) and writes them to `target/propagation-{label}.txt`.
+fn propagation(store: &str, label: &str, load: bool) -> (Duration, Duration, Duration) {
     let url = PgServer::shared().fresh_db();
     let cl = Cluster::start([&url, &url, &url], store);
     let c = client();
@@ -317,6 +336,7 @@ fn propagation(store: &str, label: &str) -> (Duration, Duration, Duration) {
     let keys: Vec<(String, String)> = (0..KEYS)
         .map(|n| cl.create_key(&c, 0, &format!("k{n}")))
         .collect();
+    let (_, busy) = cl.create_key(&c, 0, "busy");
     // One client per instance, kept alive across polls.
     let pollers = [client(), client(), client()];
     for (_, key) in &keys {
@@ -325,55 +345,91 @@ fn propagation(store: &str, label: &str) -> (Duration, Duration, Duration) {
         }
     }
     let limit = Duration::from_secs(5);
-    let mut samples = Vec::new();
-    for (id, key) in &keys {
-        cl.revoke(&c, 0, id);
-        let start = Instant::now();
-        let times: Vec<Option<Duration>> = std::thread::scope(|s| {
-            let hs: Vec<_> = (1..3)
-                .map(|i| {
-                    let (cl, p, key) = (&cl, &pollers[i], key);
-                    s.spawn(move || {
-                        loop {
-                            let st = cl.status(p, i, key);
-                            if st == 401 {
-                                return Some(start.elapsed());
-                            }
-                            assert_eq!(st, 200, "instance {}: neither 200 nor 401", i + 1);
-                            if start.elapsed() > limit {
-                                return None;
-                            }
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                    })
-                })
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        for (i, t) in times.into_iter().enumerate() {
-            let t = t.unwrap_or_else(|| {
-                panic!(
-                    "{label}: instance {} still admits revoked key {id} after {limit:?}\n{}",
-                    i + 2,
-                    cl.logs()
-                )
+    let stop = AtomicBool::new(false);
+    let served = AtomicUsize::new(0);
+    let started = Instant::now();
+    let (mut samples, mut last_rtts) = std::thread::scope(|s| {
+        let end_load = EndLoad(&stop);
+        for i in (0..3).filter(|_| load) {
+            let (cl, busy, stop, served) = (&cl, &busy, &stop, &served);
+            s.spawn(move || {
+                let c = client();
+                while !stop.load(Ordering::SeqCst) {
+                    assert_eq!(cl.status(&c, i, busy), 200, "load on instance {}", i + 1);
+                    served.fetch_add(1, Ordering::Relaxed);
+                }
             });
-            samples.push(t);
         }
-        // Instance 1 refused it at once (its own admin API).
-        assert_eq!(cl.status(&c, 0, key), 401);
-    }
+        let (mut samples, mut last_rtts) = (Vec::new(), Vec::new());
+        for (id, key) in &keys {
+            cl.revoke(&c, 0, id);
+            let start = Instant::now();
+            // Per instance: (time to the first 401, that request's own
+            // round trip), or None past the limit.
+            let times: Vec<Option<(Duration, Duration)>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (1..3)
+                    .map(|i| {
+                        let (cl, p, key) = (&cl, &pollers[i], key);
+                        s.spawn(move || {
+                            loop {
+                                let sent = Instant::now();
+                                let st = cl.status(p, i, key);
+                                if st == 401 {
+                                    return Some((start.elapsed(), sent.elapsed()));
+                                }
+                                assert_eq!(st, 200, "instance {}: neither 200 nor 401", i + 1);
+                                if start.elapsed() > limit {
+                                    return None;
+                                }
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for (i, t) in times.into_iter().enumerate() {
+                let t = t.unwrap_or_else(|| {
+                    panic!(
+                        "{label}: instance {} still admits revoked key {id} after {limit:?}\n{}",
+                        i + 2,
+                        cl.logs()
+                    )
+                });
+                samples.push(t.0);
+                last_rtts.push(t.1);
+            }
+            // Instance 1 refused it at once (its own admin API).
+            assert_eq!(cl.status(&c, 0, key), 401);
+        }
+        drop(end_load);
+        (samples, last_rtts)
+    });
+    let load_note = if load {
+        format!(
+            ", under load ({:.0} requests/s on the three, besides the polls)",
+            served.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+        )
+    } else {
+        String::new()
+    };
     samples.sort_unstable();
+    last_rtts.sort_unstable();
     let n = samples.len();
-    let at = |q: usize| samples[(n * q).div_ceil(100).max(1) - 1];
-    let (p50, p99, max) = (at(50), at(99), samples[n - 1]);
+    let (p50, p99, max) = percentiles(&samples);
+    let (r50, r99, rmax) = percentiles(&last_rtts);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let line = format!(
         "revocation propagation ({label}), 3 instances, {KEYS} revocations, {n} samples \
-         (time from the revoke's answer on instance 1 to the first 401 on instances 2 and 3): \
-         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        p50.as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3,
-        max.as_secs_f64() * 1e3
+         (time from the revoke's answer on instance 1 to the first 401 on instances 2 and 3)\
+         {load_note}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; of which the 401 request's own \
+         round trip: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(p50),
+        ms(p99),
+        ms(max),
+        ms(r50),
+        ms(r99),
+        ms(rmax)
     );
     eprintln!("{line}");
     let all: Vec<String> = samples
@@ -390,13 +446,19 @@ fn propagation(store: &str, label: &str) -> (Duration, Duration, Duration) {
 #[test]
 fn revocation_reaches_every_instance_with_listen() {
     let _one = serial();
-    propagation("", "listen");
+    propagation("", "listen", false);
+}
+
+#[test]
+fn revocation_reaches_every_instance_with_listen_under_load() {
+    let _one = serial();
+    propagation("", "listen-loaded", true);
 }
 
 #[test]
 fn revocation_reaches_every_instance_polling_only() {
     let _one = serial();
-    propagation("listen = \"off\"", "poll-only");
+    propagation("listen = \"off\"", "poll-only", false);
 }
 
 #[test]
@@ -420,22 +482,14 @@ fn postgres_stopped_under_load_then_back() {
     // Load on every instance all along: a valid key may be answered 200
     // or 503, never 401 (the store being down says nothing about the
     // key), never anything else, and never after a hang.
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    /// Ends the load when the test body ends, even by a panic (else the
-    /// scope would wait for the load thread for ever).
-    struct EndLoad<'a>(&'a std::sync::atomic::AtomicBool);
-    impl Drop for EndLoad<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
+    let stop = AtomicBool::new(false);
     let seen = std::thread::scope(|s| {
         let end_load = EndLoad(&stop);
         let load = s.spawn(|| {
             let c = client();
             let mut seen = std::collections::BTreeMap::<u16, usize>::new();
             let mut n = 0;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            while !stop.load(Ordering::SeqCst) {
                 let st = cl.status(&c, n % 3, &other);
                 assert!(
                     st == 200 || st == 503,
@@ -638,6 +692,6 @@ fn an_instance_cut_off_from_postgres_ages_out_then_catches_up() {
         "the revocation made during the cut"
     );
     assert_eq!(cl.status(&c, 2, &unseen), 200);
-    assert!(proxy.accepted.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    assert!(proxy.accepted.load(Ordering::SeqCst) > 0);
     cl.stop_and_check_logs();
 }
