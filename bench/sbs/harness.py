@@ -272,7 +272,7 @@ class StatsPoller:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def _total(self) -> int | None:
+    def total(self) -> int | None:
         total = 0
         for r in self.runs:
             st = admin_stats(r)
@@ -283,13 +283,13 @@ class StatsPoller:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            v = self._total()
+            v = self.total()
             if v is not None:
                 self.samples.append((time.monotonic(), v))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> "StatsPoller":
-        v = self._total()
+        v = self.total()
         if v is not None:
             self.samples.append((time.monotonic(), v))
         self._thread.start()
@@ -298,7 +298,7 @@ class StatsPoller:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        v = self._total()
+        v = self.total()
         if v is not None:
             self.samples.append((time.monotonic(), v))
 
@@ -398,10 +398,20 @@ def _pass(pg: PG.Postgres, db: str, runs: list[C.Running], sample: Path, s, work
     n = len(runs)
     conns = [s.connections // n + (1 if i < s.connections % n else 0) for i in range(n)]
     traffic = [L.Traffic(r.url, values_file=sample, vary_header="X-API-Key") for r in runs]
+    warmups = 0
     if not first and s.warmup:
-        warm = [L.start(t, connections=c, seconds=s.warmup, workdir=work) for t, c in zip(traffic, conns)]
-        for w in warm:
-            L.finish(w)
+        # Warm up until a round asks the store nothing: a first pass on
+        # several instances may end before each has seen every key.
+        poll = StatsPoller(runs)
+        before = poll.total()
+        for warmups in range(1, 4 if s.smoke else 16):
+            warm = [L.start(t, connections=c, seconds=s.warmup, workdir=work) for t, c in zip(traffic, conns)]
+            for w in warm:
+                L.finish(w)
+            after = poll.total()
+            if before is None or after == before:
+                break
+            before = after
     gw_pids = [p for r in runs for p in r.pids()]
     cpu_gw0, cpu_pg0 = P.cpu_seconds(gw_pids), P.cpu_seconds(pg.pids())
     st0, calls0 = pg.statements(db), pg.calls(db)
@@ -415,7 +425,7 @@ def _pass(pg: PG.Postgres, db: str, runs: list[C.Running], sample: Path, s, work
     requests = sum(r["requests"] for r in each)
     duration = max(r["duration_us"] for r in each) / 1e6
     out = {
-        "instances": n, "connections": conns, "seconds": seconds,
+        "instances": n, "connections": conns, "seconds": seconds, "warmup_rounds": warmups,
         "rps": round(sum(r["rps"] for r in each), 1),
         # wrk's histograms cannot be merged: the slowest instance's p99 and
         # max, and the middle instance's p50.
@@ -431,6 +441,7 @@ def _pass(pg: PG.Postgres, db: str, runs: list[C.Running], sample: Path, s, work
         "store_lookups": poll.summary(),
         "pg_statements": st1["statements"] - st0["statements"],
         "pg_key_lookups": st1["key_lookups"] - st0["key_lookups"],
+        "pg_last_used_updates": st1["last_used_updates"] - st0["last_used_updates"],
         "pg_commits": st1["xact_commit"] - st0["xact_commit"],
         "pg_statements_per_s": round((st1["statements"] - st0["statements"]) / duration) if duration else None,
         "pg_top_statements": [{"calls": n, "query": q} for n, q in top if n > 0],

@@ -241,6 +241,15 @@ def _lookups(x: dict) -> str:
     return f"{num(lk['lookups'])}{rate}{peak}"
 
 
+def _pg_rate(x: dict) -> str:
+    """Postgres statements per second in a pass, and what they were."""
+    if x.get("pg_statements_per_s") is None:
+        return "–"
+    secs = x["seconds"]
+    return (f"{num(x['pg_statements'] / secs)} ({num(x['pg_key_lookups'] / secs)} lookups, "
+            f"{num(x['pg_last_used_updates'] / secs)} last-used)")
+
+
 def postgres_markdown(res: dict) -> list[str]:
     """The Postgres store beside SQLite's, and one gateway beside three."""
     sc = res["scenarios"]
@@ -251,7 +260,8 @@ def postgres_markdown(res: dict) -> list[str]:
                   "whole store; a first pass, where each key's first request asks the store, then the same "
                   "keys cached)", "",
                   _row(["store", "pass", "req/s", "p50", "p99", "max", "first-sight share",
-                        "store lookups", "Postgres statements/s", "Postgres CPU s / 10k req"]),
+                        "store lookups", "Postgres statements/s (key lookups, last-used writes)",
+                        "Postgres CPU s / 10k req"]),
                   _row(["---"] * 10)]
         for name, st in (("SQLite", sq), ("Postgres", pg)):
             if not st:
@@ -262,7 +272,7 @@ def postgres_markdown(res: dict) -> list[str]:
                     f"{name} ({num(st['keys'])} keys, {st['db_mib']} MiB)", label, num(x["rps"]),
                     ms(x["p50_us"]), ms(x["p99_us"]), ms(x["max_us"]),
                     f"{share * 100:.0f}%" if share is not None and label == "first pass" else "–",
-                    _lookups(x), num(x.get("pg_statements_per_s")),
+                    _lookups(x), _pg_rate(x),
                     num(x.get("postgres_cpu_s_per_10k"), 3) if "postgres_cpu_s_per_10k" in x else "–"]))
         lines.append("")
         if pg:
@@ -274,7 +284,8 @@ def postgres_markdown(res: dict) -> list[str]:
                   f"the same total wrk connections, shared out between the instances; latency: the middle "
                   f"instance's p50, the slowest instance's p99 and max)", "",
                   _row(["instances", "pass", "req/s (sum)", "p50", "p99", "max", "store lookups",
-                        "Postgres statements/s", "gateways CPU s / 10k req", "Postgres CPU s / 10k req"]),
+                        "Postgres statements/s (key lookups, last-used writes)", "gateways CPU s / 10k req",
+                        "Postgres CPU s / 10k req"]),
                   _row(["---"] * 10)]
         for label, part in (("one", three["one"]), ("three", three["three"])):
             for pas in ("first_pass", "cached"):
@@ -282,7 +293,7 @@ def postgres_markdown(res: dict) -> list[str]:
                 lines.append(_row([
                     f"{label} ({'+'.join(str(c) for c in x['connections'])} connections)",
                     pas.replace("_", " "), num(x["rps"]), ms(x["p50_us"]), ms(x["p99_us"]), ms(x["max_us"]),
-                    _lookups(x), num(x.get("pg_statements_per_s")), num(x["gateway_cpu_s_per_10k"], 3),
+                    _lookups(x), _pg_rate(x), num(x["gateway_cpu_s_per_10k"], 3),
                     num(x["postgres_cpu_s_per_10k"], 3)]))
         lines.append("")
     return lines
