@@ -561,6 +561,12 @@ pub async fn start_identity(
                 tokio::spawn(async move { id.on_changes(&changed).await });
             }
         });
+        let weak = Arc::downgrade(&identity);
+        v.on_drop_all(move || {
+            if let Some(id) = weak.upgrade() {
+                id.drop_cached();
+            }
+        });
     }
     Ok(identity)
 }

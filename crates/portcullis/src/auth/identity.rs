@@ -282,6 +282,16 @@ impl Identity {
         self.tokens.on_changes(changed).await;
     }
 
+    /// Drops every cached user, session and token verdict: the change log
+    /// went unread for longer than `stale_grace`, so any of them may have
+    /// been revoked meanwhile. The next request asks the store.
+    pub fn drop_cached(&self) {
+        self.subjects.invalidate_all();
+        self.sessions.invalidate_all();
+        self.basic.invalidate_all();
+        self.tokens.drop_cached();
+    }
+
     fn audit(actor: &str, at: i64, action: &'static str, target: &str) -> NewAudit {
         NewAudit {
             at,

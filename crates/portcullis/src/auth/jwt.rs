@@ -564,6 +564,11 @@ impl Tokens {
         Ok(row.kid)
     }
 
+    /// Drops every cached token verdict (see `Identity::drop_cached`).
+    pub fn drop_cached(&self) {
+        self.verified.invalidate_all();
+    }
+
     /// Reacts to the change log: reloads keys when a rotation happened
     /// anywhere.
     pub async fn on_changes(&self, changed: &[KeyHash]) {

@@ -166,6 +166,9 @@ pub struct Verifier {
     generation: AtomicU64,
     config: VerifierConfig,
     listeners: std::sync::Mutex<Vec<Listener>>,
+    // Called when the caches are dropped whole (past stale_grace): the
+    // identity caches (users, sessions, tokens) go with the key caches.
+    droppers: std::sync::Mutex<Vec<Dropper>>,
     // Store lookups under way, by hash: touched on a cache miss only.
     flights: std::sync::Mutex<Flights>,
 }
@@ -248,6 +251,9 @@ fn is_outage(e: &StoreError) -> bool {
 
 /// Called with the hashes each change-log poll found changed.
 type Listener = Box<dyn Fn(Arc<[KeyHash]>) + Send + Sync>;
+
+/// Called when every cache must go (the change log went unread too long).
+type Dropper = Box<dyn Fn() + Send + Sync>;
 
 /// What a store lookup found: the cached key, `None` for an unknown key,
 /// or the store's failure.
@@ -359,6 +365,7 @@ impl Verifier {
             generation: AtomicU64::new(0),
             config,
             listeners: std::sync::Mutex::new(Vec::new()),
+            droppers: std::sync::Mutex::new(Vec::new()),
             flights: std::sync::Mutex::new(Flights::default()),
         }))
     }
@@ -667,6 +674,11 @@ impl Verifier {
             self.generation.fetch_add(1, Ordering::SeqCst);
             self.known.invalidate_all();
             self.unknown.invalidate_all();
+            if let Ok(ds) = self.droppers.lock() {
+                for d in ds.iter() {
+                    d();
+                }
+            }
         }
     }
 
@@ -719,6 +731,15 @@ impl Verifier {
     pub fn on_change(&self, f: impl Fn(Arc<[KeyHash]>) + Send + Sync + 'static) {
         if let Ok(mut ls) = self.listeners.lock() {
             ls.push(Box::new(f));
+        }
+    }
+
+    /// Registers what to drop with the key caches when the change log has
+    /// gone unread for longer than `stale_grace`: every cache that a
+    /// missed change could have made wrong (users, sessions, tokens).
+    pub fn on_drop_all(&self, f: impl Fn() + Send + Sync + 'static) {
+        if let Ok(mut ds) = self.droppers.lock() {
+            ds.push(Box::new(f));
         }
     }
 
