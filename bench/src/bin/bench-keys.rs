@@ -57,7 +57,7 @@ const ROWS_PER_TX: usize = 100_000;
 /// in batches: 16 parameters × 500 rows stays far below SQLite's limit of
 /// 32,766 bound parameters.
 const ROWS_PER_STATEMENT: usize = 500;
-/// The columns `insert_key_tx` in crates/portcullis/src/store/sqlite.rs
+/// The columns `insert_key` in crates/portcullis/src/store/sqlite/tx.rs
 /// writes, in the same order. Keep the two in step.
 const COLUMNS: &str = "id, key_hash, prefix, env, owner, name, scopes, created_at, expires_at, \
                        remaining_uses, rate_limit, metadata, rotated_from, \
@@ -294,7 +294,7 @@ async fn insert_chunk(
     for r in &chunk.rows {
         // Values as KeyService::fresh sets them for a spec with no expiry,
         // unlimited uses, no refill, no rate limit and no metadata; NULLs
-        // typed as insert_key_tx binds them.
+        // typed as insert_key binds them.
         q = q
             .bind(r.id.as_str())
             .bind(&r.hash[..])
@@ -360,7 +360,7 @@ async fn fill_sqlite(args: &Args, path: &Path) -> Result<(Vec<ApiKey>, Duration)
         owner: &args.owner,
         name: &args.name,
         scopes: &scopes,
-        // `KeySpec::new`'s metadata, `json!({})`, as insert_key_tx writes it.
+        // `KeySpec::new`'s metadata, `json!({})`, as insert_key writes it.
         metadata: "{}",
     };
     let full_sql = insert_sql(ROWS_PER_STATEMENT);
