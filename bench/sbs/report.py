@@ -283,16 +283,17 @@ def postgres_markdown(res: dict) -> list[str]:
         lines += [f"**Three gateways, one Postgres store, one Redis for limits** ({num(three['keys'])} keys; "
                   f"the same total wrk connections, shared out between the instances; latency: the middle "
                   f"instance's p50, the slowest instance's p99 and max)", "",
-                  _row(["instances", "pass", "req/s (sum)", "p50", "p99", "max", "store lookups",
+                  _row(["instances", "pass", "req/s (sum)", "p50", "p99", "max", "first-sight share", "store lookups",
                         "Postgres statements/s (key lookups, last-used writes)", "gateways CPU s / 10k req",
                         "Postgres CPU s / 10k req"]),
-                  _row(["---"] * 10)]
+                  _row(["---"] * 11)]
         for label, part in (("one", three["one"]), ("three", three["three"])):
             for pas in ("first_pass", "cached"):
                 x = part[pas]
                 lines.append(_row([
                     f"{label} ({'+'.join(str(c) for c in x['connections'])} connections)",
                     pas.replace("_", " "), num(x["rps"]), ms(x["p50_us"]), ms(x["p99_us"]), ms(x["max_us"]),
+                    f"{x['first_sight_share'] * 100:.0f}%" if x.get("first_sight_share") is not None else "–",
                     _lookups(x), _pg_rate(x), num(x["gateway_cpu_s_per_10k"], 3),
                     num(x["postgres_cpu_s_per_10k"], 3)]))
         lines.append("")
