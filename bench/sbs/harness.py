@@ -314,13 +314,16 @@ class StatsPoller:
         total = vn - v0
         if total <= 0:
             return {"lookups": 0}
+        # The readings themselves (seconds into the pass, lookups so far),
+        # to see whether the lookups came steadily or in bursts.
+        series = [[round(t - sm[0][0], 2), v - v0] for t, v in sm]
         start = max(t for t, v in sm if v == v0)
         end = min(t for t, v in sm if v == vn)
         window = end - start
         # A peak over 0.5 s says nothing new about a shorter burst.
         if window < 1.0:
             return {"lookups": total, "window_s": round(window, 2),
-                    "per_s": round(total / window) if window > 0 else None}
+                    "per_s": round(total / window) if window > 0 else None, "series": series}
         peak = 0.0
         j = 0
         for i, (ti, vi) in enumerate(sm):
@@ -331,7 +334,7 @@ class StatsPoller:
                 peak = max(peak, (sm[j][1] - vi) / (sm[j][0] - ti))
         return {"lookups": total, "window_s": round(window, 2),
                 "per_s": round(total / window) if window > 0 else None,
-                "peak_per_s_500ms": round(peak) if peak else None}
+                "peak_per_s_500ms": round(peak) if peak else None, "series": series}
 
 
 def _pg_cluster(work: Path, ctx: dict) -> PG.Postgres:
