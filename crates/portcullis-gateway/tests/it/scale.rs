@@ -576,6 +576,10 @@ fn postgres_stopped_under_load_then_back() {
             let r = cl.get(&c, i, &unseen);
             let took = t.elapsed();
             assert_store_unavailable(r, &format!("instance {}: unseen key", i + 1));
+            eprintln!(
+                "Postgres stopped: instance {}, unseen key: 503 in {took:?}",
+                i + 1
+            );
             assert!(
                 took < Duration::from_secs(5),
                 "instance {}: {took:?}",
@@ -612,8 +616,14 @@ fn postgres_stopped_under_load_then_back() {
 
         // Back, on the same port: each instance recovers by itself.
         pg.start_again();
+        let back = Instant::now();
         for i in 0..3 {
             cl.until(&c, i, &cached, 200, Duration::from_secs(30));
+            eprintln!(
+                "Postgres back: instance {} admits the cached key again {:?} after it took connections",
+                i + 1,
+                back.elapsed()
+            );
             cl.until(&c, i, &unseen, 200, Duration::from_secs(30));
             let ready = within(Duration::from_secs(30), || {
                 c.get(cl.envs[i].url("/readyz")).send().unwrap().status() == 200
@@ -714,6 +724,7 @@ fn an_instance_cut_off_from_postgres_ages_out_then_catches_up() {
     assert_store_unavailable(cl.get(&c, 2, &kept), "instance 3: kept key, cut off");
     let t = Instant::now();
     assert_store_unavailable(cl.get(&c, 2, &unseen), "instance 3: unseen key, cut off");
+    eprintln!("cut off: instance 3, unseen key: 503 in {:?}", t.elapsed());
     assert!(
         t.elapsed() < Duration::from_secs(10),
         "unseen key: {:?}",
@@ -730,7 +741,8 @@ fn an_instance_cut_off_from_postgres_ages_out_then_catches_up() {
 
     // Heal: instance 3 catches up with what it missed.
     proxy.heal();
-    cl.until(&c, 2, &kept, 200, Duration::from_secs(30));
+    let took = cl.until(&c, 2, &kept, 200, Duration::from_secs(30));
+    eprintln!("healed: instance 3 admits again after {took:?}");
     assert_eq!(
         cl.status(&c, 2, &revoked),
         401,
