@@ -191,6 +191,20 @@ struct Health {
     breaker: AtomicBool,
     /// The caches were dropped for this outage.
     dropped: AtomicBool,
+    /// Set by the watchdog when no poll has succeeded for `stale_grace` of
+    /// real (monotonic) time, whatever the watcher is doing — a poll stuck
+    /// on a dead connection included. One relaxed load on the hot path.
+    stale_flag: AtomicBool,
+    /// When the change log was last read, in milliseconds since `born`.
+    last_ok_mono: AtomicU64,
+    /// The verifier's creation, the watchdog's time origin.
+    born: std::time::Instant,
+}
+
+impl Health {
+    fn mono_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// What [`Verifier::health`] reports.
@@ -218,6 +232,30 @@ impl VerifierHealth {
 /// Whether a failure says the store cannot be reached or cannot answer in
 /// time (so the next query would most likely wait and fail the same way),
 /// as opposed to one query's own failure (a missing table, a bad row).
+/// Whether a failed *lookup* says the store is unreachable (its
+/// connection failed), as opposed to busy: a pool with no free connection,
+/// a statement cancelled by its timeout, a lookup that waited too long.
+/// A busy store fails that one request with 503; only an unreachable one
+/// opens the breaker, or a flood of made-up keys (each a store query)
+/// could make valid keys fail by filling the pool. The change-log poll
+/// opens the breaker on any failure.
+fn is_unreachable(e: &StoreError) -> bool {
+    match e {
+        StoreError::Shared(inner) => is_unreachable(inner),
+        StoreError::Database(sqlx::Error::PoolTimedOut) => false,
+        StoreError::Database(sqlx::Error::Database(db))
+            if db
+                .code()
+                .is_some_and(|c| c == "57014" || c.starts_with("53")) =>
+        {
+            false
+        }
+        // Our own bound (`bounded`) and the store's gate: busy, not gone.
+        StoreError::Unavailable(_) => false,
+        e => is_outage(e),
+    }
+}
+
 fn is_outage(e: &StoreError) -> bool {
     match e {
         StoreError::Unavailable(_) => true,
@@ -346,6 +384,9 @@ impl Verifier {
             poll_failing: AtomicBool::new(false),
             breaker: AtomicBool::new(false),
             dropped: AtomicBool::new(false),
+            stale_flag: AtomicBool::new(false),
+            last_ok_mono: AtomicU64::new(0),
+            born: std::time::Instant::now(),
         };
         Ok(Arc::new(Verifier {
             known: Cache::builder()
@@ -429,8 +470,10 @@ impl Verifier {
             return Ok(KeyVerdict::Rejected(KeyRejection::Malformed(e)));
         }
         let hash = KeyHash::of(presented);
-        // One relaxed load on the hot path; the clock only during an outage.
-        if self.health.poll_failing.load(Ordering::Relaxed) && self.stale(self.clock.now()) {
+        // Two relaxed loads on the hot path; the clock only during an outage.
+        if self.health.stale_flag.load(Ordering::Relaxed)
+            || (self.health.poll_failing.load(Ordering::Relaxed) && self.stale(self.clock.now()))
+        {
             // Whatever is cached may have been revoked since: ask the
             // store, which is down (or the watcher would have read it).
             self.drop_caches();
@@ -607,12 +650,14 @@ impl Verifier {
         let h = &self.health;
         match polled {
             Ok(()) => {
-                if self.stale(now) {
+                if self.stale(now) || h.stale_flag.load(Ordering::SeqCst) {
                     // Back after longer than stale_grace: the log may have
                     // been pruned meanwhile, so nothing cached is trusted.
                     self.drop_caches();
                 }
                 h.last_ok.store(now, Ordering::SeqCst);
+                h.last_ok_mono.store(h.mono_ms(), Ordering::SeqCst);
+                h.stale_flag.store(false, Ordering::SeqCst);
                 let failing = h.poll_failing.swap(false, Ordering::SeqCst);
                 h.dropped.store(false, Ordering::SeqCst);
                 if h.breaker.swap(false, Ordering::SeqCst) || failing {
@@ -703,7 +748,7 @@ impl Verifier {
             Err(_) => Err(StoreError::Unavailable("the store did not answer in time")),
         };
         if let Err(e) = &r
-            && is_outage(e)
+            && is_unreachable(e)
             && !self.health.breaker.swap(true, Ordering::SeqCst)
         {
             tracing::warn!(
@@ -722,7 +767,7 @@ impl Verifier {
                 .saturating_sub(self.health.last_ok.load(Ordering::SeqCst))
                 .max(0),
             breaker_open: self.health.breaker.load(Ordering::SeqCst),
-            stale: self.stale(now),
+            stale: self.stale(now) || self.health.stale_flag.load(Ordering::SeqCst),
         }
     }
 
@@ -789,7 +834,38 @@ impl Verifier {
                 if ticked && n.is_multiple_of(14_400) {
                     // Hourly at the default interval: rows older than a day
                     // have been seen by every running gateway.
-                    let _ = v.store.prune_changes(v.clock.now() - 86_400).await;
+                    // Bounded: a prune stuck on a dead connection must not
+                    // stall the watcher (the watchdog would still catch it).
+                    let _ = v
+                        .bounded(v.store.prune_changes(v.clock.now() - 86_400))
+                        .await;
+                }
+            }
+        });
+        // The watchdog: stale_grace measured in real time, apart from the
+        // watcher, so a watcher stuck in a poll cannot keep stale caches in
+        // use (a poll is bounded by store_timeout, but stale_grace may be
+        // shorter).
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(v) = weak.upgrade() else { break };
+                let h = &v.health;
+                let age = h
+                    .mono_ms()
+                    .saturating_sub(h.last_ok_mono.load(Ordering::SeqCst));
+                let grace = u64::try_from(v.config.stale_grace.as_millis()).unwrap_or(u64::MAX);
+                if age > grace && !h.stale_flag.swap(true, Ordering::SeqCst) {
+                    h.breaker.store(true, Ordering::SeqCst);
+                    tracing::warn!(
+                        age_ms = age,
+                        "the key change log has not been read for longer than stale_grace; \
+                         dropping the caches: every key answers 503 until the store is back"
+                    );
+                    v.drop_caches();
                 }
             }
         });

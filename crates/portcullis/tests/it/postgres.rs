@@ -108,3 +108,73 @@ async fn the_password_never_shows() {
     let e = Store::open(&dead, false).await.unwrap_err().to_string();
     assert!(!e.contains(PG_PASSWORD), "{e}");
 }
+
+/// A well-formed key no store knows, one per `n`.
+fn made_up(n: u32) -> portcullis::core::ApiKey {
+    let mut random = [0x3c_u8; 32];
+    random[..4].copy_from_slice(&n.to_le_bytes());
+    portcullis::core::ApiKey::generate("live", &random).unwrap()
+}
+
+/// A flood of made-up keys — each a first-sight store query — on a small
+/// pool: some lookups wait or get "busy", but the breaker stays shut, the
+/// change-log poll keeps its connection, and a real key still verifies
+/// during and after the flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_made_up_keys_does_not_open_the_breaker() {
+    use portcullis::auth::keys::{KeyService, KeySpec};
+    use portcullis::auth::verifier::{KeyVerdict, Verifier, VerifierConfig};
+    use portcullis::clock::{SharedClock, SystemClock};
+    let url = PgServer::shared().fresh_db();
+    let opts = StoreOptions {
+        pool_size: 4,
+        connect_timeout: Duration::from_millis(200),
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(&url, true, &opts).await.unwrap();
+    let clock: SharedClock = std::sync::Arc::new(SystemClock);
+    let verifier = Verifier::new(
+        store.clone(),
+        clock.clone(),
+        VerifierConfig {
+            sync_interval: Duration::from_millis(20),
+            ..VerifierConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    verifier.spawn_background();
+    let keys = KeyService::new(store.clone(), clock, Some(verifier.clone()));
+    let real = keys
+        .create(
+            "cli",
+            &KeySpec::new(
+                "real",
+                "ann",
+                portcullis::core::Scopes::parse("read").unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let flood: Vec<_> = (0..3000)
+        .map(|n| {
+            let v = verifier.clone();
+            tokio::spawn(async move { v.verify(made_up(n).expose()).await })
+        })
+        .collect();
+    let mut busy = 0;
+    for f in flood {
+        match f.await.unwrap() {
+            Ok(_) => {}
+            Err(portcullis::store::StoreError::Unavailable(_)) => busy += 1,
+            Err(e) => panic!("a made-up key's lookup failed otherwise: {e}"),
+        }
+    }
+    let health = verifier.health();
+    assert!(!health.breaker_open, "{health:?} after {busy} busy answers");
+    assert!(!health.stale, "{health:?}");
+    match verifier.verify(real.key.expose()).await.unwrap() {
+        KeyVerdict::Valid(_) => {}
+        other => panic!("the real key after the flood: {other:?}"),
+    }
+}

@@ -115,10 +115,21 @@ async fn postgres_subject() -> Subject {
     let dir = tempfile::tempdir().expect("tempdir");
     let scratch = dir.path().join("scratch");
     std::fs::create_dir(&scratch).expect("scratch dir");
-    let store = Store::open(&url, true).await.expect("open store");
+    // The contract is about meaning, not load: waits long enough that a
+    // loaded test machine never turns a check into a "busy" answer.
+    let opts = portcullis::store::StoreOptions {
+        connect_timeout: std::time::Duration::from_secs(20),
+        statement_timeout: std::time::Duration::from_secs(20),
+        ..Default::default()
+    };
+    let store = Store::open_with(&url, true, &opts)
+        .await
+        .expect("open store");
     Subject {
         store,
-        other: Store::open(&url, false).await.expect("open second handle"),
+        other: Store::open_with(&url, false, &opts)
+            .await
+            .expect("open second handle"),
         scratch,
         _keep: Box::new(dir),
     }

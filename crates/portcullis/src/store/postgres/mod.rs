@@ -21,7 +21,10 @@
 //! - **Bounded waits**: a pool of `pool_size` connections, a connect /
 //!   acquire timeout, a server-side `statement_timeout`, and an
 //!   `idle_in_transaction_session_timeout` so a stalled writer cannot hold
-//!   the write lock for long.
+//!   the write lock for long. Requests' lookups share `pool_size - 2`
+//!   permits (`gate`), so a flood of made-up credentials (each a first-
+//!   sight query) cannot take the connections the change-log poll and the
+//!   admin API need; a request that finds no permit in time gets 503.
 //! - **TLS** to the server: `sslmode` (and `sslrootcert`) in the URL, as
 //!   libpq reads them, over rustls; `verify-full` checks the server's
 //!   certificate and name.
@@ -42,7 +45,11 @@ use sqlx::{PgPool, Postgres, Row};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use tokio::sync::Notify;
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+
+/// Connections the request path leaves to the poll and the writers.
+const RESERVED: u32 = 2;
 
 /// The key of the advisory lock every write transaction takes: any
 /// constant works, as long as every Portcullis process uses the same one
@@ -54,6 +61,13 @@ const WRITE_LOCK: i64 = 0x504f_5254_4355_4c4c;
 pub(crate) struct PgStore {
     pool: PgPool,
     wake: Option<Arc<Notify>>,
+    /// Permits for the queries requests make (key, session, user and
+    /// client lookups, spends): two connections fewer than the pool, so
+    /// the change-log poll, admin writes and last-used writes always find
+    /// one, however many lookups a flood of made-up credentials starts.
+    gate: Arc<Semaphore>,
+    /// How long a request waits for a permit before its 503.
+    gate_wait: Duration,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -119,10 +133,32 @@ pub(crate) async fn open(url: &str, o: &StoreOptions) -> Result<Arc<dyn Backend>
         Listen::Store => Some(listen::spawn(opts)),
         Listen::Url(direct) => Some(listen::spawn(connect_options(direct, o)?)),
     };
-    Ok(Arc::new(PgStore { pool, wake }))
+    let pool_size = o.pool_size.max(1);
+    let permits = usize::try_from(pool_size.saturating_sub(RESERVED).max(1)).unwrap_or(1);
+    Ok(Arc::new(PgStore {
+        pool,
+        wake,
+        gate: Arc::new(Semaphore::new(permits)),
+        gate_wait: o.connect_timeout,
+    }))
 }
 
 impl PgStore {
+    /// Runs a request's query under the gate: waits at most `gate_wait`
+    /// for a permit, then answers "busy" (503 for that request alone).
+    async fn gated<T>(
+        &self,
+        query: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let permit = tokio::time::timeout(self.gate_wait, self.gate.acquire())
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is busy: too many lookups at once"))?
+            .map_err(|_| StoreError::Unavailable("the store is closed"))?;
+        let r = query.await;
+        drop(permit);
+        r
+    }
+
     /// The pool (for the dump).
     #[allow(dead_code)]
     pub(crate) fn pool(&self) -> &PgPool {
@@ -238,11 +274,11 @@ impl Backend for PgStore {
              FROM api_keys WHERE key_hash = $1",
         )
         .bind(&hash.0[..]);
-        Box::pin(one(&self.pool, query, rows::key_grant))
+        Box::pin(self.gated(one(&self.pool, query, rows::key_grant)))
     }
 
     fn spend_uses<'a>(&'a self, hash: &'a KeyHash, spend: Spend) -> Fut<'a, Option<i64>> {
-        Box::pin(async move {
+        Box::pin(self.gated(async move {
             // One statement: the refill, the check and the decrement cannot
             // be split by a concurrent request, in this process or another.
             // SET expressions all read the row as it was before the update.
@@ -266,7 +302,7 @@ impl Backend for PgStore {
             .bind(spend.month_start)
             .fetch_optional(&self.pool)
             .await?)
-        })
+        }))
     }
 
     fn changes_after(&self, seq: i64) -> Fut<'_, Vec<(i64, KeyHash)>> {
@@ -325,7 +361,7 @@ impl Backend for PgStore {
              FROM users WHERE username = $1",
         )
         .bind(username);
-        Box::pin(one(&self.pool, query, rows::user_auth))
+        Box::pin(self.gated(one(&self.pool, query, rows::user_auth)))
     }
 
     fn upgrade_hash<'a>(
@@ -362,7 +398,7 @@ impl Backend for PgStore {
 
     fn client_auth<'a>(&'a self, client_id: &'a str) -> Fut<'a, Option<ClientAuth>> {
         let query = sqlx::query("SELECT * FROM oauth_clients WHERE client_id = $1").bind(client_id);
-        Box::pin(one(&self.pool, query, rows::client_auth))
+        Box::pin(self.gated(one(&self.pool, query, rows::client_auth)))
     }
 
     fn insert_refresh<'a>(&'a self, hash: &'a KeyHash, grant: &'a RefreshGrant) -> Fut<'a, ()> {
@@ -370,7 +406,7 @@ impl Backend for PgStore {
     }
 
     fn refresh<'a>(&'a self, hash: &'a KeyHash) -> Fut<'a, Option<RefreshRow>> {
-        Box::pin(tx::refresh(&self.pool, hash))
+        Box::pin(self.gated(tx::refresh(&self.pool, hash)))
     }
 
     fn insert_session<'a>(&'a self, hash: &'a KeyHash, s: &'a SessionRow) -> Fut<'a, ()> {
@@ -392,7 +428,7 @@ impl Backend for PgStore {
 
     fn session<'a>(&'a self, hash: &'a KeyHash) -> Fut<'a, Option<SessionRow>> {
         let query = sqlx::query("SELECT * FROM sessions WHERE session_hash = $1").bind(&hash.0[..]);
-        Box::pin(one(&self.pool, query, rows::session_row))
+        Box::pin(self.gated(one(&self.pool, query, rows::session_row)))
     }
 
     fn signing_keys(&self, now: i64) -> Fut<'_, Vec<SigningKeyRow>> {
