@@ -402,10 +402,68 @@ impl Store {
     }
 }
 
-/// A URL with any password removed, for error messages.
+/// A URL with any password removed, for error messages: the user-info
+/// part (everything before the last `@`, also when the scheme is
+/// mistyped), and the value of a `password` or `sslpassword` query
+/// parameter.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://[REDACTED]@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_owned(),
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (head.find("://"), head.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://[REDACTED]@{}", &head[..s], &head[at + 1..]),
+        (_, Some(at)) => format!("[REDACTED]@{}", &head[at + 1..]),
+        _ => head.to_owned(),
+    };
+    if let Some(q) = query {
+        out.push('?');
+        for (i, pair) in q.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((k, _)) if is_password_param(k) => {
+                    out.push_str(k);
+                    out.push_str("=[REDACTED]");
+                }
+                _ => out.push_str(pair),
+            }
+        }
+    }
+    out
+}
+
+/// Query parameters that carry a secret (libpq's names).
+fn is_password_param(key: &str) -> bool {
+    key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("sslpassword")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redact_url_hides_every_password_spelling() {
+        for (url, secret) in [
+            ("postgres://u:S3cret@h/db", "S3cret"),
+            ("postgres://u@h/db?password=S3cret", "S3cret"),
+            (
+                "postgres://u@h/db?sslmode=require&PASSWORD=S3cret&x=1",
+                "S3cret",
+            ),
+            ("postgres://u@h/db?sslpassword=S3cret", "S3cret"),
+            ("postgres:/u:S3cret@h/db", "S3cret"),
+            ("postgres//u:S3cret@h/db", "S3cret"),
+            ("u:S3cret@h", "S3cret"),
+        ] {
+            let r = redact_url(url);
+            assert!(!r.contains(secret), "{url} -> {r}");
+        }
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db?sslmode=verify-full"),
+            "postgres://[REDACTED]@h:5432/db?sslmode=verify-full"
+        );
+        assert_eq!(redact_url("sqlite://data/p.db"), "sqlite://data/p.db");
     }
 }

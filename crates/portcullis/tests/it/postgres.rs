@@ -99,6 +99,20 @@ async fn the_password_never_shows() {
     let wrong = url.replace(PG_PASSWORD, "not-the-password");
     let e = Store::open(&wrong, false).await.unwrap_err().to_string();
     assert!(!e.contains("not-the-password"), "{e}");
+    // A parameter sqlx does not read (it would log its value) is refused
+    // by name, its value not shown; a password in the query is redacted.
+    let e = Store::open(&format!("{url}?sslpassword=KeyPass42"), false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sslpassword") && !e.contains("KeyPass42"), "{e}");
+    assert!(!e.contains(PG_PASSWORD), "{e}");
+    let in_query = url.replace(&format!(":{PG_PASSWORD}@"), "@") + "&password=" + PG_PASSWORD;
+    let e = Store::open(&(in_query.replacen('&', "?", 1) + "&bogus=1"), false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains(PG_PASSWORD), "{e}");
     // Nothing listens on this port: an error, quickly, without the URL's
     // password.
     let dead = format!(

@@ -77,8 +77,45 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
+/// The query parameters sqlx's Postgres driver reads.
+const KNOWN_PARAMS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
 /// Connect options from a URL, with the timeouts applied on the server.
 fn connect_options(url: &str, o: &StoreOptions) -> Result<PgConnectOptions, StoreError> {
+    // sqlx logs a query parameter it does not know with its value (at
+    // warn): a mistyped or libpq-only one (`sslpassword`) may be a secret,
+    // so only the parameters sqlx reads are allowed.
+    if let Some((_, query)) = url.split_once('?') {
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+            if !KNOWN_PARAMS.contains(&key) {
+                return Err(StoreError::UnsupportedUrl(format!(
+                    "{} (unknown parameter {key:?}; known: {})",
+                    redact_url(url),
+                    KNOWN_PARAMS.join(", ")
+                )));
+            }
+        }
+    }
     // sqlx's parse error can quote the URL: say only that it is not one.
     let opts =
         PgConnectOptions::from_str(url).map_err(|_| StoreError::UnsupportedUrl(redact_url(url)))?;
@@ -99,9 +136,11 @@ fn connect_options(url: &str, o: &StoreOptions) -> Result<PgConnectOptions, Stor
 fn warn_unverified_tls(opts: &PgConnectOptions) {
     use sqlx::postgres::PgSslMode;
     let host = opts.get_host();
+    // An IPv6 literal comes back in brackets.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
     let local = host.starts_with('/')
         || host == "localhost"
-        || host
+        || bare
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
     let verified = matches!(
@@ -131,7 +170,11 @@ pub(crate) async fn open(url: &str, o: &StoreOptions) -> Result<Arc<dyn Backend>
     let wake = match &o.listen {
         Listen::Off => None,
         Listen::Store => Some(listen::spawn(opts)),
-        Listen::Url(direct) => Some(listen::spawn(connect_options(direct, o)?)),
+        Listen::Url(direct) => {
+            let direct = connect_options(direct, o)?;
+            warn_unverified_tls(&direct);
+            Some(listen::spawn(direct))
+        }
     };
     let pool_size = o.pool_size.max(1);
     let permits = usize::try_from(pool_size.saturating_sub(RESERVED).max(1)).unwrap_or(1);
