@@ -159,6 +159,11 @@ pub struct Identity {
     basic: Cache<[u8; 32], Arc<BasicHit>>,
     basic_key: [u8; 32],
     csrf_key: Secret<Vec<u8>>,
+    // Bumped before every invalidation from the change log. A lookup that
+    // read the store before a change but inserts after the change's
+    // invalidation (likely with NOTIFY: the wake-up can beat the insert)
+    // sees the bump and keeps nothing, as the key verifier does.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Identity {
@@ -233,6 +238,7 @@ impl Identity {
                 .time_to_live(settings.basic_cache_ttl)
                 .build(),
             basic_key: random()?,
+            generation: std::sync::atomic::AtomicU64::new(0),
             csrf_key: Secret::new(csrf_key),
             store,
             clock,
@@ -270,6 +276,7 @@ impl Identity {
 
     /// Drops whatever the change log says changed.
     pub async fn on_changes(&self, changed: &[KeyHash]) {
+        self.bump();
         for h in changed {
             self.subjects.invalidate(h);
             self.sessions.invalidate(h);
@@ -282,10 +289,20 @@ impl Identity {
         self.tokens.on_changes(changed).await;
     }
 
+    fn bump(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Drops every cached user, session and token verdict: the change log
     /// went unread for longer than `stale_grace`, so any of them may have
     /// been revoked meanwhile. The next request asks the store.
     pub fn drop_cached(&self) {
+        self.bump();
         self.subjects.invalidate_all();
         self.sessions.invalidate_all();
         self.basic.invalidate_all();
@@ -557,6 +574,7 @@ impl Identity {
         if let Some(s) = self.subjects.get(&h) {
             return Ok(s);
         }
+        let generation = self.generation();
         let s = Arc::new(match kind {
             "user" => match self.store.user_auth(name).await? {
                 Some(u) => SubjectState::User {
@@ -572,6 +590,11 @@ impl Identity {
             },
         });
         self.subjects.insert(h, s.clone());
+        if self.generation() != generation {
+            // A change was applied while we read: answer from the read,
+            // keep nothing.
+            self.subjects.invalidate(&h);
+        }
         Ok(s)
     }
 
@@ -710,6 +733,7 @@ impl Identity {
         let s = match self.sessions.get(&hash) {
             Some(s) => s,
             None => {
+                let generation = self.generation();
                 let Some(row) = self.store.session(&hash).await? else {
                     return Ok(Err("session_unknown"));
                 };
@@ -719,6 +743,9 @@ impl Identity {
                     row,
                 });
                 self.sessions.insert(hash, s.clone());
+                if self.generation() != generation {
+                    self.sessions.invalidate(&hash);
+                }
                 s
             }
         };
