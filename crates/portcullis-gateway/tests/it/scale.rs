@@ -544,10 +544,9 @@ fn postgres_stopped_under_load_then_back() {
     let mut pg = PgServer::start();
     let url = pg.fresh_db();
     let grace = Duration::from_secs(3);
-    let cl = Cluster::start(
-        [&url, &url, &url],
-        "stale_grace = \"3s\"\nconnect_timeout = \"1s\"",
-    );
+    // The default store timeouts (a stopped server refuses connections
+    // at once; they matter for the partition below).
+    let cl = Cluster::start([&url, &url, &url], "stale_grace = \"3s\"");
     let c = client();
     let (id_a, cached) = cl.create_key(&c, 0, "cached");
     let (_, other) = cl.create_key(&c, 0, "other");
@@ -708,9 +707,12 @@ fn an_instance_cut_off_from_postgres_ages_out_then_catches_up() {
     let proxy = FaultProxy::start(([127, 0, 0, 1], pg.port()).into());
     let cut_url = via_port(&url, proxy.port());
     let grace = Duration::from_secs(3);
+    // A partition is noticed only when a query times out: shorter store
+    // timeouts than the defaults (2 s + 5 s), not so short that a loaded
+    // machine trips them.
     let cl = Cluster::start(
         [&url, &url, &cut_url],
-        "stale_grace = \"3s\"\nconnect_timeout = \"1s\"\nstatement_timeout = \"1s\"",
+        "stale_grace = \"3s\"\nconnect_timeout = \"2s\"\nstatement_timeout = \"2s\"",
     );
     let c = client();
     let (id_r, revoked) = cl.create_key(&c, 0, "to-revoke");
