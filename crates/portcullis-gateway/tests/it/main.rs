@@ -1,5 +1,7 @@
 //! Integration tests for the `portcullis` binary: real processes, real
-//! sockets, real SQLite files. One test binary for the crate.
+//! sockets, real SQLite files — or, with `GATEWAY_TEST_STORE=postgres`, a
+//! real Postgres database per test (harness.rs). One test binary for the
+//! crate.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
