@@ -237,6 +237,18 @@ pub(crate) trait Tx: Send {
     /// Raises a key's last-used time to `at` (never lowers it).
     fn touch_key<'a>(&'a mut self, id: &'a str, at: i64) -> Fut<'a, ()>;
 
+    /// [`Tx::touch_key`] for a batch. A backend across a network answers
+    /// it in one statement (Postgres: `unnest`), so an instance's flush
+    /// costs one round trip, not one per key in use.
+    fn touch_keys<'a>(&'a mut self, batch: &'a [(String, i64)]) -> Fut<'a, ()> {
+        Box::pin(async move {
+            for (id, at) in batch {
+                self.touch_key(id, *at).await?;
+            }
+            Ok(())
+        })
+    }
+
     /// Inserts a user; `false` (and nothing written) when the name exists.
     fn insert_user<'a>(&'a mut self, user: &'a NewUser) -> Fut<'a, bool>;
 

@@ -125,9 +125,7 @@ impl Store {
             return Ok(());
         }
         let mut w = self.write().await?;
-        for (id, at) in batch {
-            w.touch_key(id, *at).await?;
-        }
+        w.touch_keys(batch).await?;
         w.commit(None).await
     }
 

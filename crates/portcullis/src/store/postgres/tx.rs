@@ -214,6 +214,22 @@ impl Tx for PgTx {
         )
     }
 
+    fn touch_keys<'a>(&'a mut self, batch: &'a [(String, i64)]) -> Fut<'a, ()> {
+        let (ids, ats): (Vec<&str>, Vec<i64>) = batch.iter().map(|(i, a)| (i.as_str(), *a)).unzip();
+        // One statement for the whole flush: a round trip per key would be
+        // the store's main load once the caches are warm.
+        run!(
+            self,
+            sqlx::query(
+                "UPDATE api_keys AS k SET last_used_at = t.at
+                 FROM unnest($1::text[], $2::bigint[]) AS t(id, at)
+                 WHERE k.id = t.id AND (k.last_used_at IS NULL OR k.last_used_at < t.at)"
+            )
+            .bind(ids)
+            .bind(ats)
+        )
+    }
+
     fn insert_user<'a>(&'a mut self, u: &'a NewUser) -> Fut<'a, bool> {
         changed_any!(self, sqlx::query(
                 "INSERT INTO users (username, password_hash, scopes, disabled, created_at, updated_at)
