@@ -35,6 +35,10 @@ pub struct PgServer {
     port: u16,
     run_as: Option<String>,
     child: Option<Child>,
+    /// The watchdog deletes the cluster's directory once postgres has
+    /// exited: the shared cluster lives in a static that is never dropped,
+    /// so its `TempDir` would never delete it.
+    reap: bool,
 }
 
 /// Where Debian puts the server binaries (not on PATH): the newest
@@ -102,7 +106,14 @@ static NEXT_DB: AtomicU64 = AtomicU64::new(0);
 impl PgServer {
     /// The test binary's one shared cluster, started on first use.
     pub fn shared() -> &'static PgServer {
-        SHARED.get_or_init(PgServer::start)
+        SHARED.get_or_init(|| {
+            let mut s = PgServer::start();
+            // Restarted with the reaping watchdog (stopping it deletes
+            // nothing: only the watchdog's end does).
+            s.reap = true;
+            s.start_again();
+            s
+        })
     }
 
     /// Starts a cluster of its own (for tests that stop or freeze it).
@@ -130,6 +141,7 @@ impl PgServer {
             port: 0,
             run_as,
             child: None,
+            reap: false,
         };
         s.initdb();
         if tls {
@@ -358,8 +370,16 @@ impl PgServer {
         // postgres for a fast shutdown and waits for it.
         let child = Command::new("sh")
             .arg("-c")
-            .arg(r#""$@" & p=$!; trap 'kill -INT $p 2>/dev/null' EXIT; while read -r _; do :; done; kill -INT $p 2>/dev/null; wait $p"#)
+            .arg(r#""$@" & p=$!; trap 'kill -INT $p 2>/dev/null' EXIT; while read -r _; do :; done; kill -INT $p 2>/dev/null; wait $p; if [ -n "$REAP_DIR" ]; then rm -rf "$REAP_DIR"; fi"#)
             .arg("sh")
+            .env(
+                "REAP_DIR",
+                if self.reap {
+                    self.dir.path().as_os_str()
+                } else {
+                    std::ffi::OsStr::new("")
+                },
+            )
             .args(&argv)
             .stdin(Stdio::piped())
             .stdout(log.try_clone().unwrap())
