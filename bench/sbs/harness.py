@@ -448,6 +448,7 @@ def _pass(pg: PG.Postgres, db: str, runs: list[C.Running], sample: Path, s, work
         "pg_statements": st1["statements"] - st0["statements"],
         "pg_key_lookups": st1["key_lookups"] - st0["key_lookups"],
         "pg_last_used_updates": st1["last_used_updates"] - st0["last_used_updates"],
+        "pg_last_used_rows": st1["last_used_rows"] - st0["last_used_rows"],
         "pg_commits": st1["xact_commit"] - st0["xact_commit"],
         "pg_statements_per_s": round((st1["statements"] - st0["statements"]) / duration) if duration else None,
         "pg_top_statements": [{"calls": n, "query": q} for n, q in top if n > 0],

@@ -183,17 +183,18 @@ class Postgres(Proc):
         """Statement counts since the server started (pg_stat_statements),
         for this database: every statement but the harness's own reads of
         the statistics, key lookups by hash, and the verifier's batched
-        last-used writes (one UPDATE per key). `xact_commit` counts the
+        last-used writes (statements and the rows they changed). `xact_commit` counts the
         harness's few transactions too."""
         row = self.sql(db, "SELECT coalesce(sum(s.calls), 0), "
                            "coalesce(sum(s.calls) FILTER (WHERE s.query LIKE '%FROM api_keys WHERE key_hash = $1%'), 0), "
-                           "coalesce(sum(s.calls) FILTER (WHERE s.query LIKE 'UPDATE api_keys SET last_used_at%'), 0) "
+                           "coalesce(sum(s.calls) FILTER (WHERE s.query LIKE 'UPDATE api_keys%SET last_used_at%'), 0), "
+                           "coalesce(sum(s.rows) FILTER (WHERE s.query LIKE 'UPDATE api_keys%SET last_used_at%'), 0) "
                            "FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
                            f"WHERE d.datname = '{db}' AND s.query NOT LIKE '%pg_stat%'")
-        total, lookups, touches = (int(x) for x in row.split("|"))
+        total, lookups, touches, touched = (int(x) for x in row.split("|"))
         commits = int(self.sql(db, f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{db}'"))
         return {"statements": total, "key_lookups": lookups, "last_used_updates": touches,
-                "xact_commit": commits}
+                "last_used_rows": touched, "xact_commit": commits}
 
     def calls(self, db: str) -> dict[str, int]:
         """Calls per statement text in this database (pg_stat_statements)."""

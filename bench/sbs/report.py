@@ -246,8 +246,11 @@ def _pg_rate(x: dict) -> str:
     if x.get("pg_statements_per_s") is None:
         return "–"
     secs = x["seconds"]
+    rows = x.get("pg_last_used_rows")
+    changed = f" changing {num(rows / secs)} rows" if rows is not None else ""
     return (f"{num(x['pg_statements'] / secs)} ({num(x['pg_key_lookups'] / secs)} lookups, "
-            f"{num(x['pg_last_used_updates'] / secs)} last-used)")
+            f"{num(x['pg_last_used_updates'] / secs, 1 if x['pg_last_used_updates'] < 10 * secs else 0)} "
+            f"last-used{changed})")
 
 
 def postgres_markdown(res: dict) -> list[str]:
