@@ -45,6 +45,34 @@ pub(crate) struct Column {
     pub ty: Ty,
 }
 
+/// One row as the table's types say, read by column name through the
+/// backend's typed cells (`store/rows.rs`): a value the database holds in
+/// another type (SQLite's columns are not typed; a Postgres column of the
+/// wrong type) fails here rather than travel.
+pub(crate) fn decode_row(
+    table: &Table,
+    r: &impl super::rows::Cells,
+) -> Result<Vec<Value>, StoreError> {
+    table
+        .columns
+        .iter()
+        .map(|c| {
+            Ok(match c.ty {
+                Ty::Int => Value::Int(r.get(c.name)?),
+                Ty::OptInt => r
+                    .get::<Option<i64>>(c.name)?
+                    .map_or(Value::Null, Value::Int),
+                Ty::Text => Value::Text(r.get(c.name)?),
+                Ty::OptText => r
+                    .get::<Option<String>>(c.name)?
+                    .map_or(Value::Null, Value::Text),
+                Ty::Bytes => Value::Bytes(r.get(c.name)?),
+                Ty::Bool => Value::Bool(r.get(c.name)?),
+            })
+        })
+        .collect()
+}
+
 /// One copied table.
 #[derive(Debug)]
 pub(crate) struct Table {

@@ -3,11 +3,10 @@
 
 use crate::store::StoreError;
 use crate::store::dump::{
-    Dump, ROWS_PER_INSERT, TABLES, Table, TableRows, Ty, Value, check_schema,
+    Dump, ROWS_PER_INSERT, TABLES, TableRows, Ty, Value, check_schema, decode_row,
 };
 use futures_util::TryStreamExt;
-use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Postgres, Row};
+use sqlx::{PgPool, Postgres};
 
 /// Every row of every copied table, read in one REPEATABLE READ, READ
 /// ONLY transaction: one snapshot for every table, while writers carry
@@ -41,38 +40,13 @@ pub(crate) async fn export(pool: &PgPool) -> Result<Dump, StoreError> {
         let mut rows = Vec::new();
         let mut stream = sqlx::query(sql).fetch(&mut *tx);
         while let Some(r) = stream.try_next().await? {
-            rows.push(decode(table, &r)?);
+            rows.push(decode_row(table, &r)?);
         }
         drop(stream);
         tables.push(TableRows::new(table, rows)?);
     }
     tx.commit().await?;
     Ok(Dump { tables })
-}
-
-/// One row as the table's types say. sqlx checks the column's Postgres
-/// type against the Rust one (BIGINT for i64, BOOLEAN for bool, BYTEA for
-/// bytes), so a column of another type fails here rather than travel.
-fn decode(table: &Table, r: &PgRow) -> Result<Vec<Value>, StoreError> {
-    table
-        .columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            Ok(match c.ty {
-                Ty::Int => Value::Int(r.try_get(i)?),
-                Ty::OptInt => r
-                    .try_get::<Option<i64>, _>(i)?
-                    .map_or(Value::Null, Value::Int),
-                Ty::Text => Value::Text(r.try_get(i)?),
-                Ty::OptText => r
-                    .try_get::<Option<String>, _>(i)?
-                    .map_or(Value::Null, Value::Text),
-                Ty::Bytes => Value::Bytes(r.try_get(i)?),
-                Ty::Bool => Value::Bool(r.try_get(i)?),
-            })
-        })
-        .collect()
 }
 
 /// Inserts every row in one transaction, serialised with every façade

@@ -2,10 +2,9 @@
 //! typed values, and inserting them back.
 
 use crate::store::StoreError;
-use crate::store::dump::{Dump, TABLES, Table, TableRows, Ty, Value, check_schema};
+use crate::store::dump::{Dump, TABLES, TableRows, Ty, Value, check_schema, decode_row};
 use futures_util::TryStreamExt;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, SqlitePool};
+use sqlx::{Sqlite, SqlitePool};
 
 /// Every row of every copied table, read in one read transaction (in WAL
 /// mode a snapshot: writers carry on, and none of their later commits is
@@ -28,37 +27,13 @@ pub(super) async fn export(pool: &SqlitePool) -> Result<Dump, StoreError> {
         let mut rows = Vec::new();
         let mut stream = sqlx::query(sql).fetch(&mut *tx);
         while let Some(r) = stream.try_next().await? {
-            rows.push(decode(table, &r)?);
+            rows.push(decode_row(table, &r)?);
         }
         drop(stream);
         tables.push(TableRows::new(table, rows)?);
     }
     tx.commit().await?;
     Ok(Dump { tables })
-}
-
-/// One row as the table's types say: a value SQLite holds in another
-/// type (its columns are not typed) fails here rather than travel.
-fn decode(table: &Table, r: &SqliteRow) -> Result<Vec<Value>, StoreError> {
-    table
-        .columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            Ok(match c.ty {
-                Ty::Int => Value::Int(r.try_get(i)?),
-                Ty::OptInt => r
-                    .try_get::<Option<i64>, _>(i)?
-                    .map_or(Value::Null, Value::Int),
-                Ty::Text => Value::Text(r.try_get(i)?),
-                Ty::OptText => r
-                    .try_get::<Option<String>, _>(i)?
-                    .map_or(Value::Null, Value::Text),
-                Ty::Bytes => Value::Bytes(r.try_get(i)?),
-                Ty::Bool => Value::Bool(r.try_get(i)?),
-            })
-        })
-        .collect()
 }
 
 /// Inserts every row in one write transaction (`BEGIN IMMEDIATE`, as
