@@ -22,7 +22,8 @@
 //!   never reused (not even after a prune); `changes_after` returns
 //!   entries in sequence order. Because writes are serialised, entries
 //!   become visible in sequence order, so a poller that keeps the last
-//!   number it saw ([`Store::changes_since`]) misses none. (The poller does
+//!   number it saw misses none ([`Store::changes_since`]; the gateways'
+//!   poller is [`Store::poll_changes`]). (The poller does
 //!   not rely on it alone: `portcullis_core::changes` re-reads gaps below
 //!   the highest number seen for a grace window, so an entry that commits
 //!   out of order is still applied once.) The façade writes an entry for every

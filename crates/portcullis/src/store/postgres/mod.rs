@@ -201,12 +201,6 @@ impl PgStore {
         drop(permit);
         r
     }
-
-    /// The pool (for the dump).
-    #[allow(dead_code)]
-    pub(crate) fn pool(&self) -> &PgPool {
-        &self.pool
-    }
 }
 
 /// Runs a bound query for at most one row and decodes it.
@@ -237,10 +231,6 @@ where
     Q: 'q + sqlx::Execute<'q, Postgres>,
 {
     db.fetch_all(query).await?.iter().map(decode).collect()
-}
-
-fn hash32(r: &PgRow, col: &'static str) -> Result<KeyHash, StoreError> {
-    rows::hash32(r, col)
 }
 
 impl Backend for PgStore {
@@ -354,7 +344,7 @@ impl Backend for PgStore {
         )
         .bind(seq);
         Box::pin(all(&self.pool, query, |r| {
-            Ok((r.try_get("seq")?, hash32(r, "key_hash")?))
+            Ok((r.try_get("seq")?, rows::hash32(r, "key_hash")?))
         }))
     }
 

@@ -87,10 +87,11 @@ impl Tx for PgTx {
                 // never if it rolls back); repeats within one transaction
                 // are folded into one.
                 "WITH c AS (INSERT INTO key_changes (key_hash, changed_at) VALUES ($1, $2))
-                 SELECT pg_notify('portcullis_changes', '')"
+                 SELECT pg_notify($3, '')"
             )
             .bind(&hash.0[..])
             .bind(at)
+            .bind(super::listen::CHANNEL)
         )
     }
 
