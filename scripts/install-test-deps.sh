@@ -2,6 +2,8 @@
 # Installs what the integration tests need from Debian, if it is missing:
 #
 #   nginx         the nginx auth_request tests (crates/portcullis-gateway/tests/it/nginx.rs)
+#   caddy         the Caddy forward_auth tests (crates/portcullis-gateway/tests/it/caddy.rs),
+#                 which run /usr/bin/caddy with docs/deploy/Caddyfile
 #   postgresql    the Postgres store tests: each test binary starts a private
 #                 cluster (initdb into a temp dir, a free loopback port, run
 #                 as the unprivileged `postgres` user through setpriv when the
@@ -15,11 +17,18 @@
 #                 (crates/portcullis-gateway/tests/it/hostile_clients.rs)
 #   python3       the decoding upstream of the path tests
 #                 (tests/python/decoding_upstream.py, stdlib only)
+#   prometheus    the metrics tests (crates/portcullis-gateway/tests/it/metrics.rs):
+#                 /usr/bin/promtool lints the exposition and docs/alerts.yml,
+#                 and each test that needs a server starts its own
+#                 /usr/bin/prometheus (temp dir, free loopback port)
 #   chromium, chromium-driver
 #                 the browser test (crates/portcullis-gateway/tests/it/browser.rs),
 #                 which drives headless /usr/bin/chromium through
 #                 /usr/bin/chromedriver (W3C WebDriver); both are built from
 #                 one Debian source, so their versions match
+#   nodejs, npm   panva's oidc-provider (npm ci in tests/oidc, pinned by its
+#                 package-lock.json), the real OpenID provider of
+#                 crates/portcullis-gateway/tests/it/oidc.rs
 #
 # and a Python venv at the repo root's .venv (git-ignored) with pinned client
 # libraries from PyPI, for the OAuth2 / JWT tests that drive the gateway with
@@ -44,10 +53,13 @@
 # transitional package: on a host without the Debian packages it is skipped
 # unless REQUIRE_BROWSER_TESTS is set (CI sets it), when it fails.
 #
-# The tests never use a system nginx or Redis: each test starts its own nginx
-# (`nginx -p PREFIX -c CONF -e stderr`, `daemon off; master_process off;`)
-# or redis-server (`--port P --bind 127.0.0.1 --save "" --appendonly no
-# --daemonize no --dir TMP`) on a free loopback port, with pid, logs and
+# The tests never use a system nginx, Redis, Prometheus or Caddy: each test
+# starts its own nginx (`nginx -p PREFIX -c CONF -e stderr`, `daemon off;
+# master_process off;`) or redis-server (`--port P --bind 127.0.0.1 --save ""
+# --appendonly no --daemonize no --dir TMP`) or prometheus
+# (`--storage.tsdb.path TMP --web.listen-address 127.0.0.1:P`) or caddy
+# (`caddy run --config TMP/Caddyfile --adapter caddyfile`, admin endpoint off,
+# HOME and XDG dirs in TMP) on a free loopback port, with pid, logs and
 # data inside a temp dir. So this script also keeps the packages from
 # starting their system services on install, and nothing needs to be
 # running afterwards.
@@ -91,16 +103,23 @@ have redis-server || missing+=(redis-server)
 # Debian keeps the server binaries off PATH, under /usr/lib/postgresql/N/bin.
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 have setpriv || missing+=(util-linux)
+# The metrics tests run these exact paths; Debian's package ships both.
+{ [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || missing+=(prometheus)
 # The browser test runs these exact paths.
 chromium_bin=/usr/bin/chromium
 chromedriver_bin=/usr/bin/chromedriver
 [ -x "$chromium_bin" ] || missing+=(chromium)
 [ -x "$chromedriver_bin" ] || missing+=(chromium-driver)
+# The Caddy tests run this exact path.
+[ -x /usr/bin/caddy ] || missing+=(caddy)
+# The OpenID provider tests run panva's oidc-provider (tests/oidc) on node.
+have node || missing+=(nodejs)
+have npm || missing+=(npm)
 need_nginx=0
 have nginx || need_nginx=1
 
 if [ "${#missing[@]}" -eq 0 ] && [ "$need_nginx" -eq 0 ]; then
-    echo "install-test-deps: nginx, redis-server, postgresql, curl, wrk, chromium and chromium-driver already installed" >&2
+    echo "install-test-deps: nginx, redis-server, postgresql, prometheus, caddy, curl, wrk, chromium and chromium-driver already installed" >&2
 else
     if [ "$(id -u)" -ne 0 ]; then
         echo "install-test-deps: must run as root to install: ${missing[*]} $([ "$need_nginx" -eq 1 ] && echo nginx)" >&2
@@ -125,8 +144,8 @@ else
         missing+=("$pkg")
     fi
 
-    # Keep package scripts from starting the system nginx, redis-server or
-    # postgresql (whose cluster the tests never use):
+    # Keep package scripts from starting the system nginx, redis-server,
+    # prometheus, caddy or postgresql (whose cluster the tests never use):
     # the tests run their own. Only add a policy if none exists, and remove
     # only ours.
     ours=""
@@ -215,10 +234,34 @@ if [ "${chromium_version%%.*}" != "${chromedriver_version%%.*}" ]; then
     exit 1
 fi
 
+if ! /usr/bin/caddy version >/dev/null 2>&1; then
+    echo "install-test-deps: /usr/bin/caddy does not run" >&2
+    exit 1
+fi
+caddy_version=$(/usr/bin/caddy version 2>/dev/null | awk 'NR == 1 { print $1 }')
+
+if ! /usr/bin/prometheus --version >/dev/null 2>&1 || ! /usr/bin/promtool --version >/dev/null 2>&1; then
+    echo "install-test-deps: /usr/bin/prometheus or /usr/bin/promtool does not run" >&2
+    exit 1
+fi
+prometheus_version=$(/usr/bin/prometheus --version 2>&1 | awk 'NR == 1 { print $3 }')
+
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
 if ! "$pg_bin/postgres" --version >/dev/null 2>&1 || ! "$pg_bin/initdb" --version >/dev/null 2>&1; then
     echo "install-test-deps: $pg_bin/postgres or initdb does not run" >&2
     exit 1
 fi
 
-echo "install-test-deps: ok ($("$nginx_bin" -v 2>&1), $("$redis_bin" --version | cut -d' ' -f1-3), $("$pg_bin/postgres" --version), $(curl --version | head -n1 | cut -d' ' -f1-2), Chromium $chromium_version, ChromeDriver $chromedriver_version, $("$venv/bin/python" --version))" >&2
+# oidc-provider for crates/portcullis-gateway/tests/it/oidc.rs, exactly as
+# tests/oidc/package-lock.json pins it; skipped when node_modules was
+# installed from this very lock file.
+oidc_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/oidc"
+oidc_lock_sum=$(sha256sum "$oidc_dir/package-lock.json" | cut -d' ' -f1)
+oidc_stamp="$oidc_dir/node_modules/.portcullis-lock-sha256"
+if [ "$(cat "$oidc_stamp" 2>/dev/null)" != "$oidc_lock_sum" ]; then
+    (cd "$oidc_dir" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$oidc_lock_sum" > "$oidc_stamp"
+fi
+oidc_version=$(node -p "require('$oidc_dir/node_modules/oidc-provider/package.json').version")
+
+echo "install-test-deps: ok ($("$nginx_bin" -v 2>&1), $("$redis_bin" --version | cut -d' ' -f1-3), $("$pg_bin/postgres" --version), $(curl --version | head -n1 | cut -d' ' -f1-2), Prometheus $prometheus_version, Caddy $caddy_version, Chromium $chromium_version, ChromeDriver $chromedriver_version, node $(node --version) with oidc-provider $oidc_version, $("$venv/bin/python" --version))" >&2

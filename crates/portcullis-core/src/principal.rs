@@ -11,6 +11,10 @@ pub enum PrincipalKind {
     User,
     /// An OAuth2 client (client credentials).
     Client,
+    /// A trusted issuer's token (another identity provider): its subject
+    /// is that issuer's name for someone, never one of our users or
+    /// clients, so it shares nothing with them (rate limits, admin).
+    External,
 }
 
 impl PrincipalKind {
@@ -20,6 +24,7 @@ impl PrincipalKind {
             PrincipalKind::ApiKey => "api_key",
             PrincipalKind::User => "user",
             PrincipalKind::Client => "client",
+            PrincipalKind::External => "external",
         }
     }
 }
@@ -38,4 +43,7 @@ pub struct Principal {
     /// The credential's own rate-limit policy (a key's override), which
     /// replaces the route's per-caller limit.
     pub rate_limit: Option<std::sync::Arc<crate::ratelimit::Policy>>,
+    /// The trusted issuer (`iss`) of an [`PrincipalKind::External`]
+    /// principal; `None` for every other kind.
+    pub issuer: Option<String>,
 }

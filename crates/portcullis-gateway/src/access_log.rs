@@ -29,6 +29,10 @@ pub struct Line<'a> {
     pub principal: &'a str,
     pub reason: &'a str,
     pub tls: bool,
+    /// The W3C trace id (32 lowercase hex digits) and this hop's span id
+    /// (16): the `traceparent` the upstream was given.
+    pub trace_id: &'a str,
+    pub span_id: &'a str,
 }
 
 thread_local! {
@@ -55,6 +59,8 @@ pub fn emit(sink: Option<&BatchLog>, line: &Line<'_>) {
             principal = line.principal,
             reason = line.reason,
             tls = line.tls,
+            trace_id = line.trace_id,
+            span_id = line.span_id,
             "request"
         );
         return;
@@ -96,6 +102,8 @@ pub fn json(l: &Line<'_>, now: SystemTime, out: &mut Vec<u8>) {
     } else {
         b",\"tls\":false"
     });
+    field_str(out, "trace_id", l.trace_id);
+    field_str(out, "span_id", l.span_id);
     out.extend_from_slice(b",\"target\":\"portcullis::access\"}\n");
 }
 
@@ -167,6 +175,8 @@ mod tests {
             principal: "alice",
             reason: "allowed",
             tls: true,
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+            span_id: "00f067aa0ba902b7",
         }
     }
 
@@ -186,7 +196,9 @@ mod tests {
         assert_eq!(v["latency_us"], 1234);
         assert_eq!(v["client_ip"], "2001:db8::1");
         assert_eq!(v["tls"], true);
+        assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(v["span_id"], "00f067aa0ba902b7");
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys.len(), 15, "{keys:?}");
+        assert_eq!(keys.len(), 17, "{keys:?}");
     }
 }

@@ -22,6 +22,7 @@ use portcullis_core::cors::Cors;
 use portcullis_core::net::{client_ip, is_trusted};
 use portcullis_core::origin::{Arrival, browser_origin, is_https};
 use portcullis_core::route::{RouteMatch, RouteTable};
+use portcullis_core::trace::{TraceContext, tracestate_ok};
 use portcullis_core::{ErrorCode, Principal, Problem};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct App {
     pub limiter: Arc<Limiter>,
     // Where JSON access-log lines go directly; `None`: through `tracing`.
     access_sink: Option<crate::logwriter::BatchLog>,
+    // Requests by route, method class and status; `None`: metrics off.
+    metrics: Option<Arc<crate::metrics::RequestMetrics>>,
 }
 
 /// One request's context: where it came from, its id, and what the
@@ -55,6 +58,10 @@ struct Ctx<'c> {
     arrival: Arrival,
     /// Its `X-Request-Id`.
     rid: String,
+    /// Its span: the client's trace continued, or a new one.
+    trace: TraceContext,
+    /// Whether the client's `tracestate` is passed on.
+    keep_tracestate: bool,
     out: Outcome,
 }
 
@@ -128,7 +135,27 @@ impl App {
             seq: AtomicU64::new(0),
             id_prefix,
             access_sink: None,
+            metrics: None,
         })
+    }
+
+    /// Counts requests and upstream times into `metrics`, and reports
+    /// every admission decision to `observer` (see [`crate::metrics`]).
+    pub fn with_metrics(
+        mut self,
+        metrics: Arc<crate::metrics::RequestMetrics>,
+        observer: Arc<dyn portcullis::pipeline::Observer>,
+    ) -> App {
+        self.pipeline = self.pipeline.observed_by(observer);
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Reports every admission decision to `observer` too (per-key
+    /// analytics: [`portcullis::analytics::Analytics`]).
+    pub fn observed_by(mut self, observer: Arc<dyn portcullis::pipeline::Observer>) -> App {
+        self.pipeline = self.pipeline.observed_by(observer);
+        self
     }
 
     /// Writes JSON access-log lines straight to `sink` (see
@@ -176,11 +203,15 @@ impl App {
             tls: conn.tls,
             trusted_peer: is_trusted(&self.cfg.trusted_proxies, conn.peer.ip()),
         };
+        let parent = TraceContext::from_headers(req.headers());
+        let (trace_id, span_id) = crate::trace_ids::fresh();
         let mut cx = Ctx {
             conn: &conn,
             client,
             arrival,
             rid: self.request_id(),
+            trace: TraceContext::next(parent.as_ref(), trace_id, span_id),
+            keep_tracestate: parent.is_some() && tracestate_ok(req.headers()),
             out: Outcome {
                 reason: "allowed",
                 ..Outcome::default()
@@ -217,7 +248,17 @@ impl App {
         if let Ok(v) = HeaderValue::from_str(&cx.rid) {
             resp.headers_mut().insert(proxy::REQUEST_ID, v);
         }
+        if let Some(m) = &self.metrics {
+            m.request(
+                out.route.as_deref(),
+                uri.path(),
+                &method,
+                resp.status().as_u16(),
+                start.elapsed(),
+            );
+        }
         if self.cfg.access_log {
+            let (trace_id, span_id) = (cx.trace.trace_hex(), cx.trace.span_hex());
             crate::access_log::emit(
                 self.access_sink.as_ref(),
                 &crate::access_log::Line {
@@ -232,6 +273,8 @@ impl App {
                     principal: out.principal.as_deref().unwrap_or(""),
                     reason: out.reason,
                     tls: conn.tls,
+                    trace_id: std::str::from_utf8(&trace_id).unwrap_or_default(),
+                    span_id: std::str::from_utf8(&span_id).unwrap_or_default(),
                 },
             );
         }
@@ -321,6 +364,27 @@ impl App {
         finish(resp.headers_mut(), &f);
     }
 
+    /// Not ready while a trusted issuer's tokens would get 503: no keys
+    /// yet, or keys kept past `stale_for` (a stale set still serving is
+    /// ready; the metrics say it is stale).
+    fn issuers_ready(&self) -> Result<(), String> {
+        let Some(id) = self.pipeline.guard().identity() else {
+            return Ok(());
+        };
+        for h in id.tokens().issuers_health() {
+            if h.state == portcullis::auth::jwt::IssuerState::Unusable {
+                return Err(format!(
+                    "trusted issuer {} has no usable keys (last good fetch: {}; last error: {})",
+                    h.issuer,
+                    h.last_success_secs
+                        .map_or_else(|| "never".to_owned(), |s| format!("{s} s ago")),
+                    h.last_error.as_deref().unwrap_or("none")
+                ));
+            }
+        }
+        Ok(())
+    }
+
     async fn dispatch(&self, req: Request<Body>, cx: &mut Ctx<'_>) -> Response<Body> {
         if Cors::is_preflight(req.method(), req.headers()) {
             return self.preflight(&req, cx);
@@ -341,7 +405,21 @@ impl App {
                     _ => self.store.ping().await.map_err(|e| e.to_string()),
                 };
                 return match verdict {
-                    Ok(()) => json(StatusCode::OK, r#"{"status":"ready"}"#),
+                    // A trusted issuer without usable keys fails its own
+                    // tokens (503), not the instance: every instance shares
+                    // the provider, so failing readiness would drain them
+                    // all and take API keys and sessions down with it. It
+                    // is said here and in `portcullis_jwks_state`.
+                    Ok(()) => match self.issuers_ready() {
+                        Ok(()) => json(StatusCode::OK, r#"{"status":"ready"}"#),
+                        Err(why) => {
+                            let body = serde_json::json!({"status": "ready", "degraded": [why]});
+                            let mut r = Response::new(Body::from(body.to_string()));
+                            r.headers_mut()
+                                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                            r
+                        }
+                    },
                     Err(e) => {
                         tracing::error!(error = %e, "store not ready");
                         cx.out.reason = "store_unavailable";
@@ -414,6 +492,7 @@ impl App {
         cx: &mut Ctx<'_>,
     ) -> Result<Admitted, Refused> {
         let demand = Demand {
+            route: &route.path,
             schemes: &route.policy.schemes,
             scopes: &route.policy.scopes,
             rate: Some(RateDemand {
@@ -449,6 +528,11 @@ impl App {
             && let Some(policy) = &self.cfg.rate_limit.auth_endpoints
         {
             let demand = Demand {
+                route: if p == "/oauth/token" {
+                    "/oauth/token"
+                } else {
+                    "/auth/login"
+                },
                 schemes: &portcullis_core::SchemeSet::new(&[]),
                 scopes: &portcullis_core::Scopes::empty(),
                 rate: Some(RateDemand {
@@ -519,6 +603,8 @@ impl App {
             trusted_peer: cx.arrival.trusted_peer,
             tls: cx.conn.tls,
             request_id: &cx.rid,
+            trace: &cx.trace,
+            keep_tracestate: cx.keep_tracestate,
         };
         if let Err(p) = proxy::prepare(&mut req, route, names, principal, &hop) {
             return self.deny(p, cx);
@@ -535,9 +621,15 @@ impl App {
                     cx.out.close = true;
                     return self.deny(p, cx);
                 }
-                self.proxy
+                let sent = std::time::Instant::now();
+                let r = self
+                    .proxy
                     .send(Request::from_parts(parts, b), origin, route.timeout)
-                    .await
+                    .await;
+                if let Some(m) = &self.metrics {
+                    m.upstream(route, sent.elapsed());
+                }
+                r
             }
         };
         // The body's own failure explains an upstream failure better.
@@ -546,8 +638,9 @@ impl App {
                 cx.out.close = true;
                 self.deny(p, cx)
             }
-            (Ok(r), None) => {
+            (Ok(mut r), None) => {
                 cx.out.proxied = true;
+                proxy::strip_own_set_cookies(r.headers_mut(), self.guard().names());
                 r
             }
             (Err(p), None) => self.deny(p, cx),
@@ -641,6 +734,9 @@ impl App {
                     put(hm, proxy::KIND, p.kind.as_str());
                     put(hm, proxy::SCOPES, &p.scopes.to_space_separated());
                     put(hm, proxy::CREDENTIAL, &p.credential_id);
+                    if let Some(iss) = &p.issuer {
+                        put(hm, proxy::ISSUER, iss);
+                    }
                 }
                 r.headers_mut().insert(
                     http::header::CACHE_CONTROL,

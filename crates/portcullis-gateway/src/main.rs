@@ -9,9 +9,11 @@ mod conn_watch;
 mod demo;
 mod gateway;
 mod logwriter;
+mod metrics;
 mod proxy;
 mod serve;
 mod tls;
+mod trace_ids;
 mod wiring;
 
 use std::process::ExitCode;

@@ -9,7 +9,9 @@ use http::{HeaderMap, HeaderValue, Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use portcullis::auth::identity::CSRF_COOKIE;
 use portcullis_core::credential::{CredentialNames, strip_cookie, strip_query_param};
+use portcullis_core::trace::{TRACEPARENT, TRACESTATE, TraceContext};
 use portcullis_core::{ErrorCode, Principal, Problem, Scheme};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,6 +27,8 @@ pub const KIND: HeaderName = HeaderName::from_static("x-portcullis-kind");
 pub const SCOPES: HeaderName = HeaderName::from_static("x-portcullis-scopes");
 /// The credential's id.
 pub const CREDENTIAL: HeaderName = HeaderName::from_static("x-portcullis-credential-id");
+/// A trusted issuer's `iss`, for an external principal only.
+pub const ISSUER: HeaderName = HeaderName::from_static("x-portcullis-issuer");
 /// The request id.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -97,6 +101,7 @@ impl Proxy {
                     {
                         Ok(Ok(p)) => Some(p),
                         _ => {
+                            crate::metrics::upstream_error(crate::metrics::UpstreamError::Busy);
                             tracing::warn!(upstream = origin, "upstream connection budget spent");
                             return Err(Problem::new(ErrorCode::UpstreamBusy)
                                 .retry_after(1)
@@ -107,8 +112,16 @@ impl Proxy {
             },
         };
         match tokio::time::timeout(timeout, self.client.request(req)).await {
-            Err(_) => Err(Problem::new(ErrorCode::UpstreamTimeout).log_reason("upstream_timeout")),
+            Err(_) => {
+                crate::metrics::upstream_error(crate::metrics::UpstreamError::Timeout);
+                Err(Problem::new(ErrorCode::UpstreamTimeout).log_reason("upstream_timeout"))
+            }
             Ok(Err(e)) => {
+                crate::metrics::upstream_error(if e.is_connect() {
+                    crate::metrics::UpstreamError::Connect
+                } else {
+                    crate::metrics::UpstreamError::Request
+                });
                 tracing::warn!(error = %e, connect = e.is_connect(), "upstream request failed");
                 Err(Problem::new(ErrorCode::UpstreamUnavailable).log_reason("upstream_unavailable"))
             }
@@ -166,6 +179,11 @@ pub struct Hop<'a> {
     pub tls: bool,
     /// This request's id.
     pub request_id: &'a str,
+    /// This hop's span: the upstream's parent (`traceparent`).
+    pub trace: &'a TraceContext,
+    /// Whether the client's `tracestate` travels with it (only beside the
+    /// client's own, valid `traceparent`).
+    pub keep_tracestate: bool,
 }
 
 /// Headers a client may use to make a server re-method or re-route a
@@ -221,22 +239,42 @@ pub fn prepare(
     {
         h.remove(header::AUTHORIZATION);
     }
-    for cookie_name in schemes.iter().filter_map(|s| match s {
-        Scheme::ApiKeyCookie => Some(&names.cookie),
-        Scheme::Session => Some(&names.session_cookie),
-        _ => None,
-    }) {
-        let joined: Vec<String> = h
+    // Cookies only Portcullis reads never reach an upstream, whatever the
+    // route: the admin console's session and the gateway's own session
+    // and CSRF cookies (a browser sends them to every port of the host,
+    // so an upstream on the same name would otherwise receive a console
+    // session it could replay); and a route's cookie key.
+    let own = [
+        Some(portcullis::console::COOKIE),
+        Some(CSRF_COOKIE),
+        Some(names.session_cookie.as_str()),
+        schemes
+            .contains(&Scheme::ApiKeyCookie)
+            .then_some(names.cookie.as_str()),
+    ];
+    // Most requests carry none of these: leave their cookies untouched
+    // (no copy) unless some line names one.
+    let names_own = h.get_all(header::COOKIE).iter().any(|v| {
+        let v = v.as_bytes();
+        own.iter()
+            .flatten()
+            .filter(|n| !n.is_empty())
+            .any(|n| v.windows(n.len()).any(|w| w == n.as_bytes()))
+    });
+    if names_own {
+        let lines: Vec<String> = h
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .map(str::to_owned)
             .collect();
         h.remove(header::COOKIE);
-        for c in joined {
-            if let Some(rest) = strip_cookie(&c, cookie_name)
-                && let Ok(v) = HeaderValue::from_str(&rest)
-            {
+        for line in lines {
+            let mut kept = Some(line);
+            for name in own.iter().flatten() {
+                kept = kept.and_then(|c| strip_cookie(&c, name));
+            }
+            if let Some(v) = kept.and_then(|c| HeaderValue::from_str(&c).ok()) {
                 h.append(header::COOKIE, v);
             }
         }
@@ -246,8 +284,18 @@ pub fn prepare(
         set(h, KIND, p.kind.as_str());
         set(h, SCOPES, &p.scopes.to_space_separated());
         set(h, CREDENTIAL, &p.credential_id);
+        if let Some(iss) = &p.issuer {
+            set(h, ISSUER, iss);
+        }
     }
     set(h, REQUEST_ID, hop.request_id);
+    // Lowercase hex and dashes: always a valid header value.
+    if let Ok(v) = HeaderValue::from_bytes(&hop.trace.header()) {
+        h.insert(TRACEPARENT, v);
+    }
+    if !hop.keep_tracestate {
+        h.remove(TRACESTATE);
+    }
     // A trusted proxy's chain is extended with the proxy itself (as
     // nginx's $proxy_add_x_forwarded_for does); anyone else's was removed
     // above, and the chain starts at the client.
@@ -378,5 +426,39 @@ pub fn strip_client_headers(
 fn set(h: &mut HeaderMap, name: HeaderName, v: &str) {
     if let Ok(v) = HeaderValue::from_str(v) {
         h.insert(name, v);
+    }
+}
+
+/// Removes from an upstream's answer every `Set-Cookie` naming a cookie
+/// only Portcullis sets (the console's session, the gateway's session and
+/// CSRF cookies): an upstream could otherwise overwrite an admin's console
+/// session, or plant a session of its choosing (login CSRF).
+pub fn strip_own_set_cookies(h: &mut HeaderMap, names: &CredentialNames) {
+    let own = [
+        portcullis::console::COOKIE,
+        CSRF_COOKIE,
+        names.session_cookie.as_str(),
+    ];
+    let named_own = |v: &HeaderValue| {
+        let name = v
+            .as_bytes()
+            .split(|&b| b == b'=')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        own.iter().any(|n| n.as_bytes() == name)
+    };
+    if !h.get_all(header::SET_COOKIE).iter().any(named_own) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| !named_own(v))
+        .cloned()
+        .collect();
+    h.remove(header::SET_COOKIE);
+    for v in kept {
+        h.append(header::SET_COOKIE, v);
     }
 }

@@ -42,10 +42,16 @@ pub(crate) async fn identity(
     verifier: Option<&Arc<Verifier>>,
 ) -> Result<Arc<Identity>> {
     let ic = &cfg.identity;
+    let mut tokens = ic.tokens.clone();
+    // The CLI verifies no tokens: it fetches no trusted issuer's keys
+    // (a `users add` must not wait on an identity provider).
+    if verifier.is_none() {
+        tokens.trusted.clear();
+    }
     Ok(portcullis::service::start_identity(
         store,
         clock(),
-        ic.tokens.clone(),
+        tokens,
         ic.sessions.clone(),
         ic.throttle.clone(),
         ic.hash_parallelism,
@@ -96,6 +102,13 @@ pub(crate) async fn serve(cfg: Config) -> Result<()> {
     let (_log_flusher, log_sink) = init_logging(&cfg)?;
     // JSON access-log lines skip the subscriber's formatter (same shape).
     let access_sink = matches!(cfg.log_format, LogFormat::Json).then_some(log_sink);
+    // Before the verifier, the limiter and the app: they take their
+    // metric handles from the recorder installed now.
+    let prom = if cfg.metrics.enabled {
+        Some(crate::metrics::install(&cfg.metrics)?)
+    } else {
+        None
+    };
     let store = open_store(&cfg).await?;
     let verifier = Verifier::new(store.clone(), clock(), cfg.verifier.clone()).await?;
     verifier.spawn_background();
@@ -118,15 +131,59 @@ pub(crate) async fn serve(cfg: Config) -> Result<()> {
                 .with_context(|| format!("cannot listen on {a} (tls.redirect_http_from)"))?,
         ),
     };
-    let app = Arc::new(
-        App::new(cfg.clone(), guard.clone(), store.clone())?.with_access_sink(access_sink),
-    );
-    let admin_router = admin::router(AdminState {
+    let mut app =
+        App::new(cfg.clone(), guard.clone(), store.clone())?.with_access_sink(access_sink);
+    if prom.is_some() {
+        app = app.with_metrics(
+            Arc::new(crate::metrics::RequestMetrics::new(&cfg.routes)),
+            Arc::new(crate::metrics::RequestMetrics::admission(&cfg.routes)),
+        );
+    }
+    // Per-key analytics: counted in memory, written every flush interval.
+    let analytics = cfg.analytics.clone().map(|c| {
+        let a = portcullis::analytics::Analytics::new(store.clone(), clock(), c);
+        a.spawn();
+        a
+    });
+    if let Some(a) = &analytics {
+        app = app.observed_by(a.clone());
+    }
+    let app = Arc::new(app);
+    let scrape = prom.map(|h| {
+        crate::metrics::spawn_upkeep(h.clone());
+        crate::metrics::Scrape::new(
+            h,
+            admin_guard.clone(),
+            Some(verifier.clone()),
+            app.limiter.clone(),
+        )
+        .with_analytics(analytics.clone())
+    });
+    let metrics_l = match cfg.metrics.listen {
+        None => None,
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} (metrics.listen)"))?,
+        ),
+    };
+    let admin_state = AdminState {
         keys: KeyService::new(store.clone(), clock(), Some(verifier.clone())),
         guard: admin_guard,
         identity: Some(identity.clone()),
         limiter: Some(app.limiter.clone()),
-    });
+    };
+    let mut admin_router = admin::router(admin_state.clone());
+    if cfg.console.enabled {
+        // The console (/console/) beside the admin API: its own sign-in
+        // and session, the same services behind it.
+        let mut options = cfg.console.options.clone();
+        options.analytics = analytics.clone();
+        let console = portcullis::console::router(admin_state, options)
+            .await
+            .context("cannot start the admin console")?;
+        admin_router = admin_router.merge(console);
+    }
     let cfg = Arc::new(cfg);
     let (tx, rx) = tokio::sync::watch::channel(false);
     tracing::info!(listen = %public.local_addr()?, admin_listen = %admin_l.local_addr()?, tls = cfg.tls.is_some(), routes = cfg.routes.len(), "portcullis listening");
@@ -148,6 +205,23 @@ pub(crate) async fn serve(cfg: Config) -> Result<()> {
             rx.clone(),
         ))
     });
+    let metrics_task = match (metrics_l, &scrape) {
+        (Some(l), Some(s)) => {
+            let s = if cfg.metrics.require_key {
+                s.clone()
+            } else {
+                s.clone().without_key()
+            };
+            Some(tokio::spawn(crate::serve::run(
+                l,
+                cfg.clone(),
+                crate::serve::Transport::Plain,
+                move |conn, req| metrics_answer(s.clone(), conn, req),
+                rx.clone(),
+            )))
+        }
+        _ => None,
+    };
     let admin_app = app.clone();
     let admin_task = tokio::spawn(crate::serve::run(
         admin_l,
@@ -157,7 +231,11 @@ pub(crate) async fn serve(cfg: Config) -> Result<()> {
             // Admin answers carry an X-Request-Id too, from the same
             // sequence as the public listener's.
             let rid = http::HeaderValue::from_str(&admin_app.request_id()).ok();
-            admin_answer(admin_router.clone(), rid, conn, req)
+            let scrape = scrape
+                .as_ref()
+                .filter(|_| req.uri().path() == "/metrics")
+                .cloned();
+            admin_answer(admin_router.clone(), scrape, rid, conn, req)
         },
         rx,
     ));
@@ -168,8 +246,15 @@ pub(crate) async fn serve(cfg: Config) -> Result<()> {
     if let Some(t) = redirect_task {
         let _ = t.await;
     }
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     let _ = admin_task.await;
     verifier.flush_last_used().await;
+    if let Some(a) = &analytics {
+        // The last counts: failures are logged (with what is dropped).
+        let _ = a.flush().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -212,11 +297,32 @@ fn public_transport(cfg: &Config) -> Result<crate::serve::Transport> {
     })
 }
 
-/// One admin request: the admin router, behind the same refusal of
-/// ambiguous framing as the public listener, answered with `rid` as its
-/// `X-Request-Id`.
+/// One request on `metrics.listen`: `GET /metrics`, behind the same
+/// refusal of ambiguous framing as the other listeners.
+async fn metrics_answer(
+    scrape: crate::metrics::Scrape,
+    conn: crate::serve::Conn,
+    req: http::Request<axum::body::Body>,
+) -> http::Response<axum::body::Body> {
+    if let Some(a) = conn.ambiguity() {
+        let p = portcullis_core::Problem::new(portcullis_core::ErrorCode::AmbiguousFraming)
+            .log_reason(a.log_reason());
+        let mut resp = portcullis::rejection::problem_response(&p, None);
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        return resp;
+    }
+    scrape.answer(req).await
+}
+
+/// One admin request: the admin router (or `GET /metrics`, when `scrape`
+/// is given), behind the same refusal of ambiguous framing as the public
+/// listener, answered with `rid` as its `X-Request-Id`.
 async fn admin_answer(
     router: axum::Router,
+    scrape: Option<crate::metrics::Scrape>,
     rid: Option<http::HeaderValue>,
     conn: crate::serve::Conn,
     req: http::Request<axum::body::Body>,
@@ -231,6 +337,8 @@ async fn admin_answer(
             http::HeaderValue::from_static("close"),
         );
         resp
+    } else if let Some(s) = scrape {
+        s.answer(req).await
     } else {
         match router.oneshot(req).await {
             Ok(resp) => resp,

@@ -44,9 +44,12 @@
 //! - [`openapi`]: security schemes and requirements in utoipa documents.
 
 pub mod admin;
+pub mod analytics;
 pub mod auth;
 pub mod clock;
+pub mod console;
 pub mod http;
+pub mod metrics;
 pub mod oauth;
 pub mod pipeline;
 pub mod ratelimit;

@@ -20,7 +20,7 @@
 
 use crate::auth::guard::Guard;
 use crate::auth::identity::{Identity, IdentityError, SessionSettings};
-use crate::auth::jwt::{Grants, SigningAlg, TokenError, TokenSettings, Tokens};
+use crate::auth::jwt::{Grants, SigningAlg, TokenError, TokenSettings, Tokens, TrustedIssuer};
 use crate::auth::keys::KeyService;
 use crate::auth::password::{Passwords, default_params};
 use crate::auth::static_key::StaticKey;
@@ -304,6 +304,7 @@ pub struct Builder {
     docs: DocSettings,
     hash_parallelism: Option<usize>,
     observer: Option<Arc<dyn Observer>>,
+    trusted: Vec<TrustedIssuer>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -371,6 +372,30 @@ impl Builder {
     /// Session settings (lifetimes, SameSite, further trusted origins).
     pub fn sessions(mut self, s: SessionSettings) -> Builder {
         self.sessions = s;
+        self
+    }
+
+    /// Accepts access tokens another issuer signed (Auth0, Keycloak,
+    /// Entra ID, …) on the `bearer` scheme, with the same verification as
+    /// the gateway's `[[tokens.trusted_issuers]]`: keys by OpenID Connect
+    /// discovery, a JWKS URL or a file, cached, refetched on an unknown
+    /// `kid`, kept while the provider is down up to `stale_for`. Needs a
+    /// store (`.store(…)`, for the verification state the bearer scheme
+    /// shares with the service's own tokens). May be repeated.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), portcullis::service::BuildError> {
+    /// use portcullis::Portcullis;
+    /// use portcullis::auth::jwt::TrustedIssuer;
+    /// let pc = Portcullis::builder()
+    ///     .store("sqlite://portcullis.db")
+    ///     .trust_issuer(TrustedIssuer::discover("https://login.example.com").audience("api"))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn trust_issuer(mut self, issuer: TrustedIssuer) -> Builder {
+        self.trusted.push(issuer);
         self
     }
 
@@ -447,6 +472,21 @@ impl Builder {
                 "users need a store: call .store(\"sqlite://…\")".into(),
             ));
         }
+        if !self.trusted.is_empty() && self.store.is_none() {
+            return Err(BuildError::Config(
+                "trusted issuers need a store: call .store(\"sqlite://…\")".into(),
+            ));
+        }
+        for (i, t) in self.trusted.iter().enumerate() {
+            t.check()
+                .map_err(|e| BuildError::Config(format!("trusted issuer {}: {e}", t.issuer)))?;
+            if self.trusted[..i].iter().any(|o| o.issuer == t.issuer) {
+                return Err(BuildError::Config(format!(
+                    "trusted issuer {} is given twice; give one every audience it may name",
+                    t.issuer
+                )));
+            }
+        }
         let mut keys = None;
         let mut guard = match &self.store {
             Some(url) => {
@@ -460,7 +500,7 @@ impl Builder {
                     Some(verifier.clone()),
                 ));
                 let mut g = Guard::new(verifier.clone(), self.names.clone());
-                if self.users {
+                if self.users || !self.trusted.is_empty() {
                     let issuer = self
                         .issuer
                         .clone()
@@ -473,7 +513,7 @@ impl Builder {
                         alg: SigningAlg::EdDSA,
                         hs_secret: None,
                         leeway: 30,
-                        trusted: Vec::new(),
+                        trusted: self.trusted.clone(),
                         grants: Grants {
                             password: self.password_grant,
                             ..Grants::default()

@@ -10,7 +10,8 @@ use clap::Subcommand;
 use portcullis::auth::keys::{CreatedKey, KeyService};
 use portcullis::auth::specs::{KeyRequest, created_json};
 use portcullis::clock::SystemClock;
-use portcullis::store::{KeyFilter, KeyRecord, LastAdmin};
+use portcullis::store::{KeyFilter, KeyRecord, KeySettings, LastAdmin};
+use portcullis_core::Scopes;
 use portcullis_core::time::{parse_duration, rfc3339};
 use std::io::Write;
 
@@ -107,6 +108,25 @@ pub(super) enum KeysCmd {
     Enable {
         /// Key id.
         id: String,
+    },
+    /// Change a key's scopes, rate limit or uses; what is not given stays.
+    /// Running gateways apply it within 1 s.
+    Update {
+        /// Key id.
+        id: String,
+        /// The new scopes, comma- or space-separated (replacing the old).
+        #[arg(long)]
+        scopes: Option<String>,
+        /// The key's own rate limit, like 100/minute; `none` removes it.
+        #[arg(long)]
+        rate: Option<String>,
+        /// Uses left; `unlimited` removes the count.
+        #[arg(long)]
+        uses: Option<String>,
+        /// Change it even if it is the last active admin key (which
+        /// otherwise keeps the admin scope and unlimited uses).
+        #[arg(long)]
+        force_last_admin: bool,
     },
 }
 
@@ -264,6 +284,53 @@ pub(super) async fn run(cfg: &Config, cmd: KeysCmd) -> Result<()> {
         KeysCmd::Enable { id } => {
             let k = svc.set_disabled("cli", &id, false).await?;
             eprintln!("enabled {} ({})", k.id, k.prefix);
+        }
+        KeysCmd::Update {
+            id,
+            scopes,
+            rate,
+            uses,
+            force_last_admin,
+        } => {
+            if scopes.is_none() && rate.is_none() && uses.is_none() {
+                return Err(UsageError(
+                    "keys update: give at least one of --scopes, --rate, --uses".into(),
+                )
+                .into());
+            }
+            let mut settings = KeySettings::default();
+            if let Some(s) = scopes {
+                settings.scopes = Some(
+                    Scopes::parse(&s.replace(',', " "))
+                        .map_err(|e| UsageError(format!("--scopes: {e}")))?,
+                );
+            }
+            if let Some(r) = rate {
+                settings.rate_limit = Some((r != "none").then_some(r));
+            }
+            if let Some(u) = uses {
+                settings.remaining_uses = Some(match u.as_str() {
+                    "unlimited" => None,
+                    n => Some(n.parse::<i64>().map_err(|_| {
+                        UsageError(format!(
+                            "--uses: {n:?} is not a whole number or `unlimited`"
+                        ))
+                    })?),
+                });
+            }
+            let k = svc
+                .update("cli", &id, &settings, last_admin(force_last_admin))
+                .await
+                .map_err(key_err)?;
+            eprintln!(
+                "updated {} ({}): scopes {:?}, rate limit {}, uses {}; running gateways apply it within 1 s",
+                k.id,
+                k.prefix,
+                k.scopes,
+                k.rate_limit.as_deref().unwrap_or("the route's"),
+                k.remaining_uses
+                    .map_or("unlimited".to_owned(), |n| n.to_string())
+            );
         }
         KeysCmd::Rotate { id, grace, json } => {
             let grace = parse_duration(&grace).map_err(|e| UsageError(format!("--grace: {e}")))?;

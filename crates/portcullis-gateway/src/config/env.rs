@@ -19,6 +19,7 @@ const SECTIONS: &[&str] = &[
     "tls",
     "cors",
     "security_headers",
+    "metrics",
 ];
 
 /// Refuses `PORTCULLIS_*` variables Portcullis does not read: a typo

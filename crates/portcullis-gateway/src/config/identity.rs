@@ -4,7 +4,9 @@
 use super::value::{dur, secs};
 use super::{ConfigError, cerr};
 use portcullis::auth::identity::SessionSettings;
-use portcullis::auth::jwt::{Grants, JwksSource, SigningAlg, TokenSettings, TrustedIssuer};
+use portcullis::auth::jwt::{
+    Grants, JwksSource, ScopeClaim, SigningAlg, TokenSettings, TrustedIssuer,
+};
 use portcullis::auth::throttle::ThrottleSettings;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -34,14 +36,49 @@ impl RawTokens {
     }
 }
 
+/// One `[[tokens.trusted_issuers]]`: keys from OpenID Connect discovery
+/// (`issuer` alone), a `jwks_url` or a `jwks_file`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTrustedIssuer {
     issuer: String,
-    audience: String,
-    jwks_file: String,
+    audience: OneOrMany,
+    jwks_file: Option<String>,
+    jwks_url: Option<String>,
     algorithms: Vec<String>,
+    /// The older name of `kid_refetch_interval`.
     refetch_interval: Option<String>,
+    kid_refetch_interval: Option<String>,
+    min_refresh: Option<String>,
+    max_refresh: Option<String>,
+    stale_for: Option<String>,
+    required_claims: Option<Vec<String>>,
+    /// Claim name → accepted values (a string or a list).
+    allowed_claims: Option<std::collections::BTreeMap<String, OneOrMany>>,
+    leeway: Option<String>,
+    subject_claim: Option<String>,
+    scope_claim: Option<String>,
+    typ: Option<OneOrMany>,
+    ca_file: Option<String>,
+    danger_allow_http: Option<bool>,
+    connect_timeout: Option<String>,
+    fetch_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn list(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -190,43 +227,19 @@ fn tokens(
     }
     let mut trusted = Vec::new();
     for (i, ti) in t.trusted_issuers.iter().enumerate() {
-        let at = |k: &str| format!("tokens.trusted_issuers[{i}].{k}");
-        if ti.issuer == issuer {
-            return Err(cerr(at("issuer"), "is this gateway's own issuer"));
+        let ti = trusted_issuer(i, ti, &issuer)?;
+        // Tokens are routed to an issuer's keys by their `iss`: two
+        // entries for one issuer would leave one of them unused.
+        if trusted
+            .iter()
+            .any(|t: &TrustedIssuer| t.issuer == ti.issuer)
+        {
+            return Err(cerr(
+                format!("tokens.trusted_issuers[{i}].issuer"),
+                "is listed twice; give one entry every audience it may name",
+            ));
         }
-        let mut algorithms = Vec::new();
-        for a in &ti.algorithms {
-            let alg = match a.as_str() {
-                "EdDSA" => jsonwebtoken::Algorithm::EdDSA,
-                "RS256" => jsonwebtoken::Algorithm::RS256,
-                "RS384" => jsonwebtoken::Algorithm::RS384,
-                "RS512" => jsonwebtoken::Algorithm::RS512,
-                "PS256" => jsonwebtoken::Algorithm::PS256,
-                _ => {
-                    return Err(cerr(
-                        at("algorithms"),
-                        format!(
-                            "{a:?}: a trusted issuer's keys must be asymmetric: EdDSA, RS256, RS384, RS512 or PS256"
-                        ),
-                    ));
-                }
-            };
-            algorithms.push(alg);
-        }
-        if algorithms.is_empty() {
-            return Err(cerr(at("algorithms"), "name at least one algorithm"));
-        }
-        trusted.push(TrustedIssuer {
-            issuer: ti.issuer.clone(),
-            audience: ti.audience.clone(),
-            algorithms,
-            source: JwksSource::File(ti.jwks_file.clone().into()),
-            refetch_interval: dur(
-                &at("refetch_interval"),
-                &ti.refetch_interval,
-                Duration::from_secs(60),
-            )?,
-        });
+        trusted.push(ti);
     }
     Ok(TokenSettings {
         issuer,
@@ -311,4 +324,125 @@ fn brute_force(b: &RawBruteForce) -> Result<(ThrottleSettings, usize), ConfigErr
         .hash_parallelism
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     Ok((throttle, hash_parallelism.max(1)))
+}
+
+fn trusted_issuer(
+    i: usize,
+    ti: &RawTrustedIssuer,
+    own_issuer: &str,
+) -> Result<TrustedIssuer, ConfigError> {
+    let at = |k: &str| format!("tokens.trusted_issuers[{i}].{k}");
+    if ti.issuer == own_issuer {
+        return Err(cerr(at("issuer"), "is this gateway's own issuer"));
+    }
+    let mut algorithms = Vec::new();
+    for a in &ti.algorithms {
+        use jsonwebtoken::Algorithm as A;
+        let alg = match a.as_str() {
+            "EdDSA" => A::EdDSA,
+            "RS256" => A::RS256,
+            "RS384" => A::RS384,
+            "RS512" => A::RS512,
+            "PS256" => A::PS256,
+            "PS384" => A::PS384,
+            "PS512" => A::PS512,
+            "ES256" => A::ES256,
+            "ES384" => A::ES384,
+            _ => {
+                return Err(cerr(
+                    at("algorithms"),
+                    format!(
+                        "{a:?}: a trusted issuer's keys must be asymmetric: EdDSA, RS256, RS384, RS512, PS256, PS384, PS512, ES256 or ES384 (never HS* or none)"
+                    ),
+                ));
+            }
+        };
+        algorithms.push(alg);
+    }
+    let source = match (&ti.jwks_file, &ti.jwks_url) {
+        (Some(_), Some(_)) => {
+            return Err(cerr(
+                at("jwks_url"),
+                "set jwks_url or jwks_file, not both (or neither, for OpenID Connect discovery at the issuer)",
+            ));
+        }
+        (Some(f), None) => JwksSource::File(f.into()),
+        (None, Some(u)) => JwksSource::Url(u.clone()),
+        (None, None) => JwksSource::Discover,
+    };
+    if ti.refetch_interval.is_some() && ti.kid_refetch_interval.is_some() {
+        return Err(cerr(
+            at("kid_refetch_interval"),
+            "refetch_interval is its older name; set one",
+        ));
+    }
+    let network = !matches!(source, JwksSource::File(_));
+    let only_network = [
+        ("ca_file", ti.ca_file.is_some()),
+        ("danger_allow_http", ti.danger_allow_http.is_some()),
+        ("min_refresh", ti.min_refresh.is_some()),
+        ("max_refresh", ti.max_refresh.is_some()),
+        ("stale_for", ti.stale_for.is_some()),
+        ("connect_timeout", ti.connect_timeout.is_some()),
+        ("fetch_timeout", ti.fetch_timeout.is_some()),
+    ];
+    if !network && let Some((k, _)) = only_network.iter().find(|(_, set)| *set) {
+        return Err(cerr(
+            at(k),
+            "only used when keys come over the network (jwks_url or discovery), not with jwks_file",
+        ));
+    }
+    let mut t = TrustedIssuer::jwks_file(&ti.issuer, "");
+    t.source = source;
+    t.audiences = ti.audience.list();
+    t.algorithms = algorithms;
+    let refetch = ti
+        .kid_refetch_interval
+        .clone()
+        .or(ti.refetch_interval.clone());
+    t.refetch_interval = dur(&at("kid_refetch_interval"), &refetch, t.refetch_interval)?;
+    t.min_refresh = dur(&at("min_refresh"), &ti.min_refresh, t.min_refresh)?;
+    t.max_refresh = dur(&at("max_refresh"), &ti.max_refresh, t.max_refresh)?;
+    t.stale_for = dur(&at("stale_for"), &ti.stale_for, t.stale_for)?;
+    t.connect_timeout = dur(
+        &at("connect_timeout"),
+        &ti.connect_timeout,
+        t.connect_timeout,
+    )?;
+    t.fetch_timeout = dur(&at("fetch_timeout"), &ti.fetch_timeout, t.fetch_timeout)?;
+    if t.connect_timeout.is_zero() || t.fetch_timeout.is_zero() {
+        return Err(cerr(at("fetch_timeout"), "timeouts must be above zero"));
+    }
+    if let Some(l) = &ti.leeway {
+        t.leeway = Some(secs(&at("leeway"), &Some(l.clone()), 0)?);
+    }
+    t.required_claims = ti.required_claims.clone().unwrap_or_default();
+    t.allowed_claims = ti
+        .allowed_claims
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.list()))
+        .collect();
+    if let Some(sc) = &ti.subject_claim {
+        t.subject_claim = sc.clone();
+    }
+    if let Some(sc) = &ti.scope_claim {
+        t.scope_claim = ScopeClaim::parse(sc).ok_or_else(|| {
+            cerr(
+                at("scope_claim"),
+                "must name a claim (scope, scp, permissions or another)",
+            )
+        })?;
+    }
+    if let Some(typ) = &ti.typ {
+        t.typ = typ.list();
+    }
+    t.ca_file = ti.ca_file.clone().map(Into::into);
+    t.danger_allow_http = ti.danger_allow_http.unwrap_or(false);
+    // The field names in the library's messages are the config keys.
+    t.check().map_err(|e| {
+        let (k, m) = e.split_once(": ").unwrap_or(("issuer", e.as_str()));
+        cerr(at(k), m.to_owned())
+    })?;
+    Ok(t)
 }

@@ -16,7 +16,9 @@
 //!   (checked by [`tls::parse`], which is given them, so that the section's
 //!   errors keep their order).
 
+mod analytics;
 mod cache;
+mod console;
 mod cors;
 mod credentials;
 mod env;
@@ -24,6 +26,7 @@ mod error;
 mod explain;
 mod identity;
 mod log;
+mod metrics;
 #[cfg(test)]
 mod props;
 mod ratelimit;
@@ -44,10 +47,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub use console::ConsoleConfig;
 pub use error::ConfigError;
 pub use explain::explain;
 pub use identity::IdentityConfig;
 pub use log::LogFormat;
+pub use metrics::MetricsConfig;
 pub use ratelimit::RateLimitConfig;
 pub use routes::{Route, Upstream};
 pub use security_headers::SecurityHeaders;
@@ -121,6 +126,12 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// Rate limiting.
     pub rate_limit: RateLimitConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
+    /// Per-key analytics; `None` when `[analytics] enabled = false`.
+    pub analytics: Option<portcullis::analytics::AnalyticsConfig>,
+    /// The admin console.
+    pub console: ConsoleConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +163,12 @@ struct RawConfig {
     cors: Option<cors::RawCors>,
     #[serde(default)]
     security_headers: security_headers::RawSecurityHeaders,
+    #[serde(default)]
+    metrics: metrics::RawMetrics,
+    #[serde(default)]
+    analytics: analytics::RawAnalytics,
+    #[serde(default)]
+    console: console::RawConsole,
 }
 
 /// Reads a config file (or the built-in defaults when `path` is `None`),
@@ -230,6 +247,9 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
         listeners.listen,
         env,
     )?;
+    let metrics = metrics::parse(&raw.metrics, listeners.listen, listeners.admin_listen)?;
+    let analytics = analytics::parse(&raw.analytics)?;
+    let console = console::parse(&raw.console)?;
     Ok(Config {
         listen: listeners.listen,
         admin_listen: listeners.admin_listen,
@@ -262,6 +282,9 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
         routes,
         identity,
         rate_limit,
+        metrics,
+        analytics,
+        console,
     })
 }
 

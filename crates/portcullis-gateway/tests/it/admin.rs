@@ -552,3 +552,141 @@ fn short_lived_admin_keys_do_not_make_the_last_lasting_one_removable() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// `PATCH /admin/v1/keys/{id}` and `keys update`: each setting given is
+/// replaced, the rest kept; the running gateway applies it; bad values
+/// are 422 with a detail; the last admin key keeps its scope; a revoked
+/// key is 404.
+#[test]
+fn key_settings_change_through_the_api_and_the_cli() {
+    let env = Env::new(
+        "[[routes]]\npath = \"/data\"\nupstream = \"demo\"\nauth = [\"api_key_header\"]\nscopes = [\"data:read\"]\n",
+    );
+    let admin = env.init();
+    let key = env.create_key(&["--name", "svc", "--scopes", "other"]);
+    let _srv = env.serve();
+    let c = client();
+    let id = id_of(&env, &admin, &key);
+    let url = env.admin_url(&format!("/admin/v1/keys/{id}"));
+    let data = |k: &str| {
+        c.get(env.url("/data"))
+            .header("X-API-Key", k)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(data(&key), 403);
+
+    let r = c
+        .patch(&url)
+        .header("X-API-Key", &admin)
+        .json(&json!({"scopes": ["data:read"], "uses": 2}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["scopes"], "data:read");
+    assert_eq!(v["remaining_uses"], 2);
+    assert!(v["rate_limit"].is_null());
+    // The gateway applies it (the change log, as for a revocation).
+    within(std::time::Duration::from_secs(5), || data(&key) == 200)
+        .expect("the new scope never reached the gateway");
+
+    // Left out: kept; null: removed.
+    let v: Value = c
+        .patch(&url)
+        .header("X-API-Key", &admin)
+        .json(&json!({"rate_limit": "5/minute"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        (v["scopes"].as_str(), v["rate_limit"].as_str()),
+        (Some("data:read"), Some("5/minute"))
+    );
+    let v: Value = c
+        .patch(&url)
+        .header("X-API-Key", &admin)
+        .json(&json!({"rate_limit": null, "uses": null}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        v["rate_limit"].is_null() && v["remaining_uses"].is_null(),
+        "{v}"
+    );
+
+    // Bad values: 422 with a detail, nothing changed.
+    for body in [
+        json!({"uses": 0}),
+        json!({"uses": 1.5}),
+        json!({"rate_limit": "lots"}),
+        json!({"scopes": ["bad scope"]}),
+        json!({"scopes": null}),
+        json!({"colour": "red"}),
+    ] {
+        let r = c
+            .patch(&url)
+            .header("X-API-Key", &admin)
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 422, "{body}");
+        let p: Value = r.json().unwrap();
+        assert!(
+            p["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{body}: {p}"
+        );
+    }
+
+    // The last admin key keeps its admin scope.
+    let admin_id = id_of(&env, &admin, &admin);
+    let r = c
+        .patch(env.admin_url(&format!("/admin/v1/keys/{admin_id}")))
+        .header("X-API-Key", &admin)
+        .json(&json!({"scopes": ["data:read"]}))
+        .send()
+        .unwrap();
+    assert_last_admin(r, "PATCH scopes of the last admin key");
+
+    // The CLI: the same change, one line on stderr; bad input exits 2.
+    let out = env.cli(&[
+        "keys",
+        "update",
+        &id,
+        "--scopes",
+        "other",
+        "--uses",
+        "unlimited",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    within(std::time::Duration::from_secs(5), || data(&key) == 403)
+        .expect("the CLI's change never reached the gateway");
+    let out = env.cli(&["keys", "update", &id, "--uses", "many"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env.cli(&["keys", "update", &id]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // Revoked: gone to this API.
+    let r = c.delete(&url).header("X-API-Key", &admin).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .patch(&url)
+        .header("X-API-Key", &admin)
+        .json(&json!({"uses": 3}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

@@ -14,260 +14,20 @@
 //! set (CI sets it), when it fails.
 
 use crate::harness::*;
+use crate::webdriver::{Browser, browser_available};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const PASSWORD: &str = "correct horse battery staple";
 const SESSION: &str = "__Host-portcullis_session";
 const CSRF: &str = "__Host-portcullis_csrf";
-/// How long to wait for anything asynchronous (a log line, a navigation,
-/// a message from a frame). Generous: nothing here asserts on timing.
+/// How long to wait for anything asynchronous (a log line, a message
+/// from a frame). Generous: nothing here asserts on timing.
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Whether the browser can run; skips (false) only when it is missing and
-/// REQUIRE_BROWSER_TESTS is unset.
-fn browser_available() -> bool {
-    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
-        .into_iter()
-        .filter(|p| !Path::new(p).exists())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let required = std::env::var_os("REQUIRE_BROWSER_TESTS").is_some_and(|v| !v.is_empty());
-    assert!(
-        !required,
-        "REQUIRE_BROWSER_TESTS is set but {} missing: run scripts/install-test-deps.sh (Debian chromium, chromium-driver)",
-        missing.join(" and ")
-    );
-    eprintln!(
-        "SKIPPED browser test: {} missing (run scripts/install-test-deps.sh to install Debian chromium and chromium-driver; set REQUIRE_BROWSER_TESTS=1 to make this a failure)",
-        missing.join(" and ")
-    );
-    false
-}
-
-// --- WebDriver ---------------------------------------------------------------
-
-/// chromedriver on a free port with one Chromium session. Ends the session
-/// and the driver on drop.
-struct Browser {
-    driver: Child,
-    base: String,
-    session: String,
-    http: reqwest::blocking::Client,
-    dir: tempfile::TempDir,
-}
-
-impl Browser {
-    fn start() -> Browser {
-        // reqwest is built without a default TLS provider; it wants one
-        // even for chromedriver's plain HTTP.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(90))
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let profile = dir.path().join("profile");
-        std::fs::create_dir(&profile).unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("chromedriver.log")).unwrap();
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {CHROMEDRIVER}: {e}"));
-        let mut b = Browser {
-            driver,
-            base: format!("http://127.0.0.1:{port}"),
-            session: String::new(),
-            http,
-            dir,
-        };
-        let ready = within(Duration::from_secs(20), || {
-            b.http
-                .get(format!("{}/status", b.base))
-                .send()
-                .ok()
-                .and_then(|r| r.json::<Value>().ok())
-                .is_some_and(|v| v["value"]["ready"] == true)
-        });
-        assert!(
-            ready.is_some(),
-            "chromedriver did not become ready: {}",
-            b.driver_log()
-        );
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "timeouts": {"script": 30_000, "pageLoad": 30_000},
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless=new",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--disable-dev-shm-usage",
-                    format!("--user-data-dir={}", profile.display()),
-                    "--host-resolver-rules=MAP api.test 127.0.0.1, MAP app.test 127.0.0.1, MAP evil.test 127.0.0.1",
-                    "--ignore-certificate-errors",
-                ],
-            },
-        }}});
-        let r = b
-            .http
-            .post(format!("{}/session", b.base))
-            .json(&caps)
-            .send()
-            .unwrap();
-        let st = r.status();
-        let v: Value = r.json().unwrap_or(Value::Null);
-        let id = v["value"]["sessionId"].as_str().unwrap_or_default();
-        assert!(
-            st.is_success() && !id.is_empty(),
-            "new WebDriver session: {st} {v}\n{}",
-            b.driver_log()
-        );
-        b.session = id.to_owned();
-        b
-    }
-
-    fn driver_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("chromedriver.log")).unwrap_or_default()
-    }
-
-    /// One command on the session; its `value`, or the WebDriver error.
-    fn try_cmd(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, String> {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let mut rb = self.http.request(method.clone(), &url);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        } else if method == reqwest::Method::POST {
-            rb = rb.json(&json!({}));
-        }
-        let r = rb.send().map_err(|e| format!("{method} {path}: {e}"))?;
-        let st = r.status();
-        let v: Value = r
-            .json()
-            .map_err(|e| format!("{method} {path}: {st}, not JSON: {e}"))?;
-        if st.is_success() {
-            Ok(v["value"].clone())
-        } else {
-            Err(format!("{method} {path}: {st} {v}"))
-        }
-    }
-
-    fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        self.try_cmd(method, path, body)
-            .unwrap_or_else(|e| panic!("WebDriver {e}"))
-    }
-
-    fn goto(&self, url: &str) {
-        self.cmd(reqwest::Method::POST, "/url", Some(json!({"url": url})));
-    }
-
-    fn current_url(&self) -> String {
-        self.cmd(reqwest::Method::GET, "/url", None)
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    /// Runs `body` as the body of an async function called with `args`
-    /// (`arguments[0]`…), returning what it returns. A throw is a failure
-    /// of the test's script, not a finding: scenarios catch what they
-    /// expect.
-    fn run(&self, body: &str, args: &[Value]) -> Value {
-        let script = format!(
-            "const done = arguments[arguments.length - 1];\n\
-             const args = Array.prototype.slice.call(arguments, 0, arguments.length - 1);\n\
-             (async function () {{\n{body}\n}}).apply(null, args).then(\n\
-               (v) => done({{ok: true, value: v === undefined ? null : v}}),\n\
-               (e) => done({{ok: false, error: String((e && e.stack) || e)}}));"
-        );
-        let v = self.cmd(
-            reqwest::Method::POST,
-            "/execute/async",
-            Some(json!({"script": script, "args": args})),
-        );
-        assert!(v["ok"] == true, "the test's script threw: {v}\n{body}");
-        v["value"].clone()
-    }
-
-    /// Synchronous script, for reading the page.
-    fn eval(&self, expr: &str) -> Value {
-        self.cmd(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({"script": format!("return {expr};"), "args": []})),
-        )
-    }
-
-    fn cookies(&self) -> Vec<Value> {
-        self.cmd(reqwest::Method::GET, "/cookie", None)
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Waits until the page is at a URL starting with `prefix` and loaded;
-    /// returns the document's text.
-    fn wait_for_page(&self, prefix: &str) -> String {
-        let mut last = String::new();
-        let ok = within(WAIT, || {
-            last = self.current_url();
-            last.starts_with(prefix)
-                && self
-                    .try_cmd(
-                        reqwest::Method::POST,
-                        "/execute/sync",
-                        Some(json!({"script": "return document.readyState;", "args": []})),
-                    )
-                    .is_ok_and(|v| v == "complete")
-        });
-        assert!(
-            ok.is_some(),
-            "the browser did not reach {prefix}: it is at {last}"
-        );
-        self.eval("document.body ? document.body.innerText : ''")
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        if !self.session.is_empty() {
-            let _ = self
-                .http
-                .delete(format!("{}/session/{}", self.base, self.session))
-                .send();
-        }
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
 
 // --- The page server -----------------------------------------------------------
 
@@ -504,7 +264,7 @@ auth = []
 
 #[test]
 fn browser_cors_sessions_csrf_and_hosts() {
-    if !browser_available() {
+    if !browser_available("browser test") {
         return;
     }
     let started = Instant::now();
@@ -551,7 +311,11 @@ fn browser_cors_sessions_csrf_and_hosts() {
         ),
     );
 
-    let b = Browser::start();
+    let b = Browser::start(&[
+        "--disable-quic",
+        "--host-resolver-rules=MAP api.test 127.0.0.1, MAP app.test 127.0.0.1, MAP evil.test 127.0.0.1",
+        "--ignore-certificate-errors",
+    ]);
 
     // 1. The allowed origin reads /data with the key, and an exposed header.
     b.goto(&format!("{app}/blank"));
@@ -634,7 +398,8 @@ return null;
 
     // 4. Same-origin page (through /app/**): login, then CSRF.
     b.goto(&format!("{api}/app/page"));
-    let text = b.wait_for_page(&format!("{api}/app/page"));
+    b.wait_for(&format!("{api}/app/page"));
+    let text = b.text();
     assert!(
         text.contains("portcullis browser test page"),
         "4. /app/page through the gateway: {text}"
@@ -720,7 +485,8 @@ return null;
     let posts_before = count(&srv, "POST", "/orders", None);
     let posts_ok = count(&srv, "POST", "/orders", Some(200));
     b.goto(&format!("{evil}/form"));
-    let text = b.wait_for_page(&format!("{api}/orders"));
+    b.wait_for(&format!("{api}/orders"));
+    let text = b.text();
     assert!(
         text.contains("not_authenticated") || text.contains("csrf_failed"),
         "6. the browser shows no refusal after the cross-site form POST: {text}"
@@ -748,7 +514,8 @@ return null;
     let health_before = count(&srv, "GET", "/healthz", None);
     let ip_url = format!("https://127.0.0.1:{}/healthz", env.port);
     b.goto(&ip_url);
-    let text = b.wait_for_page(&ip_url);
+    b.wait_for(&ip_url);
+    let text = b.text();
     assert!(
         text.contains("Invalid host header"),
         "7. Host 127.0.0.1: {text}"

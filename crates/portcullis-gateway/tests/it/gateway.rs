@@ -908,3 +908,139 @@ fn config_check_reads_the_files_serve_reads() {
         "{err}"
     );
 }
+
+/// W3C Trace Context: a client's valid `traceparent` is continued (same
+/// trace, a new span for this hop, its `tracestate` kept); a malformed or
+/// repeated one starts a new trace and its `tracestate` is dropped; the
+/// JSON access log names the trace and the span the upstream was given.
+#[test]
+fn trace_context_is_continued_or_started_and_logged() {
+    let up = upstream();
+    let env = Env::new(&format!(
+        "[[routes]]\npath = \"/t\"\nupstream = \"http://{}\"\n",
+        up.addr
+    ));
+    let srv = env.serve();
+    let c = client();
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let seen = |b: &serde_json::Value, h: &str| -> Vec<String> {
+        b["headers"][h]
+            .as_array()
+            .map(|a| a.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default()
+    };
+    let parse = |tp: &str| -> (String, String, String) {
+        let f: Vec<&str> = tp.split('-').collect();
+        assert_eq!(f.len(), 4, "{tp}");
+        assert_eq!(
+            (f[0], f[1].len(), f[2].len(), f[3].len()),
+            ("00", 32, 16, 2),
+            "{tp}"
+        );
+        (f[1].to_owned(), f[2].to_owned(), f[3].to_owned())
+    };
+
+    // Continued.
+    let b: serde_json::Value = c
+        .get(env.url("/t"))
+        .header("traceparent", parent)
+        .header("tracestate", "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let tp = seen(&b, "traceparent");
+    assert_eq!(tp.len(), 1, "{b}");
+    let (trace, span, flags) = parse(&tp[0]);
+    assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_ne!(span, "00f067aa0ba902b7", "this hop is a new span");
+    assert_eq!(flags, "01");
+    assert_eq!(
+        seen(&b, "tracestate"),
+        ["rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"]
+    );
+    assert_eq!(seen(&b, "x-request-id").len(), 1, "beside X-Request-Id");
+
+    // Malformed (uppercase hex), repeated, or absent: a new trace, and a
+    // client's tracestate does not travel without its traceparent.
+    let bad = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01";
+    for sent in [vec![bad], vec![parent, parent], vec![]] {
+        let mut rq = c.get(env.url("/t")).header("tracestate", "rojo=1");
+        for v in &sent {
+            rq = rq.header("traceparent", *v);
+        }
+        let b: serde_json::Value = rq.send().unwrap().json().unwrap();
+        let tp = seen(&b, "traceparent");
+        assert_eq!(tp.len(), 1, "{sent:?}: {b}");
+        let (trace, _, flags) = parse(&tp[0]);
+        assert_ne!(trace, "4bf92f3577b34da6a3ce929d0e0e4736", "{sent:?}");
+        assert_ne!(trace, "0".repeat(32));
+        assert_eq!(
+            flags, "01",
+            "a new trace is sampled: every request is logged"
+        );
+        assert!(seen(&b, "tracestate").is_empty(), "{sent:?}: {b}");
+    }
+
+    // The access log names the same trace and span the upstream got.
+    let log = srv.stop();
+    let line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["target"] == "portcullis::access" && v["trace_id"] == trace)
+        .unwrap_or_else(|| panic!("no access line for the trace\n{log}"));
+    assert_eq!(line["span_id"], span.as_str(), "{line}");
+}
+
+/// The cookies only Portcullis reads (the admin console's session, the
+/// gateway's session and CSRF cookies) never reach an upstream, on any
+/// route: a browser sends them to every port of the host. And an
+/// upstream cannot set them.
+#[test]
+fn portcullis_cookies_never_reach_an_upstream_and_an_upstream_cannot_set_them() {
+    let up = upstream();
+    // An upstream that answers with Set-Cookie lines of every kind.
+    let setter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let setter_addr = setter.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in setter.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\
+                  set-cookie: __Host-portcullis_console=v1.planted; Path=/; Secure\r\n\
+                  set-cookie: __Host-portcullis_session=planted; Path=/; Secure\r\n\
+                  set-cookie: __Host-portcullis_csrf=planted; Path=/; Secure\r\n\
+                  set-cookie: app=1; Path=/\r\n\r\nok",
+            );
+        }
+    });
+    let env = Env::new(&format!(
+        "[[routes]]\npath = \"/open\"\nupstream = \"http://{}\"\n\n[[routes]]\npath = \"/sets\"\nupstream = \"http://{}\"\n",
+        up.addr, setter_addr
+    ));
+    let _srv = env.serve();
+    let c = client();
+    let b: serde_json::Value = c
+        .get(env.url("/open"))
+        .header(
+            "cookie",
+            "__Host-portcullis_console=v1.key_x.s.1.1.tag; app=1; __Host-portcullis_session=s; __Host-portcullis_csrf=t",
+        )
+        .header("cookie", "__Host-portcullis_console=second-line")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(b["headers"]["cookie"], serde_json::json!(["app=1"]), "{b}");
+
+    let r = c.get(env.url("/sets")).send().unwrap();
+    let set: Vec<&str> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(set, ["app=1; Path=/"]);
+}

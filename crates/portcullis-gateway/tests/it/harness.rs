@@ -102,7 +102,12 @@ impl Env {
     ) -> Env {
         crypto_provider();
         let port = free_port();
-        let admin_port = free_port();
+        // Two free ports asked for in a row can be the same one (the
+        // first was released before the second was chosen).
+        let mut admin_port = free_port();
+        while admin_port == port {
+            admin_port = free_port();
+        }
         let cfg = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\nshutdown_grace = \"5s\"\nheader_read_timeout = \"2s\"\n{server}\n\n[store]\nurl = \"{store_url}\"\n{store}\n\n[log]\nlevel = \"trace\"\n\n{extra}\n",
         );

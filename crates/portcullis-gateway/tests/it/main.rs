@@ -8,8 +8,11 @@
 mod harness;
 
 mod admin;
+mod analytics;
 mod boundary;
 mod browser;
+mod caddy;
+mod console;
 mod cors;
 mod docs;
 mod fault_proxy;
@@ -17,14 +20,18 @@ mod gateway;
 mod hostile;
 mod hostile_clients;
 mod logs;
+mod metrics;
 mod nginx;
 mod oauth;
+mod oidc;
 mod openapi;
+mod optional;
 mod ratelimit;
 mod redis;
 // The private Postgres cluster, the library's helper.
 #[path = "../../../portcullis/tests/it/pg_server.rs"]
 mod pg_server;
+mod proxies;
 // One helper for both crates' tests: the library's.
 #[path = "../../../portcullis/tests/it/redis_server.rs"]
 mod redis_server;
@@ -33,3 +40,5 @@ mod secrets;
 mod sessions;
 mod store_copy;
 mod tls;
+mod traefik;
+mod webdriver;

@@ -198,11 +198,11 @@ fn bearer(env: &Env, path: &str, token: &str) -> Response {
         .unwrap()
 }
 
-fn status_of(env: &Env, path: &str, token: &str) -> u16 {
+pub fn status_of(env: &Env, path: &str, token: &str) -> u16 {
     bearer(env, path, token).status().as_u16()
 }
 
-fn kid(token: &str) -> String {
+pub fn kid(token: &str) -> String {
     jsonwebtoken::decode_header(token)
         .unwrap()
         .kid

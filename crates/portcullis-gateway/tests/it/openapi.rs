@@ -556,6 +556,15 @@ fn admin_openapi_document_is_served_valid_and_true_to_the_api() {
         Body::Json(json!({"grace": "1h"})),
     );
     assert_eq!(s, 201);
+    let (s, k) = api.call(
+        "patch",
+        key,
+        &one,
+        Auth::Header,
+        Body::Json(json!({"scopes": ["data:read"], "rate_limit": null, "uses": 5})),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(k["remaining_uses"], 5);
     for action in ["disable", "enable"] {
         let (s, k) = api.call(
             "post",
@@ -653,6 +662,61 @@ fn admin_openapi_document_is_served_valid_and_true_to_the_api() {
     );
     assert_eq!(s, 200);
     assert!(stats["store_key_lookups"].as_u64().unwrap() >= 1);
+
+    // …per-key usage (a revoked key is gone, as from GET /keys/{id})…
+    let usage = "/admin/v1/keys/{id}/usage";
+    let (s, live) = api.call(
+        "post",
+        keys,
+        keys,
+        Auth::Header,
+        Body::Json(json!({"name": "usage"})),
+    );
+    assert_eq!(s, 201);
+    let live = live["id"].as_str().unwrap().to_owned();
+    let (s, u) = api.call(
+        "get",
+        usage,
+        &format!("{keys}/{live}/usage?bucket=minute&from=0&to=3600"),
+        Auth::Header,
+        Body::None,
+    );
+    assert_eq!(s, 200);
+    assert_eq!(u["points"].as_array().unwrap().len(), 60);
+    for (path, status) in [
+        (format!("{keys}/key_nope/usage"), 404),
+        (format!("{keys}/{new_id}/usage"), 404),
+        (format!("{keys}/{id}/usage"), 404),
+        (format!("{keys}/{live}/usage?bucket=week"), 422),
+        (format!("{keys}/{live}/usage?from=9&to=9"), 422),
+    ] {
+        assert_eq!(
+            api.call("get", usage, &path, Auth::Header, Body::None).0,
+            status,
+            "{path}"
+        );
+    }
+    let overview = "/admin/v1/usage";
+    let (s, u) = api.call(
+        "get",
+        overview,
+        "/admin/v1/usage?order=refusals&limit=5",
+        Auth::Header,
+        Body::None,
+    );
+    assert_eq!(s, 200);
+    assert_eq!(u["order"], "refusals");
+    assert_eq!(
+        api.call(
+            "get",
+            overview,
+            "/admin/v1/usage?order=slowest",
+            Auth::Header,
+            Body::None
+        )
+        .0,
+        422
+    );
 
     // …users…
     let users = "/admin/v1/users";

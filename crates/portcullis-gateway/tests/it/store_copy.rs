@@ -11,7 +11,7 @@ use crate::pg_server::{PG_PASSWORD, PgServer};
 const ROUTES: &str =
     "[[routes]]\npath = \"/data\"\nupstream = \"demo\"\nauth = [\"api_key_header\"]\n";
 
-const TABLES: [&str; 8] = [
+const TABLES: [&str; 9] = [
     "api_keys",
     "users",
     "oauth_clients",
@@ -20,6 +20,7 @@ const TABLES: [&str; 8] = [
     "signing_keys",
     "secrets",
     "audit_events",
+    "usage",
 ];
 
 fn text(o: &std::process::Output) -> (String, String) {
@@ -75,15 +76,15 @@ fn store_copy_moves_a_sqlite_deployment_to_postgres() {
     assert!(o.status.success(), "{err}");
     let report = lines(&out);
     let names: Vec<&str> = report.iter().map(|l| l.0.as_str()).collect();
-    assert_eq!(names[..8], TABLES);
-    assert_eq!(names[8], "total");
+    assert_eq!(names[..9], TABLES);
+    assert_eq!(names[9], "total");
     let row = |t: &str| report.iter().find(|l| l.0 == t).unwrap().clone();
     // init's admin key, "kept" and "gone".
     assert_eq!((row("api_keys").1, row("api_keys").2), (3, 3));
     assert_eq!(row("users").1, 1);
     assert_eq!(row("oauth_clients").1, 1);
     let total = row("total");
-    assert_eq!(total.1, report[..8].iter().map(|l| l.1).sum::<u64>());
+    assert_eq!(total.1, report[..9].iter().map(|l| l.1).sum::<u64>());
     assert_eq!(total.1, total.2, "everything was new");
     assert!(report.iter().all(|l| l.3.len() == 64));
     assert!(err.contains("postgres://[REDACTED]@"), "{err}");
@@ -100,7 +101,7 @@ fn store_copy_moves_a_sqlite_deployment_to_postgres() {
     assert_eq!(j["new"], 0);
     assert_eq!(j["rows"], total.1);
     assert_eq!(j["sha256"], total.3.as_str());
-    assert_eq!(j["tables"].as_array().unwrap().len(), 8);
+    assert_eq!(j["tables"].as_array().unwrap().len(), TABLES.len());
     assert_eq!(j["tables"][0]["table"], "api_keys");
     assert!(j["to"].as_str().unwrap().contains("[REDACTED]"));
 

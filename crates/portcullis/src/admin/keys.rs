@@ -9,7 +9,7 @@ use crate::admin::rules;
 use crate::admin::schemas::{Guarded, JsonBody};
 use crate::auth::keys::KeyError;
 use crate::auth::specs::{KeyRequest, ScopeList, created_json};
-use crate::store::{ADMIN_SCOPE, KeyFilter, KeyRecord, LastAdmin};
+use crate::store::{ADMIN_SCOPE, KeyFilter, KeyRecord, KeySettings, LastAdmin};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -41,6 +41,11 @@ pub(crate) const ROUTES: &[Route] = &[
         method: Method::DELETE,
         path: "/admin/v1/keys/{id}",
         handler: |m| on(m, delete_key),
+    },
+    Route {
+        method: Method::PATCH,
+        path: "/admin/v1/keys/{id}",
+        handler: |m| on(m, update_key),
     },
     Route {
         method: Method::POST,
@@ -459,6 +464,109 @@ pub(crate) async fn enable_key(
     req: Request,
 ) -> Answer {
     record(st.keys.set_disabled(&actor(&req), &id, false).await)
+}
+
+fn rate_limit_or_null_schema() -> utoipa::openapi::Schema {
+    rules::RATE_LIMIT.schema(
+        true,
+        "The new rate-limit override (as in `POST /admin/v1/keys`); `null` removes it, so the route's limit applies; left out: unchanged.",
+    )
+}
+
+/// What to change on a key: each member given replaces that setting;
+/// members left out stay as they are.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateBody {
+    /// The new scopes (replacing the old ones). Not `null`.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
+    scopes: Option<ScopeList>,
+    /// Rate-limit override.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = rate_limit_or_null_schema)]
+    rate_limit: Option<Option<String>>,
+    /// Uses left, 1 to 2^53 - 1 (a number without a fraction); `null`:
+    /// unlimited; left out: unchanged.
+    #[serde(default, deserialize_with = "present_count")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 9007199254740991_i64)]
+    uses: Option<Option<i64>>,
+}
+
+/// A member that may be `null`: given (`Some`, its value or `None` for
+/// `null`) or left out (`None`, by `#[serde(default)]`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// [`present`] for a count, read as [`count`] reads one.
+fn present_count<'de, D>(d: D) -> Result<Option<Option<i64>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    match v {
+        None => Ok(Some(None)),
+        Some(v) => count(v).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Change a key's settings
+///
+/// Its scopes, rate-limit override and uses left, each replaced when
+/// given; the key and its id stay the same. Every gateway sharing the
+/// store applies the change within a second (revocation's path). Audited
+/// as `key.update`. The last active admin key keeps the `admin` scope and
+/// unlimited uses (409 `last_admin_key`).
+#[utoipa::path(
+    patch,
+    path = "/admin/v1/keys/{id}",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id (`key_…`)")),
+    request_body = UpdateBody,
+    responses(
+        (status = 200, description = "The key's record", body = crate::admin::schemas::Key),
+        (status = 404, description = "No key with that id, or the key is revoked (`resource_not_found`)", body = crate::admin::schemas::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The change would take the `admin` scope from, or put a number of uses on, the last active admin key (`last_admin_key`); or the key was revoked meanwhile (`conflict`)", body = crate::admin::schemas::Problem, content_type = "application/problem+json"),
+        JsonBody,
+        Guarded,
+    ),
+    security(("APIKeyHeader" = ["admin"]), ("HTTPBearer" = ["admin"]))
+)]
+pub(crate) async fn update_key(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Answer {
+    let actor = actor(&req);
+    let b: UpdateBody = read_json(req, false).await?;
+    if let Some(Some(r)) = &b.rate_limit {
+        rules::RATE_LIMIT.check("rate_limit", r).map_err(invalid)?;
+    }
+    let scopes = b.scopes.map(checked_scopes).transpose().map_err(invalid)?;
+    // A revoked key is gone to this API, as `GET` says (404).
+    if st.keys.show(&id).await.map_err(err)?.revoked_at.is_some() {
+        return Err(Refused::from(problem(
+            Problem::new(ErrorCode::ResourceNotFound)
+                .detail(format!("{id} is revoked; revocation is final")),
+        )));
+    }
+    // Members left out are left as they are, in the store's own write:
+    // a use spent meanwhile is not written back.
+    let settings = KeySettings {
+        scopes,
+        rate_limit: b.rate_limit,
+        remaining_uses: b.uses,
+    };
+    record(
+        st.keys
+            .update(&actor, &id, &settings, last_admin_rule(&st))
+            .await,
+    )
 }
 
 fn grace_schema() -> utoipa::openapi::Schema {

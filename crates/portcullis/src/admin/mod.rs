@@ -24,12 +24,13 @@ mod route;
 pub(crate) mod rules;
 mod schemas;
 mod status;
+mod usage;
 
 pub use route::AdminState;
 
 use crate::admin::request::Actor;
 use crate::admin::route::with_routes;
-use crate::auth::guard::{Head, Policy};
+use crate::auth::guard::{Head, Policy, insufficient_scope};
 use crate::http::rejection::problem_response;
 use crate::store::ADMIN_SCOPE;
 use axum::Router;
@@ -37,7 +38,7 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
-use portcullis_core::{Scheme, SchemeSet, Scopes};
+use portcullis_core::{PrincipalKind, Scheme, SchemeSet, Scopes};
 
 /// The admin router. Mount it on the admin listener.
 pub fn router(state: AdminState) -> Router {
@@ -58,6 +59,21 @@ async fn require_admin(State(st): State<AdminState>, mut req: Request, next: Nex
     };
     let head = Head::new(req.method(), req.headers(), req.uri().query());
     match st.guard.check(&policy, &head).await {
+        // Another identity provider's token, even one carrying an `admin`
+        // scope, never administers this gateway: whoever runs that
+        // provider (or any app it issues tokens to) is not our operator.
+        Ok(g)
+            if g.principal
+                .as_ref()
+                .is_some_and(|p| p.kind == PrincipalKind::External) =>
+        {
+            tracing::info!(
+                target: "portcullis::admin",
+                reason = "external_principal",
+                "admin request denied"
+            );
+            problem_response(&insufficient_scope(&policy.scopes), None)
+        }
         Ok(g) => {
             let actor = g.principal.map(|p| p.credential_id).unwrap_or_default();
             req.extensions_mut().insert(Actor(actor));

@@ -23,7 +23,7 @@ use crate::admin::schemas::{
     AuditEvent, BreakerState, Client, Key, NewClient, NewKey, OnBackendError, Problem,
     RateLimitBackend, User,
 };
-use crate::admin::{identity, keys, status};
+use crate::admin::{identity, keys, status, usage};
 use crate::http::rejection::problem_response;
 use axum::body::Body;
 use axum::extract::State;
@@ -53,7 +53,7 @@ const DEFAULT_HEADER: &str = "X-API-Key";
     info(
         title = "Portcullis admin API",
         version = env!("CARGO_PKG_VERSION"),
-        description = "Keys, users, OAuth2 clients, the audit trail, the rate limiter and the key cache of a Portcullis gateway. Served on the admin listener only. Every operation but this document requires a key holding the `admin` scope, in the API-key header or as `Authorization: Bearer`. Errors are `application/problem+json` (RFC 9457, with FastAPI's `detail` member).",
+        description = "Keys, users, OAuth2 clients, per-key usage, the audit trail, the rate limiter and the key cache of a Portcullis gateway. Served on the admin listener only. Every operation but this document requires a key holding the `admin` scope, in the API-key header or as `Authorization: Bearer`. Errors are `application/problem+json` (RFC 9457, with FastAPI's `detail` member).",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     paths(
@@ -65,6 +65,7 @@ const DEFAULT_HEADER: &str = "X-API-Key";
         crate::admin::keys::rotate_key,
         crate::admin::keys::disable_key,
         crate::admin::keys::enable_key,
+        crate::admin::keys::update_key,
         crate::admin::status::list_audit,
         crate::admin::status::rate_limit_status,
         crate::admin::status::stats,
@@ -77,11 +78,14 @@ const DEFAULT_HEADER: &str = "X-API-Key";
         crate::admin::identity::list_clients,
         crate::admin::identity::create_client,
         crate::admin::identity::revoke_client,
+        crate::admin::usage::key_usage,
+        crate::admin::usage::usage_overview,
         openapi_json,
     ),
     components(schemas(
         Problem,
         crate::admin::keys::RotateBody,
+        crate::admin::keys::UpdateBody,
         Key,
         NewKey,
         AuditEvent,
@@ -99,6 +103,7 @@ const DEFAULT_HEADER: &str = "X-API-Key";
         (name = "stats", description = "The key caches and the store lookups"),
         (name = "users", description = "Users who sign in with a password"),
         (name = "clients", description = "OAuth2 clients"),
+        (name = "usage", description = "Per-key analytics: outcome counts over time"),
         (name = "meta", description = "This document")
     )
 )]
@@ -184,6 +189,7 @@ pub(crate) fn handler_routes() -> impl Iterator<Item = &'static Route> {
         .iter()
         .chain(status::ROUTES)
         .chain(identity::ROUTES)
+        .chain(usage::ROUTES)
 }
 
 /// Every (method, path) the admin router serves, and whether the admin

@@ -57,6 +57,9 @@ pub struct Denied {
     pub credential_id: Option<String>,
     /// The scheme the credential came by.
     pub scheme: Option<Scheme>,
+    /// What the credential is, when it verified or was recognised (a key
+    /// refused for its state): whether `credential_id` names a key.
+    pub kind: Option<PrincipalKind>,
 }
 
 impl Denied {
@@ -65,6 +68,7 @@ impl Denied {
             problem,
             credential_id: None,
             scheme,
+            kind: None,
         }
     }
 }
@@ -360,6 +364,7 @@ impl Guard {
                     problem: Problem::new(ErrorCode::CsrfFailed)
                         .detail(e.detail())
                         .log_reason(e.reason()),
+                    kind: Some(principal.kind),
                     credential_id: Some(principal.credential_id),
                     scheme: Some(scheme),
                 });
@@ -368,6 +373,7 @@ impl Guard {
         if !principal.scopes.covers(scopes) {
             return Err(Denied {
                 problem: insufficient_scope(scopes),
+                kind: Some(principal.kind),
                 credential_id: Some(principal.credential_id),
                 scheme: Some(scheme),
             });
@@ -398,6 +404,7 @@ impl Guard {
                     scopes: k.grant.scopes.clone(),
                     credential_id: k.grant.key_id.clone(),
                     rate_limit: k.grant.rate_limit.clone(),
+                    issuer: None,
                 },
                 k.grant.remaining_uses.is_some().then_some(k),
             )),
@@ -420,6 +427,9 @@ fn reject_key(r: KeyRejection, scheme: Scheme) -> Denied {
         problem: problem.log_reason(r.reason()),
         credential_id: r.key_id().map(str::to_owned),
         scheme: Some(scheme),
+        // A key that verified but was refused for its state names a real
+        // key; one refused before that names nothing.
+        kind: r.key_id().map(|_| PrincipalKind::ApiKey),
     }
 }
 

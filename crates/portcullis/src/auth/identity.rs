@@ -68,7 +68,7 @@ impl Default for SessionSettings {
 /// The session cookie's name.
 pub(crate) const SESSION_COOKIE: &str = "__Host-portcullis_session";
 /// The CSRF cookie's name.
-pub(crate) const CSRF_COOKIE: &str = "__Host-portcullis_csrf";
+pub const CSRF_COOKIE: &str = "__Host-portcullis_csrf";
 
 /// Failures of identity operations that are not a refusal.
 #[derive(Debug, thiserror::Error)]
@@ -617,8 +617,15 @@ impl Identity {
         &self,
         token: &str,
     ) -> Result<Result<Principal, &'static str>, StoreError> {
-        let g: Arc<AccessGrant> = match self.tokens.verify(token) {
+        let g: Arc<AccessGrant> = match self.tokens.verify_fetching(token).await {
             Ok(g) => g,
+            // A trusted issuer's keys are past their stale bound: not the
+            // caller's fault, answered 503 like a store outage.
+            Err(TokenReject::IssuerUnavailable) => {
+                return Err(StoreError::Unavailable(
+                    "a trusted issuer's keys are out of date (provider unreachable past stale_for)",
+                ));
+            }
             Err(r) => return Ok(Err(TokenReject::reason(r))),
         };
         if g.ours {
@@ -647,6 +654,7 @@ impl Identity {
             scopes: g.scopes.clone(),
             credential_id: g.token_id.clone(),
             rate_limit: None,
+            issuer: (!g.ours).then(|| g.issuer.clone()),
         }))
     }
 
@@ -823,5 +831,6 @@ fn user_principal(username: &str, scopes: Scopes, via: &str) -> Principal {
         scopes,
         credential_id: format!("{via}:{username}"),
         rate_limit: None,
+        issuer: None,
     }
 }

@@ -10,6 +10,11 @@
 //!
 //! A verified token is cached under the SHA-256 of its text until its
 //! `exp`, so a repeated token costs one hash and one lookup.
+//!
+//! Tokens of other issuers (`TrustedIssuer`, keys from a file, a JWKS URL
+//! or OpenID Connect discovery) are routed by their unverified `iss` to
+//! that issuer's keys only, so one issuer's `kid` never verifies
+//! another's token; see `external` for fetching, caching and staleness.
 
 use crate::clock::SharedClock;
 use crate::store::identity::{SigningKeyRow, signing_keys_hash};
@@ -26,9 +31,11 @@ use portcullis_core::token::{
 use portcullis_core::{KeyHash, PrincipalKind, Scopes, Secret};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::external::{Issuer, map_claims, parse_jwks};
+pub use super::external::{IssuerHealth, IssuerState, JwksSource, ScopeClaim, TrustedIssuer};
 
 /// The algorithm our tokens are signed with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,28 +72,6 @@ impl SigningAlg {
             SigningAlg::HS256 => "HS256",
         }
     }
-}
-
-/// Where a trusted issuer's keys come from.
-#[derive(Debug, Clone)]
-pub enum JwksSource {
-    /// A JWKS file, re-read on an unknown `kid`.
-    File(PathBuf),
-}
-
-/// Another issuer whose access tokens we accept.
-#[derive(Debug, Clone)]
-pub struct TrustedIssuer {
-    /// `iss` to expect.
-    pub issuer: String,
-    /// `aud` to expect.
-    pub audience: String,
-    /// Algorithms its keys may use.
-    pub algorithms: Vec<Algorithm>,
-    /// Its keys.
-    pub source: JwksSource,
-    /// The least time between two refetches.
-    pub refetch_interval: Duration,
 }
 
 /// Token settings.
@@ -170,6 +155,17 @@ pub enum TokenReject {
     BadSignatureOrClaims,
     /// A claim rule failed.
     Claims(ClaimError),
+    /// A claim the issuer's settings require is missing.
+    MissingClaim,
+    /// The subject claim cannot be told to the upstream: over 256 bytes,
+    /// or not printable ASCII (a header value).
+    BadSubject,
+    /// A claim named in the issuer's `allowed_claims` is missing or has a
+    /// value not listed.
+    ClaimNotAllowed,
+    /// The token's issuer has no usable keys (never fetched, or kept past
+    /// `stale_for` while the provider is unreachable): answered 503.
+    IssuerUnavailable,
 }
 
 impl TokenReject {
@@ -183,6 +179,10 @@ impl TokenReject {
             TokenReject::WrongAlgorithm => "jwt_wrong_alg",
             TokenReject::BadSignatureOrClaims => "jwt_invalid",
             TokenReject::Claims(c) => c.reason(),
+            TokenReject::MissingClaim => "jwt_missing_claim",
+            TokenReject::IssuerUnavailable => "jwt_issuer_unavailable",
+            TokenReject::BadSubject => "jwt_bad_subject",
+            TokenReject::ClaimNotAllowed => "jwt_claim_not_allowed",
         }
     }
 }
@@ -192,7 +192,7 @@ impl TokenReject {
 pub struct AccessGrant {
     /// `sub`.
     pub subject: String,
-    /// User or client.
+    /// User or client (our tokens), external (a trusted issuer's).
     pub kind: PrincipalKind,
     /// Scopes.
     pub scopes: Scopes,
@@ -229,7 +229,7 @@ pub enum TokenError {
     },
 }
 
-struct VerifyKey {
+pub(crate) struct VerifyKey {
     alg: Algorithm,
     key: DecodingKey,
 }
@@ -247,19 +247,13 @@ struct Keyring {
     jwks: String,
 }
 
-struct External {
-    cfg: TrustedIssuer,
-    keys: RwLock<Arc<HashMap<String, VerifyKey>>>,
-    last_fetch: std::sync::Mutex<Option<Instant>>,
-}
-
 /// Issues and verifies access tokens.
 pub struct Tokens {
     settings: TokenSettings,
     store: Store,
     clock: SharedClock,
     ring: RwLock<Arc<Keyring>>,
-    external: Vec<External>,
+    external: Vec<Arc<Issuer>>,
     verified: Cache<[u8; 32], Arc<AccessGrant>>,
 }
 
@@ -371,19 +365,55 @@ fn generate(alg: SigningAlg, now: i64) -> Result<SigningKeyRow, TokenError> {
 }
 
 /// A verification key from a public JWK (ours or a trusted issuer's).
-fn verify_key(jwk: &serde_json::Value, allowed: &[Algorithm]) -> Option<(String, VerifyKey)> {
+/// The algorithm comes from the key (its type and curve, or its `alg`),
+/// never from a token.
+pub(crate) fn verify_key(
+    jwk: &serde_json::Value,
+    allowed: &[Algorithm],
+) -> Option<(String, VerifyKey)> {
     let kid = jwk.get("kid")?.as_str()?.to_owned();
+    if kid.is_empty() {
+        return None;
+    }
     let s = |k: &str| jwk.get(k).and_then(|v| v.as_str());
     let (alg, key) = match s("kty")? {
         "OKP" if s("crv") == Some("Ed25519") => (
             Algorithm::EdDSA,
             DecodingKey::from_ed_components(s("x")?).ok()?,
         ),
+        "EC" => {
+            let alg = match s("crv")? {
+                "P-256" => Algorithm::ES256,
+                "P-384" => Algorithm::ES384,
+                _ => return None,
+            };
+            if s("alg").is_some_and(|a| a != alg_name(alg)) {
+                return None;
+            }
+            (alg, DecodingKey::from_ec_components(s("x")?, s("y")?).ok()?)
+        }
         "RSA" => {
             let alg = match s("alg") {
                 Some(a) => a.parse::<Algorithm>().ok()?,
                 None => Algorithm::RS256,
             };
+            if !matches!(
+                alg,
+                Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512
+            ) {
+                return None;
+            }
+            // Under 2048 bits a key can be factored by whoever wants it
+            // enough; over 8192 only costs us time per token. Refused, so
+            // the keys counted as held are keys that protect something.
+            if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&rsa_bits(s("n")?)?) {
+                return None;
+            }
             (
                 alg,
                 DecodingKey::from_rsa_components(s("n")?, s("e")?).ok()?,
@@ -411,12 +441,7 @@ impl Tokens {
     ) -> Result<Arc<Tokens>, TokenError> {
         let mut external = Vec::new();
         for t in &settings.trusted {
-            let keys = load_jwks(t)?;
-            external.push(External {
-                cfg: t.clone(),
-                keys: RwLock::new(Arc::new(keys)),
-                last_fetch: std::sync::Mutex::new(Some(Instant::now())),
-            });
+            external.push(Issuer::start(t.clone()).await?);
         }
         let t = Arc::new(Tokens {
             verified: Cache::builder()
@@ -616,7 +641,9 @@ impl Tokens {
         Ok((token, jti))
     }
 
-    /// Verifies an access token.
+    /// Verifies an access token with the keys held now (no fetch: an
+    /// unknown `kid` of a network issuer is refused here; see
+    /// [`Tokens::verify_fetching`]).
     pub fn verify(&self, token: &str) -> Result<Arc<AccessGrant>, TokenReject> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenReject::TooLarge);
@@ -624,7 +651,25 @@ impl Tokens {
         let now = self.clock.now();
         let hash = KeyHash::of(token);
         if let Some(g) = self.verified.get(&hash.0) {
-            if g.exp > now - self.settings.leeway.clamp(0, 60) {
+            let mut leeway = self.settings.leeway;
+            if !g.ours {
+                // A cached external verdict ends with its issuer's keys,
+                // and with its signing key: a provider that drops a key
+                // (compromised, say) must see its tokens refused at the
+                // next refetch, not up to access_ttl later.
+                let ext = self.external.iter().find(|e| e.cfg.issuer == g.issuer);
+                match ext {
+                    Some(e) if header_kid(token).is_some_and(|k| e.has_kid(&k)) => {
+                        leeway = e.cfg.leeway.unwrap_or(leeway);
+                    }
+                    Some(e) if e.state() != IssuerState::Unusable => {
+                        self.verified.invalidate(&hash.0);
+                        return Err(TokenReject::UnknownKid);
+                    }
+                    _ => return Err(TokenReject::IssuerUnavailable),
+                }
+            }
+            if g.exp > now - leeway.clamp(0, 60) {
                 return Ok(g);
             }
             self.verified.invalidate(&hash.0);
@@ -633,6 +678,53 @@ impl Tokens {
         let g = Arc::new(self.verify_at(token, now, &hash)?);
         self.verified.insert(hash.0, g.clone());
         Ok(g)
+    }
+
+    /// [`Tokens::verify`], and when a trusted issuer's token names a `kid`
+    /// its set lacks, one refetch of that issuer's keys (rate-limited per
+    /// issuer, shared by concurrent requests) and a second try.
+    pub async fn verify_fetching(&self, token: &str) -> Result<Arc<AccessGrant>, TokenReject> {
+        // An unusable issuer (keys past stale_for, or never fetched) also
+        // refetches, rate-limited the same way: recovery when the provider
+        // is back does not wait for the schedule.
+        let first = match self.verify(token) {
+            Err(r @ (TokenReject::UnknownKid | TokenReject::IssuerUnavailable)) => r,
+            other => return other,
+        };
+        let Some((issuer, kid)) = self.unknown_external(token) else {
+            return Err(first);
+        };
+        if issuer.refetch_for(&kid).await {
+            return self.verify(token);
+        }
+        if issuer.state() == IssuerState::Unusable {
+            return Err(TokenReject::IssuerUnavailable);
+        }
+        Err(TokenReject::UnknownKid)
+    }
+
+    /// The trusted issuer a token with an unknown `kid` claims to come
+    /// from, and the `kid`.
+    fn unknown_external(&self, token: &str) -> Option<(&Arc<Issuer>, String)> {
+        let kid = header_kid(token)?;
+        let issuer = self.external_for(token.split('.').nth(1)?)?;
+        Some((issuer, kid))
+    }
+
+    /// The trusted issuer named by a payload's (unverified) `iss`: it only
+    /// chooses whose keys are tried; the claims are checked after the
+    /// signature.
+    fn external_for(&self, payload64: &str) -> Option<&Arc<Issuer>> {
+        if self.external.is_empty() {
+            return None;
+        }
+        let iss = unverified_iss(payload64)?;
+        self.external.iter().find(|e| e.cfg.issuer == iss)
+    }
+
+    /// Each trusted issuer's state (for readiness and metrics).
+    pub fn issuers_health(&self) -> Vec<IssuerHealth> {
+        self.external.iter().map(|e| e.health()).collect()
     }
 
     /// Verifies without the cache: the signature and every claim rule,
@@ -646,7 +738,7 @@ impl Tokens {
 
     fn verify_at(&self, token: &str, now: i64, hash: &KeyHash) -> Result<AccessGrant, TokenReject> {
         let mut parts = token.split('.');
-        let (Some(h64), Some(_), Some(_), None) =
+        let (Some(h64), Some(p64), Some(_), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(TokenReject::Malformed);
@@ -663,35 +755,62 @@ impl Tokens {
             .get("alg")
             .and_then(|v| v.as_str())
             .ok_or(TokenReject::Malformed)?;
-        check_typ(header.get("typ").and_then(|v| v.as_str())).map_err(TokenReject::Claims)?;
+        let typ = header.get("typ").and_then(|v| v.as_str());
         let kid = header
             .get("kid")
             .and_then(|v| v.as_str())
-            .filter(|k| !k.is_empty() && k.len() <= MAX_KID_BYTES)
-            .ok_or(TokenReject::UnknownKid)?;
+            .filter(|k| !k.is_empty() && k.len() <= MAX_KID_BYTES);
         let ring = self.ring();
-        let (claims, issuer, audience, ours) = if let Some(vk) = ring.keys.get(kid) {
-            (
-                decode(token, alg, vk)?,
-                self.settings.issuer.as_str(),
-                self.settings.audience.as_str(),
-                true,
-            )
-        } else {
-            let (ext, keys) = self.external_key(kid).ok_or(TokenReject::UnknownKid)?;
-            let vk = keys.get(kid).ok_or(TokenReject::UnknownKid)?;
-            (
-                decode(token, alg, vk)?,
-                ext.cfg.issuer.as_str(),
-                ext.cfg.audience.as_str(),
-                false,
-            )
+        if let Some(vk) = kid.and_then(|k| ring.keys.get(k)) {
+            check_typ(typ).map_err(TokenReject::Claims)?;
+            return self.ours(decode(token, alg, vk)?, now, hash);
+        }
+        let Some(ext) = self.external_for(p64) else {
+            check_typ(typ).map_err(TokenReject::Claims)?;
+            // Not our key, and not an issuer we trust: say which, for
+            // the log, when the token names another issuer.
+            return Err(match unverified_iss(p64) {
+                Some(iss) if iss != self.settings.issuer => {
+                    TokenReject::Claims(ClaimError::WrongIssuer)
+                }
+                _ => TokenReject::UnknownKid,
+            });
         };
+        if !typ_allowed(typ, &ext.cfg.typ) {
+            return Err(TokenReject::Claims(ClaimError::WrongType));
+        }
+        let kid = kid.ok_or(TokenReject::UnknownKid)?;
+        let claims = ext.with_key(kid, |vk| decode_map(token, alg, vk))?;
+        let m = map_claims(&claims, &ext.cfg, self.settings.leeway, now)?;
+        Ok(AccessGrant {
+            // Never `User` or `Client`: another issuer's "alice" is not
+            // our user alice (rate limits, admin, the upstream's view).
+            kind: PrincipalKind::External,
+            scopes: m.scopes,
+            token_id: m
+                .jti
+                .unwrap_or_else(|| format!("jwt-{}", hash.fingerprint())),
+            client_id: m.client_id,
+            iat: m.iat,
+            exp: m.exp,
+            issuer: ext.cfg.issuer.clone(),
+            subject: m.subject,
+            ours: false,
+        })
+    }
+
+    /// The claim rules for our own tokens.
+    fn ours(
+        &self,
+        claims: AccessClaims,
+        now: i64,
+        hash: &KeyHash,
+    ) -> Result<AccessGrant, TokenReject> {
         check_claims(
             &claims,
             &Expect {
-                issuer,
-                audience,
+                issuer: &self.settings.issuer,
+                audience: &self.settings.audience,
                 leeway: self.settings.leeway,
             },
             now,
@@ -716,58 +835,76 @@ impl Tokens {
             exp: claims.exp,
             issuer: claims.iss.clone(),
             subject: claims.sub,
-            ours,
+            ours: true,
         })
-    }
-
-    /// The trusted issuer holding `kid`, re-reading its keys (at most once
-    /// per its interval) when none does.
-    fn external_key(&self, kid: &str) -> Option<(&External, Arc<HashMap<String, VerifyKey>>)> {
-        let read = |e: &External| match e.keys.read() {
-            Ok(k) => k.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
-        for e in &self.external {
-            let keys = read(e);
-            if keys.contains_key(kid) {
-                return Some((e, keys));
-            }
-        }
-        for e in &self.external {
-            let due = match e.last_fetch.lock() {
-                Ok(mut last) => {
-                    let due = last.is_none_or(|t| t.elapsed() >= e.cfg.refetch_interval);
-                    if due {
-                        *last = Some(Instant::now());
-                    }
-                    due
-                }
-                Err(_) => false,
-            };
-            if !due {
-                continue;
-            }
-            match load_jwks(&e.cfg) {
-                Ok(keys) => {
-                    let keys = Arc::new(keys);
-                    if let Ok(mut w) = e.keys.write() {
-                        *w = keys.clone();
-                    }
-                    if keys.contains_key(kid) {
-                        return Some((e, keys));
-                    }
-                }
-                // Keep the last good keys.
-                Err(err) => {
-                    tracing::warn!(error = %err, "could not refresh a trusted issuer's keys")
-                }
-            }
-        }
-        None
     }
 }
 
+/// The least RSA modulus a key may have, bits.
+pub const MIN_RSA_BITS: usize = 2048;
+/// The largest.
+pub const MAX_RSA_BITS: usize = 8192;
+
+/// An RSA modulus's size in bits (base64url, big-endian).
+fn rsa_bits(n64: &str) -> Option<usize> {
+    let n = URL_SAFE_NO_PAD.decode(n64).ok()?;
+    let i = n.iter().position(|b| *b != 0)?;
+    Some((n.len() - i) * 8 - n[i].leading_zeros() as usize)
+}
+
+/// A token header's `kid`, unverified (empty or over-long: none).
+fn header_kid(token: &str) -> Option<String> {
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').next()?).ok()?).ok()?;
+    let kid = header
+        .get("kid")?
+        .as_str()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_KID_BYTES)?;
+    Some(kid.to_owned())
+}
+
+/// A payload's `iss`, unverified: only for choosing keys and for the log.
+fn unverified_iss(payload64: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    let raw = URL_SAFE_NO_PAD.decode(payload64).ok()?;
+    serde_json::from_slice::<Iss>(&raw).ok()?.iss
+}
+
+/// Whether a header `typ` is one of `allowed` (case-insensitively, the
+/// media type's `application/` prefix optional, as RFC 7515 §4.1.9 says).
+fn typ_allowed(typ: Option<&str>, allowed: &[String]) -> bool {
+    let Some(t) = typ else { return false };
+    let bare = |t: &str| -> String {
+        let t = t.to_ascii_lowercase();
+        t.strip_prefix("application/")
+            .map(str::to_owned)
+            .unwrap_or(t)
+    };
+    let t = bare(t);
+    allowed.iter().any(|a| bare(a) == t)
+}
+
 fn decode(token: &str, alg: &str, vk: &VerifyKey) -> Result<AccessClaims, TokenReject> {
+    decode_as(token, alg, vk)
+}
+
+/// A trusted issuer's claims, as a map for the claim mapping to read.
+fn decode_map(
+    token: &str,
+    alg: &str,
+    vk: &VerifyKey,
+) -> Result<serde_json::Map<String, serde_json::Value>, TokenReject> {
+    decode_as(token, alg, vk)
+}
+
+fn decode_as<T: serde::de::DeserializeOwned>(
+    token: &str,
+    alg: &str,
+    vk: &VerifyKey,
+) -> Result<T, TokenReject> {
     // The key decides the algorithm; the header must agree with it.
     if alg != alg_name(vk.alg) {
         return Err(TokenReject::WrongAlgorithm);
@@ -780,7 +917,7 @@ fn decode(token: &str, alg: &str, vk: &VerifyKey) -> Result<AccessClaims, TokenR
     v.validate_aud = false;
     v.required_spec_claims.clear();
     v.leeway = 0;
-    jsonwebtoken::decode::<AccessClaims>(token, &vk.key, &v)
+    jsonwebtoken::decode::<T>(token, &vk.key, &v)
         .map(|d| d.claims)
         .map_err(|_| TokenReject::BadSignatureOrClaims)
 }
@@ -805,30 +942,33 @@ fn alg_name(a: Algorithm) -> &'static str {
     }
 }
 
-/// Reads a trusted issuer's JWKS as the server will, and counts the keys
-/// it accepts (for `config check`).
+/// Reads a trusted issuer's JWKS file as the server will, and counts the
+/// keys it accepts (for `config check`). A network source is checked for
+/// its settings and its `ca_file` only (0 keys): its keys are fetched at
+/// start, and a check fetches nothing.
 pub fn check_jwks(t: &TrustedIssuer) -> Result<usize, TokenError> {
-    load_jwks(t).map(|k| k.len())
-}
-
-fn load_jwks(t: &TrustedIssuer) -> Result<HashMap<String, VerifyKey>, TokenError> {
     let err = |why: String| TokenError::Jwks {
         issuer: t.issuer.clone(),
         why,
     };
-    let JwksSource::File(path) = &t.source;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| err(format!("not a JWKS: {e}")))?;
-    let keys = v
-        .get("keys")
-        .and_then(|k| k.as_array())
-        .ok_or_else(|| err("not a JWKS: no \"keys\" array".into()))?;
-    Ok(keys
-        .iter()
-        .filter_map(|k| verify_key(k, &t.algorithms))
-        .collect())
+    t.check().map_err(err)?;
+    match &t.source {
+        JwksSource::File(path) => {
+            let text = std::fs::read(path)
+                .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+            parse_jwks(&text, t).map(|k| k.len()).map_err(err)
+        }
+        _ => {
+            super::jwks_fetch::Fetcher::new(
+                t.ca_file.as_deref(),
+                t.danger_allow_http,
+                t.connect_timeout,
+                t.fetch_timeout,
+            )
+            .map_err(|e| err(e.to_string()))?;
+            Ok(0)
+        }
+    }
 }
 
 /// Checks an HS256 secret: at least 32 bytes and not a well-known example.
@@ -862,4 +1002,30 @@ pub fn check_hs_secret(secret: &[u8]) -> Result<(), &'static str> {
         return Err("the HS256 secret is not random (too few distinct bytes)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rsa_keys_outside_2048_to_8192_bits_are_refused() {
+        let n = |bytes: usize, first: u8| {
+            let mut v = vec![0u8; bytes];
+            v[0] = first;
+            v[bytes - 1] = 1;
+            b64(&v)
+        };
+        assert_eq!(rsa_bits(&n(256, 0x80)), Some(2048));
+        assert_eq!(rsa_bits(&n(256, 0x01)), Some(2041));
+        assert_eq!(rsa_bits(&b64(&[0, 0, 0x80, 1])), Some(16));
+        assert_eq!(rsa_bits(&b64(&[0, 0])), None);
+        let jwk = |n: String| serde_json::json!({"kty": "RSA", "kid": "k", "n": n, "e": "AQAB"});
+        let rs = [Algorithm::RS256];
+        assert!(verify_key(&jwk(n(256, 0x80)), &rs).is_some());
+        assert!(verify_key(&jwk(n(1024, 0x80)), &rs).is_some());
+        for short in [n(128, 0x80), n(256, 0x7f), n(1025, 0x01), n(1, 1)] {
+            assert!(verify_key(&jwk(short), &rs).is_none());
+        }
+    }
 }

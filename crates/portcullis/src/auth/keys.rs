@@ -4,7 +4,7 @@
 use crate::auth::verifier::Verifier;
 use crate::clock::SharedClock;
 use crate::store::{
-    KeyChange, KeyFilter, KeyRecord, LastAdmin, NewAudit, NewKey, Store, StoreError,
+    KeyChange, KeyFilter, KeyRecord, KeySettings, LastAdmin, NewAudit, NewKey, Store, StoreError,
 };
 use portcullis_core::key::{RANDOM_BYTES, valid_env};
 use portcullis_core::{ApiKey, Scopes, base62};
@@ -34,7 +34,7 @@ pub enum KeyError {
     LastAdminKey {
         /// The key's id.
         id: String,
-        /// `revoke` or `disable`.
+        /// `revoke`, `disable` or `update`.
         action: &'static str,
     },
     /// The store failed.
@@ -48,6 +48,7 @@ pub enum KeyError {
 fn gerund(action: &str) -> &'static str {
     match action {
         "disable" => "disabling",
+        "update" => "changing",
         _ => "revoking",
     }
 }
@@ -348,6 +349,51 @@ impl KeyService {
             .change_key(id, change, last_admin, &audit)
             .await
             .map_err(|e| KeyError::from_change(e, id, "disable"))?;
+        self.sync().await;
+        Ok(r)
+    }
+
+    /// Changes a key's scopes, rate-limit override and remaining uses (those
+    /// `settings` gives; the others stay as they are), with the last-admin rule as for
+    /// [`KeyService::revoke_with`]: the last lasting admin key cannot lose
+    /// the admin scope or be given a number of uses. Takes effect on this
+    /// process at once, elsewhere with the change log.
+    pub async fn update(
+        &self,
+        actor: &str,
+        id: &str,
+        settings: &KeySettings,
+        last_admin: LastAdmin,
+    ) -> Result<KeyRecord, KeyError> {
+        if let Some(Some(r)) = &settings.rate_limit {
+            check_rate(r)?;
+        }
+        if settings.remaining_uses.flatten().is_some_and(|u| u < 1) {
+            return Err(KeyError::Invalid("uses: must be at least 1".into()));
+        }
+        // What changed, and only that.
+        let mut detail = serde_json::Map::new();
+        if let Some(s) = &settings.scopes {
+            detail.insert("scopes".into(), s.to_space_separated().into());
+        }
+        if let Some(r) = &settings.rate_limit {
+            detail.insert("rate_limit".into(), r.clone().into());
+        }
+        if let Some(u) = settings.remaining_uses {
+            detail.insert("remaining_uses".into(), u.into());
+        }
+        let mut detail = serde_json::Value::Object(detail);
+        if let (Some(o), serde_json::Value::Object(f)) =
+            (detail.as_object_mut(), forced(last_admin))
+        {
+            o.extend(f);
+        }
+        let audit = self.audit(actor, "key.update", id, detail);
+        let r = self
+            .store
+            .update_key(id, settings, last_admin, &audit)
+            .await
+            .map_err(|e| KeyError::from_change(e, id, "update"))?;
         self.sync().await;
         Ok(r)
     }

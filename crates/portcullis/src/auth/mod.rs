@@ -7,14 +7,19 @@
 //! - [`keys`]: creating, rotating, revoking and disabling keys;
 //! - [`static_key`]: one fixed key from the environment;
 //! - [`jwt`]: signing keys, issuing and verifying access tokens, the JWKS;
+//! - [`external`]: trusted issuers (keys by file, URL or OIDC discovery,
+//!   cached, refetched, stale-if-error) and their claim mapping;
+//! - [`jwks_fetch`]: the small HTTPS client that fetches their keys;
 //! - [`identity`]: users, OAuth2 clients and browser sessions;
 //! - [`specs`]: what an operator asks for (a key, a user import), read
 //!   once for the CLI and the admin API;
 //! - [`password`]: Argon2id hashing (bcrypt verified for imports);
 //! - [`throttle`]: brute-force protection for password checks.
 
+pub mod external;
 pub mod guard;
 pub mod identity;
+pub mod jwks_fetch;
 pub mod jwt;
 pub mod keys;
 pub mod password;

@@ -66,6 +66,7 @@ impl StaticKey {
                 scopes: Scopes::empty(),
                 credential_id: "static".into(),
                 rate_limit: None,
+                issuer: None,
             },
         })
     }

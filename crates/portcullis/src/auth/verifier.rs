@@ -171,6 +171,8 @@ pub struct Verifier {
     droppers: std::sync::Mutex<Vec<Dropper>>,
     // Store lookups under way, by hash: touched on a cache miss only.
     flights: std::sync::Mutex<Flights>,
+    // Cache hits and misses, lookup times: handles registered once.
+    metrics: crate::metrics::VerifierMetrics,
 }
 
 /// How far below the newest change a starting verifier reads the log:
@@ -408,6 +410,7 @@ impl Verifier {
             listeners: std::sync::Mutex::new(Vec::new()),
             droppers: std::sync::Mutex::new(Vec::new()),
             flights: std::sync::Mutex::new(Flights::default()),
+            metrics: crate::metrics::VerifierMetrics::new(),
         }))
     }
 
@@ -481,12 +484,19 @@ impl Verifier {
                 "the change log has not been read for longer than stale_grace",
             ));
         }
+        let m = &self.metrics;
         let cached = match self.known.get(&hash) {
-            Some(c) => c,
+            Some(c) => {
+                m.positive_hit.increment(1);
+                c
+            }
             None => {
+                m.positive_miss.increment(1);
                 if self.unknown.contains_key(&hash) {
+                    m.negative_hit.increment(1);
                     return Ok(KeyVerdict::Rejected(KeyRejection::Unknown));
                 }
+                m.negative_miss.increment(1);
                 match self.look_up(hash).await? {
                     Some(c) => c,
                     None => return Ok(KeyVerdict::Rejected(KeyRejection::Unknown)),
@@ -585,7 +595,14 @@ impl Verifier {
     ) -> Result<Option<Arc<CachedKey>>, StoreError> {
         let hash = leader.hash;
         // Cancelled here, `leader` is dropped: off the map, channel closed.
+        let started = std::time::Instant::now();
         let found = self.bounded(self.store.grant_by_hash(&hash)).await;
+        let took = crate::metrics::secs(started.elapsed());
+        match &found {
+            Ok(Some(_)) => self.metrics.lookup_found.record(took),
+            Ok(None) => self.metrics.lookup_unknown.record(took),
+            Err(_) => self.metrics.lookup_error.record(took),
+        }
         let stale = || self.generation.load(Ordering::SeqCst) != generation;
         let found = match found {
             Err(e) => Err(e),

@@ -178,6 +178,7 @@ impl RequireLayer {
         let required = trail.to_set().map_err(IntoResponse::into_response)?;
         let outer = parts.extensions.get::<Authenticated>().map(|a| a.0.clone());
         let demand = pipeline::Demand {
+            route: matched_route(parts),
             schemes: &d.schemes,
             scopes: &required,
             rate: d.rate.as_ref().map(|(policy, by, pool)| RateDemand {
@@ -209,3 +210,12 @@ impl RequireLayer {
 /// Keeps `Body` in the public signature documented: the layer answers
 /// with axum's body type.
 pub type ResponseBody = Body;
+
+/// The route's label for observers: axum's matched path (a pattern,
+/// bounded), or empty outside a router.
+pub(crate) fn matched_route(parts: &http::request::Parts) -> &str {
+    parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .map_or("", |m| m.as_str())
+}

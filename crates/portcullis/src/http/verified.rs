@@ -233,6 +233,7 @@ impl<S: SecurityScheme, Sc: ScopeList> Verified<S, Sc> {
             _ => None,
         };
         let demand = Demand {
+            route: super::require::matched_route(parts),
             schemes: pc.single(S::SCHEME),
             scopes: &required,
             rate: None,

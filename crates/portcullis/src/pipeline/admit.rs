@@ -11,7 +11,7 @@ use axum::response::Response;
 use http::{HeaderMap, Method, Uri};
 use portcullis_core::origin::{Arrival, browser_origin};
 use portcullis_core::ratelimit::Policy as RatePolicy;
-use portcullis_core::{Principal, Problem, Scheme, SchemeSet, Scopes};
+use portcullis_core::{Outcome, Principal, PrincipalKind, Problem, Scheme, SchemeSet, Scopes};
 use std::net::{IpAddr, Ipv4Addr};
 
 /// The parts of a request `admit` reads. For the decision endpoint the
@@ -33,6 +33,8 @@ pub struct RequestView<'a> {
 /// What a route or a layer demands.
 #[derive(Debug, Clone, Copy)]
 pub struct Demand<'a> {
+    /// The route's label for observers (see [`super::Decision::route`]).
+    pub route: &'a str,
     /// Accepted schemes, in order; empty: public.
     pub schemes: &'a SchemeSet,
     /// Scopes the caller must hold.
@@ -103,6 +105,10 @@ pub struct Refused {
     /// The caller, when the refusal came after the credential verified
     /// (a rate limit, a spent quota).
     pub subject: Option<String>,
+    /// The scheme the credential came by, when one was presented.
+    pub scheme: Option<Scheme>,
+    /// What the credential is, when known (see [`super::Decision::kind`]).
+    pub kind: Option<PrincipalKind>,
     rate: Option<RateFields>,
 }
 
@@ -113,6 +119,8 @@ impl Refused {
             problem,
             credential_id: None,
             subject: None,
+            scheme: None,
+            kind: None,
             rate: None,
         }
     }
@@ -171,6 +179,8 @@ impl Pipeline {
                         Err(d) => {
                             break 'decided Err(Refused {
                                 credential_id: d.credential_id,
+                                scheme: d.scheme,
+                                kind: d.kind,
                                 ..Refused::new(d.problem)
                             });
                         }
@@ -187,7 +197,9 @@ impl Pipeline {
                 if let Some(p) = &principal {
                     f.credential_id = Some(p.credential_id.clone());
                     f.subject = Some(p.subject.clone());
+                    f.kind = Some(p.kind);
                 }
+                f.scheme = granted.as_ref().and_then(|g| g.scheme);
                 f
             };
             if let Some(f) = refused {
@@ -204,8 +216,8 @@ impl Pipeline {
                 rate,
             })
         };
-        if let Some(o) = &self.observer {
-            observe(o.as_ref(), entrance, &r);
+        if !self.observers.is_empty() {
+            observe(&self.observers, entrance, demand.route, &r);
         }
         r
     }
@@ -240,23 +252,40 @@ impl Pipeline {
     }
 }
 
-/// Tells `o` about one decision.
-fn observe(o: &dyn super::Observer, entrance: Entrance, r: &Result<Admitted, Refused>) {
+/// Tells every observer about one decision.
+fn observe(
+    all: &[std::sync::Arc<dyn super::Observer>],
+    entrance: Entrance,
+    route: &str,
+    r: &Result<Admitted, Refused>,
+) {
     let d = match r {
         Ok(a) => Decision {
             entrance,
+            route,
+            outcome: Outcome::Valid,
+            scheme: a.scheme,
             reason: "allowed",
             status: 200,
             principal: a.principal.as_ref(),
             credential_id: a.principal.as_ref().map(|p| p.credential_id.as_str()),
+            subject: a.principal.as_ref().map(|p| p.subject.as_str()),
+            kind: a.principal.as_ref().map(|p| p.kind),
         },
         Err(f) => Decision {
             entrance,
+            route,
+            outcome: Outcome::of(Some(f.problem.code), f.reason),
+            scheme: f.scheme,
             reason: f.reason,
             status: f.problem.status(),
             principal: None,
             credential_id: f.credential_id.as_deref(),
+            subject: f.subject.as_deref(),
+            kind: f.kind,
         },
     };
-    o.decided(&d);
+    for o in all {
+        o.decided(&d);
+    }
 }

@@ -23,7 +23,7 @@ mod problem;
 
 use crate::auth::guard::Guard;
 use crate::ratelimit::Limiter;
-use portcullis_core::Principal;
+use portcullis_core::{Outcome, Principal, PrincipalKind, Scheme};
 use std::sync::Arc;
 
 pub use admit::{Admitted, Demand, RateDemand, Refused, RequestView};
@@ -36,14 +36,14 @@ pub struct Pipeline {
     guard: Guard,
     limiter: Arc<Limiter>,
     legacy_headers: bool,
-    observer: Option<Arc<dyn Observer>>,
+    observers: Arc<[Arc<dyn Observer>]>,
 }
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pipeline")
             .field("legacy_headers", &self.legacy_headers)
-            .field("observed", &self.observer.is_some())
+            .field("observers", &self.observers.len())
             .finish_non_exhaustive()
     }
 }
@@ -56,13 +56,16 @@ impl Pipeline {
             guard,
             limiter,
             legacy_headers,
-            observer: None,
+            observers: Arc::new([]),
         }
     }
 
-    /// Reports every admission decision to `observer`.
+    /// Reports every admission decision to `observer` too (metrics,
+    /// analytics: each is called in the order added).
     pub fn observed_by(mut self, observer: Arc<dyn Observer>) -> Pipeline {
-        self.observer = Some(observer);
+        let mut all = self.observers.to_vec();
+        all.push(observer);
+        self.observers = all.into();
         self
     }
 
@@ -94,6 +97,13 @@ pub enum Entrance {
 pub struct Decision<'a> {
     /// Where the request came in.
     pub entrance: Entrance,
+    /// The route's label: the gateway's route pattern, a service's
+    /// matched path (`MatchedPath`), or empty. Bounded: never the raw path.
+    pub route: &'a str,
+    /// The decision's family: the label metrics and analytics count by.
+    pub outcome: Outcome,
+    /// The scheme the credential came by, when one was presented.
+    pub scheme: Option<Scheme>,
     /// `allowed`, or the refusal's reason (its log reason).
     pub reason: &'static str,
     /// The status the client gets for a refusal; 200 when admitted.
@@ -102,6 +112,14 @@ pub struct Decision<'a> {
     pub principal: Option<&'a Principal>,
     /// The credential's public id, when known.
     pub credential_id: Option<&'a str>,
+    /// The caller's subject, when known: the principal's on admission, and
+    /// on a refusal after the credential verified (a rate limit, a quota,
+    /// a scope).
+    pub subject: Option<&'a str>,
+    /// What the credential is, when known: an API key (so `credential_id`
+    /// names a stored key), a token, a session, a password. `None` when
+    /// the credential did not verify.
+    pub kind: Option<PrincipalKind>,
 }
 
 /// Sees every decision of the `admit` phase, at every entrance: the hook

@@ -81,6 +81,20 @@ impl<'a> Plan<'a> {
                 (LimitBy::Caller, Some(p)) if p.kind == PrincipalKind::ApiKey => {
                     Some(Subject::Named("key", &p.credential_id))
                 }
+                // Another issuer's subject is counted under that issuer's
+                // name (a configured `iss`, never "user" or "client"):
+                // its "alice" shares no allowance with our user alice,
+                // nor with a third issuer's.
+                (LimitBy::Caller | LimitBy::Owner, Some(p))
+                    if p.kind == PrincipalKind::External =>
+                {
+                    Some(Subject::Named(
+                        p.issuer
+                            .as_deref()
+                            .unwrap_or(PrincipalKind::External.as_str()),
+                        &p.subject,
+                    ))
+                }
                 (LimitBy::Caller | LimitBy::Owner, Some(p)) => {
                     Some(Subject::Named(p.kind.as_str(), &p.subject))
                 }
@@ -151,5 +165,49 @@ pub fn write_headers(h: &mut HeaderMap, label: (char, usize), v: &Verdict, legac
 fn put(h: &mut HeaderMap, n: HeaderName, v: &str) {
     if let Ok(v) = HeaderValue::from_str(v) {
         h.insert(n, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_core::Scopes;
+
+    fn principal(kind: PrincipalKind, issuer: Option<&str>) -> Principal {
+        Principal {
+            subject: "alice".into(),
+            kind,
+            scopes: Scopes::default(),
+            credential_id: "t1".into(),
+            rate_limit: None,
+            issuer: issuer.map(str::to_owned),
+        }
+    }
+
+    /// Another issuer's "alice" counts apart from our user alice, our
+    /// client alice, and a third issuer's alice.
+    #[test]
+    fn external_subjects_share_no_allowance() {
+        let policy = Policy::parse("10/minute").unwrap();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let who = [
+            principal(PrincipalKind::User, None),
+            principal(PrincipalKind::Client, None),
+            principal(PrincipalKind::External, Some("https://a.test")),
+            principal(PrincipalKind::External, Some("https://b.test")),
+        ];
+        for by in [LimitBy::Caller, LimitBy::Owner] {
+            let subjects: Vec<Subject<'_>> = who
+                .iter()
+                .map(|p| {
+                    Plan::new(Pool::Route(0), Some(&policy), by, Some(p), ip).checks()[0].subject
+                })
+                .collect();
+            for (i, a) in subjects.iter().enumerate() {
+                for b in &subjects[i + 1..] {
+                    assert_ne!(a, b, "{by:?}");
+                }
+            }
+        }
     }
 }

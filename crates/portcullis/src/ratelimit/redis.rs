@@ -117,6 +117,7 @@ pub struct RedisLimiter {
     conn: ConnectionManager,
     script: redis::Script,
     settings: RedisSettings,
+    metrics: crate::metrics::RedisMetrics,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -157,6 +158,7 @@ impl RedisLimiter {
             conn,
             script: redis::Script::new(GCRA),
             settings,
+            metrics: crate::metrics::RedisMetrics::new(),
         })
     }
 
@@ -190,12 +192,23 @@ impl RedisLimiter {
         // The manager has its own timeouts; this one also bounds a
         // reconnect and the NOSCRIPT retry, so the whole decision never
         // waits longer than `timeout`.
-        let reply: Vec<i64> =
-            match tokio::time::timeout(self.settings.timeout, inv.invoke_async(&mut conn)).await {
-                Err(_) => return Err(RedisLimitError::Timeout(self.settings.timeout)),
-                Ok(Err(e)) => return Err(RedisLimitError::Redis(describe(&e))),
-                Ok(Ok(r)) => r,
-            };
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(self.settings.timeout, inv.invoke_async(&mut conn)).await;
+        let took = crate::metrics::secs(started.elapsed());
+        let reply: Vec<i64> = match answer {
+            Err(_) => {
+                self.metrics.error.record(took);
+                return Err(RedisLimitError::Timeout(self.settings.timeout));
+            }
+            Ok(Err(e)) => {
+                self.metrics.error.record(took);
+                return Err(RedisLimitError::Redis(describe(&e)));
+            }
+            Ok(Ok(r)) => {
+                self.metrics.ok.record(took);
+                r
+            }
+        };
         parse_reply(&reply, checks).map(Some)
     }
 }

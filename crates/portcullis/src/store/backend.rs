@@ -13,7 +13,9 @@
 use super::dump::Dump;
 use super::identity::{ClientAuth, ClientRecord, UserAuth, UserRecord};
 use super::identity::{NewClient, NewUser, RefreshGrant, SessionRow, SigningKeyRow};
+use super::usage::{Bucket, TopRow};
 use super::{AuditEvent, KeyFilter, KeyRecord, NewAudit, NewKey, StoreError};
+use crate::analytics::TopOrder;
 use portcullis_core::{KeyGrant, KeyHash};
 use std::future::Future;
 use std::path::Path;
@@ -189,6 +191,38 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// Inserts the secret `name` unless it exists (one statement), then
     /// returns the stored value: concurrent callers agree on one.
     fn secret<'a>(&'a self, name: &'a str, fresh: &'a [u8], now: i64) -> Fut<'a, Vec<u8>>;
+
+    /// Adds each bucket's count to its `usage` row, inserting the row when
+    /// it is not there, all in one transaction. `buckets` are unique and
+    /// in primary-key order. Not a façade write (no change log, no audit,
+    /// no write lock): each row's upsert is atomic on its own.
+    fn add_usage<'a>(&'a self, buckets: &'a [Bucket]) -> Fut<'a, ()>;
+
+    /// `(bucket start, outcome, sum)` of a key's `span` rows starting in
+    /// `[from, to)`, by bucket start.
+    fn usage_series<'a>(
+        &'a self,
+        key_id: &'a str,
+        span: &'static str,
+        from: i64,
+        to: i64,
+    ) -> Fut<'a, Vec<(i64, String, i64)>>;
+
+    /// The `limit` keys (a key id, or a subject's own row under key id
+    /// `""`) with the most decisions / refusals in the `span` rows
+    /// starting in `[from, to)`: each one's sum per outcome.
+    fn usage_top(
+        &self,
+        span: &'static str,
+        from: i64,
+        to: i64,
+        order: TopOrder,
+        limit: i64,
+    ) -> Fut<'_, Vec<TopRow>>;
+
+    /// Deletes at most `limit` `span` rows starting before `before`; how
+    /// many it deleted.
+    fn prune_usage(&self, span: &'static str, before: i64, limit: i64) -> Fut<'_, u64>;
 }
 
 /// A write transaction (see [`Backend::begin`]): the statements the
@@ -225,6 +259,18 @@ pub(crate) trait Tx: Send {
 
     /// Switches a key off or on.
     fn set_key_disabled<'a>(&'a mut self, id: &'a str, disabled: bool) -> Fut<'a, ()>;
+
+    /// Sets the settings that are `Some` (scopes; the rate-limit override,
+    /// `Some(None)` removing it; the remaining uses, `Some(None)` for
+    /// unlimited) and leaves the others as they are, in one statement:
+    /// a use spent meanwhile is never written back.
+    fn set_key_settings<'a>(
+        &'a mut self,
+        id: &'a str,
+        scopes: Option<&'a str>,
+        rate_limit: Option<Option<&'a str>>,
+        remaining_uses: Option<Option<i64>>,
+    ) -> Fut<'a, ()>;
 
     /// Links a rotated key to its replacement and sets its expiry.
     fn set_key_rotated<'a>(

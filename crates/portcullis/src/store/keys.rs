@@ -3,8 +3,8 @@
 //! each write through one audited transaction.
 
 use super::{
-    ADMIN_SCOPE, AuditEvent, KeyChange, KeyFilter, KeyRecord, LastAdmin, NewAudit, NewKey, Store,
-    StoreError, rules,
+    ADMIN_SCOPE, AuditEvent, KeyChange, KeyFilter, KeyRecord, KeySettings, LastAdmin, NewAudit,
+    NewKey, Store, StoreError, rules,
 };
 use portcullis_core::changes::ChangeCursor;
 use portcullis_core::{KeyGrant, KeyHash};
@@ -69,19 +69,46 @@ impl Store {
         // another) before this change commits.
         let mut w = self.write().await?;
         let key = w.key_state(id).await?.ok_or(StoreError::NotFound)?;
-        let others: Vec<_> = w
-            .unrevoked_keys_with_scope(ADMIN_SCOPE)
-            .await?
-            .into_iter()
-            .filter(|(other, _)| other != id)
-            .map(|(_, k)| k)
-            .collect();
+        let others = other_admin_keys(&mut w, id).await?;
         rules::check_key_change(&key, change, last_admin, &others, audit.at)?;
         match change {
             KeyChange::Revoke(at) => w.set_key_revoked(id, at).await?,
             KeyChange::Disable => w.set_key_disabled(id, true).await?,
             KeyChange::Enable => w.set_key_disabled(id, false).await?,
         }
+        w.changed(key.hash, audit.at);
+        w.commit(Some(audit)).await?;
+        self.get_key(id).await
+    }
+
+    /// Sets the settings `settings` gives (scopes, rate-limit override,
+    /// remaining uses; the others are left as they are), with
+    /// its audit event and change-log entry (so every gateway drops what
+    /// it cached about the key), atomically. A revoked key cannot change;
+    /// with [`LastAdmin::Protect`], neither can the last lasting admin key
+    /// lose the admin scope or become one that runs out of uses.
+    pub async fn update_key(
+        &self,
+        id: &str,
+        settings: &KeySettings,
+        last_admin: LastAdmin,
+        audit: &NewAudit,
+    ) -> Result<KeyRecord, StoreError> {
+        let mut w = self.write().await?;
+        let key = w.key_state(id).await?.ok_or(StoreError::NotFound)?;
+        let others = other_admin_keys(&mut w, id).await?;
+        rules::check_key_update(&key, settings, last_admin, &others, audit.at)?;
+        let scopes = settings
+            .scopes
+            .as_ref()
+            .map(portcullis_core::Scopes::to_space_separated);
+        w.set_key_settings(
+            id,
+            scopes.as_deref(),
+            settings.rate_limit.as_ref().map(Option::as_deref),
+            settings.remaining_uses,
+        )
+        .await?;
         w.changed(key.hash, audit.at);
         w.commit(Some(audit)).await?;
         self.get_key(id).await
@@ -205,4 +232,18 @@ impl Store {
     ) -> Result<Vec<AuditEvent>, StoreError> {
         self.backend.list_audit(before, limit).await
     }
+}
+
+/// The unrevoked admin keys other than `id`, read inside `w`'s
+/// transaction: what the last-admin rule counts.
+async fn other_admin_keys(
+    w: &mut super::write::Write,
+    id: &str,
+) -> Result<Vec<super::backend::KeyState>, StoreError> {
+    Ok(w.unrevoked_keys_with_scope(ADMIN_SCOPE)
+        .await?
+        .into_iter()
+        .filter(|(other, _)| other != id)
+        .map(|(_, k)| k)
+        .collect())
 }

@@ -31,6 +31,11 @@
 //!   what changed.
 //! - **Atomic spends.** `Backend::spend_uses` refills (when due) and spends
 //!   in one statement: concurrent spends never take the same use twice.
+//! - **Additive usage counts.** `Backend::add_usage` adds each count to
+//!   its `usage` row (`ON CONFLICT … DO UPDATE SET count = usage.count +
+//!   excluded.count`), a batch in one transaction; outside the serialised
+//!   façade writes (each upsert is atomic on its own), so flushes from
+//!   several gateways sum ([`usage`]).
 //! - **Misses are answers.** A missing row is `None`, `false` or a zero
 //!   count, never an error: the façade decides what a miss means
 //!   ([`StoreError::NotFound`], [`RefreshOutcome::Invalid`], ...).
@@ -59,6 +64,7 @@ mod postgres;
 mod rows;
 mod rules;
 mod sqlite;
+pub mod usage;
 mod write;
 
 use backend::Backend;
@@ -192,6 +198,22 @@ pub enum KeyChange {
     Disable,
     /// Switch back on.
     Enable,
+}
+
+/// A change to a key's settings that may change after it is made: its
+/// scopes, its rate-limit override and its remaining uses. Each member is
+/// `None` to leave that setting as it is (written in the change's own
+/// transaction, so a use spent meanwhile is not written back), or the new
+/// value: for the override `Some(None)` removes it (the route's limit
+/// applies), for the uses `Some(None)` makes the key unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySettings {
+    /// New scopes.
+    pub scopes: Option<Scopes>,
+    /// New rate-limit override.
+    pub rate_limit: Option<Option<String>>,
+    /// New uses left.
+    pub remaining_uses: Option<Option<i64>>,
 }
 
 /// The scope that opens the admin API.

@@ -5,7 +5,7 @@
 
 use super::backend::{KeyState, RefreshRow, Spend};
 use super::identity::{RefreshGrant, RefreshOutcome};
-use super::{ADMIN_SCOPE, KeyChange, LastAdmin, StoreError};
+use super::{ADMIN_SCOPE, KeyChange, KeySettings, LastAdmin, StoreError};
 use portcullis_core::Scopes;
 use portcullis_core::quota::Refill;
 
@@ -61,6 +61,39 @@ pub(super) fn check_key_change(
         && active_admin(k, now)
         && !others.iter().any(lasting_admin)
     {
+        return Err(StoreError::LastAdminKey);
+    }
+    Ok(())
+}
+
+/// Refuses a settings change of a revoked key, and with
+/// [`LastAdmin::Protect`] one that would leave no lasting admin key: the
+/// last one losing the admin scope, or being given a number of uses (it
+/// would lock everyone out when they run out). `others` as for
+/// [`check_key_change`].
+pub(super) fn check_key_update(
+    k: &KeyState,
+    settings: &KeySettings,
+    last_admin: LastAdmin,
+    others: &[KeyState],
+    now: i64,
+) -> Result<(), StoreError> {
+    if k.revoked_at.is_some() {
+        return Err(StoreError::Conflict(
+            "the key is revoked; revocation is final",
+        ));
+    }
+    let after = KeyState {
+        scopes: settings
+            .scopes
+            .as_ref()
+            .map_or_else(|| k.scopes.clone(), |s| s.to_space_separated()),
+        remaining_uses: settings.remaining_uses.unwrap_or(k.remaining_uses),
+        ..k.clone()
+    };
+    let loses = (active_admin(k, now) && !has_admin_scope(&after))
+        || (lasting_admin(k) && !lasting_admin(&after));
+    if last_admin == LastAdmin::Protect && loses && !others.iter().any(lasting_admin) {
         return Err(StoreError::LastAdminKey);
     }
     Ok(())

@@ -41,6 +41,8 @@ const COUNTS: &[(&str, u64)] = &[
     ("signing_keys", 2),
     ("secrets", 1),
     ("audit_events", 16),
+    // Two minute counts, each in its minute, hour and day row.
+    ("usage", 6),
 ];
 
 fn audit(action: &'static str, target: &str) -> NewAudit {
@@ -212,6 +214,20 @@ async fn fill(store: &Store) -> Filled {
     }
     store
         .secret("csrf_hmac", &[0, 1, 2, 254, 255], T0)
+        .await
+        .unwrap();
+    let usage = |outcome, count| portcullis::store::usage::UsageRow {
+        minute: T0,
+        key_id: plain.record.id.clone(),
+        subject: "alice".into(),
+        outcome,
+        count,
+    };
+    store
+        .record_usage(&[
+            usage(portcullis::core::Outcome::Valid, 41),
+            usage(portcullis::core::Outcome::RateLimited, 1 << 40),
+        ])
         .await
         .unwrap();
 

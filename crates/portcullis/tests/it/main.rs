@@ -4,11 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod analytics;
 mod common;
 mod copy;
 mod failures;
 mod fastapi;
 mod guard;
+mod jwks_fetch;
 mod last_admin;
 mod lifecycle;
 mod lookups;

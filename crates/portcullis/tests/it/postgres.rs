@@ -142,7 +142,9 @@ async fn a_flood_of_made_up_keys_does_not_open_the_breaker() {
     let url = PgServer::shared().fresh_db();
     let opts = StoreOptions {
         pool_size: 4,
-        connect_timeout: Duration::from_millis(200),
+        // Long enough for a new connection's SCRAM exchange on a loaded
+        // machine: the flood must find the pool busy, not slow to connect.
+        connect_timeout: Duration::from_secs(3),
         ..StoreOptions::default()
     };
     let store = Store::open_with(&url, true, &opts).await.unwrap();

@@ -10,13 +10,18 @@
 //! Here each check is also its own test against a SQLite file in a
 //! temporary directory (`store_contract::sqlite::*`).
 
+use portcullis::analytics::{Retention, Span, TopOrder, UsagePoint};
+use portcullis::core::Outcome;
 use portcullis::core::quota::{Refill, RefillPlan};
 use portcullis::core::{KeyHash, Scopes};
 use portcullis::store::identity::{
     NewClient, NewUser, RefreshGrant, RefreshOutcome, SessionRow, SigningKeyRow, signing_keys_hash,
     subject_hash,
 };
-use portcullis::store::{KeyChange, KeyFilter, LastAdmin, NewAudit, NewKey, Store, StoreError};
+use portcullis::store::usage::UsageRow;
+use portcullis::store::{
+    KeyChange, KeyFilter, KeySettings, LastAdmin, NewAudit, NewKey, Store, StoreError,
+};
 use std::future::Future;
 use std::path::PathBuf;
 
@@ -88,6 +93,7 @@ contract!(
     consume_use_refills_when_due,
     last_admin_is_protected,
     last_admin_holds_under_concurrency,
+    settings_change_logs_and_keeps_an_admin,
     refresh_rotates_and_detects_reuse,
     client_revoke_cascades,
     user_disable_and_password_end_tokens,
@@ -95,6 +101,11 @@ contract!(
     prune_drops_only_old_changes,
     signing_keys_and_secrets,
     backup_copies_every_table,
+    usage_adds_from_two_writers,
+    usage_rolls_minutes_up_to_hours_and_days,
+    usage_prunes_each_span_by_its_retention,
+    usage_top_orders_and_limits,
+    usage_series_keeps_to_its_range,
 );
 
 async fn sqlite_subject() -> Subject {
@@ -654,6 +665,113 @@ async fn last_admin_is_protected(s: Subject) {
         )
         .await
         .unwrap();
+}
+
+async fn settings_change_logs_and_keeps_an_admin(s: Subject) {
+    let store = s.store;
+    let k = key("k1", "ann", "data:read");
+    insert(&store, &k).await;
+    let (seq, _) = changes(&store, 0).await;
+    let set = |id: &'static str, scope_list: &str, rate: Option<&str>, uses: Option<i64>| {
+        let store = store.clone();
+        let settings = KeySettings {
+            scopes: Some(scopes(scope_list)),
+            rate_limit: Some(rate.map(str::to_owned)),
+            remaining_uses: Some(uses),
+        };
+        async move {
+            store
+                .update_key(
+                    id,
+                    &settings,
+                    LastAdmin::Protect,
+                    &audit("key.update", id, T0 + 1),
+                )
+                .await
+        }
+    };
+    let rec = set("k1", "data:read data:write", Some("10/minute"), Some(3))
+        .await
+        .unwrap();
+    assert_eq!(rec.scopes, "data:read data:write");
+    assert_eq!(rec.rate_limit.as_deref(), Some("10/minute"));
+    assert_eq!(rec.remaining_uses, Some(3));
+    let (_, hashes) = changes(&store, seq).await;
+    assert_eq!(
+        hashes,
+        [k.hash],
+        "the change is logged, so caches drop the key"
+    );
+    let grant = store.grant_by_hash(&k.hash).await.unwrap().unwrap();
+    assert!(grant.scopes.contains("data:write"));
+    // A change that gives only the scopes leaves the uses as they are
+    // then: a use spent after the admin read the key is not given back.
+    assert_eq!(
+        store.consume_use(&k.hash, 1, T0 + 1).await.unwrap(),
+        Some(2)
+    );
+    let only_scopes = KeySettings {
+        scopes: Some(scopes("data:read data:write extra")),
+        ..KeySettings::default()
+    };
+    let rec = store
+        .update_key(
+            "k1",
+            &only_scopes,
+            LastAdmin::Protect,
+            &audit("key.update", "k1", T0 + 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rec.remaining_uses, Some(2), "the spent use stays spent");
+    assert_eq!(
+        rec.rate_limit.as_deref(),
+        Some("10/minute"),
+        "left as it was"
+    );
+    let rec = set("k1", "data:read", None, None).await.unwrap();
+    assert_eq!((rec.rate_limit, rec.remaining_uses), (None, None));
+    assert_eq!(
+        audit_actions(&store).await,
+        ["key.create", "key.update", "key.update", "key.update"]
+    );
+
+    // The last lasting admin key keeps the scope and unlimited uses;
+    // refused changes write nothing.
+    insert(&store, &key("a1", "ops", "admin")).await;
+    assert!(matches!(
+        set("a1", "data:read", None, None).await,
+        Err(StoreError::LastAdminKey)
+    ));
+    assert!(matches!(
+        set("a1", "admin", None, Some(5)).await,
+        Err(StoreError::LastAdminKey)
+    ));
+    assert_eq!(store.get_key("a1").await.unwrap().scopes, "admin");
+    set("a1", "admin data:read", Some("5/second"), None)
+        .await
+        .unwrap();
+    insert(&store, &key("a2", "ops", "admin")).await;
+    set("a1", "data:read", None, None).await.unwrap();
+
+    // Revocation is final.
+    store
+        .change_key(
+            "k1",
+            KeyChange::Revoke(T0 + 2),
+            LastAdmin::Protect,
+            &audit("key.revoke", "k1", T0 + 2),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        set("k1", "data:read", None, None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        set("nope", "data:read", None, None).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 async fn last_admin_holds_under_concurrency(s: Subject) {
@@ -1261,4 +1379,263 @@ async fn backup_copies_every_table(s: Subject) {
     // Writers carry on after a backup.
     insert(&store, &key("k2", "ann", "x")).await;
     store.ping().await.unwrap();
+}
+
+// ---- per-key usage (analytics) ----
+
+fn usage_row(minute: i64, key: &str, subject: &str, o: Outcome, n: u64) -> UsageRow {
+    UsageRow {
+        minute,
+        key_id: key.into(),
+        subject: subject.into(),
+        outcome: o,
+        count: n,
+    }
+}
+
+/// Sum of one outcome over a series.
+fn sum_of(points: &[UsagePoint], o: Outcome) -> u64 {
+    points.iter().map(|p| p.counts.get(o)).sum()
+}
+
+async fn usage_adds_from_two_writers(s: Subject) {
+    // Two gateways (two handles) flush the same buckets concurrently:
+    // additive upserts sum, none is lost or doubled.
+    let rows = vec![
+        usage_row(T0, "key_a", "ann", Outcome::Valid, 3),
+        usage_row(T0, "key_a", "ann", Outcome::RateLimited, 1),
+        usage_row(T0 + 60, "key_b", "bob", Outcome::Valid, 2),
+    ];
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 {
+            s.store.clone()
+        } else {
+            s.other.clone()
+        };
+        let rows = rows.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                store.record_usage(&rows).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let a = s
+        .store
+        .usage_series("key_a", Span::Minute, T0 - 3_600, T0 + 3_600)
+        .await
+        .unwrap();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].start, Span::Minute.start_of(T0));
+    assert_eq!(a[0].counts.get(Outcome::Valid), 3 * 40);
+    assert_eq!(a[0].counts.get(Outcome::RateLimited), 40);
+    assert_eq!(a[0].counts.refused(), 40);
+    let b = s
+        .other
+        .usage_series("key_b", Span::Day, T0 - 86_400, T0 + 86_400)
+        .await
+        .unwrap();
+    assert_eq!(sum_of(&b, Outcome::Valid), 2 * 40);
+    // An empty batch writes nothing and is no error.
+    s.store.record_usage(&[]).await.unwrap();
+}
+
+async fn usage_rolls_minutes_up_to_hours_and_days(s: Subject) {
+    let day = Span::Day.start_of(T0);
+    // Minutes across three hours of one day, written in several batches,
+    // some minutes twice.
+    let mut rows = Vec::new();
+    for (i, m) in [0i64, 1, 59, 60, 61, 130, 130].iter().enumerate() {
+        let o = if i % 3 == 0 {
+            Outcome::Revoked
+        } else {
+            Outcome::Valid
+        };
+        rows.push(usage_row(day + m * 60 + 7, "key_r", "ann", o, i as u64 + 1));
+    }
+    for chunk in rows.chunks(3) {
+        s.store.record_usage(chunk).await.unwrap();
+    }
+    let (from, to) = (day, day + 86_400);
+    let minutes = s
+        .store
+        .usage_series("key_r", Span::Minute, from, to)
+        .await
+        .unwrap();
+    let hours = s
+        .store
+        .usage_series("key_r", Span::Hour, from, to)
+        .await
+        .unwrap();
+    let days = s
+        .store
+        .usage_series("key_r", Span::Day, from, to)
+        .await
+        .unwrap();
+    assert_eq!(minutes.len(), 6, "minute 130 twice is one bucket");
+    assert_eq!(hours.len(), 3);
+    assert_eq!(days.len(), 1);
+    for o in [Outcome::Valid, Outcome::Revoked] {
+        let m = sum_of(&minutes, o);
+        assert!(m > 0);
+        assert_eq!(m, sum_of(&hours, o), "{o}: minutes vs hours");
+        assert_eq!(m, sum_of(&days, o), "{o}: minutes vs days");
+    }
+    // Each hour is the sum of its minutes.
+    for h in &hours {
+        let inside: u64 = minutes
+            .iter()
+            .filter(|m| m.start >= h.start && m.start < h.start + 3_600)
+            .map(|m| m.counts.total())
+            .sum();
+        assert_eq!(inside, h.counts.total());
+    }
+    assert_eq!(days[0].start, day);
+    assert_eq!(days[0].counts.total(), 28);
+}
+
+async fn usage_prunes_each_span_by_its_retention(s: Subject) {
+    let now = Span::Day.start_of(T0) + 12 * 3_600;
+    let rows = [
+        usage_row(now - 3 * 86_400, "key_p", "", Outcome::Valid, 1),
+        usage_row(now - 2 * 3_600, "key_p", "", Outcome::Valid, 1),
+        usage_row(now - 60, "key_p", "", Outcome::Valid, 1),
+    ];
+    s.store.record_usage(&rows).await.unwrap();
+    let retention = Retention {
+        minutes: std::time::Duration::from_secs(3_600),
+        hours: std::time::Duration::from_secs(86_400),
+        days: std::time::Duration::from_secs(10 * 86_400),
+    };
+    let deleted = s.store.prune_usage(&retention, now).await.unwrap();
+    // Minutes: two older than an hour; hours: one older than a day.
+    assert_eq!(deleted, 3);
+    let all = |span| s.store.usage_series("key_p", span, 0, now + 86_400);
+    let minutes = all(Span::Minute).await.unwrap();
+    assert_eq!(
+        minutes.iter().map(|p| p.start).collect::<Vec<_>>(),
+        [Span::Minute.start_of(now - 60)]
+    );
+    assert_eq!(all(Span::Hour).await.unwrap().len(), 2);
+    assert_eq!(sum_of(&all(Span::Day).await.unwrap(), Outcome::Valid), 3);
+    // Again: nothing left to delete.
+    assert_eq!(s.store.prune_usage(&retention, now).await.unwrap(), 0);
+}
+
+async fn usage_top_orders_and_limits(s: Subject) {
+    let m = T0;
+    s.store
+        .record_usage(&[
+            usage_row(m, "key_busy", "ann", Outcome::Valid, 50),
+            usage_row(m, "key_busy", "ann", Outcome::RateLimited, 2),
+            usage_row(m, "key_bad", "bob", Outcome::Valid, 1),
+            usage_row(m, "key_bad", "bob", Outcome::InsufficientScope, 9),
+            // Refusals before the subject was known: the same key.
+            usage_row(m, "key_bad", "", Outcome::Revoked, 4),
+            usage_row(m, "key_quiet", "cy", Outcome::Valid, 3),
+            // A user's own rows: one entry per subject.
+            usage_row(m, "", "alice", Outcome::Valid, 20),
+            usage_row(m, "", "dave", Outcome::Valid, 5),
+            // Outside the range.
+            usage_row(m + 7_200, "key_quiet", "cy", Outcome::Valid, 1_000),
+        ])
+        .await
+        .unwrap();
+    let (from, to) = (m - 60, m + 60);
+    let top = s
+        .store
+        .usage_top(Span::Minute, from, to, TopOrder::Requests, 10)
+        .await
+        .unwrap();
+    let names: Vec<(&str, &str, u64)> = top
+        .iter()
+        .map(|t| (t.key_id.as_str(), t.subject.as_str(), t.counts.total()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("key_busy", "ann", 52),
+            ("", "alice", 20),
+            ("key_bad", "bob", 14),
+            ("", "dave", 5),
+            ("key_quiet", "cy", 3),
+        ]
+    );
+    let bad = &top[2];
+    assert_eq!(bad.counts.get(Outcome::Revoked), 4);
+    assert_eq!(bad.counts.get(Outcome::InsufficientScope), 9);
+    let refusals = s
+        .store
+        .usage_top(Span::Hour, from, to, TopOrder::Refusals, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        refusals
+            .iter()
+            .map(|t| (t.key_id.as_str(), t.counts.refused()))
+            .collect::<Vec<_>>(),
+        [("key_bad", 13), ("key_busy", 2)]
+    );
+    assert!(
+        s.store
+            .usage_top(Span::Minute, to, from, TopOrder::Requests, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn usage_series_keeps_to_its_range(s: Subject) {
+    let h = Span::Hour.start_of(T0);
+    s.store
+        .record_usage(&[
+            usage_row(h - 60, "key_s", "ann", Outcome::Valid, 1),
+            usage_row(h, "key_s", "ann", Outcome::Valid, 2),
+            usage_row(h + 59, "key_s", "ann", Outcome::Valid, 4),
+            usage_row(h + 120, "key_s", "ann", Outcome::Valid, 8),
+            usage_row(h + 120, "key_other", "ann", Outcome::Valid, 16),
+        ])
+        .await
+        .unwrap();
+    let starts = |v: Vec<UsagePoint>| {
+        v.iter()
+            .map(|p| (p.start - h, p.counts.total()))
+            .collect::<Vec<_>>()
+    };
+    // `from` inside a bucket takes the whole bucket; `to` is exclusive.
+    let v = s
+        .store
+        .usage_series("key_s", Span::Minute, h + 30, h + 120)
+        .await
+        .unwrap();
+    assert_eq!(starts(v), [(0, 6)]);
+    let v = s
+        .store
+        .usage_series("key_s", Span::Minute, h - 1, h + 121)
+        .await
+        .unwrap();
+    assert_eq!(starts(v), [(-60, 1), (0, 6), (120, 8)]);
+    let v = s
+        .store
+        .usage_series("key_s", Span::Hour, h, h + 1)
+        .await
+        .unwrap();
+    assert_eq!(starts(v), [(0, 14)]);
+    assert!(
+        s.store
+            .usage_series("key_s", Span::Minute, h + 120, h + 120)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.store
+            .usage_series("key_nobody", Span::Day, 0, h + 86_400)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -92,12 +92,12 @@ pub(crate) async fn import(pool: &PgPool, dump: &Dump) -> Result<Vec<u64>, Store
                  FROM (SELECT pg_get_serial_sequence($1, $2)::regclass AS seq,
                               (SELECT MAX({key}) FROM {table}) AS top) s
                  WHERE s.top IS NOT NULL AND s.seq IS NOT NULL",
-                key = t.table.key,
+                key = t.table.key[0],
                 table = t.table.name,
             ));
             sqlx::query(sql)
                 .bind(t.table.name)
-                .bind(t.table.key)
+                .bind(t.table.key[0])
                 .execute(&mut *tx)
                 .await?;
         }

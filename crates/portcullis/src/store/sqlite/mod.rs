@@ -7,6 +7,7 @@
 mod dump;
 mod rows;
 mod tx;
+mod usage;
 
 use super::backend::{Backend, Fut, RefreshRow, Spend, Tx};
 use super::identity::{
@@ -37,6 +38,7 @@ const TABLES: &[&str] = &[
     "sessions",
     "signing_keys",
     "secrets",
+    "usage",
 ];
 
 impl SqliteStore {
@@ -353,6 +355,35 @@ impl Backend for SqliteStore {
                     .await?,
             )
         })
+    }
+
+    fn add_usage<'a>(&'a self, buckets: &'a [crate::store::usage::Bucket]) -> Fut<'a, ()> {
+        Box::pin(usage::add(&self.pool, buckets))
+    }
+
+    fn usage_series<'a>(
+        &'a self,
+        key_id: &'a str,
+        span: &'static str,
+        from: i64,
+        to: i64,
+    ) -> Fut<'a, Vec<(i64, String, i64)>> {
+        Box::pin(usage::series(&self.pool, key_id, span, from, to))
+    }
+
+    fn usage_top(
+        &self,
+        span: &'static str,
+        from: i64,
+        to: i64,
+        order: crate::analytics::TopOrder,
+        limit: i64,
+    ) -> Fut<'_, Vec<crate::store::usage::TopRow>> {
+        Box::pin(usage::top(&self.pool, span, from, to, order, limit))
+    }
+
+    fn prune_usage(&self, span: &'static str, before: i64, limit: i64) -> Fut<'_, u64> {
+        Box::pin(usage::prune(&self.pool, span, before, limit))
     }
 }
 

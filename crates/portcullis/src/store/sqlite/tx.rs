@@ -179,6 +179,29 @@ impl Tx for SqliteTx {
         )
     }
 
+    fn set_key_settings<'a>(
+        &'a mut self,
+        id: &'a str,
+        scopes: Option<&'a str>,
+        rate_limit: Option<Option<&'a str>>,
+        remaining_uses: Option<Option<i64>>,
+    ) -> Fut<'a, ()> {
+        run!(
+            self,
+            sqlx::query(
+                "UPDATE api_keys SET scopes = COALESCE(?2, scopes), \
+                 rate_limit = CASE WHEN ?3 THEN ?4 ELSE rate_limit END, \
+                 remaining_uses = CASE WHEN ?5 THEN ?6 ELSE remaining_uses END WHERE id = ?1"
+            )
+            .bind(id)
+            .bind(scopes)
+            .bind(rate_limit.is_some())
+            .bind(rate_limit.flatten())
+            .bind(remaining_uses.is_some())
+            .bind(remaining_uses.flatten())
+        )
+    }
+
     fn set_key_rotated<'a>(
         &'a mut self,
         id: &'a str,
