@@ -14,6 +14,7 @@ pub mod authority;
 pub mod base62;
 pub mod basic;
 pub mod changes;
+pub mod client_bucket;
 pub mod cors;
 pub mod credential;
 pub mod csrf;
