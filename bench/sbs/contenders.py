@@ -30,11 +30,14 @@ class Running:
     extra: dict = field(default_factory=dict)
 
     def pids(self) -> list[int]:
-        return self.proc.pids()
+        # A deployment of two servers (nginx + the gateway's decision
+        # endpoint) costs what both spend.
+        return self.proc.pids() + [p for o in self.extra.get("also", []) for p in o.pids()]
 
 
 def _bins(target: Path) -> dict[str, Path]:
-    return {n: target / n for n in ("portcullis", "seed_app", "bench-upstream", "bench-keys")}
+    return {n: target / n for n in ("portcullis", "seed_app", "bench-upstream", "bench-keys",
+                                    "hyper_floor", "openloop")}
 
 
 class Build:
@@ -137,9 +140,14 @@ def add_client(build: Build, config: Path) -> tuple[str, str]:
 
 
 def start_gateway(build: Build, work: Path, name: str, config: Path, port: int,
-                  key: str) -> Running:
+                  key: str, threads: int | None = None) -> Running:
+    """`threads` sets `server.threads` (through its environment override,
+    so a build without the setting is still started when it is None)."""
+    env = dict(os.environ)
+    if threads is not None:
+        env["PORTCULLIS_SERVER__THREADS"] = str(threads)
     p = Proc(name, [str(build.bins["portcullis"]), "serve", "--config", str(config)],
-             log=work / f"{name}.log")
+             env=env, log=work / f"{name}.log")
     startup = wait_ready(p, f"http://127.0.0.1:{port}/readyz")
     return Running(name, p, f"http://127.0.0.1:{port}/data", {"X-API-Key": key}, startup)
 
@@ -150,18 +158,25 @@ def nginx_bin() -> str:
     return shutil.which("nginx") or "/usr/sbin/nginx"
 
 
-def start_nginx(work: Path, upstream_port: int, key: str) -> Running:
-    """nginx as people run it for this job: a map from the key header to a
-    client name, `limit_req` on that name, and keep-alive `proxy_pass`."""
-    d = work / "nginx"
+def _nginx_dir(work: Path, name: str) -> Path:
+    d = work / name
     (d / "tmp").mkdir(parents=True, exist_ok=True)
     os.chmod(work, 0o755)
     for p in (d, d / "tmp"):
         os.chmod(p, 0o777)
+    return d
+
+
+def start_nginx(work: Path, upstream_port: int, key: str, workers: int | None = None) -> Running:
+    """nginx as people run it for this job: a map from the key header to a
+    client name, `limit_req` on that name, and keep-alive `proxy_pass`;
+    `workers` processes (the gateway's thread count; default one per core),
+    its access log on."""
+    d = _nginx_dir(work, "nginx")
     port = free_port()
     conf = d / "nginx.conf"
     conf.write_text(f'''# Written by bench/side-by-side: nginx as a key-checking, rate-limiting proxy.
-worker_processes auto;
+worker_processes {workers or "auto"};
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
@@ -271,3 +286,89 @@ def start_redis(work: Path) -> tuple[Proc, int]:
 
 def random_password() -> str:
     return secrets.token_urlsafe(18)
+
+
+def start_nginx_verify(work: Path, upstream_port: int, gateway_port: int, key: str,
+                       workers: int | None = None) -> Running:
+    """The decision-endpoint deployment (docs/deployment.md, section 3,
+    trimmed to what a valid request meets): nginx proxies to the upstream
+    and asks the gateway's `GET /auth/verify` first (`auth_request`), over
+    keep-alive connections; the gateway checks the key and counts the rate
+    limit. nginx's access log is on, as for the other nginx."""
+    d = _nginx_dir(work, "nginx-verify")
+    port = free_port()
+    conf = d / "nginx.conf"
+    conf.write_text(f'''# Written by bench/side-by-side: nginx auth_request -> Portcullis /auth/verify.
+worker_processes {workers or "auto"};
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+
+    upstream portcullis {{
+        server 127.0.0.1:{gateway_port};
+        keepalive 64;
+    }}
+    upstream app {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 64;
+    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        location /data {{
+            auth_request /_portcullis;
+            auth_request_set $pc_principal $upstream_http_x_portcullis_principal;
+            auth_request_set $pc_scopes $upstream_http_x_portcullis_scopes;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-API-Key "";
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Portcullis-Principal $pc_principal;
+            proxy_set_header X-Portcullis-Scopes $pc_scopes;
+            proxy_pass http://app;
+        }}
+        location = /_portcullis {{
+            internal;
+            proxy_pass http://portcullis/auth/verify;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_set_header X-Original-Method $request_method;
+        }}
+    }}
+}}
+''')
+    p = Proc("nginx-verify", [nginx_bin(), "-p", str(d), "-c", str(conf), "-e", str(d / "error.log")],
+             log=work / "nginx-verify.log")
+    url = f"http://127.0.0.1:{port}/data"
+    startup = wait_ready(p, url, headers={"X-API-Key": key})
+    return Running("nginx+verify", p, url, {"X-API-Key": key}, startup)
+
+
+# --- the floor: hyper alone ------------------------------------------------------
+
+def start_hyper_floor(build: Build, work: Path, upstream_port: int, threads: int,
+                      key: str) -> Running:
+    """bench/src/bin/hyper_floor.rs: hyper's server and client and nothing
+    else, one current-thread loop per thread with its own SO_REUSEPORT
+    listener. The key header is sent (the same request as for the others)
+    and ignored."""
+    port = free_port()
+    p = Proc("hyper-floor", [str(build.bins["hyper_floor"]), "--listen", f"127.0.0.1:{port}",
+                             "--upstream", f"127.0.0.1:{upstream_port}", "--threads", str(threads)],
+             log=work / "hyper-floor.log")
+    url = f"http://127.0.0.1:{port}/data"
+    startup = wait_ready(p, url)
+    return Running("hyper-floor", p, url, {"X-API-Key": key}, startup)

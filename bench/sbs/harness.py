@@ -28,7 +28,7 @@ import pg as PG  # noqa: E402
 import procs as P  # noqa: E402
 import report as R  # noqa: E402
 
-SCENARIOS = ["valid_key", "unknown_flood", "login_flood", "jwt", "limiter", "store_1m",
+SCENARIOS = ["valid_key", "open_loop", "unknown_flood", "login_flood", "jwt", "limiter", "store_1m",
              "store_1m_pg", "three_instances"]
 # The scenarios that start a Postgres cluster.
 PG_SCENARIOS = {"store_1m_pg", "three_instances"}
@@ -53,6 +53,18 @@ class Settings:
         self.store_sample = 500 if smoke else 20_000
         self.mint_seconds = 1 if smoke else 6
         self.upstream_threads = 1
+        # The gateway's event loops (server.threads), nginx's workers and
+        # the hyper floor's loops: one per core unless --threads says.
+        self.threads = a.threads or os.cpu_count() or 1
+        self.threads_explicit = a.threads is not None
+        # Open loop: a fixed rate well below saturation, over this many
+        # connections, latency from each request's intended send time.
+        self.open_rate = a.rate or (1000 if smoke else 5000)
+        self.open_connections = 4 if smoke else 16
+        self.open_seconds = self.seconds
+        # Floods come from other loopback addresses than the valid traffic
+        # (127.0.0.1), as real ones would.
+        self.flood_sources = {"unknown": "127.0.0.2", "bad_checksum": "127.0.0.3", "login": "127.0.0.4"}
 
     def as_dict(self) -> dict:
         return {k: v for k, v in vars(self).items()}
@@ -135,21 +147,76 @@ def sc_valid_key(s, work, build, ctx) -> dict:
     return {"contenders": out, "order": [c.name for c in order]}
 
 
-def _flood(s, work, gw: C.Running, flood: L.Traffic, flood_conns: int, label: str) -> dict:
+# Every contender valid_key can run, in the order they run.
+CONTENDERS = ["upstream", "hyper-floor", "nginx", "portcullis", "nginx+verify", "fastapi-1w", "fastapi-2w",
+              "seed_app"]
+
+# The contenders the open-loop scenario runs, in this order (those started).
+OPEN_LOOP = ["upstream", "nginx", "hyper-floor", "portcullis", "nginx+verify"]
+
+
+def sc_open_loop(s, work, build, ctx) -> dict:
+    """A fixed rate well below saturation (openloop, latency from each
+    request's intended send time), each contender in turn, alternating
+    reps; what each adds over the bare upstream at p50 and p99."""
+    order = [c for name in OPEN_LOOP for c in ctx["contenders"] if c.name == name]
+    runs: dict[str, list[dict]] = {c.name: [] for c in order}
+    for rep in range(s.reps):
+        rotated = order[rep % len(order):] + order[:rep % len(order)]
+        for c in rotated:
+            log(f"open_loop rep {rep + 1}/{s.reps}: {c.name} at {s.open_rate} req/s")
+            pids = c.pids()
+            cpu0 = P.cpu_seconds(pids)
+            r = L.openloop_run(build.bins["openloop"], valid_traffic(c), rate=s.open_rate,
+                               connections=s.open_connections, seconds=s.open_seconds,
+                               warmup=s.warmup)
+            cpu = P.cpu_seconds(pids) - cpu0
+            # The CPU was spent over warm-up and measured run alike.
+            total = r["requests"] * (s.open_seconds + s.warmup) / s.open_seconds if r["requests"] else 0
+            r["cpu_s_per_10k"] = round(cpu / total * 10_000, 4) if total else None
+            runs[c.name].append(r)
+
+    def med(name, k):
+        vals = [r[k] for r in runs[name] if r.get(k) is not None]
+        return statistics.median(vals) if vals else None
+    out = {}
+    for c in order:
+        n = c.name
+        out[n] = {"p50_us": med(n, "p50_us"), "p90_us": med(n, "p90_us"), "p99_us": med(n, "p99_us"),
+                  "p999_us": med(n, "p999_us"), "max_us": max(r["max_us"] for r in runs[n]),
+                  "rps": med(n, "rps"), "cpu_s_per_10k": med(n, "cpu_s_per_10k"),
+                  "send_late_p99_us": med(n, "send_late_p99_us"),
+                  "errors": sum(r["errors"] for r in runs[n]),
+                  "non_2xx": sum(r["non_2xx"] for r in runs[n]), "runs": runs[n]}
+    base = out.get("upstream")
+    if base:
+        for n, v in out.items():
+            # Per rep, then the median: each rep's runs sit close in time.
+            for k in ("p50", "p99"):
+                added = [r[f"{k}_us"] - b[f"{k}_us"] for r, b in zip(runs[n], runs["upstream"])]
+                v[f"added_{k}_us"] = statistics.median(added) if added else None
+    return {"rate": s.open_rate, "connections": s.open_connections, "seconds": s.open_seconds,
+            "contenders": out, "order": [c.name for c in order]}
+
+
+def _flood(s, work, gw: C.Running, flood: L.Traffic, flood_conns: int, label: str,
+           source: str, build: C.Build) -> dict:
     paced = valid_traffic(gw, delay_ms=s.paced_delay_ms)
     log(f"{label}: baseline (paced valid traffic alone)")
     base = measure(gw, paced, s, work, connections=s.paced_connections)
     stats0 = admin_stats(gw)
-    log(f"{label}: flood + paced valid traffic")
-    bg = L.start(flood, connections=flood_conns, seconds=s.seconds + 1, workdir=work)
+    log(f"{label}: flood from {source} + paced valid traffic from 127.0.0.1")
+    bg = L.openloop_start(build.bins["openloop"], flood, connections=flood_conns,
+                          seconds=s.seconds + 1, source=source)
     time.sleep(0.5)
     during = measure(gw, paced, s, work, connections=s.paced_connections, warmup=False)
-    fl = L.finish(bg)
+    fl = L.openloop_finish(bg)
     stats1 = admin_stats(gw)
     out = {
         "baseline": base,
         "during": during,
         "flood": fl,
+        "flood_source": source,
         "p99_ratio": round(during["p99_us"] / base["p99_us"], 2) if base["p99_us"] else None,
         "p50_ratio": round(during["p50_us"] / base["p50_us"], 2) if base["p50_us"] else None,
     }
@@ -163,12 +230,14 @@ def sc_unknown_flood(s, work, build, ctx) -> dict:
     out = {}
     unknown = K.write(work / "unknown-keys.txt", s.flood_keys, K.well_formed)
     t = L.Traffic(gw.url, values_file=unknown, vary_header="X-API-Key")
-    out["unknown"] = _flood(s, work, gw, t, s.flood_connections, "unknown_flood")
+    out["unknown"] = _flood(s, work, gw, t, s.flood_connections, "unknown_flood",
+                            s.flood_sources["unknown"], build)
     out["unknown"]["distinct_keys"] = s.flood_keys
     out["unknown"]["flood_connections"] = s.flood_connections
     bad = K.write(work / "bad-checksum-keys.txt", min(s.flood_keys, 50_000), K.bad_checksum)
     t = L.Traffic(gw.url, values_file=bad, vary_header="X-API-Key")
-    out["bad_checksum"] = _flood(s, work, gw, t, s.flood_connections, "bad_checksum_flood")
+    out["bad_checksum"] = _flood(s, work, gw, t, s.flood_connections, "bad_checksum_flood",
+                                 s.flood_sources["bad_checksum"], build)
     return out
 
 
@@ -178,7 +247,7 @@ def sc_login_flood(s, work, build, ctx) -> dict:
     body = f"grant_type=password&username=bench&password={pw}"
     t = L.Traffic(gw.url.replace("/data", "/oauth/token"), method="POST", body=body,
                   headers={"Content-Type": "application/x-www-form-urlencoded"})
-    return _flood(s, work, gw, t, s.login_connections, "login_flood")
+    return _flood(s, work, gw, t, s.login_connections, "login_flood", s.flood_sources["login"], build)
 
 
 def sc_jwt(s, work, build, ctx) -> dict:
@@ -522,7 +591,7 @@ def sc_three_instances(s, work, build, ctx) -> dict:
 
 
 RUNNERS = {
-    "valid_key": sc_valid_key, "unknown_flood": sc_unknown_flood, "login_flood": sc_login_flood,
+    "valid_key": sc_valid_key, "open_loop": sc_open_loop, "unknown_flood": sc_unknown_flood, "login_flood": sc_login_flood,
     "jwt": sc_jwt, "limiter": sc_limiter, "store_1m": sc_store_1m,
     "store_1m_pg": sc_store_1m_pg, "three_instances": sc_three_instances,
 }
@@ -570,6 +639,13 @@ def main() -> int:
                     help="a short run of every scenario on debug builds, to keep the harness working (CI)")
     ap.add_argument("--reps", type=int, help="alternating repetitions (default 3; smoke 1)")
     ap.add_argument("--seconds", type=int, help="seconds per measured run (default 10; smoke 1)")
+    ap.add_argument("--threads", type=int,
+                    help="the gateway's server.threads, nginx's worker_processes and the hyper floor's "
+                         "loops (default: one per core; the gateway's own default when not given)")
+    ap.add_argument("--contenders",
+                    help="comma-separated contenders for valid_key and open_loop (default all: "
+                         + ",".join(CONTENDERS) + ")")
+    ap.add_argument("--rate", type=int, help="the open-loop scenario's fixed rate (default 5000/s; smoke 1000)")
     ap.add_argument("--store-keys", type=int, help="keys in the big store (default 1000000)")
     ap.add_argument("--only", help="comma-separated scenarios: " + ",".join(SCENARIOS))
     ap.add_argument("--profile", choices=["release", "debug"], help="binaries to use (default release; smoke debug)")
@@ -597,7 +673,13 @@ def main() -> int:
             print(f"bench/side-by-side: the scenarios {', '.join(sorted(PG_SCENARIOS & set(only)))} "
                   f"need PostgreSQL: {why} (or leave them out with --only)", file=sys.stderr)
             return 2
-    if not C.venv_python().exists():
+    wanted = a.contenders.split(",") if a.contenders else CONTENDERS
+    bad = [x for x in wanted if x not in CONTENDERS]
+    if bad:
+        print(f"bench/side-by-side: unknown contender {bad[0]!r}; choose from {', '.join(CONTENDERS)}",
+              file=sys.stderr)
+        return 2
+    if "valid_key" in only and {"fastapi-1w", "fastapi-2w"} & set(wanted) and not C.venv_python().exists():
         print("bench/side-by-side: .venv missing: run scripts/install-test-deps.sh", file=sys.stderr)
         return 2
     profile = a.profile or ("debug" if a.smoke else "release")
@@ -627,23 +709,42 @@ def main() -> int:
         ctx["password"] = C.random_password()
         C.add_user(build, cfg, "bench", ctx["password"])
         ctx["client"] = C.add_client(build, cfg)
-        gw = C.start_gateway(build, work, "portcullis", cfg, port, creds["key"])
+        gw = C.start_gateway(build, work, "portcullis", cfg, port, creds["key"],
+                             threads=s.threads if s.threads_explicit else None)
         gw.extra.update(admin_port=admin, admin_key=creds["admin_key"])
         ctx["procs"].append(gw.proc)
         ctx["portcullis"] = gw
         runs = [C.Running("upstream", up, f"http://127.0.0.1:{up_port}/data", {"X-API-Key": creds["key"]})]
-        runs.append(gw)
+        starts = []
+        both = bool({"valid_key", "open_loop"} & set(only))
+        if both and "hyper-floor" in wanted:
+            starts.append(lambda: C.start_hyper_floor(build, work, up_port, s.threads, creds["key"]))
+        if both and "nginx" in wanted:
+            starts.append(lambda: C.start_nginx(work, up_port, creds["key"], workers=s.threads))
+        starts.append(lambda: gw)
+        if both and "nginx+verify" in wanted:
+            def verify() -> C.Running:
+                r = C.start_nginx_verify(work, up_port, port, creds["key"], workers=s.threads)
+                r.extra["also"] = [gw.proc]
+                return r
+            starts.append(verify)
         if "valid_key" in only:
-            for start in (lambda: C.start_nginx(work, up_port, creds["key"]),
-                          lambda: C.start_fastapi(work, 1), lambda: C.start_fastapi(work, 2),
-                          lambda: C.start_seed_app(build, work)):
-                r = start()
+            starts += [f for name, f in (("fastapi-1w", lambda: C.start_fastapi(work, 1)),
+                                         ("fastapi-2w", lambda: C.start_fastapi(work, 2)),
+                                         ("seed_app", lambda: C.start_seed_app(build, work)))
+                       if name in wanted]
+        for start in starts:
+            r = start()
+            if r is not gw:
                 ctx["procs"].append(r.proc)
-                runs.append(r)
+            runs.append(r)
         time.sleep(1)
         for r in runs:
             r.idle_rss_kib = P.rss_kib(r.pids())
-        ctx["contenders"] = runs
+        # The upstream and the gateway always run (the floods and the
+        # other scenarios need them); --contenders leaves them out of the
+        # comparisons only.
+        ctx["contenders"] = [r for r in runs if r.name in wanted]
         for name in only:
             log(f"scenario {name}")
             results["scenarios"][name] = RUNNERS[name](s, work, build, ctx)

@@ -122,3 +122,56 @@ def _parse(r: subprocess.CompletedProcess, argv: list[str]) -> dict:
             d["errors"] = d["connect_errors"] + d["read_errors"] + d["write_errors"] + d["timeouts"]
             return d
     raise RuntimeError(f"wrk gave no figures (exit {r.returncode}): {' '.join(argv)}\n{r.stdout}\n{r.stderr}")
+
+
+# --- openloop (bench/src/bin/openloop.rs) ---------------------------------------
+# Fixed-rate load that corrects for coordinated omission, and floods from a
+# chosen source address (wrk cannot bind one). Same Traffic, same figures
+# (requests, rps, p50_us, p99_us, …) as wrk's.
+
+def _openloop_argv(binary: Path, t: Traffic, *, connections: int, seconds: float,
+                   rate: float | None = None, warmup: float = 0, source: str | None = None) -> list[str]:
+    argv = [str(binary), "--url", t.url, "--connections", str(connections), "--seconds", str(seconds),
+            "--method", t.method]
+    if rate:
+        argv += ["--rate", str(rate)]
+    if warmup:
+        argv += ["--warmup", str(warmup)]
+    if source:
+        argv += ["--source", source]
+    for k, v in t.headers.items():
+        argv += ["-H", f"{k}: {v}"]
+    if t.body is not None:
+        argv += ["--body", t.body]
+    if t.values_file is not None:
+        argv += ["--values", str(t.values_file), "--vary-header", t.vary_header]
+        if t.vary_prefix:
+            argv += ["--vary-prefix", t.vary_prefix]
+    return argv
+
+
+def openloop_start(binary: Path, t: Traffic, **kw) -> subprocess.Popen:
+    """Starts openloop in the background (a flood when `rate` is None)."""
+    argv = _openloop_argv(binary, t, **kw)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.argv = argv  # type: ignore[attr-defined]
+    return p
+
+
+def openloop_finish(p: subprocess.Popen) -> dict:
+    try:
+        out, err = p.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+    for line in out.splitlines():
+        if line.startswith("{"):
+            d = json.loads(line)
+            d["status_errors"] = d["non_2xx"]
+            return d
+    raise RuntimeError(f"openloop gave no figures (exit {p.returncode}): "
+                       f"{' '.join(p.argv)}\n{out}\n{err}")  # type: ignore[attr-defined]
+
+
+def openloop_run(binary: Path, t: Traffic, **kw) -> dict:
+    return openloop_finish(openloop_start(binary, t, **kw))

@@ -28,6 +28,12 @@ def num(x, digits=0) -> str:
     return f"{x:,.{digits}f}"
 
 
+def cpu_us(summary: dict) -> float | None:
+    """CPU µs per request from CPU seconds per 10k requests."""
+    x = summary.get("cpu_s_per_10k")
+    return x * 100 if x else None
+
+
 # --- targets --------------------------------------------------------------------
 
 def targets(res: dict) -> list[dict]:
@@ -41,10 +47,26 @@ def targets(res: dict) -> list[dict]:
     if "portcullis" in vk and "nginx" in vk:
         p, n = vk["portcullis"]["summary"], vk["nginx"]["summary"]
         ratio = p["rps"] / n["rps"] if n["rps"] else 0
-        add("Portcullis vs nginx, requests/s", "≥ 1.2×", f"{ratio:.2f}× ({num(p['rps'])} vs {num(n['rps'])})",
-            ratio >= 1.2)
+        add("Portcullis vs nginx, requests/s (issue 23)", "≥ 1×",
+            f"{ratio:.2f}× ({num(p['rps'])} vs {num(n['rps'])})", ratio >= 1)
         add("Portcullis vs nginx, p99", "no worse", f"{ms(p['p99_us'])} vs {ms(n['p99_us'])}",
             p["p99_us"] <= n["p99_us"])
+        pc, nc = cpu_us(p), cpu_us(n)
+        if pc and nc:
+            add("Portcullis vs nginx, CPU per request", "≤ 1×",
+                f"{pc / nc:.2f}× ({pc:.1f} vs {nc:.1f} µs)", pc <= nc)
+    if "portcullis" in vk and "hyper-floor" in vk:
+        pc, fc = cpu_us(vk["portcullis"]["summary"]), cpu_us(vk["hyper-floor"]["summary"])
+        if pc and fc:
+            add("Portcullis vs the hyper floor, CPU per request", "≤ 1.15×",
+                f"{pc / fc:.2f}× ({pc:.1f} vs {fc:.1f} µs)", pc <= 1.15 * fc)
+    ol = sc.get("open_loop", {}).get("contenders", {})
+    if "portcullis" in ol and ol["portcullis"].get("added_p99_us") is not None:
+        p = ol["portcullis"]["added_p99_us"]
+        n = ol.get("nginx", {}).get("added_p99_us")
+        rate = sc["open_loop"]["rate"]
+        add(f"p99 added over the upstream at {num(rate)} req/s (open loop)", "≤ nginx's and ≤ 250 µs",
+            f"{ms(p)} (nginx {ms(n)})", p <= 250 and (n is None or p <= n))
     if "seed_app" in vk:
         fast = [vk[k]["summary"]["rps"] for k in ("fastapi-1w", "fastapi-2w") if k in vk]
         if fast:
@@ -70,6 +92,9 @@ def targets(res: dict) -> list[dict]:
                 f"{num(u['store_key_lookups'])} queries for ≤ {num(distinct)} distinct keys sent "
                 f"({num(u['flood']['requests'])} answered)", u["store_key_lookups"] <= distinct)
         b = uf["bad_checksum"]
+        add("valid p99 during the bad-checksum flood", "≤ 1.5× baseline",
+            f"{b['p99_ratio']}× ({ms(b['baseline']['p99_us'])} → {ms(b['during']['p99_us'])})",
+            b["p99_ratio"] is not None and b["p99_ratio"] <= 1.5)
         if "store_key_lookups" in b:
             add("store queries for checksum-invalid keys", "0",
                 f"{b['store_key_lookups']} for {num(b['flood']['requests'])} requests",
@@ -85,6 +110,7 @@ def targets(res: dict) -> list[dict]:
 # --- SVG ------------------------------------------------------------------------
 
 COLOURS = {"portcullis": "#2b6cb0", "seed_app": "#2f855a", "nginx": "#718096",
+           "hyper-floor": "#805ad5", "nginx+verify": "#4a5568",
            "upstream": "#a0aec0", "fastapi-1w": "#c05621", "fastapi-2w": "#dd6b20"}
 
 
@@ -166,16 +192,33 @@ def markdown(res: dict, *, plot_dir: Path | None, plot_link: str) -> str:
     vk = sc.get("valid_key")
     if vk:
         lines += ["**Valid API key** (`GET /data` with `X-API-Key`; closed loop)", "",
-                  _row(["contender", "req/s", "p50", "p99", "max", "CPU s / 10k req", "idle RSS",
-                        "peak RSS", "start-up", "non-2xx"]), _row(["---"] * 10)]
+                  _row(["contender", "req/s", "p50", "p99", "max", "CPU s / 10k req", "CPU µs / req",
+                        "idle RSS", "peak RSS", "start-up", "non-2xx"]), _row(["---"] * 11)]
         for n, c in vk["contenders"].items():
             x = c["summary"]
+            cu = cpu_us(x)
             lines.append(_row([n, num(x["rps"]), ms(x["p50_us"]), ms(x["p99_us"]), ms(x["max_us"]),
-                               num(x["cpu_s_per_10k"], 3), mib(c["idle_rss_kib"]), mib(c["peak_rss_kib"]),
+                               num(x["cpu_s_per_10k"], 3), num(cu, 1) if cu else "–",
+                               mib(c["idle_rss_kib"]), mib(c["peak_rss_kib"]),
                                f"{c['startup_s']:.2f} s" if c["startup_s"] else "–", x["non_2xx"]]))
         lines.append("")
+        lines += ratio_lines(vk["contenders"])
         lines += [f"![requests per second]({plot_link}valid-key-rps.svg)",
                   f"![p99 latency]({plot_link}valid-key-p99.svg)", ""]
+    ol = sc.get("open_loop")
+    if ol:
+        lines += [f"**Open loop** (`GET /data` with `X-API-Key` at a fixed {num(ol['rate'])} req/s over "
+                  f"{ol['connections']} connections, `openloop`: latency from each request's intended "
+                  f"send time, so stalls are not hidden; medians over the reps)", "",
+                  _row(["contender", "p50", "p90", "p99", "p99.9", "max", "added p50", "added p99",
+                        "CPU µs / req", "generator late p99", "errors", "non-2xx"]), _row(["---"] * 12)]
+        for n, x in ol["contenders"].items():
+            cu = x["cpu_s_per_10k"] * 100 if x.get("cpu_s_per_10k") else None
+            lines.append(_row([n, ms(x["p50_us"]), ms(x["p90_us"]), ms(x["p99_us"]), ms(x["p999_us"]),
+                               ms(x["max_us"]), ms(x.get("added_p50_us")), ms(x.get("added_p99_us")),
+                               num(cu, 1) if cu else "–", ms(x.get("send_late_p99_us")), x["errors"],
+                               x["non_2xx"]]))
+        lines.append("")
 
     def flood_rows(label, f, extra=""):
         return [_row([label, ms(f["baseline"]["p50_us"]), ms(f["baseline"]["p99_us"]),
@@ -303,6 +346,24 @@ def postgres_markdown(res: dict) -> list[str]:
     return lines
 
 
+def ratio_lines(vk: dict) -> list[str]:
+    """The ratios issue 23 names, from the closed-loop run."""
+    p = vk.get("portcullis", {}).get("summary")
+    if not p:
+        return []
+    out = []
+    for other in ("nginx", "hyper-floor"):
+        o = vk.get(other, {}).get("summary")
+        if o and o["rps"] and cpu_us(o) and cpu_us(p):
+            out.append(f"Portcullis / {other}: requests/s {p['rps'] / o['rps']:.2f}×, "
+                       f"CPU per request {cpu_us(p) / cpu_us(o):.2f}×, p99 {p['p99_us'] / o['p99_us']:.2f}×.")
+    v, n = vk.get("nginx+verify", {}).get("summary"), vk.get("nginx", {}).get("summary")
+    if v and n and n["rps"] and cpu_us(v) and cpu_us(n):
+        out.append(f"nginx + Portcullis's decision endpoint / nginx alone: requests/s {v['rps'] / n['rps']:.2f}×, "
+                   f"CPU per request (nginx and the gateway together) {cpu_us(v) / cpu_us(n):.2f}×.")
+    return [" ".join(out), ""] if out else []
+
+
 def summary(res: dict) -> str:
     """A few lines for the terminal (and CI's log)."""
     out = [f"side-by-side ({res['mode']}, {res['profile']}): {len(res['scenarios'])} scenarios "
@@ -312,6 +373,9 @@ def summary(res: dict) -> str:
         out.append(f"  valid_key {n:<12} {x['rps']:>10,.0f} req/s  p99 {ms(x['p99_us']):>10}  "
                    f"non-2xx {x['non_2xx']}")
     sc = res["scenarios"]
+    for n, x in sc.get("open_loop", {}).get("contenders", {}).items():
+        out.append(f"  open_loop {n:<12} p50 {ms(x['p50_us']):>10}  p99 {ms(x['p99_us']):>10}  "
+                   f"added p99 {ms(x.get('added_p99_us')):>10}  errors {x['errors']}")
     for name in ("store_1m", "store_1m_pg"):
         if name in sc:
             f, c = sc[name]["first_pass"], sc[name]["cached"]

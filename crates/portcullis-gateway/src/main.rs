@@ -1,6 +1,8 @@
 //! `portcullis`: the gateway, its decision endpoint, its admin API, and the
 //! CLI that manages keys.
 
+#[cfg(feature = "alloc-count")]
+mod alloc_count;
 mod access_log;
 mod body;
 mod cli;

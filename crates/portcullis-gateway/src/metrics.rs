@@ -388,7 +388,11 @@ impl Scrape {
         let body = if req.method == Method::HEAD {
             Body::empty()
         } else {
-            Body::from(self.handle.render())
+            #[allow(unused_mut)]
+            let mut text = self.handle.render();
+            #[cfg(feature = "alloc-count")]
+            crate::alloc_count::render_into(&mut text);
+            Body::from(text)
         };
         let mut r = Response::new(body);
         *r.status_mut() = StatusCode::OK;
