@@ -85,6 +85,16 @@ pub const JWKS_KEYS: &str = "portcullis_jwks_keys";
 /// unusable), 0 for the others, by `issuer`.
 pub const JWKS_STATE: &str = "portcullis_jwks_state";
 
+/// Failed credentials counted against client addresses.
+pub const ABUSE_FAILURES: &str = "portcullis_abuse_failures_total";
+/// Times a client address became blocked.
+pub const ABUSE_BLOCKS: &str = "portcullis_abuse_blocks_total";
+/// Requests refused before verification, by `reason` (`blocked`, `busy`).
+pub const ABUSE_REFUSED: &str = "portcullis_abuse_refused_total";
+/// Client addresses (IPv4 addresses, IPv6 /64s) tracked for failures, as
+/// of the last new block.
+pub const ABUSE_ADDRESSES: &str = "portcullis_abuse_addresses";
+
 /// The label value of a decision that named no route.
 pub const NO_ROUTE: &str = "none";
 /// The label value that stands for every route past [`AdmissionMetrics`]'s
@@ -206,6 +216,26 @@ pub fn describe() {
         RATELIMIT_BREAKER_OPENED,
         Unit::Count,
         "Times the Redis breaker opened."
+    );
+    describe_counter!(
+        ABUSE_FAILURES,
+        Unit::Count,
+        "Failed credentials (malformed, unknown, invalid) counted against client addresses."
+    );
+    describe_counter!(
+        ABUSE_BLOCKS,
+        Unit::Count,
+        "Times a client address (IPv4 address, IPv6 /64) became blocked for too many failed credentials."
+    );
+    describe_counter!(
+        ABUSE_REFUSED,
+        Unit::Count,
+        "Requests refused before any verification, by reason (blocked: the address is blocked; busy: it has too many verifications waiting)."
+    );
+    describe_gauge!(
+        ABUSE_ADDRESSES,
+        Unit::Count,
+        "Client addresses tracked for failed credentials, as of the last new block."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the version is the label.");
     describe_counter!(

@@ -305,6 +305,7 @@ pub struct Builder {
     hash_parallelism: Option<usize>,
     observer: Option<Arc<dyn Observer>>,
     trusted: Vec<TrustedIssuer>,
+    abuse: Option<crate::pipeline::AbuseSettings>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -434,6 +435,17 @@ impl Builder {
         self
     }
 
+    /// How failed credentials are counted per client address and when an
+    /// address is blocked (on by default with
+    /// [`AbuseSettings::default`](crate::pipeline::AbuseSettings); set
+    /// `enabled: false` to turn it off). The address is
+    /// [`Portcullis::client_ip`]'s: behind a proxy, set
+    /// [`Builder::trusted_proxies`], or every client shares its address.
+    pub fn address_block(mut self, settings: crate::pipeline::AbuseSettings) -> Builder {
+        self.abuse = Some(settings);
+        self
+    }
+
     /// A clock (tests pass a manual one).
     pub fn clock(mut self, clock: SharedClock) -> Builder {
         self.clock = Some(clock);
@@ -548,11 +560,23 @@ impl Builder {
                 Limiter::redis(r, memory, self.on_backend_error)
             }
         };
+        let abuse = self.abuse.unwrap_or_default();
+        abuse
+            .check()
+            .map_err(|e| BuildError::Config(format!("address_block: {e}")))?;
+        let abuse = abuse.enabled.then(|| {
+            let b = crate::pipeline::AddressBlock::new(abuse, clock.clone());
+            Arc::new(match &keys {
+                Some(k) => b.audited_in(k.store().clone()),
+                None => b,
+            })
+        });
         let single = Scheme::ALL.map(|s| SchemeSet::new(&[s]));
         Ok(Portcullis {
             inner: Arc::new(Inner {
                 pipeline: {
-                    let p = Pipeline::new(guard, Arc::new(limiter), self.legacy_headers);
+                    let p = Pipeline::new(guard, Arc::new(limiter), self.legacy_headers)
+                        .with_address_block(abuse);
                     match self.observer {
                         Some(o) => p.observed_by(o),
                         None => p,

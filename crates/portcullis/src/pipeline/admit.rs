@@ -155,6 +155,20 @@ impl Pipeline {
                 }
                 Some(p) => (Some(p.clone()), None),
                 None => {
+                    // A blocked address is refused before any verification
+                    // work; an address that failed before holds a place
+                    // among its waiting verifications until this one ends.
+                    // (A public demand verifies nothing: not checked.)
+                    let abuse = self
+                        .abuse
+                        .as_deref()
+                        .zip(req.client)
+                        .filter(|_| !demand.schemes.is_public());
+                    let _place = match abuse.map(|(a, ip)| a.check(ip)) {
+                        Some(Err(p)) => break 'decided Err(Refused::new(p)),
+                        Some(Ok(place)) => place,
+                        None => None,
+                    };
                     // The guard's part: the one credential, verified, CSRF
                     // for cookies, the scopes. Only cookie credentials need
                     // the origin (for CSRF); other demands skip building it.
@@ -177,6 +191,12 @@ impl Pipeline {
                         // and the scheme.
                         Ok(mut g) => (g.principal.take(), Some(g)),
                         Err(d) => {
+                            if let Some((a, ip)) = abuse {
+                                a.refused(
+                                    ip,
+                                    Outcome::of(Some(d.problem.code), d.problem.log_reason),
+                                );
+                            }
                             break 'decided Err(Refused {
                                 credential_id: d.credential_id,
                                 scheme: d.scheme,

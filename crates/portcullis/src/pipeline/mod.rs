@@ -16,25 +16,29 @@
 //! browser's origin, the HTTPS decision, the client's address) live in
 //! [`portcullis_core`]. docs/architecture.md draws the picture.
 
+pub mod abuse;
 pub mod admit;
 pub mod early;
 pub mod finish;
 mod problem;
 
 use crate::auth::guard::Guard;
+use crate::clock::SystemClock;
 use crate::ratelimit::Limiter;
 use portcullis_core::{Outcome, Principal, PrincipalKind, Scheme};
 use std::sync::Arc;
 
+pub use abuse::{AbuseSettings, AddressBlock};
 pub use admit::{Admitted, Demand, RateDemand, Refused, RequestView};
 pub use problem::problem_response;
 
-/// The shared state of the phases that need any: the guard and the rate
-/// limiter. Cheap to clone.
+/// The shared state of the phases that need any: the guard, the rate
+/// limiter and the per-address failure counter. Cheap to clone.
 #[derive(Clone)]
 pub struct Pipeline {
     guard: Guard,
     limiter: Arc<Limiter>,
+    abuse: Option<Arc<AddressBlock>>,
     legacy_headers: bool,
     observers: Arc<[Arc<dyn Observer>]>,
 }
@@ -51,10 +55,17 @@ impl std::fmt::Debug for Pipeline {
 impl Pipeline {
     /// A pipeline deciding with `guard` and counting with `limiter`;
     /// `legacy_headers` adds `X-RateLimit-*` beside the draft's fields.
+    /// Failed credentials are counted per address with the default
+    /// [`AbuseSettings`] on the system clock (on by default; see
+    /// [`Pipeline::with_address_block`]).
     pub fn new(guard: Guard, limiter: Arc<Limiter>, legacy_headers: bool) -> Pipeline {
         Pipeline {
             guard,
             limiter,
+            abuse: Some(Arc::new(AddressBlock::new(
+                AbuseSettings::default(),
+                Arc::new(SystemClock),
+            ))),
             legacy_headers,
             observers: Arc::new([]),
         }
@@ -67,6 +78,18 @@ impl Pipeline {
         all.push(observer);
         self.observers = all.into();
         self
+    }
+
+    /// Counts failed credentials per client address and refuses blocked
+    /// addresses with `block` ([`abuse`]); `None`: not at all.
+    pub fn with_address_block(mut self, block: Option<Arc<AddressBlock>>) -> Pipeline {
+        self.abuse = block;
+        self
+    }
+
+    /// The per-address failure counter, when one is on.
+    pub fn address_block(&self) -> Option<&Arc<AddressBlock>> {
+        self.abuse.as_ref()
     }
 
     /// The guard.
