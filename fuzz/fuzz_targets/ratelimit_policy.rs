@@ -11,10 +11,12 @@
 //!
 //! Invariants:
 //! - a parsed policy has 1 to 8 limits, each at least 1 per period, no
-//!   faster than one per millisecond, with a period of whole seconds up to
+//!   faster than one per nanosecond, with a period of whole seconds up to
 //!   366 days and a burst of at least 1; it prints as a string that parses
-//!   back to the same policy; GCRA admits the first request from idle and
-//!   never moves the counter backwards;
+//!   back to the same policy; GCRA (in nanoseconds) admits the first
+//!   request from idle, never moves the counter backwards, never lets it
+//!   run more than the window ahead of now, and a refused request waiting
+//!   its `retry_after` is admitted;
 //! - parsed scopes are sorted, unique, valid tokens, and print as a string
 //!   that parses back to the same set, which covers itself;
 //! - a parsed route pattern is a fixed point (`/x` parses to itself, a
@@ -73,29 +75,54 @@ fn check_policy(s: &str) {
     assert!((1..=8).contains(&limits.len()), "{} limits", limits.len());
     for l in limits {
         assert!(l.count >= 1 && l.burst >= 1, "{l:?}");
-        assert!(l.period_ms >= u64::from(l.count), "faster than 1/ms: {l:?}");
+        assert!(
+            l.period_ms * 1_000_000 >= u64::from(l.count),
+            "faster than 1/ns: {l:?}"
+        );
         assert!(l.period_ms % 1000 == 0 && l.period_ms <= 366 * 86_400_000);
-        assert!(l.emission_ms() >= 1);
+        let e = l.emission_ns();
+        assert!(e >= 1 && e <= l.period_ms * 1_000_000);
+        assert!(l.window_ns() >= e.min(ratelimit::MAX_SPAN_NS));
+        assert!(l.window_ns() <= ratelimit::MAX_SPAN_NS);
         assert!(!l.header_value().is_empty());
+        let period_ns = l.period_ms * 1_000_000;
         // GCRA: the first request from idle is admitted, whatever the time.
-        for now in [0u64, 1, 1_700_000_000_000, 4_102_444_800_000] {
+        for now in [
+            0u64,
+            1,
+            1_700_000_000_000_000_000,
+            4_102_444_800_000_000_000,
+        ] {
             match ratelimit::decide(l, None, now, 1) {
-                Decision::Admit { tat, reset_ms, .. } => {
-                    assert!(tat > now && reset_ms == tat - now);
+                Decision::Admit { tat, reset_ns, .. } => {
+                    assert!(tat > now && reset_ns == tat - now);
+                    assert!(reset_ns <= l.window_ns());
                 }
                 d => panic!("first request refused: {l:?} {d:?}"),
             }
             // A counter in the past or future never panics and never moves
             // back.
             for tat in [
-                now.saturating_sub(l.period_ms),
+                now.saturating_sub(period_ns),
                 now,
-                now.saturating_add(l.period_ms),
+                now.saturating_add(period_ns),
             ] {
                 for cost in [0, 1, l.burst, u32::MAX] {
                     match ratelimit::decide(l, Some(tat), now, cost) {
                         Decision::Admit { tat: new, .. } => assert!(new >= tat.max(now)),
-                        Decision::Refuse { retry_after_ms, .. } => assert!(retry_after_ms > 0),
+                        Decision::Refuse { retry_after_ns, .. } => {
+                            assert!(retry_after_ns > 0);
+                            if cost <= l.burst && l.increment_ns(cost) <= l.window_ns() {
+                                let later = now.saturating_add(retry_after_ns);
+                                assert!(
+                                    matches!(
+                                        ratelimit::decide(l, Some(tat), later, cost),
+                                        Decision::Admit { .. }
+                                    ),
+                                    "{l:?} cost {cost}: not admitted after retry_after"
+                                );
+                            }
+                        }
                     }
                 }
             }

@@ -6,15 +6,36 @@
 //! `period / count`, with a burst allowance: no double burst at a window
 //! edge, and a refused request changes nothing, so it never eats into the
 //! caller's allowance.
+//!
+//! Time is kept in integer nanoseconds: a u64 of them covers 584 years
+//! from the Unix epoch, and every interval a policy can name is a whole
+//! number of them, rounded down by less than one nanosecond when `count`
+//! does not divide the period (`7/second` is one every 142 857 142 ns). So
+//! `5000/second` is one request every 200 µs exactly, and any rate up to
+//! one request a nanosecond is counted as written. Nanoseconds rather than
+//! microseconds because a microsecond interval would round `3/second` to
+//! 333 333 µs (3.000003 a second) and cap rates at a million a second.
 
 use std::fmt;
+
+/// The longest a counter's allowance takes to refill, in nanoseconds: 50
+/// years of 366 days. A limit whose burst would take longer (`1/366 days
+/// burst 999999999`) refills over this span instead, which no caller can
+/// tell apart within a lifetime. The bound keeps every number the
+/// decision adds up (the TAT ahead of now, one request's increment, the
+/// window) within 2^53 microseconds, where the Redis script's Lua doubles
+/// are exact (see `portcullis::ratelimit::redis`).
+pub const MAX_SPAN_NS: u64 = 50 * 366 * 86_400 * NS_PER_SEC;
+
+/// Nanoseconds in a second.
+pub const NS_PER_SEC: u64 = 1_000_000_000;
 
 /// One limit: `count` requests per `period_ms`, up to `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Limit {
     /// Requests per period.
     pub count: u32,
-    /// The period, in milliseconds.
+    /// The period, in milliseconds (a whole number of seconds when parsed).
     pub period_ms: u64,
     /// Requests admitted back to back from an idle start.
     pub burst: u32,
@@ -41,9 +62,36 @@ fn unit_ms(u: &str) -> Option<u64> {
 }
 
 impl Limit {
-    /// Milliseconds between two requests at the steady rate.
-    pub fn emission_ms(&self) -> u64 {
-        (self.period_ms / u64::from(self.count.max(1))).max(1)
+    /// Nanoseconds between two requests at the steady rate:
+    /// `period / count`, rounded down, at least 1 (the parser refuses
+    /// anything faster than one a nanosecond; a hand-built `Limit` that is
+    /// faster counts one a nanosecond).
+    pub fn emission_ns(&self) -> u64 {
+        (self.period_ms.saturating_mul(1_000_000) / u64::from(self.count.max(1))).max(1)
+    }
+
+    /// Nanoseconds for the whole burst to come back from empty:
+    /// `burst × emission`, at most [`MAX_SPAN_NS`].
+    pub fn window_ns(&self) -> u64 {
+        self.emission_ns()
+            .saturating_mul(u64::from(self.burst))
+            .min(MAX_SPAN_NS)
+    }
+
+    /// Nanoseconds one request of `cost` moves the TAT: `cost × emission`,
+    /// at most `2 × MAX_SPAN_NS` (anything over the window is refused
+    /// whatever its size; the cap only keeps the arithmetic exact).
+    pub fn increment_ns(&self, cost: u32) -> u64 {
+        self.emission_ns()
+            .saturating_mul(u64::from(cost.max(1)))
+            .min(2 * MAX_SPAN_NS)
+    }
+
+    /// Requests left when the TAT is `ahead_ns` past now:
+    /// `(window - ahead) / emission`.
+    pub fn room(&self, ahead_ns: u64) -> u32 {
+        let room = self.window_ns().saturating_sub(ahead_ns) / self.emission_ns();
+        u32::try_from(room).unwrap_or(u32::MAX)
     }
 
     /// The policy's name in `RateLimit-Policy` (`100;w=60`).
@@ -153,13 +201,13 @@ fn parse_limit(item: &str) -> Result<Limit, PolicyError> {
             "{item:?}: a limit of 0 admits nothing; leave the limit out or deny the route"
         )));
     }
-    // Counters keep time in whole milliseconds (in memory and in Redis),
-    // so the steady rate can be at most one request per millisecond. A
-    // faster limit would silently become 1000/second after its burst:
-    // refuse it instead.
-    if period_ms < u64::from(count) {
+    // Counters keep time in whole nanoseconds, so the steady rate can be
+    // at most one request a nanosecond (a billion a second). A faster
+    // limit would silently count as that: refuse it instead. (A u32 count
+    // over a period of at least a second only passes this at 1e9+/second.)
+    if period_ms.saturating_mul(1_000_000) < u64::from(count) {
         return Err(PolicyError(format!(
-            "{item:?}: at most 1000 per second can be counted (one per millisecond); for more, write e.g. \"1000/second burst 100000\""
+            "{item:?}: at most 1000000000 per second can be counted (one per nanosecond)"
         )));
     }
     let burst = match burst {
@@ -184,78 +232,100 @@ fn parse_limit(item: &str) -> Result<Limit, PolicyError> {
 pub enum Decision {
     /// Admit, and store `tat` as the counter's new value.
     Admit {
-        /// The new TAT.
+        /// The new TAT, in nanoseconds.
         tat: u64,
         /// Requests left right now.
         remaining: u32,
-        /// Milliseconds until the allowance is whole again.
-        reset_ms: u64,
+        /// Nanoseconds until the allowance is whole again.
+        reset_ns: u64,
     },
     /// Refuse; store nothing.
     Refuse {
-        /// Milliseconds until one request would be admitted.
-        retry_after_ms: u64,
-        /// Milliseconds until the allowance is whole again.
-        reset_ms: u64,
+        /// Nanoseconds until one request would be admitted.
+        retry_after_ns: u64,
+        /// Nanoseconds until the allowance is whole again.
+        reset_ns: u64,
     },
 }
 
-/// GCRA: a request of `cost` at `now_ms` against `limit`, with the
-/// counter's stored TAT (`None` when it has none, or it expired).
-pub fn decide(limit: &Limit, tat: Option<u64>, now_ms: u64, cost: u32) -> Decision {
-    let t = limit.emission_ms();
-    let window = t.saturating_mul(u64::from(limit.burst));
-    let tat = tat.unwrap_or(now_ms).max(now_ms);
-    let new_tat = tat.saturating_add(t.saturating_mul(u64::from(cost.max(1))));
+/// GCRA: a request of `cost` at `now_ns` against `limit`, with the
+/// counter's stored TAT in nanoseconds (`None` when it has none, or it
+/// expired).
+pub fn decide(limit: &Limit, tat: Option<u64>, now_ns: u64, cost: u32) -> Decision {
+    let window = limit.window_ns();
+    let tat = tat.unwrap_or(now_ns).max(now_ns);
+    // Saturating: `now_ns` near u64::MAX (only a fuzzer's clock) must not
+    // panic; with real clocks every sum stays far below it.
+    let new_tat = tat.saturating_add(limit.increment_ns(cost));
     let allow_at = new_tat.saturating_sub(window);
-    if now_ms < allow_at {
+    if now_ns < allow_at {
         return Decision::Refuse {
-            retry_after_ms: allow_at - now_ms,
-            reset_ms: tat - now_ms,
+            retry_after_ns: allow_at - now_ns,
+            reset_ns: tat - now_ns,
         };
     }
-    // Saturating: a slow limit with a huge burst (`1/60 days burst
-    // 4294967295`) has a window near u64::MAX (found by fuzzing).
-    let room = now_ms.saturating_add(window).saturating_sub(new_tat) / t;
     Decision::Admit {
         tat: new_tat,
-        remaining: u32::try_from(room).unwrap_or(u32::MAX),
-        reset_ms: new_tat - now_ms,
+        remaining: limit.room(new_tat - now_ns),
+        reset_ns: new_tat - now_ns,
     }
+}
+
+/// Nanoseconds to whole seconds for headers (`Retry-After`, `reset`):
+/// rounded up, so a client that waits that long is admitted.
+pub fn ns_to_secs_ceil(ns: u64) -> u64 {
+    ns.div_ceil(NS_PER_SEC)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const MS: u64 = 1_000_000;
+    const SEC: u64 = NS_PER_SEC;
+    /// A Unix time in nanoseconds (2023-11-14).
+    const T0: u64 = 1_700_000_000 * SEC;
+
+    fn lim(count: u32, period_ms: u64, burst: u32) -> Limit {
+        Limit {
+            count,
+            period_ms,
+            burst,
+        }
+    }
+
+    /// Admits `cost`-1 requests at `now` until one is refused; returns how
+    /// many were admitted and the TAT.
+    fn drain(l: &Limit, mut tat: Option<u64>, now: u64) -> (u32, Option<u64>) {
+        let mut n = 0;
+        while let Decision::Admit { tat: t, .. } = decide(l, tat, now, 1) {
+            tat = Some(t);
+            n += 1;
+        }
+        (n, tat)
+    }
 
     #[test]
     fn a_window_near_u64_max_does_not_overflow() {
-        // Found by the `ratelimit_policy` fuzz target.
+        // Found by the `ratelimit_policy` fuzz target: a burst that takes
+        // 700 million years to refill. The window is capped at
+        // MAX_SPAN_NS, and nothing overflows at any time.
         let p = Policy::parse("1/60 days burst 4294967295").unwrap();
         let l = &p.limits()[0];
-        for now in [0u64, 1_700_000_000_000, 4_102_444_800_000] {
+        assert_eq!(l.window_ns(), MAX_SPAN_NS);
+        for now in [0u64, T0, 4_102_444_800 * SEC, u64::MAX - 1, u64::MAX] {
             assert!(matches!(decide(l, None, now, 1), Decision::Admit { .. }));
+            for cost in [1, u32::MAX] {
+                let _ = decide(l, Some(u64::MAX), now, cost);
+            }
         }
     }
 
     #[test]
     fn parses_slowapi_syntax() {
         let p = Policy::parse("10/second; 1000/hour").unwrap();
-        assert_eq!(
-            p.0,
-            vec![
-                Limit {
-                    count: 10,
-                    period_ms: 1000,
-                    burst: 10
-                },
-                Limit {
-                    count: 1000,
-                    period_ms: 3_600_000,
-                    burst: 1000
-                }
-            ]
-        );
+        assert_eq!(p.0, vec![lim(10, 1000, 10), lim(1000, 3_600_000, 1000)]);
         assert_eq!(
             Policy::parse("5 per 10 seconds").unwrap().0[0].period_ms,
             10_000
@@ -280,25 +350,98 @@ mod tests {
     }
 
     #[test]
-    fn limits_faster_than_one_per_millisecond_are_refused() {
-        assert!(Policy::parse("1000/second").is_ok());
-        assert!(Policy::parse("60000/minute").is_ok());
-        let e = Policy::parse("1001/second").unwrap_err().to_string();
-        assert!(e.contains("at most 1000 per second"), "{e}");
-        assert!(Policy::parse("1000000/second").is_err());
-        assert!(Policy::parse("1000/second burst 1000000").is_ok());
+    fn any_rate_up_to_one_a_nanosecond_parses_and_faster_is_refused() {
+        for ok in [
+            "1001/second",
+            "5000/second",
+            "100000/minute",
+            "1000000/second",
+            "1000000000/second",
+            "4294967295/minute",
+        ] {
+            assert!(Policy::parse(ok).is_ok(), "{ok}");
+        }
+        let e = Policy::parse("1000000001/second").unwrap_err().to_string();
+        assert!(e.contains("one per nanosecond"), "{e}");
+        assert!(Policy::parse("4294967295/second").is_err());
+        assert!(Policy::parse("4294967295/5 seconds").is_ok());
+    }
+
+    #[test]
+    fn intervals_are_exact_nanoseconds() {
+        let e = |s: &str| Policy::parse(s).unwrap().0[0].emission_ns();
+        assert_eq!(e("5000/second"), 200_000);
+        assert_eq!(e("100000/minute"), 600_000);
+        assert_eq!(e("1000/second"), MS);
+        assert_eq!(e("1000000000/second"), 1);
+        assert_eq!(e("100/minute"), 600 * MS);
+        // Rounded down by less than a nanosecond.
+        assert_eq!(e("7/second"), 142_857_142);
+        assert_eq!(e("3/second"), 333_333_333);
+    }
+
+    #[test]
+    fn five_thousand_a_second_is_exactly_that() {
+        let l = Policy::parse("5000/second").unwrap().0[0];
+        // From idle: the whole burst at once, then nothing.
+        let (n, tat) = drain(&l, None, T0);
+        assert_eq!(n, 5000);
+        assert_eq!(tat, Some(T0 + SEC));
+        assert_eq!(
+            decide(&l, tat, T0, 1),
+            Decision::Refuse {
+                retry_after_ns: 200_000,
+                reset_ns: SEC
+            }
+        );
+        // 199 µs later: still nothing; 200 µs: exactly one.
+        assert_eq!(drain(&l, tat, T0 + 199_999).0, 0);
+        let (n, tat) = drain(&l, tat, T0 + 200_000);
+        assert_eq!(n, 1);
+        // One second after the start: the 4999 that came back since.
+        assert_eq!(drain(&l, tat, T0 + SEC).0, 4999);
+        // A steady 5000 a second, one every 200 µs for ten seconds, with
+        // no burst to lean on: every one admitted, and a 5001st in any
+        // second refused.
+        let one = lim(5000, 1000, 1);
+        let mut tat = None;
+        for i in 0..50_000u64 {
+            match decide(&one, tat, T0 + i * 200_000, 1) {
+                Decision::Admit { tat: t, .. } => tat = Some(t),
+                d => panic!("{i}: {d:?}"),
+            }
+            if i % 5000 == 4999 {
+                assert!(matches!(
+                    decide(&one, tat, T0 + i * 200_000 + 100_000, 1),
+                    Decision::Refuse {
+                        retry_after_ns: 100_000,
+                        ..
+                    }
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn a_hundred_thousand_a_minute_is_exactly_that() {
+        let l = Policy::parse("100000/minute").unwrap().0[0];
+        let (n, tat) = drain(&l, None, T0);
+        assert_eq!(n, 100_000);
+        // 600 µs a request: a minute later, exactly the whole burst again;
+        // a nanosecond earlier, one fewer.
+        assert_eq!(drain(&l, tat, T0 + 60 * SEC - 1).0, 99_999);
+        assert_eq!(drain(&l, tat, T0 + 60 * SEC).0, 100_000);
+        assert_eq!(drain(&l, tat, T0 + 600_000).0, 1);
+        assert_eq!(drain(&l, tat, T0 + 599_999).0, 0);
     }
 
     #[test]
     fn gcra_admits_exactly_the_burst_and_refusals_cost_nothing() {
-        let l = Limit {
-            count: 5,
-            period_ms: 1000,
-            burst: 5,
-        };
+        let l = lim(5, 1000, 5);
+        let now = 10 * SEC;
         let mut tat = None;
         for i in 0..5 {
-            match decide(&l, tat, 10_000, 1) {
+            match decide(&l, tat, now, 1) {
                 Decision::Admit {
                     tat: t, remaining, ..
                 } => {
@@ -310,32 +453,24 @@ mod tests {
         }
         // Refused, many times, without moving the counter.
         for _ in 0..100 {
-            match decide(&l, tat, 10_000, 1) {
-                Decision::Refuse { retry_after_ms, .. } => assert_eq!(retry_after_ms, 200),
+            match decide(&l, tat, now, 1) {
+                Decision::Refuse { retry_after_ns, .. } => assert_eq!(retry_after_ns, 200 * MS),
                 d => panic!("{d:?}"),
             }
         }
         // One emission interval later, exactly one more.
-        assert!(matches!(decide(&l, tat, 10_200, 1), Decision::Admit { .. }));
+        assert!(matches!(
+            decide(&l, tat, now + 200 * MS, 1),
+            Decision::Admit { .. }
+        ));
         // Idle for a whole period: the full burst again, not two.
-        let mut tat2 = tat;
-        let mut n = 0;
-        while let Decision::Admit { tat: t, .. } = decide(&l, tat2, 20_000, 1) {
-            tat2 = Some(t);
-            n += 1;
-        }
-        assert_eq!(n, 5);
+        assert_eq!(drain(&l, tat, 20 * SEC).0, 5);
     }
 
     #[test]
     fn smaller_burst_spreads_requests() {
-        let l = Limit {
-            count: 60,
-            period_ms: 60_000,
-            burst: 2,
-        };
-        let a = decide(&l, None, 0, 1);
-        let Decision::Admit { tat, .. } = a else {
+        let l = lim(60, 60_000, 2);
+        let Decision::Admit { tat, .. } = decide(&l, None, 0, 1) else {
             panic!()
         };
         let Decision::Admit { tat, .. } = decide(&l, Some(tat), 0, 1) else {
@@ -344,23 +479,19 @@ mod tests {
         assert!(matches!(
             decide(&l, Some(tat), 0, 1),
             Decision::Refuse {
-                retry_after_ms: 1000,
+                retry_after_ns: SEC,
                 ..
             }
         ));
         assert!(matches!(
-            decide(&l, Some(tat), 1000, 1),
+            decide(&l, Some(tat), SEC, 1),
             Decision::Admit { .. }
         ));
     }
 
     #[test]
     fn cost_counts_as_several_requests() {
-        let l = Limit {
-            count: 10,
-            period_ms: 1000,
-            burst: 10,
-        };
+        let l = lim(10, 1000, 10);
         let Decision::Admit { tat, remaining, .. } = decide(&l, None, 0, 4) else {
             panic!()
         };
@@ -373,5 +504,103 @@ mod tests {
             decide(&l, Some(tat), 0, 6),
             Decision::Admit { remaining: 0, .. }
         ));
+        // More than the burst at once: never admitted, however long the
+        // counter has been idle.
+        assert!(matches!(decide(&l, None, 0, 11), Decision::Refuse { .. }));
+        assert!(matches!(
+            decide(&l, None, 0, u32::MAX),
+            Decision::Refuse { .. }
+        ));
+    }
+
+    #[test]
+    fn headers_round_up_to_whole_seconds() {
+        assert_eq!(ns_to_secs_ceil(0), 0);
+        assert_eq!(ns_to_secs_ceil(1), 1);
+        assert_eq!(ns_to_secs_ceil(200_000), 1);
+        assert_eq!(ns_to_secs_ceil(SEC), 1);
+        assert_eq!(ns_to_secs_ceil(SEC + 1), 2);
+    }
+
+    /// A limit of any rate the parser takes (a second to a day per period,
+    /// up to a million a second), and any burst up to 2000.
+    fn any_limit() -> impl Strategy<Value = Limit> {
+        (1u64..=86_400, 1u32..=2000).prop_flat_map(|(period_s, burst)| {
+            let most = u32::try_from((period_s * 1_000_000).min(u64::from(u32::MAX))).unwrap();
+            (1u32..=most).prop_map(move |count| lim(count, period_s * 1000, burst))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever the arrivals (gaps from 0 to three intervals, costs 1
+        /// to 3), what is admitted between any two of them never exceeds
+        /// the burst plus the intervals elapsed: `burst + (b - a) / e`.
+        #[test]
+        fn never_more_than_the_policy_allows(
+            l in any_limit(),
+            steps in proptest::collection::vec((0u64..3000, 1u32..=3), 1..300),
+        ) {
+            let e = l.emission_ns();
+            let mut now = T0;
+            let mut tat = None;
+            // (time, cost) of every admitted request.
+            let mut admitted: Vec<(u64, u64)> = Vec::new();
+            for (gap, cost) in steps {
+                // Gaps in thousandths of an interval, so every scale of
+                // rate sees arrivals both faster and slower than it.
+                now += (u128::from(e) * u128::from(gap) / 1000) as u64;
+                match decide(&l, tat, now, cost) {
+                    Decision::Admit { tat: t, remaining, reset_ns } => {
+                        prop_assert!(t > now && reset_ns == t - now);
+                        prop_assert!(remaining < l.burst);
+                        tat = Some(t);
+                        admitted.push((now, u64::from(cost)));
+                    }
+                    Decision::Refuse { retry_after_ns, .. } => {
+                        prop_assert!(retry_after_ns > 0);
+                        // Waiting that long admits it (the counter is
+                        // untouched by the refusal).
+                        let later = decide(&l, tat, now + retry_after_ns, cost);
+                        prop_assert!(matches!(later, Decision::Admit { .. }), "{:?}", later);
+                    }
+                }
+            }
+            for i in 0..admitted.len() {
+                let mut sum = 0;
+                for j in i..admitted.len() {
+                    sum += admitted[j].1;
+                    let allowed = u64::from(l.burst) + (admitted[j].0 - admitted[i].0) / e;
+                    prop_assert!(sum <= allowed, "{} admitted in {} ns, allowed {}", sum, admitted[j].0 - admitted[i].0, allowed);
+                }
+            }
+        }
+
+        /// Requests at exactly the policy's rate — the i-th at
+        /// `i × period / count`, to the nanosecond — are all admitted, with
+        /// any burst, from idle or after a full burst was spent.
+        #[test]
+        fn a_steady_stream_at_the_rate_is_all_admitted(
+            l in any_limit(),
+            n in 1u64..2000,
+            spent in any::<bool>(),
+        ) {
+            let period_ns = l.period_ms * MS;
+            let mut tat = None;
+            if spent {
+                tat = drain(&l, None, T0).1;
+            }
+            // After a spent burst, the stream starts one interval later.
+            let start = if spent { T0 + l.emission_ns() } else { T0 };
+            for i in 0..n {
+                let at = start
+                    + (u128::from(i) * u128::from(period_ns) / u128::from(l.count)) as u64;
+                match decide(&l, tat, at, 1) {
+                    Decision::Admit { tat: t, .. } => tat = Some(t),
+                    d => prop_assert!(false, "request {} at +{} ns: {:?}", i, at - T0, d),
+                }
+            }
+        }
     }
 }

@@ -11,6 +11,10 @@ pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.now()).unwrap_or(0) * 1000
     }
+    /// Now, in unix nanoseconds (rate limits count to the nanosecond).
+    fn now_nanos(&self) -> u64 {
+        self.now_ms().saturating_mul(1_000_000)
+    }
 }
 
 /// The system clock.
@@ -27,6 +31,11 @@ impl Clock for SystemClock {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+    fn now_nanos(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
     }
 }
 

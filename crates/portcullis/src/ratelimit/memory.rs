@@ -1,5 +1,5 @@
-//! The memory rate limiter: one GCRA counter (a TAT in milliseconds) per
-//! (caller, limit), in a sharded hash map.
+//! The memory rate limiter: one GCRA counter (a TAT in nanoseconds since
+//! the Unix epoch) per (caller, limit), in a sharded hash map.
 //!
 //! A counter whose TAT has passed holds nothing a missing counter would
 //! not (its caller has a full burst either way), so expiry needs no timer:
@@ -124,7 +124,7 @@ impl MemoryLimiter {
         if checks.is_empty() {
             return None;
         }
-        let now = self.clock.now_ms();
+        let now = self.clock.now_nanos();
         let names: Vec<u128> = checks.iter().map(|c| c.memory_key(&self.keys)).collect();
         // The shard of a name: its top bits (the map uses the low ones).
         let shard_of = |k: u128| ((k >> 122) as usize) % SHARDS;
@@ -142,58 +142,27 @@ impl MemoryLimiter {
             let tat = g.map.get(&names[i]).copied();
             decisions.push(decide(c.limit, tat, now, cost));
         }
-        let refused = decisions
+        if decisions
             .iter()
-            .enumerate()
-            .filter_map(|(i, d)| match d {
-                Decision::Refuse {
-                    retry_after_ms,
-                    reset_ms,
-                } => Some((i, *retry_after_ms, *reset_ms)),
-                Decision::Admit { .. } => None,
-            })
-            .max_by_key(|(i, r, _)| (*r, std::cmp::Reverse(*i)));
-        if let Some((i, retry, reset)) = refused {
-            return Some(Verdict {
-                admitted: false,
-                limit: *checks[i].limit,
-                index: i,
-                remaining: 0,
-                reset_secs: reset.div_ceil(1000),
-                retry_after_secs: retry.div_ceil(1000).max(1),
-            });
-        }
-        let mut tightest: Option<Verdict> = None;
-        for (i, d) in decisions.iter().enumerate() {
-            if let Decision::Admit {
-                tat,
-                remaining,
-                reset_ms,
-            } = d
-            {
-                let gi = guard_of(shard_of(names[i]));
-                let shard = &mut guards[gi].1;
-                if !shard.map.contains_key(&names[i]) {
-                    shard.room(now, self.shard_cap);
-                }
-                // The same counter checked twice (one limit named twice)
-                // was decided twice from the same TAT: one write.
-                let e = shard.map.entry(names[i]).or_insert(0);
-                *e = (*e).max(*tat);
-                let v = Verdict {
-                    admitted: true,
-                    limit: *checks[i].limit,
-                    index: i,
-                    remaining: *remaining,
-                    reset_secs: reset_ms.div_ceil(1000),
-                    retry_after_secs: 0,
-                };
-                if tightest.is_none_or(|t| v.remaining < t.remaining) {
-                    tightest = Some(v);
+            .all(|d| matches!(d, Decision::Admit { .. }))
+        {
+            for (i, d) in decisions.iter().enumerate() {
+                if let Decision::Admit { tat, .. } = d {
+                    let gi = guard_of(shard_of(names[i]));
+                    let shard = &mut guards[gi].1;
+                    if !shard.map.contains_key(&names[i]) {
+                        shard.room(now, self.shard_cap);
+                    }
+                    // The same counter checked twice (one limit named
+                    // twice) was decided twice from the same TAT: one
+                    // write.
+                    let e = shard.map.entry(names[i]).or_insert(0);
+                    *e = (*e).max(*tat);
                 }
             }
         }
-        tightest
+        drop(guards);
+        super::verdict(checks, decisions.iter().copied())
     }
 
     /// Counters held, including passed ones not yet dropped.
@@ -253,6 +222,77 @@ mod tests {
         let v = m.check(&checks, 1).unwrap();
         assert!(!v.admitted);
         assert_eq!(v.limit, slow);
+    }
+
+    /// Admits requests at the clock's now until one is refused.
+    fn drain(m: &MemoryLimiter, c: Check<'_>) -> u32 {
+        let mut n = 0;
+        while m.check(&[c], 1).unwrap().admitted {
+            n += 1;
+        }
+        n
+    }
+
+    /// `5000/second` and `100000/minute` (once refused at start) admit
+    /// exactly that many per period on the injected clock.
+    #[test]
+    fn fast_limits_admit_exactly_their_rate() {
+        let clock = ManualClock::new(1_700_000_000);
+        let m = MemoryLimiter::new(clock.clone(), 1000);
+        for (policy, period, label) in
+            [("5000/second", 1, "five"), ("100000/minute", 60, "hundred")]
+        {
+            let p = portcullis_core::ratelimit::Policy::parse(policy).unwrap();
+            let c = named(label, &p.limits()[0]);
+            let count = p.limits()[0].count;
+            assert_eq!(drain(&m, c), count, "{policy} from idle");
+            let v = m.check(&[c], 1).unwrap();
+            assert_eq!((v.admitted, v.retry_after_secs), (false, 1), "{policy}");
+            for round in 0..3 {
+                clock.advance(period);
+                assert_eq!(drain(&m, c), count, "{policy}, period {round}");
+            }
+        }
+    }
+
+    /// A clock that moves in nanoseconds.
+    #[derive(Default)]
+    struct NanoClock(std::sync::atomic::AtomicU64);
+
+    impl crate::clock::Clock for NanoClock {
+        fn now(&self) -> i64 {
+            (self.now_nanos() / 1_000_000_000) as i64
+        }
+        fn now_ms(&self) -> u64 {
+            self.now_nanos() / 1_000_000
+        }
+        fn now_nanos(&self) -> u64 {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// Below a millisecond: `5000/second burst 1` admits one request every
+    /// 200 µs and refuses one 199.999 µs after the last.
+    #[test]
+    fn sub_millisecond_spacing_is_exact() {
+        let clock = Arc::new(NanoClock::default());
+        let t0 = 1_700_000_000_000_000_000u64;
+        clock.0.store(t0, std::sync::atomic::Ordering::SeqCst);
+        let m = MemoryLimiter::new(clock.clone(), 1000);
+        let l = portcullis_core::ratelimit::Policy::parse("5000/second burst 1").unwrap();
+        let c = named("steady", &l.limits()[0]);
+        for i in 0..10_000u64 {
+            let at = t0 + i * 200_000;
+            if i > 0 {
+                clock.0.store(at - 1, std::sync::atomic::Ordering::SeqCst);
+                assert!(
+                    !m.check(&[c], 1).unwrap().admitted,
+                    "a nanosecond early, request {i}"
+                );
+            }
+            clock.0.store(at, std::sync::atomic::Ordering::SeqCst);
+            assert!(m.check(&[c], 1).unwrap().admitted, "request {i}");
+        }
     }
 
     #[test]

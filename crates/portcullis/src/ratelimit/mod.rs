@@ -55,15 +55,27 @@ pub enum Pool<'a> {
     Named(&'a str),
 }
 
+/// The version of the counters' format in Redis, right after the prefix
+/// in every counter's name: `ns` = TATs in nanoseconds since the Unix
+/// epoch. Gateways before it stored milliseconds under names without it
+/// (`portcullis:rl:r0:…`), so during a rolling upgrade the old and new
+/// gateways count in separate counters and neither ever reads the other's
+/// number in the wrong unit (which would refuse everyone, or admit
+/// everyone, until the counter expired). Change it whenever the stored
+/// value's meaning changes.
+pub const REDIS_FORMAT: &str = "ns:";
+
 impl Check<'_> {
-    /// The counter's name in Redis: readable, unambiguous (lengths before
-    /// free-form parts), and including the limit itself, so a changed
+    /// The counter's name in Redis: the prefix, the format version
+    /// ([`REDIS_FORMAT`]), then readable and unambiguous fields (lengths
+    /// before free-form parts), including the limit itself, so a changed
     /// limit starts fresh instead of inheriting a TAT computed for another
     /// rate.
     pub fn redis_key(&self, prefix: &str) -> String {
         use std::fmt::Write;
         let mut k = String::with_capacity(prefix.len() + 64);
         k.push_str(prefix);
+        k.push_str(REDIS_FORMAT);
         let _ = match self.pool {
             Pool::Route(i) => write!(k, "r{i}"),
             Pool::Named(n) => write!(k, "{}:{n}", n.len()),
@@ -109,6 +121,62 @@ pub struct Verdict {
     pub reset_secs: u64,
     /// Seconds to wait, when refused.
     pub retry_after_secs: u64,
+}
+
+/// The verdict of a request checked against several limits, from each
+/// limit's decision (in the order of `checks`): refused by the limit that
+/// makes it wait longest (the first of equals), or admitted with the
+/// numbers of the limit with the least room (the first of equals). The
+/// memory and Redis limiters both decide through it, so both name the
+/// same limit.
+pub(crate) fn verdict(
+    checks: &[Check<'_>],
+    decisions: impl Iterator<Item = portcullis_core::ratelimit::Decision> + Clone,
+) -> Option<Verdict> {
+    use portcullis_core::ratelimit::{Decision, ns_to_secs_ceil};
+    let refused = decisions
+        .clone()
+        .enumerate()
+        .filter_map(|(i, d)| match d {
+            Decision::Refuse {
+                retry_after_ns,
+                reset_ns,
+            } => Some((i, retry_after_ns, reset_ns)),
+            Decision::Admit { .. } => None,
+        })
+        .max_by_key(|(i, r, _)| (*r, std::cmp::Reverse(*i)));
+    if let Some((i, retry, reset)) = refused {
+        return Some(Verdict {
+            admitted: false,
+            limit: *checks.get(i)?.limit,
+            index: i,
+            remaining: 0,
+            reset_secs: ns_to_secs_ceil(reset),
+            retry_after_secs: ns_to_secs_ceil(retry).max(1),
+        });
+    }
+    let mut tightest: Option<Verdict> = None;
+    for (i, d) in decisions.enumerate() {
+        if let Decision::Admit {
+            remaining,
+            reset_ns,
+            ..
+        } = d
+        {
+            let v = Verdict {
+                admitted: true,
+                limit: *checks.get(i)?.limit,
+                index: i,
+                remaining,
+                reset_secs: ns_to_secs_ceil(reset_ns),
+                retry_after_secs: 0,
+            };
+            if tightest.is_none_or(|t| v.remaining < t.remaining) {
+                tightest = Some(v);
+            }
+        }
+    }
+    tightest
 }
 
 /// A request the limits did not admit.

@@ -4,56 +4,81 @@
 //!
 //! The script is the same GCRA as `portcullis_core::ratelimit::decide`
 //! (the tests compare them), applied to every counter of the request
-//! before any is written: all admit, or nothing is stored.
+//! before any is written: all admit, or nothing is stored. Each counter
+//! holds its TAT in nanoseconds since the Unix epoch, as a decimal string,
+//! under a name that carries the format version
+//! ([`super::REDIS_FORMAT`]).
 
 use super::{Check, Verdict};
-use portcullis_core::ratelimit::Limit;
+use portcullis_core::ratelimit::Decision;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::time::Duration;
 
-/// `KEYS`: the counters. `ARGV[1]`: the cost; then per counter its
-/// emission interval and burst (ms, count).
+/// `KEYS`: the counters. `ARGV`: per counter, four numbers: the request's
+/// increment (cost × emission interval) and the limit's window (burst ×
+/// emission interval), each as whole microseconds and the nanoseconds
+/// left over (0-999).
 ///
-/// Returns `{admitted, index, remaining, reset_ms, retry_after_ms}` with
-/// `index` 0-based: the refusing counter with the longest wait, or the
-/// admitting one with the least room.
+/// Returns `{admitted, then per counter: ahead_us, ahead_ns, wait_us,
+/// wait_ns}`: how far the counter's TAT is ahead of now (the new TAT when
+/// it admits, the stored one when it refuses) and how long until it would
+/// admit (0 when it does). Rust picks the deciding counter from these, as
+/// it does in memory, and works out the room left in exact integers.
 ///
-/// Lua numbers are doubles: exact for integers below 2^53, and Unix
-/// milliseconds are near 2^41. `%.0f` writes them without an exponent.
+/// Why pairs of (microseconds, nanoseconds): Lua numbers are doubles,
+/// exact for integers below 2^53. Nanoseconds since the epoch are near
+/// 2^61 (2^53 ns is only 104 days), so they cannot be held in one number;
+/// microseconds since the epoch are near 2^51 and exact for 285 years, and
+/// `TIME` gives microseconds. So every time is a pair `u` µs + `n` ns
+/// (`0 <= n < 1000`), added and subtracted with a carry, and the stored TAT
+/// is written as the decimal digits of `u` followed by `n` as three digits
+/// (the nanoseconds) and read back by splitting off the last three digits.
+/// Every `u` stays below 2^53: the core caps a window at `MAX_SPAN_NS` (50
+/// years) and an increment at twice that, so a TAT ahead of now plus an
+/// increment is at most 150 years of microseconds (4.7e15), and an
+/// absolute TAT is now plus at most 50 years.
 const GCRA: &str = r"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local cost = tonumber(ARGV[1])
+local now_u = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = #KEYS
-local tats = {}
-local refuse_i, refuse_wait, refuse_reset = 0, -1, 0
-local admit_i, admit_room, admit_reset = 0, -1, 0
+local out = {1}
+local new = {}
 for i = 1, n do
-  local e = tonumber(ARGV[2 * i])
-  local window = e * tonumber(ARGV[2 * i + 1])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
-  if tat < now then tat = now end
-  local new_tat = tat + e * cost
-  local allow_at = new_tat - window
-  if now < allow_at then
-    if allow_at - now > refuse_wait then
-      refuse_i, refuse_wait, refuse_reset = i, allow_at - now, tat - now
+  local inc_u, inc_n = tonumber(ARGV[4 * i - 3]), tonumber(ARGV[4 * i - 2])
+  local win_u, win_n = tonumber(ARGV[4 * i - 1]), tonumber(ARGV[4 * i])
+  local a_u, a_n = 0, 0
+  local s = redis.call('GET', KEYS[i])
+  if s then
+    local tu, tn = 0, tonumber(s)
+    if #s > 3 then
+      tu, tn = tonumber(string.sub(s, 1, -4)), tonumber(string.sub(s, -3))
     end
-  else
-    tats[i] = new_tat
-    local room = math.floor((now + window - new_tat) / e)
-    if admit_room < 0 or room < admit_room then
-      admit_i, admit_room, admit_reset = i, room, new_tat - now
+    if tu > now_u or (tu == now_u and tn > 0) then
+      a_u, a_n = tu - now_u, tn
     end
   end
+  local b_u, b_n = a_u + inc_u, a_n + inc_n
+  if b_n >= 1000 then b_u, b_n = b_u + 1, b_n - 1000 end
+  local w_u, w_n = b_u - win_u, b_n - win_n
+  if w_n < 0 then w_u, w_n = w_u - 1, w_n + 1000 end
+  local k = #out
+  if w_u > 0 or (w_u == 0 and w_n > 0) then
+    out[1] = 0
+    out[k + 1], out[k + 2], out[k + 3], out[k + 4] = a_u, a_n, w_u, w_n
+  else
+    new[i] = {b_u, b_n}
+    out[k + 1], out[k + 2], out[k + 3], out[k + 4] = b_u, b_n, 0, 0
+  end
 end
-if refuse_i > 0 then
-  return {0, refuse_i - 1, 0, refuse_reset, refuse_wait}
+if out[1] == 1 then
+  for i = 1, n do
+    local b_u, b_n = new[i][1], new[i][2]
+    local px = math.floor(b_u / 1000)
+    if b_u % 1000 > 0 or b_n > 0 then px = px + 1 end
+    redis.call('SET', KEYS[i], string.format('%.0f%03d', now_u + b_u, b_n), 'PX', string.format('%.0f', px))
+  end
 end
-for i = 1, n do
-  redis.call('SET', KEYS[i], string.format('%.0f', tats[i]), 'PX', string.format('%.0f', tats[i] - now))
-end
-return {1, admit_i - 1, admit_room, admit_reset, 0}
+return out
 ";
 
 /// How to reach Redis and how long to wait for it.
@@ -183,10 +208,14 @@ impl RedisLimiter {
             return Ok(None);
         }
         let mut inv = self.script.prepare_invoke();
-        inv.arg(cost.max(1));
         for c in checks {
             inv.key(c.redis_key(&self.settings.key_prefix));
-            inv.arg(c.limit.emission_ms()).arg(c.limit.burst);
+            let inc = c.limit.increment_ns(cost);
+            let window = c.limit.window_ns();
+            inv.arg(inc / 1000)
+                .arg(inc % 1000)
+                .arg(window / 1000)
+                .arg(window % 1000);
         }
         let mut conn = self.conn.clone();
         // The manager has its own timeouts; this one also bounds a
@@ -215,22 +244,41 @@ impl RedisLimiter {
 
 fn parse_reply(r: &[i64], checks: &[Check<'_>]) -> Result<Verdict, RedisLimitError> {
     let bad = || RedisLimitError::Redis("unexpected reply from the rate-limit script".into());
-    let [admitted, index, remaining, reset_ms, retry_ms] = *r else {
+    let (&admitted, rest) = r.split_first().ok_or_else(bad)?;
+    if rest.len() != 4 * checks.len() {
         return Err(bad());
+    }
+    let ns = |u: i64, n: i64| -> Result<u64, RedisLimitError> {
+        let u = u64::try_from(u).map_err(|_| bad())?;
+        let n = u64::try_from(n)
+            .ok()
+            .filter(|n| *n < 1000)
+            .ok_or_else(bad)?;
+        u.checked_mul(1000)
+            .and_then(|v| v.checked_add(n))
+            .ok_or_else(bad)
     };
-    let index = usize::try_from(index).map_err(|_| bad())?;
-    let limit: Limit = *checks.get(index).ok_or_else(bad)?.limit;
-    let ms = |v: i64| u64::try_from(v).unwrap_or(0);
-    Ok(Verdict {
-        admitted: admitted == 1,
-        limit,
-        index,
-        remaining: u32::try_from(remaining).unwrap_or(0),
-        reset_secs: ms(reset_ms).div_ceil(1000),
-        retry_after_secs: if admitted == 1 {
-            0
+    let mut decisions = Vec::with_capacity(checks.len());
+    for (c, f) in checks.iter().zip(rest.chunks_exact(4)) {
+        let ahead = ns(f[0], f[1])?;
+        let wait = ns(f[2], f[3])?;
+        decisions.push(if wait > 0 {
+            Decision::Refuse {
+                retry_after_ns: wait,
+                reset_ns: ahead,
+            }
         } else {
-            ms(retry_ms).div_ceil(1000).max(1)
-        },
-    })
+            Decision::Admit {
+                // Stored by the script; not needed here.
+                tat: 0,
+                remaining: c.limit.room(ahead),
+                reset_ns: ahead,
+            }
+        });
+    }
+    let v = super::verdict(checks, decisions.iter().copied()).ok_or_else(bad)?;
+    if v.admitted != (admitted == 1) {
+        return Err(bad());
+    }
+    Ok(v)
 }

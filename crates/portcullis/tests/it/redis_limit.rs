@@ -6,7 +6,10 @@
 //!
 //! Limits are per hour (or per ten minutes), so every count below is
 //! exact whatever the machine's speed: no outcome depends on sub-second
-//! timing, and nothing sleeps for a window to pass.
+//! timing, and nothing sleeps for a window to pass. The fast limits
+//! (`5000/second`) are checked against Redis's own clock (`TIME`, read
+//! before and after) and by the stored TAT, which moves by exactly one
+//! interval per admitted request however slow the machine is.
 
 use crate::redis_server::RedisServer;
 use portcullis::clock::SystemClock;
@@ -578,4 +581,142 @@ async fn a_password_in_the_url_is_never_printed() {
     let limiter = Limiter::redis(rl, memory(), OnBackendError::Deny);
     let u = limiter.check(&[check("k", &l)], 1).await.unwrap_err();
     no_pw(&format!("{u} {u:?} {limiter:?}"), "Unavailable");
+}
+
+/// Redis's own clock, in nanoseconds since the epoch (whole microseconds).
+async fn redis_time(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let (s, us): (u64, u64) = redis::cmd("TIME").query_async(conn).await.unwrap();
+    (s * 1_000_000 + us) * 1000
+}
+
+/// A stored counter: its TAT in nanoseconds since the epoch.
+async fn stored_tat(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 {
+    let s = get(conn, key).await.unwrap();
+    s.parse()
+        .unwrap_or_else(|_| panic!("{key}: {s:?} is not a TAT"))
+}
+
+/// Counters are named with the format version after the prefix, so an
+/// older gateway's millisecond counters (`prefix` + `r0:…`) are never read
+/// as nanoseconds during a rolling upgrade.
+#[test]
+fn counter_names_carry_the_format_version() {
+    let l = lim(5000, 1000, 5000);
+    let k = check("v", &l).redis_key("portcullis:rl:");
+    assert_eq!(k, "portcullis:rl:ns:1:t:test:1:v:5000/1000/5000");
+    assert!(k.starts_with(&format!(
+        "portcullis:rl:{}",
+        portcullis::ratelimit::REDIS_FORMAT
+    )));
+}
+
+/// `5000/second` in Redis, on Redis's own clock (which no test can move):
+/// the whole burst at once and not one more, a TAT that moves by exactly
+/// 200 µs per admitted request, and back to back from idle never more than
+/// the burst plus one per 200 µs that passed on Redis's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_a_second_counts_to_the_microsecond() {
+    let srv = RedisServer::start();
+    let prefix = "fast:";
+    let redis = redis_limiter(&srv, prefix);
+    let mut conn = raw(&srv).await;
+    const E: u64 = 200_000;
+
+    // The whole burst (a second's worth) at once; a request for one more
+    // than the burst is never admitted.
+    let l = lim(5000, 1000, 5000);
+    let c = check("burst", &l);
+    let v = redis.check(&[c], 5001).await.unwrap().unwrap();
+    assert!(!v.admitted, "{v:?}");
+    let before = redis_time(&mut conn).await;
+    let v = redis.check(&[c], 5000).await.unwrap().unwrap();
+    let after = redis_time(&mut conn).await;
+    assert!(v.admitted && v.remaining == 0, "{v:?}");
+    assert_eq!(v.reset_secs, 1);
+    let tat0 = stored_tat(&mut conn, &c.redis_key(prefix)).await;
+    // Redis's now at the decision, plus 5000 × 200 µs exactly.
+    assert!((before..=after).contains(&(tat0 - 5000 * E)), "{tat0}");
+    // It expires when the allowance is whole again: at most 1 s away.
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(c.redis_key(prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((1..=1000).contains(&pttl), "{pttl}");
+
+    // Now one more at a time, as the allowance trickles back: each admitted
+    // request moves the TAT by exactly 200 µs and a refused one not at
+    // all, whatever the time between them.
+    let mut admitted = 0u64;
+    for _ in 0..100 {
+        let v = redis.check(&[c], 1).await.unwrap().unwrap();
+        if v.admitted {
+            admitted += 1;
+            // What came back since the last one (Redis's clock runs on).
+            assert!(v.remaining < 5000, "{v:?}");
+        } else {
+            assert_eq!(v.retry_after_secs, 1, "{v:?}");
+        }
+    }
+    let end = redis_time(&mut conn).await;
+    assert_eq!(
+        stored_tat(&mut conn, &c.redis_key(prefix)).await,
+        tat0 + admitted * E
+    );
+    // And no more than one per 200 µs that passed.
+    assert!(admitted <= (end - before) / E + 1, "{admitted}");
+
+    // Back to back from idle with a burst of 50: the first 50 always,
+    // and never more than the burst plus what came back meanwhile (a
+    // loaded machine takes longer than 200 µs a call, so some of the rest
+    // are admitted too).
+    let l = lim(5000, 1000, 50);
+    let c = check("trickle", &l);
+    let start = redis_time(&mut conn).await;
+    let mut n = 0u64;
+    for i in 0..200 {
+        let v = redis.check(&[c], 1).await.unwrap().unwrap();
+        assert!(v.admitted || i >= 50, "request {i}: {v:?}");
+        n += u64::from(v.admitted);
+    }
+    let stop = redis_time(&mut conn).await;
+    assert!(n >= 50, "{n}");
+    assert!(
+        n <= 50 + (stop - start) / E,
+        "{n} in {} µs",
+        (stop - start) / 1000
+    );
+    // The TAT is at most the window (10 ms) ahead of Redis's now.
+    let tat = stored_tat(&mut conn, &c.redis_key(prefix)).await;
+    assert!(tat <= stop + 50 * E && tat > start, "{tat}");
+}
+
+/// `100000/minute` and a rate whose interval is not a whole microsecond
+/// (`7/second`: 142 857 142 ns) decide in Redis exactly as in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_intervals_decide_as_in_memory() {
+    let srv = RedisServer::start();
+    let prefix = "odd:";
+    let redis = redis_limiter(&srv, prefix);
+    let mut conn = raw(&srv).await;
+    let mem = memory();
+    let seven = lim(7, 1000, 7);
+    let many = lim(100_000, 60_000, 100_000);
+    let v = agree(&redis, &mem, &[check("7", &seven)], &[3, 4, 1], "7/second").await;
+    assert_eq!(admitted(&v), [true, true, false]);
+    let tat = stored_tat(&mut conn, &check("7", &seven).redis_key(prefix)).await;
+    // Seven intervals of 142 857 142 ns past a whole microsecond.
+    assert_eq!(tat % 1000, (7 * 142_857_142) % 1000);
+    let v = agree(
+        &redis,
+        &mem,
+        &[check("m", &many)],
+        &[60_000, 40_000, 100_000],
+        "100000/minute",
+    )
+    .await;
+    assert_eq!(admitted(&v), [true, true, false]);
+    let tat = stored_tat(&mut conn, &check("m", &many).redis_key(prefix)).await;
+    let now = redis_time(&mut conn).await;
+    assert!(tat > now && tat - now <= 60_000_000_000, "{tat} {now}");
 }
