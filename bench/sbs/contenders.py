@@ -47,8 +47,9 @@ class Build:
         self.dir = target_dir / profile
         self.bins = _bins(self.dir)
 
-    def missing(self) -> list[str]:
-        return [str(p) for p in self.bins.values() if not p.exists()]
+    def missing(self, names: set[str] | None = None) -> list[str]:
+        """The binaries (of `names`, else all) not built."""
+        return [str(p) for n, p in self.bins.items() if (names is None or n in names) and not p.exists()]
 
 
 def start_upstream(build: Build, work: Path, threads: int) -> tuple[Proc, int]:

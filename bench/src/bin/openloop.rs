@@ -18,8 +18,9 @@
 //!
 //! Prints one JSON line: requests, errors, non_2xx, achieved rps, latency
 //! percentiles (p50/p90/p99/p99.9/max, µs) and, in open loop, how late the
-//! generator itself sent (`send_late_p99_us`; when that is large the
-//! machine, not the server, is behind).
+//! generator itself woke to send a request its connection was free for
+//! (`send_late_p99_us`; when that is large the machine, not the server, is
+//! behind, and the run says little).
 //!
 //! One blocking thread per connection: simple, and the sleep that paces
 //! each connection is the kernel's high-resolution one.
@@ -261,8 +262,13 @@ fn worker(a: Arc<Args>, k: usize, start: Instant, stop: Arc<AtomicBool>) -> Tall
             break;
         }
         let now = Instant::now();
+        // How late this thread woke for a request it was free to send on
+        // time: the generator's own delay (a busy machine), apart from the
+        // delay a slow previous response causes (the server's).
+        let mut woke_late = None;
         if intended > now {
             std::thread::sleep(intended - now);
+            woke_late = Some(intended.elapsed());
         }
         let sent = Instant::now();
         let s = match conn.as_mut() {
@@ -295,8 +301,9 @@ fn worker(a: Arc<Args>, k: usize, start: Instant, stop: Arc<AtomicBool>) -> Tall
                 let from = if a.rate.is_some() { intended } else { sent };
                 t.latencies_us
                     .push((done - from).as_micros().min(u32::MAX as u128) as u32);
-                t.late_us
-                    .push((sent - intended).as_micros().min(u32::MAX as u128) as u32);
+                if let Some(l) = woke_late {
+                    t.late_us.push(l.as_micros().min(u32::MAX as u128) as u32);
+                }
             }
             Err(_) => {
                 t.errors += 1;
