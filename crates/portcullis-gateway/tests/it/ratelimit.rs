@@ -126,6 +126,11 @@ fn bad_policies_are_refused_at_start() {
             "routes[0].rate_limit_by",
         ),
         ("[rate_limit]\ndefault = \"lots\"\n", "rate_limit.default"),
+        // Faster than one a nanosecond cannot be counted.
+        (
+            "[[routes]]\npath = \"/x\"\nupstream = \"demo\"\nrate_limit = \"1000000001/second\"\n",
+            "routes[0].rate_limit",
+        ),
         (
             "[[routes]]\npath = \"/x\"\nupstream = \"demo\"\nrate_limit = \"1/hour\"\ncost = 2\n",
             "routes[0].cost",
@@ -341,4 +346,46 @@ fn client_addresses_come_only_from_trusted_proxies() {
     assert_eq!(get("for=\"[2001:db8::2]\"", "9.9.9.9"), 429);
     // Another client, named by the proxy.
     assert_eq!(get("for=192.0.2.1", "7.7.7.7"), 200);
+}
+
+const FAST: &str = r#"
+[[routes]]
+path = "/fast"
+methods = ["GET"]
+upstream = "demo"
+rate_limit = "5000/second"
+
+[[routes]]
+path = "/minute"
+methods = ["GET"]
+upstream = "demo"
+rate_limit = "100000/minute"
+"#;
+
+/// Limits faster than 1000 a second (once refused at start) start, and
+/// count to the microsecond: the first request from idle leaves exactly
+/// the burst less one (a whole interval of 200 µs or 600 µs spent), and
+/// the headers name the policy in whole seconds as before.
+#[test]
+fn limits_faster_than_a_thousand_a_second_start_and_count() {
+    let env = Env::new(FAST);
+    env.init();
+    let o = env.cli(&["config", "check"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let _s = env.serve();
+    let c = client();
+    for (path, policy, first) in [
+        ("/fast", "\"p0\";q=5000;w=1", "\"p0\";r=4999;t=1"),
+        ("/minute", "\"p0\";q=100000;w=60", "\"p0\";r=99999;t=1"),
+    ] {
+        let r = c.get(env.url(path)).send().unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["ratelimit-policy"], policy, "{path}");
+        assert_eq!(r.headers()["ratelimit"], first, "{path}");
+    }
 }
