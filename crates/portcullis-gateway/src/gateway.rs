@@ -118,7 +118,8 @@ impl App {
         };
         let limiter = Arc::new(limiter);
         Ok(App {
-            pipeline: Pipeline::new(guard, limiter.clone(), cfg.rate_limit.legacy_headers),
+            pipeline: Pipeline::new(guard, limiter.clone(), cfg.rate_limit.legacy_headers)
+                .with_address_block(crate::config::address_block(&cfg.abuse, &store)),
             limiter,
             proxy: Proxy::new(
                 cfg.connect_timeout,

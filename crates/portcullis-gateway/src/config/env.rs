@@ -20,6 +20,7 @@ const SECTIONS: &[&str] = &[
     "cors",
     "security_headers",
     "metrics",
+    "abuse",
 ];
 
 /// Refuses `PORTCULLIS_*` variables Portcullis does not read: a typo

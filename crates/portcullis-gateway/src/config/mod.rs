@@ -16,7 +16,9 @@
 //!   (checked by [`tls::parse`], which is given them, so that the section's
 //!   errors keep their order).
 
+mod abuse;
 mod analytics;
+pub use abuse::address_block;
 mod cache;
 mod console;
 mod cors;
@@ -132,6 +134,8 @@ pub struct Config {
     pub analytics: Option<portcullis::analytics::AnalyticsConfig>,
     /// The admin console.
     pub console: ConsoleConfig,
+    /// Failed credentials per client address, and blocking (`[abuse]`).
+    pub abuse: portcullis::pipeline::AbuseSettings,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +173,8 @@ struct RawConfig {
     analytics: analytics::RawAnalytics,
     #[serde(default)]
     console: console::RawConsole,
+    #[serde(default)]
+    abuse: abuse::RawAbuse,
 }
 
 /// Reads a config file (or the built-in defaults when `path` is `None`),
@@ -250,6 +256,7 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
     let metrics = metrics::parse(&raw.metrics, listeners.listen, listeners.admin_listen)?;
     let analytics = analytics::parse(&raw.analytics)?;
     let console = console::parse(&raw.console)?;
+    let abuse = abuse::parse(&raw.abuse)?;
     Ok(Config {
         listen: listeners.listen,
         admin_listen: listeners.admin_listen,
@@ -285,6 +292,7 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
         metrics,
         analytics,
         console,
+        abuse,
     })
 }
 

@@ -7,6 +7,7 @@
 
 mod harness;
 
+mod abuse;
 mod admin;
 mod analytics;
 mod boundary;

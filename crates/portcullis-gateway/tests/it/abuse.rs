@@ -1,0 +1,205 @@
+//! Cheap refusals under attack, over real sockets: a flood of unknown keys
+//! from one loopback address (127.0.0.2) gets it blocked — 429,
+//! `Retry-After`, problem+json — with no key lookup while blocked, while
+//! another address (127.0.0.3) with a valid key is served; the block ends
+//! on time; the decision endpoint counts the address a trusted proxy
+//! names in `X-Forwarded-For`, not the proxy's own. (Linux routes all of
+//! 127/8 to the loopback.)
+
+use crate::harness::*;
+use reqwest::blocking::{Client, Response};
+use std::net::IpAddr;
+use std::time::Duration;
+
+const CFG: &str = r#"
+[abuse]
+threshold = 5
+block = "2s"
+
+[[routes]]
+path = "/data"
+methods = ["GET"]
+upstream = "demo"
+auth = ["api_key_header"]
+"#;
+
+/// A blocking client whose connections leave from `local`.
+fn client_from(local: &str) -> Client {
+    crypto_provider();
+    reqwest::blocking::Client::builder()
+        .local_address(local.parse::<IpAddr>().unwrap())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// A well-formed key no store knows: checking it costs a lookup.
+fn unknown_key(seed: u8) -> String {
+    portcullis_core::ApiKey::generate("live", &[seed; 32])
+        .unwrap()
+        .expose()
+        .to_owned()
+}
+
+/// The value of the unlabelled sample `name` in a Prometheus scrape.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn scrape(env: &Env, admin: &str) -> String {
+    let r = client()
+        .get(env.admin_url("/metrics"))
+        .bearer_auth(admin)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().unwrap()
+}
+
+/// Asserts `r` is the blocked address's 429 and returns its Retry-After.
+fn assert_blocked(r: Response) -> u64 {
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After: {retry}");
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let b: serde_json::Value = r.json().unwrap();
+    assert_eq!(b["code"], "too_many_attempts", "{b}");
+    assert!(
+        b["detail"].as_str().unwrap().contains("this address"),
+        "{b}"
+    );
+    retry
+}
+
+#[test]
+fn a_flood_from_one_address_is_refused_before_any_lookup_and_others_are_served() {
+    let env = Env::new(CFG);
+    let admin = env.init();
+    let valid = env.create_key(&["--name", "valid"]);
+    let _s = env.serve();
+    let flood = client_from("127.0.0.2");
+    let other = client_from("127.0.0.3");
+    let url = env.url("/data");
+
+    for i in 0..5 {
+        let r = flood
+            .get(&url)
+            .header("X-API-Key", unknown_key(i))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    // Another address with a valid key (looked up once, then cached).
+    let r = other.get(&url).header("X-API-Key", &valid).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let before = scrape(&env, &admin);
+    let lookups = sample(&before, "portcullis_store_key_lookups_total");
+    assert!(lookups >= 5.0, "{before}");
+    for i in 5..40 {
+        assert_blocked(
+            flood
+                .get(&url)
+                .header("X-API-Key", unknown_key(i))
+                .send()
+                .unwrap(),
+        );
+    }
+    // Even a valid key from the blocked address waits out the block.
+    assert_blocked(flood.get(&url).header("X-API-Key", &valid).send().unwrap());
+    // Another address is served all along.
+    let r = other.get(&url).header("X-API-Key", &valid).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let after = scrape(&env, &admin);
+    // No lookup for the blocked address's 35 unknown keys (the valid
+    // key, cached, needs none either).
+    assert_eq!(
+        sample(&after, "portcullis_store_key_lookups_total"),
+        lookups,
+        "{after}"
+    );
+    assert_eq!(sample(&after, "portcullis_abuse_blocks_total"), 1.0);
+    assert!(
+        after.contains("portcullis_abuse_refused_total{reason=\"blocked\"} 36"),
+        "{after}"
+    );
+    assert!(
+        after.contains("outcome=\"locked_out\""),
+        "refusals are counted as locked_out decisions: {after}"
+    );
+
+    // After the block, the address is admitted again.
+    std::thread::sleep(Duration::from_millis(2100));
+    let r = flood.get(&url).header("X-API-Key", &valid).send().unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn the_decision_endpoint_counts_the_address_the_trusted_proxy_names() {
+    let env = Env::with_server("trusted_proxies = [\"127.0.0.9/32\"]", CFG);
+    env.init();
+    let valid = env.create_key(&["--name", "valid"]);
+    let _s = env.serve();
+    let proxy = client_from("127.0.0.9");
+    let verify = |client_ip: &str, key: &str| {
+        proxy
+            .get(env.url("/auth/verify"))
+            .header("X-Original-URI", "/data")
+            .header("X-Original-Method", "GET")
+            .header("X-Forwarded-For", client_ip)
+            .header("X-API-Key", key)
+            .send()
+            .unwrap()
+    };
+    for i in 0..5 {
+        assert_eq!(verify("203.0.113.7", &unknown_key(i)).status(), 401);
+    }
+    assert_blocked(verify("203.0.113.7", &unknown_key(9)));
+    assert_blocked(verify("203.0.113.7", &valid));
+    // The proxy's other clients, and the proxy itself, are unaffected.
+    assert_eq!(verify("203.0.113.8", &valid).status(), 200);
+    let r = proxy
+        .get(env.url("/auth/verify"))
+        .header("X-Original-URI", "/data")
+        .header("X-API-Key", &valid)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A client's own X-Forwarded-For names nobody: from an untrusted
+    // peer the decision endpoint is not answered at all, and the proxy
+    // path counts the peer's address.
+    let r = client_from("127.0.0.4")
+        .get(env.url("/data"))
+        .header("X-Forwarded-For", "203.0.113.7")
+        .header("X-API-Key", &valid)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn turned_off_no_address_is_blocked() {
+    let env = Env::new(&CFG.replace("threshold = 5", "threshold = 5\nenabled = false"));
+    env.init();
+    let _s = env.serve();
+    let c = client_from("127.0.0.5");
+    for i in 0..10 {
+        let r = c
+            .get(env.url("/data"))
+            .header("X-API-Key", unknown_key(i))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+}
