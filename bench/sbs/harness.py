@@ -62,6 +62,7 @@ class Settings:
         self.open_rate = a.rate or (1000 if smoke else 5000)
         self.open_connections = 4 if smoke else 16
         self.open_seconds = self.seconds
+        self.open_warmup = 0.5 if smoke else self.warmup
         # Floods come from other loopback addresses than the valid traffic
         # (127.0.0.1), as real ones would.
         self.flood_sources = {"unknown": "127.0.0.2", "bad_checksum": "127.0.0.3", "login": "127.0.0.4"}
@@ -169,10 +170,10 @@ def sc_open_loop(s, work, build, ctx) -> dict:
             cpu0 = P.cpu_seconds(pids)
             r = L.openloop_run(build.bins["openloop"], valid_traffic(c), rate=s.open_rate,
                                connections=s.open_connections, seconds=s.open_seconds,
-                               warmup=s.warmup)
+                               warmup=s.open_warmup)
             cpu = P.cpu_seconds(pids) - cpu0
             # The CPU was spent over warm-up and measured run alike.
-            total = r["requests"] * (s.open_seconds + s.warmup) / s.open_seconds if r["requests"] else 0
+            total = r["requests"] * (s.open_seconds + s.open_warmup) / s.open_seconds if r["requests"] else 0
             r["cpu_s_per_10k"] = round(cpu / total * 10_000, 4) if total else None
             runs[c.name].append(r)
 
