@@ -550,6 +550,16 @@ impl App {
                 return f.response(Some(&cx.rid));
             }
         }
+        // A blocked address is refused before any password is hashed; one
+        // that failed before holds a place among its waiting checks
+        // (docs/security.md, "Floods of bad credentials").
+        let _place = match p {
+            "/oauth/token" | "/auth/login" => match self.pipeline.address_check(cx.client) {
+                Ok(place) => place,
+                Err(problem) => return self.deny(problem, cx),
+            },
+            _ => None,
+        };
         let origin = browser_origin(cx.arrival, req.uri(), req.headers());
         let cutoff = Cutoff::default();
         let req = req.map(|b| {
@@ -568,6 +578,7 @@ impl App {
         let mut o = portcullis::oauth::Outcome::default();
         if let Some(r) = portcullis::oauth::handle(self.guard(), req, ctx, &mut o).await {
             cx.out.reason = o.reason;
+            self.pipeline.address_refused(cx.client, o.reason);
             cx.out.principal = o.principal;
             cx.out.credential_id = o.credential_id;
             if let Some(p) = cutoff.problem() {

@@ -203,3 +203,28 @@ fn turned_off_no_address_is_blocked() {
         assert_eq!(r.status(), 401);
     }
 }
+
+#[test]
+fn wrong_client_secrets_at_the_token_endpoint_block_the_address_before_hashing() {
+    let env = Env::new(CFG);
+    env.init();
+    let (id, secret) = env.add_client("svc", "data:read", "client_credentials");
+    let _s = env.serve();
+    let token = |from: &str, secret: &str| {
+        client_from(from)
+            .post(env.url("/oauth/token"))
+            .basic_auth(&id, Some(secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .unwrap()
+    };
+    for _ in 0..5 {
+        assert_eq!(
+            token("127.0.0.6", "wrong-secret-wrong-secret").status(),
+            401
+        );
+    }
+    assert_blocked(token("127.0.0.6", "wrong-secret-wrong-secret"));
+    assert_blocked(token("127.0.0.6", &secret));
+    assert_eq!(token("127.0.0.7", &secret).status(), 200);
+}

@@ -25,7 +25,8 @@ mod problem;
 use crate::auth::guard::Guard;
 use crate::clock::SystemClock;
 use crate::ratelimit::Limiter;
-use portcullis_core::{Outcome, Principal, PrincipalKind, Scheme};
+use portcullis_core::{Outcome, Principal, PrincipalKind, Problem, Scheme};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use abuse::{AbuseSettings, AddressBlock};
@@ -90,6 +91,30 @@ impl Pipeline {
     /// The per-address failure counter, when one is on.
     pub fn address_block(&self) -> Option<&Arc<AddressBlock>> {
         self.abuse.as_ref()
+    }
+
+    /// For the endpoints that check passwords and client secrets outside
+    /// [`Pipeline::admit`] (`/oauth/token`, `/auth/login`): `Err` with the
+    /// 429 when `client`'s address is blocked or has too many checks
+    /// waiting; else its place among its waiting checks, to hold until
+    /// the check ends.
+    pub fn address_check(&self, client: IpAddr) -> Result<Option<abuse::InFlight>, Problem> {
+        match &self.abuse {
+            Some(a) => a.check(client),
+            None => Ok(None),
+        }
+    }
+
+    /// Counts such an endpoint's refusal, logged as `reason`, against
+    /// `client` when it is a failed credential: a wrong password
+    /// (`bad_password`), client secret (`invalid_client`) or grant
+    /// (`invalid_grant`: a wrong password or a refresh token nobody holds).
+    pub fn address_refused(&self, client: IpAddr, reason: &str) {
+        if let Some(a) = &self.abuse
+            && matches!(reason, "bad_password" | "invalid_client" | "invalid_grant")
+        {
+            a.failure(client);
+        }
     }
 
     /// The guard.
