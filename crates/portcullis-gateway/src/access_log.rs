@@ -87,13 +87,13 @@ pub fn json(l: &Line<'_>, now: SystemTime, out: &mut Vec<u8>) {
     field_str(out, "method", l.method);
     field_str(out, "path", l.path);
     field_str(out, "route", l.route);
-    // Writing into a Vec cannot fail.
-    let _ = write!(
-        out,
-        ",\"status\":{},\"latency_us\":{}",
-        l.status, l.latency_us
-    );
-    let _ = write!(out, ",\"client_ip\":\"{}\"", l.client_ip);
+    out.extend_from_slice(b",\"status\":");
+    decimal(out, u64::from(l.status));
+    out.extend_from_slice(b",\"latency_us\":");
+    decimal(out, l.latency_us);
+    out.extend_from_slice(b",\"client_ip\":\"");
+    ip(out, l.client_ip);
+    out.push(b'"');
     field_str(out, "key_id", l.key_id);
     field_str(out, "principal", l.principal);
     field_str(out, "reason", l.reason);
@@ -139,6 +139,53 @@ fn escape(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// `n` in decimal, without `core::fmt` (it is on every request's path).
+fn decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        // n % 10 < 10: the cast cannot truncate.
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// `n` in exactly `width` decimal digits, zero-padded (the high digits
+/// dropped if it has more: never here, the callers' values fit).
+fn padded(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 8];
+    let w = width.min(digits.len());
+    for d in digits[..w].iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&digits[..w]);
+}
+
+/// The client address as `IpAddr`'s `Display` writes it; IPv4 (the
+/// common case) without `core::fmt`.
+fn ip(out: &mut Vec<u8>, addr: IpAddr) {
+    match addr {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                decimal(out, u64::from(o));
+            }
+        }
+        // Writing into a Vec cannot fail.
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// `2026-11-23T09:18:26.071019Z`: RFC 3339 in UTC with microseconds, as
 /// `tracing_subscriber`'s default timer writes it.
 fn timestamp(now: SystemTime, out: &mut Vec<u8>) {
@@ -146,14 +193,20 @@ fn timestamp(now: SystemTime, out: &mut Vec<u8>) {
     let secs = d.as_secs();
     let (y, m, day) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_micros()
-    );
+    padded(out, u64::try_from(y).unwrap_or(0), 4);
+    out.push(b'-');
+    padded(out, u64::from(m), 2);
+    out.push(b'-');
+    padded(out, u64::from(day), 2);
+    out.push(b'T');
+    padded(out, rem / 3600, 2);
+    out.push(b':');
+    padded(out, rem % 3600 / 60, 2);
+    out.push(b':');
+    padded(out, rem % 60, 2);
+    out.push(b'.');
+    padded(out, u64::from(d.subsec_micros()), 6);
+    out.push(b'Z');
 }
 
 #[cfg(test)]
@@ -177,6 +230,40 @@ mod tests {
             tls: true,
             trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
             span_id: "00f067aa0ba902b7",
+        }
+    }
+
+    proptest::proptest! {
+        /// The hand-written digits say what `core::fmt` would.
+        #[test]
+        fn numbers_addresses_and_times_match_fmt(
+            n in proptest::prelude::any::<u64>(),
+            v4 in proptest::prelude::any::<u32>(),
+            v6 in proptest::prelude::any::<u128>(),
+            micros in 0u64..253_402_300_799_999_999,
+        ) {
+            let mut out = Vec::new();
+            decimal(&mut out, n);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+            for a in [IpAddr::from(std::net::Ipv4Addr::from(v4)), IpAddr::from(std::net::Ipv6Addr::from(v6))] {
+                let mut out = Vec::new();
+                ip(&mut out, a);
+                proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), a.to_string());
+            }
+            let t = UNIX_EPOCH + Duration::from_micros(micros);
+            let mut out = Vec::new();
+            timestamp(t, &mut out);
+            let secs = micros / 1_000_000;
+            let (y, m, day) = civil_from_days((secs / 86_400) as i64);
+            let rem = secs % 86_400;
+            let want = format!(
+                "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60,
+                micros % 1_000_000
+            );
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), want);
         }
     }
 

@@ -170,11 +170,17 @@ impl App {
     pub fn request_id(&self) -> String {
         // A per-process random prefix and a counter: unique, cheap, and
         // reveals nothing but the order of requests.
-        format!(
-            "{}-{:x}",
-            self.id_prefix,
-            self.seq.fetch_add(1, Ordering::Relaxed)
-        )
+        // Written by hand: `format!` is `core::fmt` on every request.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let mut id = String::with_capacity(self.id_prefix.len() + 17);
+        id.push_str(&self.id_prefix);
+        id.push('-');
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+        for i in (0..digits).rev() {
+            id.push(char::from(HEX[((n >> (i * 4)) & 0xf) as usize]));
+        }
+        id
     }
 
     /// The guard.

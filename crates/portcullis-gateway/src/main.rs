@@ -1,14 +1,15 @@
 //! `portcullis`: the gateway, its decision endpoint, its admin API, and the
 //! CLI that manages keys.
 
+mod access_log;
 #[cfg(feature = "alloc-count")]
 mod alloc_count;
-mod access_log;
 mod body;
 mod cli;
 mod config;
 mod conn_watch;
 mod demo;
+mod engine;
 mod gateway;
 mod logwriter;
 mod metrics;
@@ -21,7 +22,12 @@ mod wiring;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // The CLI and the background work (store polling, log writing,
+    // analytics, metrics upkeep, the admin listener): the public listener
+    // has its own event loops, one per core (engine.rs), so one worker
+    // here is enough and takes no core from them.
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use thread_local::ThreadLocal;
 use tokio::sync::Semaphore;
 
 /// Identity headers Portcullis sets; any a client sends are dropped.
@@ -38,10 +39,16 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 /// Response bytes buffered per upstream connection.
 pub const UPSTREAM_READ_BUF: usize = 64 * 1024;
 
-/// The pooled upstream client, and each upstream's connection budget.
+/// The upstream clients, and each upstream's connection budget.
+///
+/// One client (and so one connection pool) per thread: an event loop
+/// reuses only the upstream connections it opened, which live on its own
+/// runtime, so a request never waits on another thread's pool lock or
+/// wakes another thread to write to its connection.
 #[derive(Clone)]
 pub struct Proxy {
-    client: Client<HttpConnector, Body>,
+    clients: Arc<ThreadLocal<Client<HttpConnector, Body>>>,
+    connect_timeout: Duration,
     /// Requests in flight per upstream origin, at most the budget (one
     /// HTTP/1.1 connection each). Built once; read without a lock.
     budgets: Arc<HashMap<String, Arc<Semaphore>>>,
@@ -62,7 +69,8 @@ impl Proxy {
             .map(|o| (o.to_owned(), Arc::new(Semaphore::new(max_connections))))
             .collect();
         Proxy {
-            client: Self::client(connect_timeout),
+            clients: Arc::new(ThreadLocal::new()),
+            connect_timeout,
             budgets: Arc::new(budgets),
             queue_timeout,
         }
@@ -111,7 +119,8 @@ impl Proxy {
                 }
             },
         };
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+        let client = self.clients.get_or(|| Self::client(self.connect_timeout));
+        match tokio::time::timeout(timeout, client.request(req)).await {
             Err(_) => {
                 crate::metrics::upstream_error(crate::metrics::UpstreamError::Timeout);
                 Err(Problem::new(ErrorCode::UpstreamTimeout).log_reason("upstream_timeout"))

@@ -65,10 +65,56 @@ impl Conn {
     }
 }
 
+/// What every event loop serving one listener shares: the connection
+/// table (overall and per client address), and whether it is full. Each
+/// is touched once per connection, never per request.
+#[derive(Clone)]
+pub struct Gate {
+    permits: Arc<Semaphore>,
+    max_connections: usize,
+    per_ip: Arc<PerIp>,
+    pressure_tx: Arc<watch::Sender<bool>>,
+    pressure: watch::Receiver<bool>,
+}
+
+impl Gate {
+    /// The table for one listener, sized by the config.
+    pub fn new(cfg: &Config) -> Gate {
+        let (pressure_tx, pressure) = watch::channel(false);
+        Gate {
+            permits: Arc::new(Semaphore::new(cfg.max_connections)),
+            max_connections: cfg.max_connections,
+            per_ip: Arc::new(PerIp::new(
+                cfg.max_connections_per_ip,
+                cfg.trusted_proxies.clone(),
+            )),
+            pressure_tx: Arc::new(pressure_tx),
+            pressure,
+        }
+    }
+}
+
 /// Serves `listener` until `shutdown` flips, then waits up to the grace
 /// period for open requests.
 pub async fn run<F, Fut>(
     listener: TcpListener,
+    cfg: Arc<Config>,
+    transport: Transport,
+    handler: F,
+    shutdown: watch::Receiver<bool>,
+) where
+    F: Fn(Conn, Request<Body>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let gate = Gate::new(&cfg);
+    run_gated(listener, gate, cfg, transport, handler, shutdown).await
+}
+
+/// [`run`] for one of several event loops accepting on the same address
+/// (each its own `SO_REUSEPORT` socket), all counted in one `gate`.
+pub async fn run_gated<F, Fut>(
+    listener: TcpListener,
+    gate: Gate,
     cfg: Arc<Config>,
     transport: Transport,
     handler: F,
@@ -78,12 +124,13 @@ pub async fn run<F, Fut>(
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(cfg.max_connections));
-    let per_ip = Arc::new(PerIp::new(
-        cfg.max_connections_per_ip,
-        cfg.trusted_proxies.clone(),
-    ));
-    let (pressure_tx, pressure) = watch::channel(false);
+    let Gate {
+        permits,
+        max_connections,
+        per_ip,
+        pressure_tx,
+        pressure,
+    } = gate;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -126,7 +173,7 @@ pub async fn run<F, Fut>(
                 }
             }
         };
-        if *pressure_tx.borrow() && permits.available_permits() > cfg.max_connections / 10 {
+        if *pressure_tx.borrow() && permits.available_permits() > max_connections / 10 {
             pressure_tx.send_replace(false);
         }
         let (stream, peer) = tokio::select! {

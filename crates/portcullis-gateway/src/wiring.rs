@@ -116,9 +116,13 @@ pub(crate) async fn serve(cfg: Config) -> Result<()> {
     let identity = identity(&cfg, &store, Some(&verifier)).await?;
     warn_if_cookies_without_tls(&cfg);
     let guard = Guard::new(verifier.clone(), cfg.names.clone()).with_identity(identity.clone());
-    let public = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    // One socket per event loop, all on the public address.
+    let public = crate::engine::bind(cfg.listen, cfg.threads)?;
+    let public_addr = public
+        .first()
+        .map(|l| l.local_addr())
+        .transpose()?
+        .unwrap_or(cfg.listen);
     let admin_l = tokio::net::TcpListener::bind(cfg.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", cfg.admin_listen))?;
@@ -186,15 +190,15 @@ pub(crate) async fn serve(cfg: Config) -> Result<()> {
     }
     let cfg = Arc::new(cfg);
     let (tx, rx) = tokio::sync::watch::channel(false);
-    tracing::info!(listen = %public.local_addr()?, admin_listen = %admin_l.local_addr()?, tls = cfg.tls.is_some(), routes = cfg.routes.len(), "portcullis listening");
+    tracing::info!(listen = %public_addr, admin_listen = %admin_l.local_addr()?, tls = cfg.tls.is_some(), routes = cfg.routes.len(), threads = cfg.threads, "portcullis listening");
     let a = app.clone();
-    let public_task = tokio::spawn(crate::serve::run(
+    let public_loops = crate::engine::spawn(
         public,
         cfg.clone(),
         transport,
         move |conn, req| a.clone().handle(conn, req),
         rx.clone(),
-    ));
+    )?;
     let redirect_task = redirect_l.map(|l| {
         let a = app.clone();
         tokio::spawn(crate::serve::run(
@@ -242,7 +246,7 @@ pub(crate) async fn serve(cfg: Config) -> Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: finishing open requests");
     let _ = tx.send(true);
-    let _ = public_task.await;
+    public_loops.join().await;
     if let Some(t) = redirect_task {
         let _ = t.await;
     }

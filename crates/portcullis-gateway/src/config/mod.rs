@@ -83,6 +83,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Open connections at most from one client address (0 = no cap).
     pub max_connections_per_ip: usize,
+    /// Event loops serving the public listener (one per core by default):
+    /// each a single-threaded runtime with its own `SO_REUSEPORT` socket.
+    pub threads: usize,
     /// Hosts requests may be addressed to (empty = any).
     pub trusted_hosts: portcullis_core::host::TrustedHosts,
     /// Time allowed for a whole request body to arrive.
@@ -267,6 +270,7 @@ fn parse(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError
         max_body_bytes: listeners.max_body_bytes,
         max_connections: listeners.max_connections,
         max_connections_per_ip: connections.max_connections_per_ip,
+        threads: connections.threads,
         trusted_hosts: connections.trusted_hosts,
         body_read_timeout: connections.body_read_timeout,
         conn: connections.conn,

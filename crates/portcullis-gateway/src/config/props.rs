@@ -20,6 +20,7 @@ const KEYS: &[(&str, &[&str])] = &[
             "max_body_bytes",
             "max_connections",
             "max_connections_per_ip",
+            "threads",
             "body_read_timeout",
             "shutdown_grace",
         ],

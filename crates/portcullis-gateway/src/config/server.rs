@@ -29,6 +29,7 @@ pub(super) struct RawServer {
     h2c: Option<bool>,
     h2_max_streams: Option<u32>,
     h2_control_frames_per_second: Option<u32>,
+    threads: Option<usize>,
 }
 
 /// The deadlines and HTTP/2 limits every connection is held to (see
@@ -124,10 +125,30 @@ pub(super) struct Connections {
     pub(super) trusted_hosts: portcullis_core::host::TrustedHosts,
     pub(super) body_read_timeout: Duration,
     pub(super) conn: ConnLimits,
+    pub(super) threads: usize,
+}
+
+/// Most event loops the public listener may be given: past the cores a
+/// machine has, more loops only add scheduling.
+const MAX_THREADS: usize = 256;
+
+/// `server.threads`: event loops serving the public listener, one per core
+/// by default (what the OS says this process may use, cgroup quotas
+/// included).
+fn threads(s: &RawServer) -> Result<usize, ConfigError> {
+    match s.threads {
+        Some(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
+        Some(_) => Err(cerr(
+            "server.threads",
+            format!("must be between 1 and {MAX_THREADS} (leave it out for one per core)"),
+        )),
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
 }
 
 pub(super) fn connections(s: &RawServer) -> Result<Connections, ConfigError> {
     Ok(Connections {
+        threads: threads(s)?,
         header_read_timeout: dur(
             "server.header_read_timeout",
             &s.header_read_timeout,
