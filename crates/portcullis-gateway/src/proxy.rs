@@ -289,13 +289,7 @@ pub fn prepare(
         }
     }
     if let Some(p) = principal {
-        set(h, PRINCIPAL, &p.subject);
-        set(h, KIND, p.kind.as_str());
-        set(h, SCOPES, &p.scopes.to_space_separated());
-        set(h, CREDENTIAL, &p.credential_id);
-        if let Some(iss) = &p.issuer {
-            set(h, ISSUER, iss);
-        }
+        crate::identity_headers::insert(h, p);
     }
     set(h, REQUEST_ID, hop.request_id);
     // Lowercase hex and dashes: always a valid header value.
@@ -308,8 +302,9 @@ pub fn prepare(
     // A trusted proxy's chain is extended with the proxy itself (as
     // nginx's $proxy_add_x_forwarded_for does); anyone else's was removed
     // above, and the chain starts at the client.
-    // An address always formats to a valid header value; formatted once.
-    let client = HeaderValue::from_str(&hop.client.to_string()).ok();
+    // An address always formats to a valid header value; formatted once,
+    // on the stack.
+    let client = address_value(hop.client);
     // Every line of a trusted chain: HAProxy adds its own as a new line.
     let prior: Vec<&str> = if hop.trusted_peer {
         h.get_all(X_FORWARDED_FOR)
@@ -343,27 +338,24 @@ pub fn prepare(
         );
     }
 
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().map(|q| {
-        if schemes.contains(&Scheme::ApiKeyQuery) {
-            strip_query_param(q, &names.query)
-        } else {
-            Some(q.to_owned())
+    // The query without a query-string key; borrowed when nothing is cut.
+    let (path, query) = (req.uri().path(), req.uri().query());
+    let stripped;
+    let query = match query {
+        Some(q) if schemes.contains(&Scheme::ApiKeyQuery) => {
+            stripped = strip_query_param(q, &names.query);
+            stripped.as_deref()
         }
-    });
-    let query = query.flatten();
-    if let Upstream::Http { origin, base_path } = &route.upstream {
-        let mut target = String::with_capacity(
-            origin.len() + base_path.len() + path.len() + 1 + query.as_ref().map_or(0, String::len),
-        );
-        target.push_str(origin);
-        target.push_str(base_path);
-        target.push_str(&path);
-        if let Some(q) = &query {
-            target.push('?');
-            target.push_str(q);
-        }
-        let uri: Uri = target.parse().map_err(|_| {
+        q => q,
+    };
+    let len = path.len() + query.map_or(0, |q| q.len() + 1);
+    let uri = if let Upstream::Http { origin, base_path } = &route.upstream {
+        // One buffer, exactly sized, handed to `Uri` without a copy.
+        let mut target = Vec::with_capacity(origin.len() + base_path.len() + len);
+        target.extend_from_slice(origin.as_bytes());
+        target.extend_from_slice(base_path.as_bytes());
+        push_target(&mut target, path, query);
+        let uri = Uri::from_maybe_shared(bytes::Bytes::from(target)).map_err(|_| {
             Problem::new(ErrorCode::BadRequest).detail("the request target cannot be forwarded")
         })?;
         if let Some(a) = uri.authority()
@@ -371,19 +363,36 @@ pub fn prepare(
         {
             req.headers_mut().insert(header::HOST, v);
         }
-        *req.uri_mut() = uri;
         // HTTP/2 clients arrive as HTTP/2; the upstream pool speaks HTTP/1.1.
         *req.version_mut() = http::Version::HTTP_11;
+        uri
     } else {
-        let pq = match &query {
-            Some(q) => format!("{path}?{q}"),
-            None => path,
-        };
-        *req.uri_mut() = pq
-            .parse()
-            .map_err(|_| Problem::new(ErrorCode::BadRequest))?;
-    }
+        let mut target = Vec::with_capacity(len);
+        push_target(&mut target, path, query);
+        Uri::from_maybe_shared(bytes::Bytes::from(target))
+            .map_err(|_| Problem::new(ErrorCode::BadRequest))?
+    };
+    *req.uri_mut() = uri;
     Ok(())
+}
+
+fn push_target(out: &mut Vec<u8>, path: &str, query: Option<&str>) {
+    out.extend_from_slice(path.as_bytes());
+    if let Some(q) = query {
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
+    }
+}
+
+/// `addr` as a header value, formatted on the stack (`IpAddr`'s
+/// `Display`, at most 45 bytes for IPv6 with an embedded IPv4).
+fn address_value(addr: IpAddr) -> Option<HeaderValue> {
+    use std::io::Write as _;
+    let mut buf = [0u8; 64];
+    let mut w = &mut buf[..];
+    write!(w, "{addr}").ok()?;
+    let left = w.len();
+    HeaderValue::from_bytes(buf.get(..buf.len() - left)?).ok()
 }
 
 /// Removes what a client must not say to the upstream: every
