@@ -57,7 +57,7 @@ struct Ctx<'c> {
     /// How it reached us.
     arrival: Arrival,
     /// Its `X-Request-Id`.
-    rid: String,
+    rid: HeaderValue,
     /// Its span: the client's trace continued, or a new one.
     trace: TraceContext,
     /// Whether the client's `tracestate` is passed on.
@@ -166,21 +166,27 @@ impl App {
         self
     }
 
-    /// A new request id (see `X-Request-Id`).
-    pub fn request_id(&self) -> String {
+    /// A new request id (see `X-Request-Id`), ready to be a header value
+    /// on the response and to the upstream (cloned by a reference count).
+    pub fn request_id(&self) -> HeaderValue {
         // A per-process random prefix and a counter: unique, cheap, and
-        // reveals nothing but the order of requests.
-        // Written by hand: `format!` is `core::fmt` on every request.
+        // reveals nothing but the order of requests. Written by hand on
+        // the stack: `format!` is `core::fmt` and a second allocation.
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let mut id = String::with_capacity(self.id_prefix.len() + 17);
-        id.push_str(&self.id_prefix);
-        id.push('-');
+        let mut buf = [0u8; 64];
+        let p = self.id_prefix.as_bytes();
+        let mut len = p.len().min(buf.len() - 17);
+        buf[..len].copy_from_slice(&p[..len]);
+        buf[len] = b'-';
+        len += 1;
         let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
         for i in (0..digits).rev() {
-            id.push(char::from(HEX[((n >> (i * 4)) & 0xf) as usize]));
+            buf[len] = HEX[((n >> (i * 4)) & 0xf) as usize];
+            len += 1;
         }
-        id
+        // Base62 and hex: always a valid header value.
+        HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
 
     /// The guard.
@@ -252,9 +258,7 @@ impl App {
             resp.headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if let Ok(v) = HeaderValue::from_str(&cx.rid) {
-            resp.headers_mut().insert(proxy::REQUEST_ID, v);
-        }
+        resp.headers_mut().insert(proxy::REQUEST_ID, cx.rid.clone());
         if let Some(m) = &self.metrics {
             m.request(
                 out.route.as_deref(),
@@ -269,7 +273,7 @@ impl App {
             crate::access_log::emit(
                 self.access_sink.as_ref(),
                 &crate::access_log::Line {
-                    request_id: &cx.rid,
+                    request_id: rid_str(&cx.rid),
                     method: method.as_str(),
                     path: uri.path(),
                     route: out.route.as_ref().map_or("", |r| r.path.as_str()),
@@ -331,7 +335,7 @@ impl App {
         let view = cx.view(&req);
         let a = self
             .pipeline
-            .plain_http(&view, req.version(), to, Some(&cx.rid))
+            .plain_http(&view, req.version(), to, Some(rid_str(&cx.rid)))
             .await;
         cx.out.reason = a.reason;
         if a.exposed.is_some() {
@@ -430,7 +434,10 @@ impl App {
                     Err(e) => {
                         tracing::error!(error = %e, "store not ready");
                         cx.out.reason = "store_unavailable";
-                        problem_response(&Problem::new(ErrorCode::StoreUnavailable), Some(&cx.rid))
+                        problem_response(
+                            &Problem::new(ErrorCode::StoreUnavailable),
+                            Some(rid_str(&cx.rid)),
+                        )
                     }
                 };
             }
@@ -448,7 +455,7 @@ impl App {
         let view = cx.view(&req);
         let admitted = match self.admit(Entrance::Proxy, &route, &view, cx).await {
             Ok(a) => a,
-            Err(f) => return f.response(Some(&cx.rid)),
+            Err(f) => return f.response(Some(rid_str(&cx.rid))),
         };
         let mut resp = self
             .forward(req, &route, admitted.principal.as_ref(), cx)
@@ -553,7 +560,7 @@ impl App {
             let view = cx.view(&req);
             if let Err(f) = self.pipeline.admit(Entrance::Proxy, &demand, &view).await {
                 cx.out.reason = f.reason;
-                return f.response(Some(&cx.rid));
+                return f.response(Some(rid_str(&cx.rid)));
             }
         }
         // A blocked address is refused before any password is hashed; one
@@ -579,7 +586,7 @@ impl App {
         let ctx = portcullis::oauth::Ctx {
             client_ip: Some(cx.client),
             origin: origin.as_deref(),
-            request_id: &cx.rid,
+            request_id: rid_str(&cx.rid),
         };
         let mut o = portcullis::oauth::Outcome::default();
         if let Some(r) = portcullis::oauth::handle(self.guard(), req, ctx, &mut o).await {
@@ -681,7 +688,7 @@ impl App {
             .and_then(|r| r.cors.clone())
             .or(self.cfg.cors.clone());
         cx.out.route = route;
-        let (r, reason) = early::preflight(cors.as_deref(), req.headers(), Some(&cx.rid));
+        let (r, reason) = early::preflight(cors.as_deref(), req.headers(), Some(rid_str(&cx.rid)));
         cx.out.reason = reason;
         cx.out.preflight = true;
         r
@@ -696,7 +703,7 @@ impl App {
 
     fn deny(&self, p: Problem, cx: &mut Ctx<'_>) -> Response<Body> {
         cx.out.reason = p.log_reason;
-        problem_response(&p, Some(&cx.rid))
+        problem_response(&p, Some(rid_str(&cx.rid)))
     }
 
     /// `GET /auth/verify`: the decision for nginx `auth_request`, Traefik
@@ -763,7 +770,7 @@ impl App {
                 r
             }
             Err(f) => {
-                let mut r = f.response(Some(&cx.rid));
+                let mut r = f.response(Some(rid_str(&cx.rid)));
                 mark_decision(r.headers_mut(), f.problem.code);
                 r
             }
@@ -888,4 +895,9 @@ fn json(status: StatusCode, body: &'static str) -> Response<Body> {
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
+}
+
+/// A request id as text: it is made of base62 and hex only.
+fn rid_str(v: &HeaderValue) -> &str {
+    v.to_str().unwrap_or("-")
 }

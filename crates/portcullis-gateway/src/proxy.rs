@@ -187,7 +187,7 @@ pub struct Hop<'a> {
     /// Whether the connection is TLS.
     pub tls: bool,
     /// This request's id.
-    pub request_id: &'a str,
+    pub request_id: &'a HeaderValue,
     /// This hop's span: the upstream's parent (`traceparent`).
     pub trace: &'a TraceContext,
     /// Whether the client's `tracestate` travels with it (only beside the
@@ -291,7 +291,7 @@ pub fn prepare(
     if let Some(p) = principal {
         crate::identity_headers::insert(h, p);
     }
-    set(h, REQUEST_ID, hop.request_id);
+    h.insert(REQUEST_ID, hop.request_id.clone());
     // Lowercase hex and dashes: always a valid header value.
     if let Ok(v) = HeaderValue::from_bytes(&hop.trace.header()) {
         h.insert(TRACEPARENT, v);
@@ -438,12 +438,6 @@ pub fn strip_client_headers(
     }
     for n in doomed {
         h.remove(n);
-    }
-}
-
-fn set(h: &mut HeaderMap, name: HeaderName, v: &str) {
-    if let Ok(v) = HeaderValue::from_str(v) {
-        h.insert(name, v);
     }
 }
 

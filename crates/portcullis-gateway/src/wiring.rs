@@ -234,7 +234,7 @@ pub(crate) async fn serve(cfg: Config) -> Result<()> {
         move |conn, req| {
             // Admin answers carry an X-Request-Id too, from the same
             // sequence as the public listener's.
-            let rid = http::HeaderValue::from_str(&admin_app.request_id()).ok();
+            let rid = Some(admin_app.request_id());
             let scrape = scrape
                 .as_ref()
                 .filter(|_| req.uri().path() == "/metrics")
