@@ -618,9 +618,15 @@ impl App {
             cx.out.close = true;
             return self.deny(Problem::new(ErrorCode::PayloadTooLarge), cx);
         }
-        let cutoff = Cutoff::default();
-        let mut req =
-            req.map(|b| body::limit(b, route.max_body_bytes, self.cfg.body_read_timeout, &cutoff));
+        // A request with no body (most GETs) needs no limit, deadline or
+        // cut-off flag around it: an empty body costs no allocation.
+        let cutoff = (!http_body::Body::is_end_stream(req.body())).then(Cutoff::default);
+        let mut req = match &cutoff {
+            None => req.map(|_| Body::empty()),
+            Some(c) => {
+                req.map(|b| body::limit(b, route.max_body_bytes, self.cfg.body_read_timeout, c))
+            }
+        };
         let names = self.guard().names();
         let hop = proxy::Hop {
             client: cx.client,
@@ -642,7 +648,7 @@ impl App {
                 // its own connection, for body_read_timeout.
                 let (parts, b) = req.into_parts();
                 let b = body::started(b).await;
-                if let Some(p) = cutoff.problem() {
+                if let Some(p) = cutoff.as_ref().and_then(Cutoff::problem) {
                     cx.out.close = true;
                     return self.deny(p, cx);
                 }
@@ -658,7 +664,7 @@ impl App {
             }
         };
         // The body's own failure explains an upstream failure better.
-        match (r, cutoff.problem()) {
+        match (r, cutoff.as_ref().and_then(Cutoff::problem)) {
             (_, Some(p)) => {
                 cx.out.close = true;
                 self.deny(p, cx)

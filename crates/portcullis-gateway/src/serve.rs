@@ -332,7 +332,14 @@ impl Serve {
             let (h, c, act) = (handler.clone(), conn.clone(), act.clone());
             async move {
                 let guard = act.begin();
-                let resp = h(c, req.map(Body::new)).await;
+                // A request with no body gets the empty body, which
+                // needs no box (most GETs: one allocation fewer).
+                let req = if http_body::Body::is_end_stream(req.body()) {
+                    req.map(|_| Body::empty())
+                } else {
+                    req.map(Body::new)
+                };
+                let resp = h(c, req).await;
                 Ok::<_, Infallible>(resp.map(|b| conn_watch::track(b, guard)))
             }
         });
