@@ -176,8 +176,10 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Reads one response; returns its status. `buf` keeps bytes past it.
-fn response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
+/// Reads one response; returns its status and whether the server closes
+/// the connection after it (`Connection: close`, as nginx says on a
+/// keep-alive connection's 1000th request). `buf` keeps bytes past it.
+fn response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(u16, bool)> {
     let eof = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed mid-response");
     let mut chunk = [0u8; 16384];
     let mut fill = |s: &mut TcpStream, buf: &mut Vec<u8>| -> std::io::Result<()> {
@@ -196,6 +198,9 @@ fn response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
     let status = head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let close = head
+        .lines()
+        .any(|l| l.starts_with("connection:") && l.contains("close"));
     let header = |name: &str| {
         head.lines()
             .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
@@ -233,7 +238,7 @@ fn response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
         }
         buf.drain(..head_end + len);
     }
-    Ok(status)
+    Ok((status, close))
 }
 
 #[derive(Default)]
@@ -286,6 +291,11 @@ fn worker(a: Arc<Args>, k: usize, start: Instant, stop: Arc<AtomicBool>) -> Tall
             .write_all(&request(&a, i))
             .and_then(|_| response(s, &mut buf));
         let done = Instant::now();
+        if let Ok((_, true)) = ok {
+            // The next request goes on a new connection, as a browser's would.
+            conn = None;
+            buf.clear();
+        }
         if intended < measured_from {
             if ok.is_err() {
                 conn = None;
@@ -294,7 +304,7 @@ fn worker(a: Arc<Args>, k: usize, start: Instant, stop: Arc<AtomicBool>) -> Tall
             continue;
         }
         match ok {
-            Ok(status) => {
+            Ok((status, _)) => {
                 if !(200..300).contains(&status) {
                     t.non_2xx += 1;
                 }
