@@ -22,6 +22,16 @@ use std::sync::{Mutex, MutexGuard};
 /// Shards: enough that two cores rarely meet on one lock.
 const SHARDS: usize = 64;
 
+/// Checks decided with scratch space on the stack (no allocation): a
+/// policy has at most 8 limits, and a request usually meets one or two.
+const INLINE: usize = 8;
+
+/// Fills the scratch decisions before each is decided.
+const PLACEHOLDER: Decision = Decision::Refuse {
+    retry_after_ns: 0,
+    reset_ns: 0,
+};
+
 /// The counter names are already keyed SipHash outputs: the map uses
 /// their low bits as they are instead of hashing them again.
 #[derive(Default)]
@@ -121,47 +131,107 @@ impl MemoryLimiter {
 
     /// Decides a request of `cost` against every check, all or none.
     pub fn check(&self, checks: &[Check<'_>], cost: u32) -> Option<Verdict> {
-        if checks.is_empty() {
+        let n = checks.len();
+        if n == 0 {
             return None;
         }
+        if n <= INLINE {
+            // The usual request (one to a few limits): scratch space on the
+            // stack, so deciding allocates nothing.
+            let mut names = [0u128; INLINE];
+            let mut order = [0usize; INLINE];
+            let mut decisions = [PLACEHOLDER; INLINE];
+            let mut guards: [Option<MutexGuard<'_, Shard>>; INLINE] = Default::default();
+            self.check_in(
+                checks,
+                cost,
+                &mut names[..n],
+                &mut order[..n],
+                &mut decisions[..n],
+                &mut guards[..n],
+            )
+        } else {
+            let mut names = vec![0u128; n];
+            let mut order = vec![0usize; n];
+            let mut decisions = vec![PLACEHOLDER; n];
+            let mut guards: Vec<Option<MutexGuard<'_, Shard>>> = (0..n).map(|_| None).collect();
+            self.check_in(
+                checks,
+                cost,
+                &mut names,
+                &mut order,
+                &mut decisions,
+                &mut guards,
+            )
+        }
+    }
+
+    /// [`MemoryLimiter::check`] with scratch slices as long as `checks`.
+    fn check_in<'s>(
+        &'s self,
+        checks: &[Check<'_>],
+        cost: u32,
+        names: &mut [u128],
+        order: &mut [usize],
+        decisions: &mut [Decision],
+        guards: &mut [Option<MutexGuard<'s, Shard>>],
+    ) -> Option<Verdict> {
         let now = self.clock.now_nanos();
-        let names: Vec<u128> = checks.iter().map(|c| c.memory_key(&self.keys)).collect();
+        for (name, c) in names.iter_mut().zip(checks) {
+            *name = c.memory_key(&self.keys);
+        }
         // The shard of a name: its top bits (the map uses the low ones).
         let shard_of = |k: u128| ((k >> 122) as usize) % SHARDS;
-        let mut order: Vec<usize> = names.iter().map(|k| shard_of(*k)).collect();
+        for (s, k) in order.iter_mut().zip(names.iter()) {
+            *s = shard_of(*k);
+        }
+        // Each shard involved once, locked in index order, so two requests
+        // cannot deadlock.
         order.sort_unstable();
-        order.dedup();
-        let mut guards: Vec<(usize, MutexGuard<'_, Shard>)> =
-            order.iter().map(|s| (*s, lock(&self.shards[*s]))).collect();
+        let mut m = 0;
+        for i in 0..order.len() {
+            if m == 0 || order[m - 1] != order[i] {
+                order[m] = order[i];
+                m += 1;
+            }
+        }
+        let order = &order[..m];
+        for (g, s) in guards.iter_mut().zip(order) {
+            *g = Some(lock(&self.shards[*s]));
+        }
         // `order` holds every name's shard (built from `names` above), so the
-        // search always finds it; `guards` is in the same order.
-        let guard_of = |s: usize| order.binary_search(&s).unwrap_or(0);
-        let mut decisions = Vec::with_capacity(checks.len());
-        for (i, c) in checks.iter().enumerate() {
-            let g = &guards[guard_of(shard_of(names[i]))].1;
-            let tat = g.map.get(&names[i]).copied();
-            decisions.push(decide(c.limit, tat, now, cost));
+        // search always finds it, and `guards` holds a lock for each entry
+        // of `order`, in the same positions.
+        let guard_of = |k: u128| order.binary_search(&shard_of(k)).unwrap_or(0);
+        for ((d, c), name) in decisions.iter_mut().zip(checks).zip(names.iter()) {
+            let tat = guards[guard_of(*name)]
+                .as_ref()
+                .and_then(|g| g.map.get(name).copied());
+            *d = decide(c.limit, tat, now, cost);
         }
         if decisions
             .iter()
             .all(|d| matches!(d, Decision::Admit { .. }))
         {
-            for (i, d) in decisions.iter().enumerate() {
-                if let Decision::Admit { tat, .. } = d {
-                    let gi = guard_of(shard_of(names[i]));
-                    let shard = &mut guards[gi].1;
-                    if !shard.map.contains_key(&names[i]) {
+            for (d, name) in decisions.iter().zip(names.iter()) {
+                if let (Decision::Admit { tat, .. }, Some(shard)) =
+                    (d, guards[guard_of(*name)].as_mut())
+                {
+                    if !shard.map.contains_key(name) {
                         shard.room(now, self.shard_cap);
                     }
                     // The same counter checked twice (one limit named
                     // twice) was decided twice from the same TAT: one
                     // write.
-                    let e = shard.map.entry(names[i]).or_insert(0);
+                    let e = shard.map.entry(*name).or_insert(0);
                     *e = (*e).max(*tat);
                 }
             }
         }
-        drop(guards);
+        // Unlock before the verdict is put together.
+        for g in guards.iter_mut() {
+            *g = None;
+        }
         super::verdict(checks, decisions.iter().copied())
     }
 
@@ -293,6 +363,40 @@ mod tests {
             clock.0.store(at, std::sync::atomic::Ordering::SeqCst);
             assert!(m.check(&[c], 1).unwrap().admitted, "request {i}");
         }
+    }
+
+    /// More checks than fit the stack scratch space decide the same way,
+    /// and one counter named twice counts once.
+    #[test]
+    fn many_checks_and_repeated_counters() {
+        let clock = ManualClock::new(1000);
+        let m = MemoryLimiter::new(clock.clone(), 1000);
+        let names: Vec<String> = (0..12).map(|i| format!("n{i}")).collect();
+        let loose = Limit {
+            count: 100,
+            period_ms: 3_600_000,
+            burst: 100,
+        };
+        let tight = Limit {
+            count: 2,
+            period_ms: 3_600_000,
+            burst: 2,
+        };
+        let mut checks: Vec<Check<'_>> = names.iter().map(|n| named(n, &loose)).collect();
+        checks.push(named("tight", &tight));
+        checks.push(named("tight", &tight));
+        assert!(checks.len() > INLINE);
+        for want in [1, 0] {
+            let v = m.check(&checks, 1).unwrap();
+            assert!(v.admitted);
+            assert_eq!((v.index, v.remaining), (12, want));
+        }
+        let v = m.check(&checks, 1).unwrap();
+        assert!(!v.admitted);
+        assert_eq!(v.index, 12);
+        // The refusal wrote nothing: every loose counter spent exactly 2.
+        let v = m.check(&checks[..12], 98).unwrap();
+        assert!(v.admitted && v.remaining == 0, "{v:?}");
     }
 
     #[test]
