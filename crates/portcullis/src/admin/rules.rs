@@ -223,33 +223,24 @@ pub(crate) static LIFETIME: LazyLock<Text> = LazyLock::new(|| {
     )
 });
 
-/// One limit of a rate policy the admin API takes, for each unit: the
-/// count is at most what one unit allows (one request per millisecond:
-/// 1000 a second, 60000 a minute, …), so it stays within the limit however
+/// One limit of a rate policy the admin API takes: the count has at most
+/// 9 digits, so it stays within what the limiter counts (one request a
+/// nanosecond: 999,999,999 a second is the most one second holds) however
 /// many units the period has; the period has at most 366 units (a day
 /// unit's most); the burst has at most 9 digits.
 fn rate_limit_pattern() -> String {
     let mult = "(?:[1-9][0-9]?|[12][0-9]{2}|3[0-5][0-9]|36[0-6])";
-    let units = [
-        ("(?:[1-9][0-9]{0,2}|1000)", "(?:seconds?|secs?)"),
-        (
-            "(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|60000)",
-            "(?:minutes?|mins?)",
-        ),
-        (
-            "(?:[1-9][0-9]{0,5}|[12][0-9]{6}|3[0-5][0-9]{5}|3600000)",
-            "hours?",
-        ),
-        (
-            "(?:[1-9][0-9]{0,6}|[1-7][0-9]{7}|8[0-5][0-9]{6}|86[0-3][0-9]{5}|86400000)",
-            "days?",
-        ),
-    ];
-    let one = units
-        .iter()
-        .map(|(count, unit)| format!("{count}(?: ?/ ?| per )(?:{mult} )?{unit}"))
-        .collect::<Vec<_>>()
-        .join("|");
+    let count = "[1-9][0-9]{0,8}";
+    let one = [
+        "(?:seconds?|secs?)",
+        "(?:minutes?|mins?)",
+        "hours?",
+        "days?",
+    ]
+    .iter()
+    .map(|unit| format!("{count}(?: ?/ ?| per )(?:{mult} )?{unit}"))
+    .collect::<Vec<_>>()
+    .join("|");
     let limit = format!("(?:{one})(?: burst [1-9][0-9]{{0,8}})?");
     format!("^{limit}(?: ?[;,] ?{limit}){{0,7}}$")
 }
@@ -260,7 +251,7 @@ pub(crate) static RATE_LIMIT: LazyLock<Text> = LazyLock::new(|| {
         1,
         Some(256),
         &[&rate_limit_pattern()],
-        "a rate policy like 100/minute, 5 per 10 seconds or \"10/second burst 20; 1000/hour\": at most 8 limits, units second, minute, hour or day (at most 366 of them), at most one request a millisecond, in lowercase, at most 256 characters",
+        "a rate policy like 100/minute, 5 per 10 seconds or \"10/second burst 20; 1000/hour\": at most 8 limits, units second, minute, hour or day (at most 366 of them), a count of at most 9 digits, in lowercase, at most 256 characters",
     )
 });
 
@@ -405,13 +396,16 @@ mod tests {
                     "2/minutes",
                     "1000/second burst 100000",
                     "86400000/day",
+                    "5000/second",
+                    "100000/minute",
+                    "999999999/second burst 999999999",
                     "5/366 days",
                     "1/sec,2/min",
                 ],
                 &[
                     "",
                     "0/minute",
-                    "1001/second",
+                    "1000000000/second",
                     "100/Minute",
                     "10/fortnight",
                     "10",
