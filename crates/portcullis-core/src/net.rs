@@ -121,6 +121,17 @@ fn forwarded_for(element: &str) -> Option<IpAddr> {
     }
 }
 
+/// One `X-Forwarded-For` entry: an address, or one with a port
+/// (`203.0.113.5:51234`, `[2001:db8::1]:443`), as some proxies (Azure
+/// Application Gateway) write it. Read rather than treated as garbled: a
+/// garbled entry stops the walk at the proxy, and the proxy's address
+/// would then stand for all its clients.
+fn xff_entry(e: &str) -> Option<IpAddr> {
+    e.parse()
+        .ok()
+        .or_else(|| e.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+}
+
 /// The client's address: the peer, unless the peer is trusted; then the
 /// rightmost address in `header` that is not itself trusted. A client can
 /// write anything at the left of the header, so only entries added by
@@ -138,7 +149,7 @@ pub fn client_ip<'a>(
     let entries: Vec<Option<IpAddr>> = values
         .flat_map(|h| h.split(','))
         .map(|e| match header {
-            ForwardedHeader::XForwardedFor => e.trim().parse().ok(),
+            ForwardedHeader::XForwardedFor => xff_entry(e.trim()),
             ForwardedHeader::Forwarded => forwarded_for(e),
         })
         .collect();
@@ -209,6 +220,15 @@ mod tests {
             "198.51.100.7".parse::<IpAddr>().unwrap()
         );
         assert_eq!(client_ip(peer, &t, xff, std::iter::empty()), peer);
+        // An entry with a port is its address (Azure Application Gateway).
+        assert_eq!(
+            client_ip(peer, &t, xff, ["203.0.113.5:51234, 10.1.1.1"].into_iter()),
+            "203.0.113.5".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(peer, &t, xff, ["[2001:db8::7]:443"].into_iter()),
+            "2001:db8::7".parse::<IpAddr>().unwrap()
+        );
         // A garbled entry stops the walk at the last trusted hop.
         assert_eq!(
             client_ip(peer, &t, xff, ["6.6.6.6, junk, 10.1.1.1"].into_iter()),

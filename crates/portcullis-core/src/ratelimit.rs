@@ -19,9 +19,13 @@
 use std::fmt;
 
 /// The longest a counter's allowance takes to refill, in nanoseconds: 50
-/// years of 366 days. A limit whose burst would take longer (`1/366 days
-/// burst 999999999`) refills over this span instead, which no caller can
-/// tell apart within a lifetime. The bound keeps every number the
+/// years of 366 days. A limit whose burst would take longer to refill is
+/// cut to 50 years' worth of requests: `1/366 days burst 100` admits 50
+/// back to back, not 100 (a client can tell: its 51st request is
+/// refused). Parsing does not refuse such a burst, because the admin
+/// API's pattern promises every string it takes parses; such limits are
+/// for one-off allowances where the difference is harmless, and
+/// docs/configuration.md says so. The bound keeps every number the
 /// decision adds up (the TAT ahead of now, one request's increment, the
 /// window) within 2^53 microseconds, where the Redis script's Lua doubles
 /// are exact (see `portcullis::ratelimit::redis`).
@@ -210,6 +214,22 @@ fn parse_limit(item: &str) -> Result<Limit, PolicyError> {
             "{item:?}: at most 1000000000 per second can be counted (one per nanosecond)"
         )));
     }
+    // The steady rate is counted as a whole number of nanoseconds per
+    // request, rounded down, which admits more than written: 700000000/second
+    // would be counted as 1 ns apart, a billion a second (+43 %). Refuse a
+    // limit the rounding over-admits by more than 1 % (the remainder of
+    // period / count, over the period), with the ceiling that counts it
+    // within that. Every count of up to 7 digits passes at any period of
+    // a second or more (the remainder is below the count, under 1 % of
+    // 10^9 ns), which is what the admin API's pattern takes.
+    let period_ns = period_ms.saturating_mul(1_000_000);
+    if (period_ns % u64::from(count)).saturating_mul(100) > period_ns {
+        return Err(PolicyError(format!(
+            "{item:?}: counted in whole nanoseconds per request, this rate would admit more \
+             than 1 % over what it says; use at most 10000000 per second, or a count that \
+             divides the period's nanoseconds more evenly"
+        )));
+    }
     let burst = match burst {
         None => count,
         Some(b) => {
@@ -357,14 +377,55 @@ mod tests {
             "100000/minute",
             "1000000/second",
             "1000000000/second",
-            "4294967295/minute",
+            "999999999/second",
+            "4000000000/minute",
         ] {
             assert!(Policy::parse(ok).is_ok(), "{ok}");
         }
         let e = Policy::parse("1000000001/second").unwrap_err().to_string();
         assert!(e.contains("one per nanosecond"), "{e}");
         assert!(Policy::parse("4294967295/second").is_err());
-        assert!(Policy::parse("4294967295/5 seconds").is_ok());
+    }
+
+    /// Whole-nanosecond intervals round the rate up: a limit the rounding
+    /// would over-admit by more than 1 % is refused, not run faster.
+    #[test]
+    fn a_rate_rounding_would_raise_by_over_one_percent_is_refused() {
+        let e = Policy::parse("700000000/second").unwrap_err().to_string();
+        assert!(e.contains("more than 1 %"), "{e}");
+        for bad in [
+            "4294967295/minute",
+            "4294967295/5 seconds",
+            "600000000/second",
+        ] {
+            assert!(Policy::parse(bad).is_err(), "{bad}");
+        }
+        // 1 ns apart for 999999999 a second: one in a billion over.
+        assert_eq!(
+            Policy::parse("999999999/second").unwrap().0[0].emission_ns(),
+            1
+        );
+    }
+
+    proptest::proptest! {
+        /// What parses runs within 1 % of what it says; every count of up
+        /// to 7 digits parses at any period.
+        #[test]
+        fn what_parses_runs_within_one_percent(
+            count in 1u32..=u32::MAX,
+            secs in 1u64..=86_400,
+        ) {
+            let item = format!("{count}/{secs} seconds");
+            match Policy::parse(&item) {
+                Ok(p) => {
+                    let l = p.0[0];
+                    let period_ns = l.period_ms * 1_000_000;
+                    let counted = u128::from(period_ns / l.emission_ns());
+                    proptest::prop_assert!(counted * 100 <= u128::from(count) * 101, "{}", item);
+                }
+                Err(_) => proptest::prop_assert!(count >= 10_000_000, "{}", item),
+            }
+        }
     }
 
     #[test]
