@@ -129,6 +129,7 @@ impl App {
                 }),
                 cfg.upstream_max_connections,
                 cfg.upstream_queue_timeout,
+                cfg.threads,
             ),
             cfg,
             routes,

@@ -49,6 +49,10 @@ pub const UPSTREAM_READ_BUF: usize = 64 * 1024;
 pub struct Proxy {
     clients: Arc<ThreadLocal<Client<HttpConnector, Body>>>,
     connect_timeout: Duration,
+    /// Idle connections each thread's pool keeps to one upstream: the
+    /// budget shared out, so all threads together keep no more idle
+    /// connections than `max_connections`.
+    idle_per_thread: usize,
     /// Requests in flight per upstream origin, at most the budget (one
     /// HTTP/1.1 connection each). Built once; read without a lock.
     budgets: Arc<HashMap<String, Arc<Semaphore>>>,
@@ -63,6 +67,7 @@ impl Proxy {
         origins: impl IntoIterator<Item = &'a str>,
         max_connections: usize,
         queue_timeout: Duration,
+        threads: usize,
     ) -> Proxy {
         let budgets = origins
             .into_iter()
@@ -71,19 +76,20 @@ impl Proxy {
         Proxy {
             clients: Arc::new(ThreadLocal::new()),
             connect_timeout,
+            idle_per_thread: max_connections.div_ceil(threads.max(1)).max(1),
             budgets: Arc::new(budgets),
             queue_timeout,
         }
     }
 
-    fn client(connect_timeout: Duration) -> Client<HttpConnector, Body> {
+    fn client(connect_timeout: Duration, max_idle: usize) -> Client<HttpConnector, Body> {
         let mut conn = HttpConnector::new();
         conn.set_connect_timeout(Some(connect_timeout));
         conn.set_nodelay(true);
         conn.enforce_http(true);
         Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
+            .pool_max_idle_per_host(max_idle)
             // What one upstream connection buffers for a response its
             // client is not reading (hyper's default is about 400 KiB).
             .http1_max_buf_size(UPSTREAM_READ_BUF)
@@ -119,7 +125,9 @@ impl Proxy {
                 }
             },
         };
-        let client = self.clients.get_or(|| Self::client(self.connect_timeout));
+        let client = self
+            .clients
+            .get_or(|| Self::client(self.connect_timeout, self.idle_per_thread));
         match tokio::time::timeout(timeout, client.request(req)).await {
             Err(_) => {
                 crate::metrics::upstream_error(crate::metrics::UpstreamError::Timeout);

@@ -159,23 +159,9 @@ pub async fn run_gated<F, Fut>(
         auto: builder,
     });
     loop {
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                // Full: idle connections give their places up first, so a
-                // table of connections that say nothing cannot lock out
-                // clients that have something to ask.
-                pressure_tx.send_replace(true);
-                tracing::debug!("connection table full: closing idle connections");
-                tokio::select! {
-                    p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                    _ = shutdown.changed() => break,
-                }
-            }
-        };
-        if *pressure_tx.borrow() && permits.available_permits() > max_connections / 10 {
-            pressure_tx.send_replace(false);
-        }
+        // Accept first, then take a place: a loop waiting for its next
+        // connection holds no place, so N loops sharing the table can
+        // still fill it to `max_connections`.
         let (stream, peer) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(a) => a,
@@ -187,6 +173,24 @@ pub async fn run_gated<F, Fut>(
             },
             _ = shutdown.changed() => break,
         };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // Full: idle connections give their places up first, so a
+                // table of connections that say nothing cannot lock out
+                // clients that have something to ask. This connection
+                // waits (unserved) for the first place freed.
+                pressure_tx.send_replace(true);
+                tracing::debug!("connection table full: closing idle connections");
+                tokio::select! {
+                    p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                    _ = shutdown.changed() => break,
+                }
+            }
+        };
+        if *pressure_tx.borrow() && permits.available_permits() > max_connections / 10 {
+            pressure_tx.send_replace(false);
+        }
         let Some(slot) = per_ip.enter(peer.ip()) else {
             tracing::debug!(peer = %peer.ip(), "connection refused: too many from this address");
             continue;

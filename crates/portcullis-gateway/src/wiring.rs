@@ -192,7 +192,7 @@ pub(crate) async fn serve(cfg: Config) -> Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     tracing::info!(listen = %public_addr, admin_listen = %admin_l.local_addr()?, tls = cfg.tls.is_some(), routes = cfg.routes.len(), threads = cfg.threads, "portcullis listening");
     let a = app.clone();
-    let public_loops = crate::engine::spawn(
+    let mut public_loops = crate::engine::spawn(
         public,
         cfg.clone(),
         transport,
@@ -243,7 +243,12 @@ pub(crate) async fn serve(cfg: Config) -> Result<()> {
         },
         rx,
     ));
-    shutdown_signal().await;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = public_loops.ended_early() => {
+            tracing::error!("an event loop of the public listener stopped: shutting down");
+        }
+    }
     tracing::info!("shutting down: finishing open requests");
     let _ = tx.send(true);
     public_loops.join().await;
@@ -259,6 +264,7 @@ pub(crate) async fn serve(cfg: Config) -> Result<()> {
         // The last counts: failures are logged (with what is dropped).
         let _ = a.flush().await;
     }
+    public_loops.release();
     tracing::info!("stopped");
     Ok(())
 }
