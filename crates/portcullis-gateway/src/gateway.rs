@@ -119,7 +119,11 @@ impl App {
         let limiter = Arc::new(limiter);
         Ok(App {
             pipeline: Pipeline::new(guard, limiter.clone(), cfg.rate_limit.legacy_headers)
-                .with_address_block(crate::config::address_block(&cfg.abuse, &store)),
+                .with_address_block(crate::config::address_block(
+                    &cfg.abuse,
+                    &cfg.trusted_proxies,
+                    &store,
+                )),
             limiter,
             proxy: Proxy::new(
                 cfg.connect_timeout,
@@ -564,17 +568,21 @@ impl App {
                 return f.response(Some(rid_str(&cx.rid)));
             }
         }
-        // A blocked address is refused before any password is hashed; one
+        // A blocked address is refused before any credential is checked
+        // (a password hashed, a client secret or session looked up); one
         // that failed before holds a place among its waiting checks
-        // (docs/security.md, "Floods of bad credentials").
+        // (docs/security.md, "Floods of bad credentials"). The key set and
+        // the metadata check nothing.
         let _place = match p {
-            "/oauth/token" | "/auth/login" => match self.pipeline.address_check(cx.client) {
+            "/oauth/token" | "/oauth/introspect" | "/oauth/revoke" | "/auth/login"
+            | "/auth/logout" | "/auth/csrf" => match self.pipeline.address_check(cx.client) {
                 Ok(place) => place,
                 Err(problem) => return self.deny(problem, cx),
             },
             _ => None,
         };
         let origin = browser_origin(cx.arrival, req.uri(), req.headers());
+        let counted = self.counts_toward_block(&req, origin.as_deref());
         let cutoff = Cutoff::default();
         let req = req.map(|b| {
             body::limit(
@@ -592,7 +600,9 @@ impl App {
         let mut o = portcullis::oauth::Outcome::default();
         if let Some(r) = portcullis::oauth::handle(self.guard(), req, ctx, &mut o).await {
             cx.out.reason = o.reason;
-            self.pipeline.address_refused(cx.client, o.reason);
+            if counted {
+                self.pipeline.address_refused(cx.client, o.reason);
+            }
             cx.out.principal = o.principal;
             cx.out.credential_id = o.credential_id;
             if let Some(p) = cutoff.problem() {
@@ -602,6 +612,36 @@ impl App {
             return r;
         }
         self.deny(Problem::new(ErrorCode::RouteNotFound), cx)
+    }
+
+    /// Whether a failed credential at a token or session endpoint counts
+    /// toward its address's block: not when a page of another site may
+    /// have sent it on its visitor's behalf (a `no-cors` POST needs no
+    /// preflight), or any web page could get its visitors' addresses
+    /// blocked. Browsers send `Origin` on every cross-origin POST, so a
+    /// request counts when it has none (a server-side client), or its
+    /// origin is the gateway's own or one the CORS policy allows; and
+    /// never when `Sec-Fetch-Site` says another site sent it and its
+    /// origin is not allowed.
+    fn counts_toward_block(&self, req: &Request<Body>, own: Option<&str>) -> bool {
+        let h = req.headers();
+        let allowed = |o: &HeaderValue| {
+            own.is_some_and(|own| o.as_bytes().eq_ignore_ascii_case(own.as_bytes()))
+                || self
+                    .cfg
+                    .cors
+                    .as_deref()
+                    .is_some_and(|c| c.allows_origin(o.as_bytes()))
+        };
+        let origin_ok = match h.get(http::header::ORIGIN) {
+            None => true,
+            Some(o) => allowed(o),
+        };
+        let cross_site = h
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() == b"cross-site" || v.as_bytes() == b"same-site");
+        let origin_allowed = h.get(http::header::ORIGIN).is_some_and(allowed);
+        origin_ok && (!cross_site || origin_allowed)
     }
 
     /// Hands an admitted request to the upstream (or the demo).

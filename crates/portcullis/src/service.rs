@@ -565,7 +565,9 @@ impl Builder {
             .check()
             .map_err(|e| BuildError::Config(format!("address_block: {e}")))?;
         let abuse = abuse.enabled.then(|| {
-            let b = crate::pipeline::AddressBlock::new(abuse, clock.clone());
+            // The trusted proxies stand for their clients: never blocked.
+            let b = crate::pipeline::AddressBlock::new(abuse, clock.clone())
+                .exempting(&self.trusted_proxies);
             Arc::new(match &keys {
                 Some(k) => b.audited_in(k.store().clone()),
                 None => b,

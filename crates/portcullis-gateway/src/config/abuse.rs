@@ -7,6 +7,7 @@ use super::value::secs;
 use super::{ConfigError, cerr};
 use portcullis::pipeline::{AbuseSettings, AddressBlock};
 use portcullis::store::Store;
+use portcullis_core::net::Cidr;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -82,12 +83,19 @@ pub(super) fn parse(raw: &RawAbuse) -> Result<AbuseSettings, ConfigError> {
 }
 
 /// The counter the gateway's pipeline uses under `settings`, auditing new
-/// blocks in `store`; `None` when off. For
-/// `Pipeline::with_address_block`.
-pub fn address_block(settings: &AbuseSettings, store: &Store) -> Option<Arc<AddressBlock>> {
+/// blocks in `store`; `None` when off. The `trusted_proxies` are never
+/// counted nor blocked: when one stands for its clients (a forwarded
+/// entry it wrote that does not parse), blocking it would refuse them all.
+/// For `Pipeline::with_address_block`.
+pub fn address_block(
+    settings: &AbuseSettings,
+    trusted_proxies: &[Cidr],
+    store: &Store,
+) -> Option<Arc<AddressBlock>> {
     settings.enabled.then(|| {
         Arc::new(
             AddressBlock::new(settings.clone(), Arc::new(portcullis::clock::SystemClock))
+                .exempting(trusted_proxies)
                 .audited_in(store.clone()),
         )
     })

@@ -228,3 +228,130 @@ fn wrong_client_secrets_at_the_token_endpoint_block_the_address_before_hashing()
     assert_blocked(token("127.0.0.6", &secret));
     assert_eq!(token("127.0.0.7", &secret).status(), 200);
 }
+
+#[test]
+fn a_trusted_proxy_is_never_blocked_for_its_clients() {
+    let env = Env::with_server("trusted_proxies = [\"127.0.0.9/32\"]", CFG);
+    env.init();
+    let valid = env.create_key(&["--name", "valid"]);
+    let _s = env.serve();
+    let proxy = client_from("127.0.0.9");
+    let data = |forwarded: &str, key: &str| {
+        proxy
+            .get(env.url("/data"))
+            .header("X-Forwarded-For", forwarded)
+            .header("X-API-Key", key)
+            .send()
+            .unwrap()
+    };
+    // Entries with a port (Azure Application Gateway) name the client.
+    for i in 0..6 {
+        let r = data("198.51.100.7:4711", &unknown_key(i));
+        assert!(matches!(r.status().as_u16(), 401 | 429));
+    }
+    assert_blocked(data("198.51.100.7:4711", &valid));
+    assert_eq!(data("198.51.100.8:4711", &valid).status(), 200);
+    // An entry that does not parse leaves the proxy's own address: it
+    // is never counted, so never blocked for all its clients.
+    for i in 0..6 {
+        assert_eq!(data("not-an-address", &unknown_key(20 + i)).status(), 401);
+    }
+    assert_eq!(data("not-an-address", &valid).status(), 200);
+}
+
+#[test]
+fn a_web_page_cannot_get_its_visitors_blocked_through_the_token_endpoint() {
+    let env = Env::new(CFG);
+    env.init();
+    let valid = env.create_key(&["--name", "valid"]);
+    let _s = env.serve();
+    let refresh = |from: &str, cross_site: bool| {
+        let mut r = client_from(from)
+            .post(env.url("/oauth/token"))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", "x")]);
+        if cross_site {
+            r = r
+                .header("Origin", "https://evil.example")
+                .header("Sec-Fetch-Site", "cross-site");
+        }
+        r.send().unwrap()
+    };
+    let data = |from: &str| {
+        client_from(from)
+            .get(env.url("/data"))
+            .header("X-API-Key", &valid)
+            .send()
+            .unwrap()
+    };
+    // A page's no-cors POSTs, sent by its visitor's browser: not counted.
+    for _ in 0..6 {
+        let s = refresh("127.0.0.2", true).status().as_u16();
+        assert!(matches!(s, 400 | 401), "{s}");
+    }
+    assert_eq!(data("127.0.0.2").status(), 200);
+    // The same failures from a client that is no browser: counted.
+    for _ in 0..5 {
+        let s = refresh("127.0.0.3", false).status().as_u16();
+        assert!(matches!(s, 400 | 401), "{s}");
+    }
+    assert_blocked(data("127.0.0.3"));
+}
+
+#[test]
+fn a_blocked_address_is_refused_at_every_endpoint_that_checks_a_credential() {
+    let env = Env::new(CFG);
+    env.init();
+    let _s = env.serve();
+    let c = client_from("127.0.0.2");
+    for i in 0..5 {
+        let r = c
+            .get(env.url("/data"))
+            .header("X-API-Key", unknown_key(i))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let form = [("token", "pca_nothing")];
+    for path in ["/oauth/introspect", "/oauth/revoke"] {
+        let r = c
+            .post(env.url(path))
+            .basic_auth("no-such-client", Some("no-such-secret"))
+            .form(&form)
+            .send()
+            .unwrap();
+        assert_blocked(r);
+    }
+    let r = c
+        .get(env.url("/auth/csrf"))
+        .header("Cookie", "__Host-portcullis_session=pcs_unknown")
+        .send()
+        .unwrap();
+    assert_blocked(r);
+    // Another address still gets its answer (an unknown client: 401).
+    let r = client_from("127.0.0.3")
+        .post(env.url("/oauth/introspect"))
+        .basic_auth("no-such-client", Some("no-such-secret"))
+        .form(&form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[test]
+fn unknown_clients_at_introspection_count_toward_the_block() {
+    let env = Env::new(CFG);
+    env.init();
+    let _s = env.serve();
+    let introspect = || {
+        client_from("127.0.0.4")
+            .post(env.url("/oauth/introspect"))
+            .basic_auth("no-such-client", Some("no-such-secret"))
+            .form(&[("token", "pca_nothing")])
+            .send()
+            .unwrap()
+    };
+    for _ in 0..5 {
+        assert_eq!(introspect().status(), 401);
+    }
+    assert_blocked(introspect());
+}

@@ -1103,7 +1103,7 @@ fn admin_api_refuses_exactly_what_its_document_refuses() {
         (
             "CreateBody",
             "/admin/v1/keys",
-            key(json!({"rate_limit": "1000000000/second"})),
+            key(json!({"rate_limit": "10000000/second"})),
         ),
         (
             "CreateBody",

@@ -136,7 +136,7 @@ fn refill_schema() -> utoipa::openapi::Schema {
 fn rate_limit_schema() -> utoipa::openapi::Schema {
     rules::RATE_LIMIT.schema(
         true,
-        "Rate-limit override: limits separated by `;` or `,` (at most 8), each `N/unit`, `N per unit`, `N/M units` or `N per M units` (units `second`, `minute`, `hour`, `day`, or `sec`, `min`, plural or not; M at most 366), optionally followed by `burst B`; N at most 9 digits (the limiter counts up to one request a nanosecond); lowercase; at most 256 characters. E.g. `100/minute; 1000/day`.",
+        "Rate-limit override: limits separated by `;` or `,` (at most 8), each `N/unit`, `N per unit`, `N/M units` or `N per M units` (units `second`, `minute`, `hour`, `day`, or `sec`, `min`, plural or not; M at most 366), optionally followed by `burst B`; N at most 7 digits (the limiter counts whole nanoseconds per request; at most 7 digits, every rate is counted within 1 %); lowercase; at most 256 characters. E.g. `100/minute; 1000/day`.",
     )
 }
 

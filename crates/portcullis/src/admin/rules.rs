@@ -224,13 +224,15 @@ pub(crate) static LIFETIME: LazyLock<Text> = LazyLock::new(|| {
 });
 
 /// One limit of a rate policy the admin API takes: the count has at most
-/// 9 digits, so it stays within what the limiter counts (one request a
-/// nanosecond: 999,999,999 a second is the most one second holds) however
-/// many units the period has; the period has at most 366 units (a day
-/// unit's most); the burst has at most 9 digits.
+/// 7 digits, so every limit the pattern takes parses however many units
+/// the period has: the limiter counts whole nanoseconds per request and
+/// refuses a rate that rounding would raise by over 1 %, which a count
+/// under 10^7 never reaches over a period of a second or more (the
+/// remainder is below the count, under 1 % of 10^9 ns). The period has at
+/// most 366 units (a day unit's most); the burst has at most 9 digits.
 fn rate_limit_pattern() -> String {
     let mult = "(?:[1-9][0-9]?|[12][0-9]{2}|3[0-5][0-9]|36[0-6])";
-    let count = "[1-9][0-9]{0,8}";
+    let count = "[1-9][0-9]{0,6}";
     let one = [
         "(?:seconds?|secs?)",
         "(?:minutes?|mins?)",
@@ -251,7 +253,7 @@ pub(crate) static RATE_LIMIT: LazyLock<Text> = LazyLock::new(|| {
         1,
         Some(256),
         &[&rate_limit_pattern()],
-        "a rate policy like 100/minute, 5 per 10 seconds or \"10/second burst 20; 1000/hour\": at most 8 limits, units second, minute, hour or day (at most 366 of them), a count of at most 9 digits, in lowercase, at most 256 characters",
+        "a rate policy like 100/minute, 5 per 10 seconds or \"10/second burst 20; 1000/hour\": at most 8 limits, units second, minute, hour or day (at most 366 of them), a count of at most 7 digits, in lowercase, at most 256 characters",
     )
 });
 
@@ -395,17 +397,17 @@ mod tests {
                     "1 / hour",
                     "2/minutes",
                     "1000/second burst 100000",
-                    "86400000/day",
+                    "8640000/day",
                     "5000/second",
                     "100000/minute",
-                    "999999999/second burst 999999999",
+                    "9999999/second burst 999999999",
                     "5/366 days",
                     "1/sec,2/min",
                 ],
                 &[
                     "",
                     "0/minute",
-                    "1000000000/second",
+                    "10000000/second",
                     "100/Minute",
                     "10/fortnight",
                     "10",

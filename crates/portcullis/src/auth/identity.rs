@@ -453,7 +453,16 @@ impl Identity {
             .await?;
         let Some(user) = user.filter(|u| checked.ok && !u.disabled) else {
             self.throttle.failure(username, ip);
-            return Ok(Err(Refusal::Invalid("bad_password")));
+            // The answer is the same either way (no telling a disabled
+            // account from a wrong password); the log reason tells them
+            // apart so a disabled user's right password is not counted
+            // as a guess against the address (pipeline::abuse).
+            let reason = if checked.ok {
+                "user_disabled"
+            } else {
+                "bad_password"
+            };
+            return Ok(Err(Refusal::Invalid(reason)));
         };
         self.throttle.success(username, ip);
         if checked.needs_rehash && check_length(password.expose(), false).is_ok() {

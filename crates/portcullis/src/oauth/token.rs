@@ -96,12 +96,13 @@ pub(super) async fn token(
                 .map_err(unavailable)?
             {
                 Ok(u) => u,
-                Err(Refusal::Invalid(_)) => {
-                    return Err(oauth_err(
-                        400,
-                        "invalid_grant",
-                        "invalid username or password",
-                    ));
+                Err(Refusal::Invalid(reason)) => {
+                    return Err(OAuthError {
+                        // A disabled user's right password is logged as
+                        // such, and not counted against the address.
+                        log_reason: (reason == "user_disabled").then_some(reason),
+                        ..oauth_err(400, "invalid_grant", "invalid username or password")
+                    });
                 }
                 Err(Refusal::Locked(secs)) => {
                     return Err(OAuthError {
@@ -153,11 +154,12 @@ pub(super) async fn token(
                         client_id = %client_id,
                         "refresh token reused: its family is revoked"
                     );
-                    return Err(oauth_err(
-                        400,
-                        "invalid_grant",
-                        "the refresh token is invalid",
-                    ));
+                    // Its holder once had it: logged apart from a token
+                    // nobody issued, and not counted against the address.
+                    return Err(OAuthError {
+                        log_reason: Some("refresh_reused"),
+                        ..oauth_err(400, "invalid_grant", "the refresh token is invalid")
+                    });
                 }
                 RefreshOutcome::ScopeWidened => {
                     return Err(oauth_err(
@@ -183,12 +185,13 @@ pub(super) async fn token(
                     .map_err(unavailable)?
                 {
                     Some(u) if !u.disabled => grant_scopes(Some(&g.scopes), &[&u.scopes]),
+                    // A genuine token of a user since disabled or removed:
+                    // not counted against the address.
                     _ => {
-                        return Err(oauth_err(
-                            400,
-                            "invalid_grant",
-                            "the refresh token is invalid",
-                        ));
+                        return Err(OAuthError {
+                            log_reason: Some("user_disabled"),
+                            ..oauth_err(400, "invalid_grant", "the refresh token is invalid")
+                        });
                     }
                 }
             } else {

@@ -19,6 +19,8 @@ pub(super) struct OAuthError {
     pub(super) description: &'static str,
     pub(super) basic_challenge: bool,
     pub(super) retry_after: Option<i64>,
+    /// What the log says, when more precise than `error` (never sent).
+    pub(super) log_reason: Option<&'static str>,
 }
 
 pub(super) fn oauth_err(status: u16, error: &'static str, description: &'static str) -> OAuthError {
@@ -28,6 +30,7 @@ pub(super) fn oauth_err(status: u16, error: &'static str, description: &'static 
         description,
         basic_challenge: false,
         retry_after: None,
+        log_reason: None,
     }
 }
 
@@ -54,7 +57,7 @@ pub(super) fn json_response(status: StatusCode, body: String) -> Response<Body> 
 }
 
 pub(super) fn error_response(e: &OAuthError, out: &mut Outcome) -> Response<Body> {
-    out.reason = e.error;
+    out.reason = e.log_reason.unwrap_or(e.error);
     let body = serde_json::json!({ "error": e.error, "error_description": e.description });
     let mut r = json_response(e.status, body.to_string());
     if e.basic_challenge {

@@ -15,7 +15,18 @@
 //! or used up — the client once held it, it is no guess, refusing it is a
 //! cache hit, and one deployed client with a stale key must not get the
 //! other users behind its NAT blocked. Nor are the refusals that follow a
-//! verified credential (scopes, CSRF, rate limits, quotas).
+//! verified credential (scopes, CSRF, rate limits, quotas). Nor are the
+//! refusals a genuine credential gets through no fault of its holder
+//! ([`NOT_COUNTED`]): a token not yet valid or issued in the future
+//! (clock skew), and a token signed with a key this gateway has not
+//! fetched yet (an identity provider rotating its keys: a busy client
+//! would cross the threshold in milliseconds). Unknown signing keys cost
+//! a throttled key-set fetch, not a store query.
+//!
+//! A trusted proxy's own address is never counted nor blocked
+//! ([`AddressBlock::exempting`]): when it stands for its clients (a
+//! forwarded-for entry it wrote that does not parse), blocking it would
+//! refuse every client behind it.
 //!
 //! Past `threshold` failures within one `window`, the address is blocked
 //! for `block` seconds; each further block within `max_block` of the last
@@ -29,25 +40,32 @@
 //! verifications waiting at once (for the store, for the password-hashing
 //! pool); past that, its next request is refused at once (429,
 //! `Retry-After: 1`) instead of queueing behind its own flood, so a flood
-//! from one address cannot fill the queue valid requests wait in. An
-//! address that has never failed is never looked at twice: its check is
-//! one cache lookup that finds nothing.
+//! from one address cannot fill the queue valid requests wait in. The cap
+//! holds only while the failures are recent (one within `window`, or a
+//! block that ended within it): one mistyped key behind a NAT does not
+//! cap that NAT for good. An address that has never failed is never
+//! looked at twice: its check is one cache lookup that finds nothing, and
+//! no lookup at all while no address is tracked.
 //!
 //! State is bounded: at most `max_addresses` addresses are tracked (moka's
-//! admission keeps the busiest), and an address idle for twice the longest
-//! block is forgotten. The lookup takes no lock on the hit path and hashes
-//! with a keyed multiply-fold, not SipHash.
+//! admission keeps the busiest), and an address is forgotten twice the
+//! longest block after its last failure or block, however much valid
+//! traffic it sends meanwhile. The lookup takes no lock on the hit path
+//! and hashes with a keyed multiply-fold, not SipHash.
 
 use crate::clock::SharedClock;
 use crate::store::{NewAudit, Store};
+use moka::Expiry;
+use moka::notification::RemovalCause;
 use moka::sync::Cache;
 use portcullis_core::client_bucket::ClientBucket;
+use portcullis_core::net::{Cidr, is_trusted};
 use portcullis_core::{ErrorCode, Outcome, Problem};
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The most audit events written for blocked addresses in one minute;
 /// blocks past it are counted in [`AbuseStats::audit_suppressed`] and
@@ -131,10 +149,24 @@ pub fn counts(outcome: Outcome) -> bool {
     )
 }
 
+/// Refusals, by log reason, of an outcome that [`counts`] but that a
+/// genuine credential gets through no fault of its holder: clock skew
+/// (`jwt_not_yet_valid`, `jwt_iat_future`) and a signing key not fetched
+/// yet (`jwt_unknown_kid`, during an identity provider's key rotation).
+pub const NOT_COUNTED: &[&str] = &["jwt_not_yet_valid", "jwt_iat_future", "jwt_unknown_kid"];
+
+/// Whether a refusal with `outcome`, logged as `reason`, counts as a
+/// failed credential: [`counts`], less [`NOT_COUNTED`].
+pub fn counts_refusal(outcome: Outcome, reason: &str) -> bool {
+    counts(outcome) && !NOT_COUNTED.contains(&reason)
+}
+
 /// One address's counts. Atomics: no lock on any path.
 #[derive(Debug, Default)]
 struct Entry {
     window_start: AtomicI64,
+    /// When the last failure was counted.
+    last_failure: AtomicI64,
     failures: AtomicU32,
     strikes: AtomicU32,
     blocked_until: AtomicI64,
@@ -198,6 +230,12 @@ pub struct AddressBlock {
     settings: AbuseSettings,
     clock: SharedClock,
     entries: Cache<ClientBucket, Arc<Entry>, BucketHasher>,
+    /// Entries made minus entries gone: while 0, [`AddressBlock::check`]
+    /// skips the cache (a miss there records a read and may run moka's
+    /// housekeeping inline).
+    tracked: Arc<AtomicU64>,
+    /// Addresses never counted nor blocked: the trusted proxies.
+    exempt: Vec<Cidr>,
     audit: Option<Store>,
     counters: Counters,
     handles: Handles,
@@ -226,21 +264,50 @@ impl AddressBlock {
     /// A counter under `settings` (checked: see [`AbuseSettings::check`])
     /// on `clock`.
     pub fn new(settings: AbuseSettings, clock: SharedClock) -> AddressBlock {
-        // Forgotten when idle for twice the longest span it remembers.
-        let idle = u64::try_from(settings.max_block.max(settings.window).max(1))
-            .unwrap_or(900)
+        // Forgotten twice the longest span it remembers after its last
+        // failure or block.
+        let keep = settings
+            .max_block
+            .max(settings.window)
+            .max(1)
             .saturating_mul(2);
+        let tracked = Arc::new(AtomicU64::new(0));
+        let gone = tracked.clone();
         AddressBlock {
             entries: Cache::builder()
                 .max_capacity(settings.max_addresses.max(1))
-                .time_to_idle(Duration::from_secs(idle))
+                .expire_after(FromLastFailure {
+                    clock: clock.clone(),
+                    keep,
+                })
+                .eviction_listener(move |_, _, cause| {
+                    // Entries are only ever made by `get_with` (each made
+                    // once, counted once), never replaced; saturating all
+                    // the same, so a miscount can only make the fast path
+                    // rarer, never skip a tracked address.
+                    if cause != RemovalCause::Replaced {
+                        let _ = gone.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                            Some(n.saturating_sub(1))
+                        });
+                    }
+                })
                 .build_with_hasher(BucketHasher::new()),
+            tracked,
+            exempt: Vec::new(),
             settings,
             clock,
             audit: None,
             counters: Counters::default(),
             handles: Handles::resolve(),
         }
+    }
+
+    /// Never counts nor blocks an address in `proxies` (the trusted
+    /// proxies): when a proxy's address stands for its clients, blocking
+    /// it would refuse all of them.
+    pub fn exempting(mut self, proxies: &[Cidr]) -> AddressBlock {
+        self.exempt = proxies.to_vec();
+        self
     }
 
     /// Writes each new block to `store`'s audit log (within
@@ -259,12 +326,16 @@ impl AddressBlock {
     /// is blocked or has too many verifications waiting; else, for an
     /// address that has failed before, its place among them.
     pub fn check(&self, client: IpAddr) -> Result<Option<InFlight>, Problem> {
-        if !self.settings.enabled {
+        if !self.settings.enabled || self.tracked.load(Ordering::Relaxed) == 0 {
             return Ok(None);
         }
         let Some(e) = self.entries.get(&ClientBucket::of(client)) else {
             return Ok(None);
         };
+        // A proxy's /64 may be tracked for another address in it.
+        if is_trusted(&self.exempt, client) {
+            return Ok(None);
+        }
         let now = self.clock.now();
         let until = e.blocked_until.load(Ordering::Acquire);
         if until > now {
@@ -273,6 +344,11 @@ impl AddressBlock {
                 .fetch_add(1, Ordering::Relaxed);
             self.handles.refused_blocked.increment(1);
             return Err(blocked(until - now));
+        }
+        // Capped only while its failures are recent.
+        let last = e.last_failure.load(Ordering::Acquire).max(until);
+        if now - last >= self.settings.window {
+            return Ok(None);
         }
         let n = e.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
         // Made before the test, so dropping it gives the place back either way.
@@ -285,10 +361,10 @@ impl AddressBlock {
         Ok(Some(place))
     }
 
-    /// Counts a refusal of `client`'s credential with `outcome`, when it
-    /// is one that counts ([`counts`]).
-    pub fn refused(&self, client: IpAddr, outcome: Outcome) {
-        if self.settings.enabled && counts(outcome) {
+    /// Counts a refusal of `client`'s credential with `outcome`, logged
+    /// as `reason`, when it is one that counts ([`counts_refusal`]).
+    pub fn refused(&self, client: IpAddr, outcome: Outcome, reason: &str) {
+        if self.settings.enabled && counts_refusal(outcome, reason) {
             self.failure(client);
         }
     }
@@ -296,14 +372,18 @@ impl AddressBlock {
     /// Counts one failed credential from `client`; blocks its address when
     /// this failure reaches the threshold.
     pub fn failure(&self, client: IpAddr) {
-        if !self.settings.enabled {
+        if !self.settings.enabled || is_trusted(&self.exempt, client) {
             return;
         }
         self.counters.failures.fetch_add(1, Ordering::Relaxed);
         self.handles.failures.increment(1);
         let bucket = ClientBucket::of(client);
-        let e = self.entries.get_with(bucket, Default::default);
+        let e = self.entries.get_with(bucket, || {
+            self.tracked.fetch_add(1, Ordering::AcqRel);
+            Default::default()
+        });
         let now = self.clock.now();
+        e.last_failure.fetch_max(now, Ordering::AcqRel);
         let s = &self.settings;
         let last_until = e.blocked_until.load(Ordering::Acquire);
         if last_until > now {
@@ -415,6 +495,50 @@ impl AddressBlock {
             audit_suppressed: c.audit_suppressed.load(Ordering::Relaxed),
             addresses: self.entries.entry_count(),
         }
+    }
+}
+
+/// How long an address's entry is kept: `keep` seconds after its last
+/// failure or the end of its block, read from the entry itself, so valid
+/// traffic reading it does not keep it alive (moka's idle timer would).
+struct FromLastFailure {
+    clock: SharedClock,
+    keep: i64,
+}
+
+impl FromLastFailure {
+    fn left(&self, e: &Entry) -> Duration {
+        let last = e
+            .last_failure
+            .load(Ordering::Acquire)
+            .max(e.blocked_until.load(Ordering::Acquire));
+        let left = last.saturating_add(self.keep) - self.clock.now();
+        Duration::from_secs(u64::try_from(left.clamp(0, self.keep)).unwrap_or(0))
+    }
+}
+
+impl Expiry<ClientBucket, Arc<Entry>> for FromLastFailure {
+    fn expire_after_create(
+        &self,
+        _: &ClientBucket,
+        _: &Arc<Entry>,
+        _: Instant,
+    ) -> Option<Duration> {
+        // Made by a failure about to be recorded.
+        Some(Duration::from_secs(
+            u64::try_from(self.keep).unwrap_or(1800),
+        ))
+    }
+
+    fn expire_after_read(
+        &self,
+        _: &ClientBucket,
+        e: &Arc<Entry>,
+        _: Instant,
+        _: Option<Duration>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(self.left(e))
     }
 }
 
@@ -608,6 +732,55 @@ mod tests {
     }
 
     #[test]
+    fn the_cap_ends_a_window_after_the_last_failure() {
+        let clock = ManualClock::new(1000);
+        let a = AddressBlock::new(small(), clock.clone());
+        let x = ip("192.0.2.1");
+        a.failure(x);
+        assert!(a.check(x).unwrap().is_some());
+        clock.advance(61);
+        // Valid traffic since: no cap, ten checks at once.
+        let places: Vec<_> = (0..10).map(|_| a.check(x)).collect();
+        assert!(places.iter().all(|p| matches!(p, Ok(None))));
+        // A new failure caps it again.
+        a.failure(x);
+        assert!(a.check(x).unwrap().is_some());
+    }
+
+    #[test]
+    fn trusted_proxies_are_never_counted_nor_blocked() {
+        let clock = ManualClock::new(1000);
+        let proxy: Cidr = "2001:db8:1:2::9/128".parse().unwrap();
+        let a = AddressBlock::new(small(), clock).exempting(&[proxy]);
+        let p = ip("2001:db8:1:2::9");
+        for _ in 0..10 {
+            a.failure(p);
+        }
+        assert!(a.check(p).unwrap().is_none());
+        assert_eq!(a.stats().failures, 0);
+        // Its /64 blocked for another address in it: the proxy still passes.
+        for _ in 0..3 {
+            a.failure(ip("2001:db8:1:2::7"));
+        }
+        assert!(a.check(ip("2001:db8:1:2::8")).is_err());
+        assert!(a.check(p).unwrap().is_none());
+    }
+
+    #[test]
+    fn nothing_tracked_skips_the_cache() {
+        let clock = ManualClock::new(1000);
+        let a = AddressBlock::new(small(), clock);
+        assert_eq!(a.tracked.load(Ordering::Relaxed), 0);
+        a.failure(ip("192.0.2.1"));
+        a.failure(ip("192.0.2.1"));
+        a.failure(ip("192.0.2.2"));
+        assert_eq!(a.tracked.load(Ordering::Relaxed), 2);
+        a.entries.invalidate_all();
+        a.entries.run_pending_tasks();
+        assert_eq!(a.tracked.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
     fn disabled_counts_nothing() {
         let clock = ManualClock::new(1000);
         let s = AbuseSettings {
@@ -627,6 +800,19 @@ mod tests {
         for o in Outcome::ALL {
             let expected = matches!(o, Outcome::Malformed | Outcome::Unknown | Outcome::Invalid);
             assert_eq!(counts(*o), expected, "{o}");
+        }
+        // Genuine credentials refused for clock skew or a key rotation.
+        let invalid = Some(portcullis_core::ErrorCode::InvalidCredentials);
+        for r in ["jwt_not_yet_valid", "jwt_iat_future", "jwt_unknown_kid"] {
+            assert!(!counts_refusal(Outcome::of(invalid, r), r), "{r}");
+        }
+        for r in [
+            "unknown_key",
+            "bad_checksum",
+            "jwt_bad_signature",
+            "session_unknown",
+        ] {
+            assert!(counts_refusal(Outcome::of(invalid, r), r), "{r}");
         }
     }
 

@@ -195,6 +195,7 @@ impl Pipeline {
                                 a.refused(
                                     ip,
                                     Outcome::of(Some(d.problem.code), d.problem.log_reason),
+                                    d.problem.log_reason,
                                 );
                             }
                             break 'decided Err(Refused {

@@ -93,8 +93,9 @@ impl Pipeline {
         self.abuse.as_ref()
     }
 
-    /// For the endpoints that check passwords and client secrets outside
-    /// [`Pipeline::admit`] (`/oauth/token`, `/auth/login`): `Err` with the
+    /// For the endpoints that check credentials outside [`Pipeline::admit`]
+    /// (`/oauth/token`, `/oauth/introspect`, `/oauth/revoke`, `/auth/login`,
+    /// `/auth/logout`, `/auth/csrf`): `Err` with the
     /// 429 when `client`'s address is blocked or has too many checks
     /// waiting; else its place among its waiting checks, to hold until
     /// the check ends.
@@ -107,11 +108,19 @@ impl Pipeline {
 
     /// Counts such an endpoint's refusal, logged as `reason`, against
     /// `client` when it is a failed credential: a wrong password
-    /// (`bad_password`), client secret (`invalid_client`) or grant
-    /// (`invalid_grant`: a wrong password or a refresh token nobody holds).
+    /// (`bad_password`), client secret (`invalid_client`), grant
+    /// (`invalid_grant`: a wrong password or a refresh token nobody holds)
+    /// or session (`session_unknown`). Not a reused refresh token
+    /// (`refresh_reused`) nor a disabled user's right password
+    /// (`user_disabled`): their holders are genuine. The caller decides
+    /// whether the request could have been sent by a page of another
+    /// site on its visitor's behalf, and then does not call this.
     pub fn address_refused(&self, client: IpAddr, reason: &str) {
         if let Some(a) = &self.abuse
-            && matches!(reason, "bad_password" | "invalid_client" | "invalid_grant")
+            && matches!(
+                reason,
+                "bad_password" | "invalid_client" | "invalid_grant" | "session_unknown"
+            )
         {
             a.failure(client);
         }
