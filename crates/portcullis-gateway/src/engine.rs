@@ -16,6 +16,7 @@ use crate::serve::{Conn, Gate, Transport};
 use anyhow::{Context as _, Result};
 use axum::body::Body;
 use http::{Request, Response};
+use portcullis::pipeline::AddressBlock;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,9 +71,11 @@ fn bind_one(addr: SocketAddr, reuseport: bool) -> std::io::Result<std::net::TcpL
 const BLOCKING_THREADS: usize = 16;
 
 /// Serves each of `sockets` on its own thread with its own
-/// single-threaded runtime until `shutdown` flips and open requests end.
+/// single-threaded runtime until `shutdown` flips and open requests end;
+/// connections from an address `blocked` has blocked are closed at accept.
 pub fn spawn<F, Fut>(
     sockets: Vec<std::net::TcpListener>,
+    blocked: Option<Arc<AddressBlock>>,
     cfg: Arc<Config>,
     transport: Transport,
     handler: F,
@@ -82,7 +85,7 @@ where
     F: Fn(Conn, Request<Body>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let gate = Gate::new(&cfg);
+    let gate = Gate::new(&cfg).refusing(blocked);
     let (ended_tx, ended) = mpsc::unbounded_channel::<()>();
     let (release_tx, release) = watch::channel(false);
     let mut done = Vec::with_capacity(sockets.len());

@@ -94,6 +94,12 @@ struct Outcome {
 }
 
 impl App {
+    /// The per-address failure counter, when `[abuse]` is on: the event
+    /// loops close a blocked address's new connections at accept.
+    pub fn address_block(&self) -> Option<Arc<portcullis::pipeline::AddressBlock>> {
+        self.pipeline.address_block().cloned()
+    }
+
     /// Builds the app.
     pub fn new(cfg: Config, guard: Guard, store: Store) -> anyhow::Result<App> {
         let mut routes = RouteTable::new();
@@ -530,6 +536,7 @@ impl App {
             Ok(a) => self.note_principal(a.principal.as_ref(), &mut cx.out),
             Err(f) => {
                 cx.out.reason = f.reason;
+                self.close_if_blocked(cx);
                 cx.out.credential_id.clone_from(&f.credential_id);
                 cx.out.principal.clone_from(&f.subject);
             }
@@ -748,8 +755,22 @@ impl App {
         }
     }
 
+    /// A blocked address's keep-alive connection ends with its 429; its
+    /// new ones are closed at accept (`serve::Gate::refusing`) until the
+    /// block is over. Never a trusted proxy's: it carries other clients.
+    fn close_if_blocked(&self, cx: &mut Ctx<'_>) {
+        if cx.out.reason == "address_blocked"
+            && !cx.arrival.trusted_peer
+            && self.cfg.abuse.enabled
+            && self.cfg.abuse.close_connections
+        {
+            cx.out.close = true;
+        }
+    }
+
     fn deny(&self, p: Problem, cx: &mut Ctx<'_>) -> Response<Body> {
         cx.out.reason = p.log_reason;
+        self.close_if_blocked(cx);
         problem_response(&p, Some(rid_str(&cx.rid)))
     }
 

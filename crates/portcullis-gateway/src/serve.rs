@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use portcullis::pipeline::AddressBlock;
 use portcullis_core::framing::{Ambiguity, H1Framer};
 use portcullis_core::h2frames::{ENHANCE_YOUR_CALM, H2Out, H2Watch, goaway};
 use portcullis_core::net::{Cidr, is_trusted};
@@ -75,6 +76,7 @@ pub struct Gate {
     per_ip: Arc<PerIp>,
     pressure_tx: Arc<watch::Sender<bool>>,
     pressure: watch::Receiver<bool>,
+    blocked: Option<Arc<AddressBlock>>,
 }
 
 impl Gate {
@@ -90,7 +92,16 @@ impl Gate {
             )),
             pressure_tx: Arc::new(pressure_tx),
             pressure,
+            blocked: None,
         }
+    }
+
+    /// Closes each new connection from an address `block` has blocked at
+    /// accept, before a byte of it is read or a place in the table is
+    /// taken ([`AddressBlock::refuses_connection`]).
+    pub fn refusing(mut self, block: Option<Arc<AddressBlock>>) -> Gate {
+        self.blocked = block;
+        self
     }
 }
 
@@ -130,6 +141,7 @@ pub async fn run_gated<F, Fut>(
         per_ip,
         pressure_tx,
         pressure,
+        blocked,
     } = gate;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -173,6 +185,18 @@ pub async fn run_gated<F, Fut>(
             },
             _ = shutdown.changed() => break,
         };
+        if blocked
+            .as_ref()
+            .is_some_and(|b| b.refuses_connection(peer.ip()))
+        {
+            // Reset, not a FIN: no TIME_WAIT kept for a flood.
+            let _ = stream.set_zero_linger();
+            drop(stream);
+            // One refusal per turn: a flood reconnecting as fast as it
+            // is closed does not keep this loop from its other tasks.
+            tokio::task::yield_now().await;
+            continue;
+        }
         let permit = match permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {

@@ -194,6 +194,7 @@ pub(crate) async fn serve(cfg: Config) -> Result<()> {
     let a = app.clone();
     let mut public_loops = crate::engine::spawn(
         public,
+        app.address_block(),
         cfg.clone(),
         transport,
         move |conn, req| a.clone().handle(conn, req),

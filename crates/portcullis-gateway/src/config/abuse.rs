@@ -21,6 +21,7 @@ pub(super) struct RawAbuse {
     max_block: Option<String>,
     max_addresses: Option<u64>,
     max_in_flight: Option<u32>,
+    close_connections: Option<bool>,
 }
 
 /// The most addresses tracked: about 200 bytes each, so 2 GiB at most.
@@ -79,6 +80,7 @@ pub(super) fn parse(raw: &RawAbuse) -> Result<AbuseSettings, ConfigError> {
         max_block,
         max_addresses,
         max_in_flight,
+        close_connections: raw.close_connections.unwrap_or(d.close_connections),
     })
 }
 

@@ -11,10 +11,13 @@ use reqwest::blocking::{Client, Response};
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// These tests read the 429 a blocked address gets on every request, so
+/// its connections are not closed (see the test of `close_connections`).
 const CFG: &str = r#"
 [abuse]
 threshold = 5
 block = "2s"
+close_connections = false
 
 [[routes]]
 path = "/data"
@@ -140,6 +143,58 @@ fn a_flood_from_one_address_is_refused_before_any_lookup_and_others_are_served()
     );
 
     // After the block, the address is admitted again.
+    std::thread::sleep(Duration::from_millis(2100));
+    let r = flood.get(&url).header("X-API-Key", &valid).send().unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn a_blocked_address_gets_one_429_then_its_connections_are_closed_at_accept() {
+    let env = Env::new(&CFG.replace("close_connections = false", ""));
+    let admin = env.init();
+    let valid = env.create_key(&["--name", "valid"]);
+    let _s = env.serve();
+    let flood = client_from("127.0.0.2");
+    let other = client_from("127.0.0.3");
+    let url = env.url("/data");
+    for i in 0..5 {
+        let r = flood
+            .get(&url)
+            .header("X-API-Key", unknown_key(i))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    // The request after the block, on the same keep-alive connection:
+    // the 429, and the connection ends with it.
+    let r = flood
+        .get(&url)
+        .header("X-API-Key", unknown_key(5))
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["connection"], "close");
+    assert_blocked(r);
+    // Each new connection is closed before a byte of it is read, valid
+    // key or not; another address is served all along.
+    for key in [unknown_key(6), valid.clone()] {
+        let e = flood.get(&url).header("X-API-Key", key).send();
+        assert!(e.is_err(), "served: {:?}", e.map(|r| r.status()));
+        let r = other.get(&url).header("X-API-Key", &valid).send().unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let m = scrape(&env, &admin);
+    // At least one closed connection per attempt (a client may retry
+    // a request once on a fresh connection).
+    let closed = m
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_abuse_refused_total{reason=\"connection\"} "))
+        .unwrap_or_else(|| panic!("no closed connections counted: {m}"));
+    assert!(closed.trim().parse::<f64>().unwrap() >= 2.0, "{m}");
+    // No lookup after the block, and the unknown key sent on the closed
+    // connection was never counted as a failure.
+    assert_eq!(sample(&m, "portcullis_abuse_failures_total"), 5.0, "{m}");
+
+    // After the block, the address is served again.
     std::thread::sleep(Duration::from_millis(2100));
     let r = flood.get(&url).header("X-API-Key", &valid).send().unwrap();
     assert_eq!(r.status(), 200);

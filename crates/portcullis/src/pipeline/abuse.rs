@@ -90,6 +90,11 @@ pub struct AbuseSettings {
     /// The most verifications an address that has failed may have waiting
     /// at once.
     pub max_in_flight: u32,
+    /// Whether a server in front of sockets (the gateway) closes a blocked
+    /// address's connections: its keep-alive connection after the 429,
+    /// and each new one at accept, before a byte of it is read (see
+    /// [`AddressBlock::refuses_connection`]).
+    pub close_connections: bool,
 }
 
 impl Default for AbuseSettings {
@@ -108,6 +113,7 @@ impl Default for AbuseSettings {
             max_block: 900,
             max_addresses: 100_000,
             max_in_flight: 8,
+            close_connections: true,
         }
     }
 }
@@ -185,6 +191,8 @@ pub struct AbuseStats {
     /// Requests refused because their address had too many verifications
     /// waiting.
     pub refused_busy: u64,
+    /// Connections closed at accept because their address was blocked.
+    pub refused_connections: u64,
     /// Blocks not written to the audit log (past [`AUDIT_PER_MINUTE`]).
     pub audit_suppressed: u64,
     /// Addresses tracked now (approximate: moka's count).
@@ -198,6 +206,7 @@ struct Handles {
     blocks: metrics::Counter,
     refused_blocked: metrics::Counter,
     refused_busy: metrics::Counter,
+    refused_connections: metrics::Counter,
     addresses: metrics::Gauge,
 }
 
@@ -209,6 +218,7 @@ impl Handles {
             blocks: metrics::counter!(ABUSE_BLOCKS),
             refused_blocked: metrics::counter!(ABUSE_REFUSED, "reason" => "blocked"),
             refused_busy: metrics::counter!(ABUSE_REFUSED, "reason" => "busy"),
+            refused_connections: metrics::counter!(ABUSE_REFUSED, "reason" => "connection"),
             addresses: metrics::gauge!(ABUSE_ADDRESSES),
         }
     }
@@ -220,6 +230,7 @@ struct Counters {
     blocks: AtomicU64,
     refused_blocked: AtomicU64,
     refused_busy: AtomicU64,
+    refused_connections: AtomicU64,
     audit_suppressed: AtomicU64,
     audit_minute: AtomicI64,
     audit_in_minute: AtomicU32,
@@ -361,6 +372,37 @@ impl AddressBlock {
         Ok(Some(place))
     }
 
+    /// At accept, before any byte is read: whether a connection from
+    /// `peer` (the socket's own address) is to be closed unserved because
+    /// that address is blocked and `close_connections` is on. A blocked
+    /// client's requests would all get the same 429; closing its
+    /// connections spares parsing and answering them, so a flood's
+    /// connections cannot queue in front of other clients' requests. A
+    /// trusted proxy is never refused here: the address it stands for is
+    /// judged per request, from its forwarded-for entry.
+    pub fn refuses_connection(&self, peer: IpAddr) -> bool {
+        if !self.settings.enabled
+            || !self.settings.close_connections
+            || self.tracked.load(Ordering::Relaxed) == 0
+        {
+            return false;
+        }
+        let Some(e) = self.entries.get(&ClientBucket::of(peer)) else {
+            return false;
+        };
+        if is_trusted(&self.exempt, peer) {
+            return false;
+        }
+        if e.blocked_until.load(Ordering::Acquire) > self.clock.now() {
+            self.counters
+                .refused_connections
+                .fetch_add(1, Ordering::Relaxed);
+            self.handles.refused_connections.increment(1);
+            return true;
+        }
+        false
+    }
+
     /// Counts a refusal of `client`'s credential with `outcome`, logged
     /// as `reason`, when it is one that counts ([`counts_refusal`]).
     pub fn refused(&self, client: IpAddr, outcome: Outcome, reason: &str) {
@@ -492,6 +534,7 @@ impl AddressBlock {
             blocks: c.blocks.load(Ordering::Relaxed),
             refused_blocked: c.refused_blocked.load(Ordering::Relaxed),
             refused_busy: c.refused_busy.load(Ordering::Relaxed),
+            refused_connections: c.refused_connections.load(Ordering::Relaxed),
             audit_suppressed: c.audit_suppressed.load(Ordering::Relaxed),
             addresses: self.entries.entry_count(),
         }
@@ -778,6 +821,41 @@ mod tests {
         a.entries.invalidate_all();
         a.entries.run_pending_tasks();
         assert_eq!(a.tracked.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_blocked_address_has_its_connections_refused_unless_exempt_or_off() {
+        let clock = ManualClock::new(1000);
+        let a =
+            AddressBlock::new(small(), clock.clone()).exempting(&["192.0.2.9/32".parse().unwrap()]);
+        let (x, other, proxy) = (ip("192.0.2.1"), ip("192.0.2.2"), ip("192.0.2.9"));
+        assert!(!a.refuses_connection(x), "nothing tracked");
+        for _ in 0..3 {
+            a.failure(x);
+            a.failure(proxy);
+        }
+        assert!(a.refuses_connection(x));
+        assert!(!a.refuses_connection(other));
+        assert!(
+            !a.refuses_connection(proxy),
+            "a trusted proxy stands for others"
+        );
+        assert_eq!(a.stats().refused_connections, 1);
+        clock.advance(10);
+        assert!(!a.refuses_connection(x), "the block is over");
+
+        let off = AddressBlock::new(
+            AbuseSettings {
+                close_connections: false,
+                ..small()
+            },
+            clock.clone(),
+        );
+        for _ in 0..3 {
+            off.failure(x);
+        }
+        assert!(off.check(x).is_err(), "blocked all the same");
+        assert!(!off.refuses_connection(x), "but its connections are served");
     }
 
     #[test]
