@@ -11,6 +11,7 @@ mod conn_watch;
 mod demo;
 mod engine;
 mod gateway;
+mod hold;
 mod identity_headers;
 mod logwriter;
 mod metrics;

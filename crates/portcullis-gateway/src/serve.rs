@@ -17,6 +17,7 @@
 
 use crate::config::{Config, ConnLimits};
 use crate::conn_watch::{self, Activity};
+use crate::hold::Holds;
 use axum::body::Body;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -77,6 +78,7 @@ pub struct Gate {
     pressure_tx: Arc<watch::Sender<bool>>,
     pressure: watch::Receiver<bool>,
     blocked: Option<Arc<AddressBlock>>,
+    holds: Arc<Holds>,
 }
 
 impl Gate {
@@ -93,12 +95,15 @@ impl Gate {
             pressure_tx: Arc::new(pressure_tx),
             pressure,
             blocked: None,
+            // A tenth of the table: held connections take no place in it.
+            holds: Holds::new((cfg.max_connections / 10).max(1)),
         }
     }
 
-    /// Closes each new connection from an address `block` has blocked at
+    /// Refuses each new connection from an address `block` has blocked at
     /// accept, before a byte of it is read or a place in the table is
-    /// taken ([`AddressBlock::refuses_connection`]).
+    /// taken ([`AddressBlock::refuses_connection`]): held unread until the
+    /// block ends, within bounds, else reset ([`crate::hold`]).
     pub fn refusing(mut self, block: Option<Arc<AddressBlock>>) -> Gate {
         self.blocked = block;
         self
@@ -142,6 +147,7 @@ pub async fn run_gated<F, Fut>(
         pressure_tx,
         pressure,
         blocked,
+        holds,
     } = gate;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -185,15 +191,28 @@ pub async fn run_gated<F, Fut>(
             },
             _ = shutdown.changed() => break,
         };
-        if blocked
+        if let Some(left) = blocked
             .as_ref()
-            .is_some_and(|b| b.refuses_connection(peer.ip()))
+            .and_then(|b| b.refuses_connection(peer.ip()))
         {
             // Reset, not a FIN: no TIME_WAIT kept for a flood.
             let _ = stream.set_zero_linger();
-            drop(stream);
+            if let Some(held) = holds.hold(peer.ip()) {
+                let until = std::time::Duration::from_secs(left).min(crate::hold::MAX_HOLD);
+                let mut shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tokio::time::sleep(until) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    drop(stream);
+                    drop(held);
+                });
+            } else {
+                drop(stream);
+            }
             // One refusal per turn: a flood reconnecting as fast as it
-            // is closed does not keep this loop from its other tasks.
+            // is refused does not keep this loop from its other tasks.
             tokio::task::yield_now().await;
             continue;
         }

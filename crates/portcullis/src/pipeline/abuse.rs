@@ -380,27 +380,28 @@ impl AddressBlock {
     /// connections cannot queue in front of other clients' requests. A
     /// trusted proxy is never refused here: the address it stands for is
     /// judged per request, from its forwarded-for entry.
-    pub fn refuses_connection(&self, peer: IpAddr) -> bool {
+    ///
+    /// `Some` with the seconds the block has left (at least 1) when it is.
+    pub fn refuses_connection(&self, peer: IpAddr) -> Option<u64> {
         if !self.settings.enabled
             || !self.settings.close_connections
             || self.tracked.load(Ordering::Relaxed) == 0
         {
-            return false;
+            return None;
         }
-        let Some(e) = self.entries.get(&ClientBucket::of(peer)) else {
-            return false;
-        };
+        let e = self.entries.get(&ClientBucket::of(peer))?;
         if is_trusted(&self.exempt, peer) {
-            return false;
+            return None;
         }
-        if e.blocked_until.load(Ordering::Acquire) > self.clock.now() {
+        let left = e.blocked_until.load(Ordering::Acquire) - self.clock.now();
+        if left > 0 {
             self.counters
                 .refused_connections
                 .fetch_add(1, Ordering::Relaxed);
             self.handles.refused_connections.increment(1);
-            return true;
+            return Some(u64::try_from(left).unwrap_or(1));
         }
-        false
+        None
     }
 
     /// Counts a refusal of `client`'s credential with `outcome`, logged
@@ -829,20 +830,22 @@ mod tests {
         let a =
             AddressBlock::new(small(), clock.clone()).exempting(&["192.0.2.9/32".parse().unwrap()]);
         let (x, other, proxy) = (ip("192.0.2.1"), ip("192.0.2.2"), ip("192.0.2.9"));
-        assert!(!a.refuses_connection(x), "nothing tracked");
+        assert!(a.refuses_connection(x).is_none(), "nothing tracked");
         for _ in 0..3 {
             a.failure(x);
             a.failure(proxy);
         }
-        assert!(a.refuses_connection(x));
-        assert!(!a.refuses_connection(other));
+        assert_eq!(a.refuses_connection(x), Some(10), "the seconds left");
+        clock.advance(9);
+        assert_eq!(a.refuses_connection(x), Some(1));
+        assert!(a.refuses_connection(other).is_none());
         assert!(
-            !a.refuses_connection(proxy),
+            a.refuses_connection(proxy).is_none(),
             "a trusted proxy stands for others"
         );
-        assert_eq!(a.stats().refused_connections, 1);
-        clock.advance(10);
-        assert!(!a.refuses_connection(x), "the block is over");
+        assert_eq!(a.stats().refused_connections, 2);
+        clock.advance(1);
+        assert!(a.refuses_connection(x).is_none(), "the block is over");
 
         let off = AddressBlock::new(
             AbuseSettings {
@@ -855,7 +858,10 @@ mod tests {
             off.failure(x);
         }
         assert!(off.check(x).is_err(), "blocked all the same");
-        assert!(!off.refuses_connection(x), "but its connections are served");
+        assert!(
+            off.refuses_connection(x).is_none(),
+            "but its connections are served"
+        );
     }
 
     #[test]

@@ -1,0 +1,117 @@
+//! Connections of blocked addresses, held unread until their block ends.
+//!
+//! A flood is usually a fixed set of keep-alive connections, each sending
+//! its next request as soon as the last is answered. Reset at accept, such
+//! a connection is opened again at once: tens of thousands of handshakes
+//! a second, each an `accept` and a `close` on the event loop valid
+//! clients share. Held open and never read instead, it sends nothing more:
+//! its request waits in the kernel's buffer until the block ends and the
+//! connection is reset. Holding is bounded — a few connections per address
+//! (an IPv4 address, an IPv6 /64), a share of the connection table in all,
+//! never past the block nor [`MAX_HOLD`] — and past the bounds a
+//! connection is reset at once, so holding can never cost more
+//! descriptors than the table allows.
+
+use portcullis_core::client_bucket::ClientBucket;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Connections held per blocked address.
+pub const PER_ADDRESS: u32 = 16;
+/// The longest a connection is held.
+pub const MAX_HOLD: Duration = Duration::from_secs(30);
+
+/// The held connections, counted per address and in all. Touched only on
+/// the refusal path, never for a request.
+pub struct Holds {
+    total: usize,
+    held: Mutex<HashMap<ClientBucket, u32>>,
+}
+
+/// A place among the held connections, given back when dropped.
+pub struct Held {
+    holds: Arc<Holds>,
+    bucket: ClientBucket,
+}
+
+impl Holds {
+    /// Room for at most `total` connections held at once.
+    pub fn new(total: usize) -> Arc<Holds> {
+        Arc::new(Holds {
+            total,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A place for one more held connection of `peer`, when there is room.
+    pub fn hold(self: &Arc<Holds>, peer: IpAddr) -> Option<Held> {
+        let bucket = ClientBucket::of(peer);
+        // Poisoned only by a panic while counting; counting on is right.
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let all: u32 = held.values().sum();
+        if all as usize >= self.total {
+            return None;
+        }
+        let n = held.entry(bucket).or_insert(0);
+        if *n >= PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(Held {
+            holds: self.clone(),
+            bucket,
+        })
+    }
+
+    /// Connections held now.
+    #[cfg(test)]
+    fn count(&self) -> u32 {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.values().sum()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self.holds.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.bucket) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.bucket);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn bounded_per_address_and_in_all_and_given_back() {
+        let h = Holds::new(24);
+        let a: Vec<Held> = (0..PER_ADDRESS)
+            .map(|_| h.hold(ip("192.0.2.1")).unwrap())
+            .collect();
+        assert!(h.hold(ip("192.0.2.1")).is_none(), "per address");
+        // The same /64 is one address.
+        let b1 = h.hold(ip("2001:db8::1")).unwrap();
+        let b2 = h.hold(ip("2001:db8::2")).unwrap();
+        let c: Vec<Held> = (0..2).map(|_| h.hold(ip("192.0.2.3")).unwrap()).collect();
+        assert_eq!(h.count(), PER_ADDRESS + 4);
+        let more: Vec<Held> = (0..10).filter_map(|_| h.hold(ip("192.0.2.4"))).collect();
+        assert_eq!(more.len() as u32, 24 - PER_ADDRESS - 4, "in all");
+        drop(c);
+        drop((b1, b2));
+        drop(more);
+        drop(a);
+        assert_eq!(h.count(), 0);
+        assert!(h.hold(ip("192.0.2.1")).is_some());
+    }
+}
