@@ -86,6 +86,18 @@ fn assert_blocked(r: Response) -> u64 {
     retry
 }
 
+/// Five unknown keys from `c`, each refused 401: the threshold of `CFG`.
+fn five_unknown_keys(c: &Client, url: &str) {
+    for i in 0..5 {
+        let r = c
+            .get(url)
+            .header("X-API-Key", unknown_key(i))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+}
+
 #[test]
 fn a_flood_from_one_address_is_refused_before_any_lookup_and_others_are_served() {
     let env = Env::new(CFG);
@@ -96,14 +108,7 @@ fn a_flood_from_one_address_is_refused_before_any_lookup_and_others_are_served()
     let other = client_from("127.0.0.3");
     let url = env.url("/data");
 
-    for i in 0..5 {
-        let r = flood
-            .get(&url)
-            .header("X-API-Key", unknown_key(i))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 401);
-    }
+    five_unknown_keys(&flood, &url);
     // Another address with a valid key (looked up once, then cached).
     let r = other.get(&url).header("X-API-Key", &valid).send().unwrap();
     assert_eq!(r.status(), 200);
@@ -160,14 +165,7 @@ fn a_blocked_address_gets_one_429_then_its_connections_are_refused_at_accept() {
     let flood = client_from("127.0.0.2");
     let other = client_from("127.0.0.3");
     let url = env.url("/data");
-    for i in 0..5 {
-        let r = flood
-            .get(&url)
-            .header("X-API-Key", unknown_key(i))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 401);
-    }
+    five_unknown_keys(&flood, &url);
     let blocked_at = std::time::Instant::now();
     // The request after the block, on the same keep-alive connection:
     // the 429, and the connection ends with it.
