@@ -84,9 +84,9 @@ def targets(res: dict) -> list[dict]:
             f"{u['p99_ratio']}× ({ms(u['baseline']['p99_us'])} → {ms(u['during']['p99_us'])})",
             u["p99_ratio"] is not None and u["p99_ratio"] <= 1.5)
         if "store_key_lookups" in u:
-            # wrk counts answered requests; up to one per connection was
-            # sent but unanswered when it stopped.
-            sent = u["flood"]["requests"] + u.get("flood_connections", 0)
+            # Every request the flood wrote, its warm-up and the ones a
+            # blocked address's held connections never read included.
+            sent = u["flood"].get("written", u["flood"]["requests"] + u.get("flood_connections", 0))
             distinct = min(sent, u["distinct_keys"])
             add("store queries for well-formed unknown keys", "≤ 1 per distinct key per negative-cache lifetime",
                 f"{num(u['store_key_lookups'])} queries for ≤ {num(distinct)} distinct keys sent "
@@ -97,7 +97,7 @@ def targets(res: dict) -> list[dict]:
             b["p99_ratio"] is not None and b["p99_ratio"] <= 1.5)
         if "store_key_lookups" in b:
             add("store queries for checksum-invalid keys", "0",
-                f"{b['store_key_lookups']} for {num(b['flood']['requests'])} requests",
+                f"{b['store_key_lookups']} for {num(b['flood'].get('written', b['flood']['requests']))} requests sent",
                 b["store_key_lookups"] == 0)
     lf = sc.get("login_flood")
     if lf:

@@ -16,7 +16,8 @@
 //! [--seconds S] [--warmup S] [--source IP] [-H 'Name: value']...
 //! [--method M] [--body B] [--values FILE --vary-header NAME [--vary-prefix P]]`
 //!
-//! Prints one JSON line: requests, errors, non_2xx, achieved rps, latency
+//! Prints one JSON line: requests, errors, non_2xx, requests written (warm-up
+//! included), achieved rps, latency
 //! percentiles (p50/p90/p99/p99.9/max, µs) and, in open loop, how late the
 //! generator itself woke to send a request its connection was free for
 //! (`send_late_p99_us`; when that is large the machine, not the server, is
@@ -247,6 +248,8 @@ struct Tally {
     late_us: Vec<u32>,
     errors: u64,
     non_2xx: u64,
+    /// Requests written, warm-up included: what the server may have read.
+    written: u64,
 }
 
 fn worker(a: Arc<Args>, k: usize, start: Instant, stop: Arc<AtomicBool>) -> Tally {
@@ -287,9 +290,10 @@ fn worker(a: Arc<Args>, k: usize, start: Instant, stop: Arc<AtomicBool>) -> Tall
                 }
             },
         };
-        let ok = s
-            .write_all(&request(&a, i))
-            .and_then(|_| response(s, &mut buf));
+        let ok = s.write_all(&request(&a, i)).and_then(|_| {
+            t.written += 1;
+            response(s, &mut buf)
+        });
         let done = Instant::now();
         if let Ok((_, true)) = ok {
             // The next request goes on a new connection, as a browser's would.
@@ -358,6 +362,7 @@ fn main() -> ExitCode {
                 all.late_us.extend(t.late_us);
                 all.errors += t.errors;
                 all.non_2xx += t.non_2xx;
+                all.written += t.written;
             }
             Err(_) => all.errors += 1,
         }
@@ -374,7 +379,7 @@ fn main() -> ExitCode {
     println!(
         "{{\"mode\":\"{}\",\"rate\":{},\"connections\":{},\"seconds\":{},\"requests\":{},\"errors\":{},\
 \"non_2xx\":{},\"rps\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\
-\"mean_us\":{:.1},\"send_late_p50_us\":{},\"send_late_p99_us\":{}}}",
+\"mean_us\":{:.1},\"send_late_p50_us\":{},\"send_late_p99_us\":{},\"written\":{}}}",
         if a.rate.is_some() { "open" } else { "closed" },
         a.rate.unwrap_or(0.0),
         a.connections,
@@ -391,6 +396,7 @@ fn main() -> ExitCode {
         mean,
         pct(&all.late_us, 50.0),
         pct(&all.late_us, 99.0),
+        all.written,
     );
     ExitCode::SUCCESS
 }
