@@ -18,6 +18,7 @@ pub mod client_bucket;
 pub mod cors;
 pub mod credential;
 pub mod csrf;
+pub mod decimal;
 pub mod error;
 pub mod framing;
 pub mod h2frames;

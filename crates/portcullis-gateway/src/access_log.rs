@@ -140,19 +140,8 @@ fn escape(out: &mut Vec<u8>, s: &str) {
 }
 
 /// `n` in decimal, without `core::fmt` (it is on every request's path).
-fn decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        // n % 10 < 10: the cast cannot truncate.
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+fn decimal(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(portcullis_core::decimal::digits(n, &mut [0u8; 20]));
 }
 
 /// `n` in exactly `width` decimal digits, zero-padded (the high digits

@@ -6,7 +6,6 @@ use super::{Check, Pool, Subject, Verdict};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use portcullis_core::ratelimit::Policy;
 use portcullis_core::{Principal, PrincipalKind};
-use std::fmt::Write;
 use std::net::IpAddr;
 
 /// Whose allowance a route's limit counts.
@@ -134,18 +133,25 @@ impl<'a> Plan<'a> {
 /// (draft-ietf-httpapi-ratelimit-headers) for the deciding limit, and
 /// `X-RateLimit-Limit / -Remaining / -Reset` when `legacy` is set.
 pub fn write_headers(h: &mut HeaderMap, label: (char, usize), v: &Verdict, legacy: bool) {
-    let mut s = String::with_capacity(48);
+    // Written on every limited request: on the stack, without `fmt`.
     let (c, i) = label;
-    let _ = write!(
-        s,
-        "\"{c}{i}\";q={};w={}",
-        v.limit.count,
-        v.limit.period_ms.div_ceil(1000)
-    );
-    put(h, HeaderName::from_static("ratelimit-policy"), &s);
-    s.clear();
-    let _ = write!(s, "\"{c}{i}\";r={};t={}", v.remaining, v.reset_secs);
-    put(h, HeaderName::from_static("ratelimit"), &s);
+    let mut line = Line::default();
+    line.push(b"\"");
+    line.push(c.encode_utf8(&mut [0u8; 4]).as_bytes());
+    line.num(i as u64);
+    line.push(b"\";");
+    let name_len = line.len;
+    line.push(b"q=");
+    line.num(u64::from(v.limit.count));
+    line.push(b";w=");
+    line.num(v.limit.period_ms.div_ceil(1000));
+    line.put(h, HeaderName::from_static("ratelimit-policy"));
+    line.len = name_len;
+    line.push(b"r=");
+    line.num(u64::from(v.remaining));
+    line.push(b";t=");
+    line.num(v.reset_secs);
+    line.put(h, HeaderName::from_static("ratelimit"));
     if legacy {
         h.insert(
             HeaderName::from_static("x-ratelimit-limit"),
@@ -162,9 +168,38 @@ pub fn write_headers(h: &mut HeaderMap, label: (char, usize), v: &Verdict, legac
     }
 }
 
-fn put(h: &mut HeaderMap, n: HeaderName, v: &str) {
-    if let Ok(v) = HeaderValue::from_str(v) {
-        h.insert(n, v);
+/// A header value built on the stack. The longest the headers above
+/// make is 72 bytes (a 4-byte label character, three 20-digit numbers).
+struct Line {
+    buf: [u8; 96],
+    len: usize,
+}
+
+impl Default for Line {
+    fn default() -> Self {
+        Line {
+            buf: [0; 96],
+            len: 0,
+        }
+    }
+}
+
+impl Line {
+    fn push(&mut self, b: &[u8]) {
+        let end = (self.len + b.len()).min(self.buf.len());
+        let n = end - self.len;
+        self.buf[self.len..end].copy_from_slice(&b[..n]);
+        self.len = end;
+    }
+
+    fn num(&mut self, n: u64) {
+        self.push(portcullis_core::decimal::digits(n, &mut [0u8; 20]));
+    }
+
+    fn put(&self, h: &mut HeaderMap, name: HeaderName) {
+        if let Ok(v) = HeaderValue::from_bytes(&self.buf[..self.len]) {
+            h.insert(name, v);
+        }
     }
 }
 
@@ -181,6 +216,42 @@ mod tests {
             credential_id: "t1".into(),
             rate_limit: None,
             issuer: issuer.map(str::to_owned),
+        }
+    }
+
+    proptest::proptest! {
+        /// The headers read exactly as `format!` would write them.
+        #[test]
+        fn headers_match_fmt(
+            c in proptest::prelude::any::<char>(),
+            i: usize,
+            count: u32,
+            period_ms: u64,
+            remaining: u32,
+            reset_secs: u64,
+        ) {
+            let v = Verdict {
+                admitted: true,
+                limit: portcullis_core::ratelimit::Limit { count, period_ms, burst: 1 },
+                index: 0,
+                remaining,
+                reset_secs,
+                retry_after_secs: 0,
+            };
+            let mut h = HeaderMap::new();
+            write_headers(&mut h, (c, i), &v, false);
+            let policy = format!("\"{c}{i}\";q={count};w={}", period_ms.div_ceil(1000));
+            let now = format!("\"{c}{i}\";r={remaining};t={reset_secs}");
+            // Only what a header value may hold is written (as before).
+            let ok = |s: &str| HeaderValue::from_str(s).is_ok();
+            proptest::prop_assert_eq!(
+                h.get("ratelimit-policy").map(|v| v.as_bytes().to_vec()),
+                ok(&policy).then(|| policy.into_bytes())
+            );
+            proptest::prop_assert_eq!(
+                h.get("ratelimit").map(|v| v.as_bytes().to_vec()),
+                ok(&now).then(|| now.into_bytes())
+            );
         }
     }
 
