@@ -72,7 +72,8 @@ const BLOCKING_THREADS: usize = 16;
 
 /// Serves each of `sockets` on its own thread with its own
 /// single-threaded runtime until `shutdown` flips and open requests end;
-/// connections from an address `blocked` has blocked are closed at accept.
+/// connections from an address `blocked` refuses are held unread or reset
+/// at accept ([`crate::hold`]).
 pub fn spawn<F, Fut>(
     sockets: Vec<std::net::TcpListener>,
     blocked: Option<Arc<AddressBlock>>,

@@ -755,9 +755,10 @@ impl App {
         }
     }
 
-    /// A blocked address's keep-alive connection ends with its 429; its
-    /// new ones are closed at accept (`serve::Gate::refusing`) until the
-    /// block is over. Never a trusted proxy's: it carries other clients.
+    /// A blocked address's keep-alive connection ends with its 429; once
+    /// it ignores them, its new ones are refused at accept
+    /// (`serve::Gate::refusing`) until the block is over. Never a trusted
+    /// proxy's: it carries other clients.
     fn close_if_blocked(&self, cx: &mut Ctx<'_>) {
         if cx.out.reason == "address_blocked"
             && !cx.arrival.trusted_peer

@@ -6,11 +6,12 @@
 //! a second, each an `accept` and a `close` on the event loop valid
 //! clients share. Held open and never read instead, it sends nothing more:
 //! its request waits in the kernel's buffer until the block ends and the
-//! connection is reset. Holding is bounded — [`PER_ADDRESS`] connections per
-//! address (an IPv4 address, an IPv6 /64), a share of the connection table in all,
-//! never past the block nor [`MAX_HOLD`] — and past the bounds a
-//! connection is reset at once, so holding can never cost more
-//! descriptors than the table allows.
+//! connection is reset. Holding is bounded: [`PER_ADDRESS`] connections
+//! per address (an IPv4 address, an IPv6 /64); in all, a tenth of
+//! `server.max_connections` and at most [`MAX_TOTAL`]; never past the
+//! block nor [`MAX_HOLD`]. Past the bounds a connection is reset at once.
+//! Held connections take descriptors beside the connection table's: size
+//! the descriptor limit for `max_connections` plus these.
 
 use portcullis_core::client_bucket::ClientBucket;
 use std::collections::HashMap;
@@ -23,6 +24,10 @@ use std::time::Duration;
 /// flood stops altogether; a few blocked addresses can still not take
 /// every place.
 pub const PER_ADDRESS: u32 = 256;
+/// The most connections held at once on one listener, whatever
+/// `server.max_connections` is: each holds a descriptor and up to a
+/// receive window of unread bytes beside the connection table.
+pub const MAX_TOTAL: usize = 1024;
 /// The longest a connection is held.
 pub const MAX_HOLD: Duration = Duration::from_secs(30);
 

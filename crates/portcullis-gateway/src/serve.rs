@@ -95,8 +95,9 @@ impl Gate {
             pressure_tx: Arc::new(pressure_tx),
             pressure,
             blocked: None,
-            // A tenth of the table: held connections take no place in it.
-            holds: Holds::new((cfg.max_connections / 10).max(1)),
+            // Held connections take no place in the table: a tenth of it
+            // at most, and never more than [`crate::hold::MAX_TOTAL`].
+            holds: Holds::new((cfg.max_connections / 10).clamp(1, crate::hold::MAX_TOTAL)),
         }
     }
 

@@ -90,9 +90,10 @@ pub struct AbuseSettings {
     /// The most verifications an address that has failed may have waiting
     /// at once.
     pub max_in_flight: u32,
-    /// Whether a server in front of sockets (the gateway) closes a blocked
-    /// address's connections: its keep-alive connection after the 429,
-    /// and each new one at accept, before a byte of it is read (see
+    /// Whether a server in front of sockets (the gateway) refuses a
+    /// blocked address's connections: its keep-alive connection ends with
+    /// the 429, and once it ignores its 429s each new one is refused at
+    /// accept, before a byte of it is read (see
     /// [`AddressBlock::refuses_connection`]).
     pub close_connections: bool,
 }
@@ -176,6 +177,9 @@ struct Entry {
     failures: AtomicU32,
     strikes: AtomicU32,
     blocked_until: AtomicI64,
+    /// Requests refused during the current block: past `threshold`, the
+    /// address ignores its `Retry-After` and its connections are refused.
+    refused_in_block: AtomicU32,
     in_flight: AtomicU32,
 }
 
@@ -191,7 +195,8 @@ pub struct AbuseStats {
     /// Requests refused because their address had too many verifications
     /// waiting.
     pub refused_busy: u64,
-    /// Connections closed at accept because their address was blocked.
+    /// Connections refused at accept because their address was blocked
+    /// and ignored its 429s.
     pub refused_connections: u64,
     /// Blocks not written to the audit log (past [`AUDIT_PER_MINUTE`]).
     pub audit_suppressed: u64,
@@ -354,6 +359,12 @@ impl AddressBlock {
                 .refused_blocked
                 .fetch_add(1, Ordering::Relaxed);
             self.handles.refused_blocked.increment(1);
+            // Saturating: counted only up to where it matters.
+            let _ = e
+                .refused_in_block
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < self.settings.threshold).then_some(n + 1)
+                });
             return Err(blocked(until - now));
         }
         // Capped only while its failures are recent.
@@ -373,13 +384,17 @@ impl AddressBlock {
     }
 
     /// At accept, before any byte is read: whether a connection from
-    /// `peer` (the socket's own address) is to be closed unserved because
-    /// that address is blocked and `close_connections` is on. A blocked
-    /// client's requests would all get the same 429; closing its
-    /// connections spares parsing and answering them, so a flood's
-    /// connections cannot queue in front of other clients' requests. A
-    /// trusted proxy is never refused here: the address it stands for is
-    /// judged per request, from its forwarded-for entry.
+    /// `peer` (the socket's own address) is to be refused unserved, with
+    /// `close_connections` on. That is when the address is blocked and
+    /// has ignored its `Retry-After`: `threshold` of its requests were
+    /// refused during this block. A flood gets there in milliseconds, and
+    /// its further requests would all get the same 429; refusing its
+    /// connections spares parsing and answering them, so they cannot
+    /// queue in front of other clients' requests. The people behind a
+    /// blocked NAT who send a request now and then still get their 429s,
+    /// and public routes stay open to them. A trusted proxy is never
+    /// refused here: the address it stands for is judged per request,
+    /// from its forwarded-for entry.
     ///
     /// `Some` with the seconds the block has left (at least 1) when it is.
     pub fn refuses_connection(&self, peer: IpAddr) -> Option<u64> {
@@ -394,7 +409,7 @@ impl AddressBlock {
             return None;
         }
         let left = e.blocked_until.load(Ordering::Acquire) - self.clock.now();
-        if left > 0 {
+        if left > 0 && e.refused_in_block.load(Ordering::Acquire) >= self.settings.threshold {
             self.counters
                 .refused_connections
                 .fetch_add(1, Ordering::Relaxed);
@@ -456,6 +471,7 @@ impl AddressBlock {
             .block
             .saturating_mul(1i64 << (strikes - 1).min(20))
             .min(s.max_block);
+        e.refused_in_block.store(0, Ordering::Release);
         e.blocked_until.store(now + secs, Ordering::Release);
         // After the block, the address starts a fresh window.
         e.failures.store(0, Ordering::Release);
@@ -835,6 +851,10 @@ mod tests {
             a.failure(x);
             a.failure(proxy);
         }
+        assert!(a.refuses_connection(x).is_none(), "its 429s come first");
+        for _ in 0..3 {
+            assert!(a.check(x).is_err());
+        }
         assert_eq!(a.refuses_connection(x), Some(10), "the seconds left");
         clock.advance(9);
         assert_eq!(a.refuses_connection(x), Some(1));
@@ -857,7 +877,9 @@ mod tests {
         for _ in 0..3 {
             off.failure(x);
         }
-        assert!(off.check(x).is_err(), "blocked all the same");
+        for _ in 0..4 {
+            assert!(off.check(x).is_err(), "blocked all the same");
+        }
         assert!(
             off.refuses_connection(x).is_none(),
             "but its connections are served"
