@@ -162,13 +162,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     // names (a handful) against the fixed list, rather than a hashed
     // removal for each of the nine: most requests carry none of them,
     // and a Vec is made only when something is to go.
-    let mut doomed: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
+    let mut doomed = listed_in_connection(h);
     for name in h.keys() {
         if HOP_BY_HOP.contains(name) || matches!(name.as_str(), "keep-alive" | "proxy-connection") {
             doomed.push(name.clone());
@@ -177,6 +171,16 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     for n in doomed {
         h.remove(n);
     }
+}
+
+/// The names a `Connection` header lists (hop-by-hop for this hop).
+fn listed_in_connection(h: &HeaderMap) -> Vec<HeaderName> {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect()
 }
 
 /// The hop-by-hop headers of RFC 9110 §7.6.1 with a standard name, and
@@ -498,14 +502,7 @@ mod tests {
 
     /// The removal as first written: each name removed by its own lookup.
     fn reference(h: &mut HeaderMap) {
-        let listed: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for n in listed {
+        for n in listed_in_connection(h) {
             h.remove(n);
         }
         for n in HOP_BY_HOP.iter().chain(&[
