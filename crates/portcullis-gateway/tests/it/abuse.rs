@@ -86,6 +86,13 @@ fn assert_blocked(r: Response) -> u64 {
     retry
 }
 
+/// Starts the gateway on `env`: its admin key, a valid key, the server.
+fn start(env: &Env) -> (String, String, Server) {
+    let admin = env.init();
+    let valid = env.create_key(&["--name", "valid"]);
+    (admin, valid, env.serve())
+}
+
 /// Five unknown keys from `c`, each refused 401: the threshold of `CFG`.
 fn five_unknown_keys(c: &Client, url: &str) {
     for i in 0..5 {
@@ -101,9 +108,7 @@ fn five_unknown_keys(c: &Client, url: &str) {
 #[test]
 fn a_flood_from_one_address_is_refused_before_any_lookup_and_others_are_served() {
     let env = Env::new(CFG);
-    let admin = env.init();
-    let valid = env.create_key(&["--name", "valid"]);
-    let _s = env.serve();
+    let (admin, valid, _s) = start(&env);
     let flood = client_from("127.0.0.2");
     let other = client_from("127.0.0.3");
     let url = env.url("/data");
@@ -159,9 +164,7 @@ fn a_blocked_address_that_ignores_its_429s_has_its_connections_held_at_accept() 
         &CFG.replace("close_connections = false", "")
             .replace("block = \"2s\"", "block = \"10s\""),
     );
-    let admin = env.init();
-    let valid = env.create_key(&["--name", "valid"]);
-    let _s = env.serve();
+    let (admin, valid, _s) = start(&env);
     let flood = client_from("127.0.0.2");
     let other = client_from("127.0.0.3");
     let url = env.url("/data");
@@ -256,9 +259,7 @@ fn a_blocked_address_that_waits_is_answered_and_public_routes_stay_open() {
 #[test]
 fn the_decision_endpoint_counts_the_address_the_trusted_proxy_names() {
     let env = Env::with_server("trusted_proxies = [\"127.0.0.9/32\"]", CFG);
-    env.init();
-    let valid = env.create_key(&["--name", "valid"]);
-    let _s = env.serve();
+    let (_, valid, _s) = start(&env);
     let proxy = client_from("127.0.0.9");
     let verify = |client_ip: &str, key: &str| {
         proxy
@@ -340,9 +341,7 @@ fn wrong_client_secrets_at_the_token_endpoint_block_the_address_before_hashing()
 #[test]
 fn a_trusted_proxy_is_never_blocked_for_its_clients() {
     let env = Env::with_server("trusted_proxies = [\"127.0.0.9/32\"]", CFG);
-    env.init();
-    let valid = env.create_key(&["--name", "valid"]);
-    let _s = env.serve();
+    let (_, valid, _s) = start(&env);
     let proxy = client_from("127.0.0.9");
     let data = |forwarded: &str, key: &str| {
         proxy
@@ -370,9 +369,7 @@ fn a_trusted_proxy_is_never_blocked_for_its_clients() {
 #[test]
 fn a_web_page_cannot_get_its_visitors_blocked_through_the_token_endpoint() {
     let env = Env::new(CFG);
-    env.init();
-    let valid = env.create_key(&["--name", "valid"]);
-    let _s = env.serve();
+    let (_, valid, _s) = start(&env);
     let refresh = |from: &str, cross_site: bool| {
         let mut r = client_from(from)
             .post(env.url("/oauth/token"))
