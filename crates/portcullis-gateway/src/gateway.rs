@@ -760,7 +760,7 @@ impl App {
     /// (`serve::Gate::refusing`) until the block is over. Never a trusted
     /// proxy's: it carries other clients.
     fn close_if_blocked(&self, cx: &mut Ctx<'_>) {
-        if cx.out.reason == "address_blocked"
+        if cx.out.reason == portcullis::pipeline::BLOCKED_REASON
             && !cx.arrival.trusted_peer
             && self.cfg.abuse.enabled
             && self.cfg.abuse.close_connections

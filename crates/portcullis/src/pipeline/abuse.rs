@@ -67,6 +67,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// The log reason of a blocked address's 429: a server that sees it may
+/// end the connection (see [`AbuseSettings::close_connections`]).
+pub const BLOCKED_REASON: &str = "address_blocked";
+
 /// The most audit events written for blocked addresses in one minute;
 /// blocks past it are counted in [`AbuseStats::audit_suppressed`] and
 /// logged once a minute as a sum.
@@ -606,7 +610,7 @@ impl Expiry<ClientBucket, Arc<Entry>> for FromLastFailure {
 fn blocked(secs: i64) -> Problem {
     Problem::new(ErrorCode::TooManyAttempts)
         .detail("Too many failed credentials from this address; try again later")
-        .log_reason("address_blocked")
+        .log_reason(BLOCKED_REASON)
         .retry_after(u64::try_from(secs).unwrap_or(1).max(1))
 }
 

@@ -29,7 +29,7 @@ use portcullis_core::{Outcome, Principal, PrincipalKind, Problem, Scheme};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub use abuse::{AbuseSettings, AddressBlock};
+pub use abuse::{AbuseSettings, AddressBlock, BLOCKED_REASON};
 pub use admit::{Admitted, Demand, RateDemand, Refused, RequestView};
 pub use problem::problem_response;
 
