@@ -13,14 +13,7 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::ports::free_port;
 
 /// The variable that runs the suite on Postgres: `GATEWAY_TEST_STORE=postgres`.
 /// Not `PORTCULLIS_…`: the binary refuses every `PORTCULLIS_*` variable it

@@ -32,6 +32,9 @@ mod redis;
 // The private Postgres cluster, the library's helper.
 #[path = "../../../portcullis/tests/it/pg_server.rs"]
 mod pg_server;
+// Free ports below the ephemeral range, the library's helper.
+#[path = "../../../portcullis/tests/it/ports.rs"]
+mod ports;
 mod proxies;
 // One helper for both crates' tests: the library's.
 #[path = "../../../portcullis/tests/it/redis_server.rs"]

@@ -18,6 +18,7 @@ mod lookups;
 mod no_store;
 mod pg_server;
 mod pipeline;
+mod ports;
 mod postgres;
 mod redis_limit;
 mod redis_server;
