@@ -12,7 +12,6 @@
 use crate::logwriter::BatchLog;
 use portcullis_core::time::civil_from_days;
 use std::cell::RefCell;
-use std::io::Write;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -164,23 +163,10 @@ fn padded(out: &mut Vec<u8>, mut n: u64, width: usize) {
     out.extend_from_slice(&digits[..w]);
 }
 
-/// The client address as `IpAddr`'s `Display` writes it; IPv4 (the
-/// common case) without `core::fmt`.
+/// The client address as `IpAddr`'s `Display` writes it.
 fn ip(out: &mut Vec<u8>, addr: IpAddr) {
-    match addr {
-        IpAddr::V4(v4) => {
-            for (i, o) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                decimal(out, u64::from(o));
-            }
-        }
-        // Writing into a Vec cannot fail.
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
-    }
+    let mut buf = [0u8; portcullis_core::net::ADDRESS_MAX];
+    out.extend_from_slice(portcullis_core::net::write_address(addr, &mut buf));
 }
 
 /// `2026-11-23T09:18:26.071019Z`: RFC 3339 in UTC with microseconds, as

@@ -404,15 +404,10 @@ fn push_target(out: &mut Vec<u8>, path: &str, query: Option<&str>) {
     }
 }
 
-/// `addr` as a header value, formatted on the stack (`IpAddr`'s
-/// `Display`, at most 45 bytes for IPv6 with an embedded IPv4).
+/// `addr` as a header value, written on the stack.
 fn address_value(addr: IpAddr) -> Option<HeaderValue> {
-    use std::io::Write as _;
-    let mut buf = [0u8; 64];
-    let mut w = &mut buf[..];
-    write!(w, "{addr}").ok()?;
-    let left = w.len();
-    HeaderValue::from_bytes(buf.get(..buf.len() - left)?).ok()
+    let mut buf = [0u8; portcullis_core::net::ADDRESS_MAX];
+    HeaderValue::from_bytes(portcullis_core::net::write_address(addr, &mut buf)).ok()
 }
 
 /// Removes what a client must not say to the upstream: every

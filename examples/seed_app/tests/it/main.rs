@@ -10,7 +10,9 @@ use std::io::Read;
 #[path = "../../../../crates/portcullis-gateway/tests/it/secrets.rs"]
 mod secrets;
 use secrets::{assert_no_secrets, secret_forms};
-use std::net::TcpListener;
+// Free ports below the ephemeral range, the library's helper.
+#[path = "../../../../crates/portcullis/tests/it/ports.rs"]
+mod ports;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -43,10 +45,7 @@ impl App {
         // gateway's tests need that feature); install ours. Already
         // installed by another test is fine.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        let port = ports::free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_seed_app"));
         cmd.env("SEED_API_KEY", KEY)
