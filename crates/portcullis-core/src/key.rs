@@ -188,9 +188,9 @@ pub fn check_format(input: &str) -> Result<usize, KeyFormatError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyGrant {
     /// Public key id (`key_…`), safe to log.
-    pub key_id: String,
+    pub key_id: crate::shared_str::SharedStr,
     /// Who the key belongs to; the principal the upstream sees.
-    pub owner: String,
+    pub owner: crate::shared_str::SharedStr,
     /// Scopes the key carries.
     pub scopes: Scopes,
     /// Unix seconds after which the key is refused (rotation grace included).

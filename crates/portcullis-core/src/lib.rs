@@ -32,6 +32,7 @@ pub mod ratelimit;
 pub mod route;
 pub mod scope;
 pub mod secret;
+pub mod shared_str;
 pub mod time;
 pub mod token;
 pub mod trace;

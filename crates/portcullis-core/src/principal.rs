@@ -1,6 +1,7 @@
 //! Who a verified request acts for.
 
 use crate::scope::Scopes;
+use crate::shared_str::SharedStr;
 
 /// The kind of credential a principal was established by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,13 +34,13 @@ impl PrincipalKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// The principal's name: a key's owner, a user name, a client id.
-    pub subject: String,
+    pub subject: SharedStr,
     /// How it was established.
     pub kind: PrincipalKind,
     /// Scopes granted.
     pub scopes: Scopes,
     /// The id of the credential used (`key_…`), safe to log.
-    pub credential_id: String,
+    pub credential_id: SharedStr,
     /// The credential's own rate-limit policy (a key's override), which
     /// replaces the route's per-caller limit.
     pub rate_limit: Option<std::sync::Arc<crate::ratelimit::Policy>>,

@@ -22,6 +22,7 @@ use portcullis_core::cors::Cors;
 use portcullis_core::net::{client_ip, is_trusted};
 use portcullis_core::origin::{Arrival, browser_origin, is_https};
 use portcullis_core::route::{RouteMatch, RouteTable};
+use portcullis_core::shared_str::SharedStr;
 use portcullis_core::trace::{TraceContext, tracestate_ok};
 use portcullis_core::{ErrorCode, Principal, Problem};
 use std::net::IpAddr;
@@ -82,8 +83,8 @@ impl Ctx<'_> {
 #[derive(Default)]
 struct Outcome {
     route: Option<Arc<Route>>,
-    credential_id: Option<String>,
-    principal: Option<String>,
+    credential_id: Option<SharedStr>,
+    principal: Option<SharedStr>,
     reason: &'static str,
     /// The upstream (or the demo) answered: its headers are its own.
     proxied: bool,
@@ -196,8 +197,9 @@ impl App {
             buf[len] = HEX[((n >> (i * 4)) & 0xf) as usize];
             len += 1;
         }
-        // Base62 and hex: always a valid header value.
-        HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("-"))
+        // Base62 and hex: always a valid header value; cut to fit.
+        crate::proxy::shared_value(&buf[..len.min(crate::proxy::SHARED_MAX)])
+            .unwrap_or_else(|| HeaderValue::from_static("-"))
     }
 
     /// The guard.
@@ -350,7 +352,7 @@ impl App {
             .await;
         cx.out.reason = a.reason;
         if a.exposed.is_some() {
-            cx.out.credential_id = a.exposed;
+            cx.out.credential_id = a.exposed.map(Into::into);
         }
         a.response
     }
@@ -610,8 +612,8 @@ impl App {
             if counted {
                 self.pipeline.address_refused(cx.client, o.reason);
             }
-            cx.out.principal = o.principal;
-            cx.out.credential_id = o.credential_id;
+            cx.out.principal = o.principal.map(Into::into);
+            cx.out.credential_id = o.credential_id.map(Into::into);
             if let Some(p) = cutoff.problem() {
                 cx.out.close = true;
                 return self.deny(p, cx);

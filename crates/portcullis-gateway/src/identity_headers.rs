@@ -11,6 +11,7 @@
 
 use crate::proxy::{CREDENTIAL, ISSUER, KIND, PRINCIPAL, SCOPES};
 use http::{HeaderMap, HeaderValue};
+use portcullis_core::shared_str::SharedStr;
 use portcullis_core::{Principal, PrincipalKind, Scopes};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,7 +21,7 @@ use std::collections::HashMap;
 const PER_THREAD: usize = 1024;
 
 struct Entry {
-    subject: String,
+    subject: SharedStr,
     kind: PrincipalKind,
     scopes: Scopes,
     issuer: Option<String>,
@@ -35,7 +36,7 @@ struct Values {
     issuer: Option<HeaderValue>,
 }
 
-type Table = HashMap<String, Entry, foldhash::fast::RandomState>;
+type Table = HashMap<SharedStr, Entry, foldhash::fast::RandomState>;
 
 thread_local! {
     static TABLE: RefCell<Table> = RefCell::new(Table::default());

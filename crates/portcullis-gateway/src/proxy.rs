@@ -369,7 +369,12 @@ pub fn prepare(
         q => q,
     };
     let len = path.len() + query.map_or(0, |q| q.len() + 1);
-    let uri = if let Upstream::Http { origin, base_path } = &route.upstream {
+    let uri = if let Upstream::Http {
+        origin,
+        base_path,
+        host,
+    } = &route.upstream
+    {
         // One buffer, exactly sized, handed to `Uri` without a copy.
         let mut target = Vec::with_capacity(origin.len() + base_path.len() + len);
         target.extend_from_slice(origin.as_bytes());
@@ -378,11 +383,7 @@ pub fn prepare(
         let uri = Uri::from_maybe_shared(bytes::Bytes::from(target)).map_err(|_| {
             Problem::new(ErrorCode::BadRequest).detail("the request target cannot be forwarded")
         })?;
-        if let Some(a) = uri.authority()
-            && let Ok(v) = HeaderValue::from_str(a.as_str())
-        {
-            req.headers_mut().insert(header::HOST, v);
-        }
+        req.headers_mut().insert(header::HOST, host.clone());
         // HTTP/2 clients arrive as HTTP/2; the upstream pool speaks HTTP/1.1.
         *req.version_mut() = http::Version::HTTP_11;
         uri
@@ -404,10 +405,38 @@ fn push_target(out: &mut Vec<u8>, path: &str, query: Option<&str>) {
     }
 }
 
-/// `addr` as a header value, written on the stack.
+/// `addr` as a header value (cloned by reference count: it goes into
+/// two headers).
 fn address_value(addr: IpAddr) -> Option<HeaderValue> {
     let mut buf = [0u8; portcullis_core::net::ADDRESS_MAX];
-    HeaderValue::from_bytes(portcullis_core::net::write_address(addr, &mut buf)).ok()
+    shared_value(portcullis_core::net::write_address(addr, &mut buf))
+}
+
+/// Room in a [`shared_value`].
+pub const SHARED_MAX: usize = 64;
+
+/// A short header value (at most [`SHARED_MAX`] bytes; `None` past that
+/// or when not a valid value) that is shared by reference count from the
+/// start. `Bytes::from_owner` takes one allocation, where
+/// `HeaderValue::from_bytes` takes one for its copy and a second at the
+/// first clone (`promote_to_shared`); the request id and the client's
+/// address are each cloned into more than one header.
+pub fn shared_value(v: &[u8]) -> Option<HeaderValue> {
+    struct Short {
+        buf: [u8; SHARED_MAX],
+        len: usize,
+    }
+    impl AsRef<[u8]> for Short {
+        fn as_ref(&self) -> &[u8] {
+            self.buf.get(..self.len).unwrap_or_default()
+        }
+    }
+    let mut s = Short {
+        buf: [0; SHARED_MAX],
+        len: v.len(),
+    };
+    s.buf.get_mut(..v.len())?.copy_from_slice(v);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(s)).ok()
 }
 
 /// Removes what a client must not say to the upstream: every
@@ -494,6 +523,21 @@ pub fn strip_own_set_cookies(h: &mut HeaderMap, names: &CredentialNames) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// A shared value says what `from_bytes` says, up to its room, and
+        /// its clones share the one buffer.
+        #[test]
+        fn shared_values_are_from_bytes_values(v in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let want = HeaderValue::from_bytes(&v).ok().filter(|_| v.len() <= SHARED_MAX);
+            let got = shared_value(&v);
+            prop_assert_eq!(&got, &want);
+            if let Some(g) = got {
+                let c = g.clone();
+                prop_assert_eq!(c.as_bytes().as_ptr(), g.as_bytes().as_ptr());
+            }
+        }
+    }
 
     /// The removal as first written: each name removed by its own lookup.
     fn reference(h: &mut HeaderMap) {

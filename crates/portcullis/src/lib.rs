@@ -24,9 +24,9 @@
 //!
 //! async fn data(_: Verified<ApiKeyHeader>) -> &'static str { "secret" }
 //! async fn both(bearer: Option<Verified<HttpBearer>>, key: Option<Verified<ApiKeyHeader>>) -> String {
-//!     bearer.map(|b| b.subject.clone()).or(key.map(|k| k.subject.clone())).unwrap_or_default()
+//!     bearer.map(|b| b.subject.to_string()).or(key.map(|k| k.subject.to_string())).unwrap_or_default()
 //! }
-//! async fn admin(Authenticated(who): Authenticated) -> String { who.subject }
+//! async fn admin(Authenticated(who): Authenticated) -> String { who.subject.into() }
 //!
 //! let app: Router = Router::new()
 //!     .route("/data", get(data))

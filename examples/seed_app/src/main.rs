@@ -230,7 +230,7 @@ async fn create_order(
     )
     .bind(&order.item)
     .bind(order.quantity)
-    .bind(&who.subject)
+    .bind(who.subject.as_str())
     .fetch_one(&app.db)
     .await
     .map_err(db_error)?;

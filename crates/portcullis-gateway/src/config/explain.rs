@@ -51,7 +51,9 @@ pub fn explain(c: &Config) -> String {
         };
         let up = match &r.upstream {
             Upstream::Demo => "built-in demo".to_owned(),
-            Upstream::Http { origin, base_path } => format!("{origin}{base_path}"),
+            Upstream::Http {
+                origin, base_path, ..
+            } => format!("{origin}{base_path}"),
         };
         let _ = writeln!(
             s,

@@ -41,6 +41,9 @@ pub enum Upstream {
         origin: String,
         /// Prefix added to the request path, without a trailing `/`.
         base_path: String,
+        /// The `Host` the upstream is sent: the origin's authority, made
+        /// once here rather than copied on every request.
+        host: http::HeaderValue,
     },
 }
 
@@ -145,6 +148,8 @@ pub(super) fn parse(
         Upstream::Http {
             origin: format!("http://{auth}"),
             base_path: u.path().trim_end_matches('/').to_owned(),
+            host: http::HeaderValue::from_str(auth.as_str())
+                .map_err(|_| cerr(at("upstream"), "the URL's host cannot be a Host header"))?,
         }
     };
     let mut schemes = Vec::new();

@@ -578,7 +578,7 @@ fn library_builder_trusts_the_provider() {
             .await
             .unwrap();
         async fn data(v: Verified<HttpBearer, ReadData>) -> String {
-            v.principal().subject.clone()
+            v.principal().subject.to_string()
         }
         async fn write(_: Verified<HttpBearer, WriteData>) -> &'static str {
             "written"

@@ -75,7 +75,10 @@ async fn require_admin(State(st): State<AdminState>, mut req: Request, next: Nex
             problem_response(&insufficient_scope(&policy.scopes), None)
         }
         Ok(g) => {
-            let actor = g.principal.map(|p| p.credential_id).unwrap_or_default();
+            let actor = g
+                .principal
+                .map(|p| String::from(p.credential_id))
+                .unwrap_or_default();
             req.extensions_mut().insert(Actor(actor));
             next.run(req).await
         }

@@ -54,7 +54,7 @@ pub struct Denied {
     /// The answer for the client.
     pub problem: Problem,
     /// The credential's id, when it is known (for the log).
-    pub credential_id: Option<String>,
+    pub credential_id: Option<portcullis_core::shared_str::SharedStr>,
     /// The scheme the credential came by.
     pub scheme: Option<Scheme>,
     /// What the credential is, when it verified or was recognised (a key
@@ -323,7 +323,7 @@ impl Guard {
                     Ok(Ok(p)) => p,
                     Ok(Err(Refusal::Invalid(reason))) => {
                         let mut d = Denied::new(invalid(reason), Some(scheme));
-                        d.credential_id = Some(format!("basic:{}", creds.username));
+                        d.credential_id = Some(format!("basic:{}", creds.username).into());
                         return Err(d);
                     }
                     Ok(Err(Refusal::Locked(secs))) => {
@@ -425,7 +425,7 @@ fn reject_key(r: KeyRejection, scheme: Scheme) -> Denied {
     };
     Denied {
         problem: problem.log_reason(r.reason()),
-        credential_id: r.key_id().map(str::to_owned),
+        credential_id: r.key_id().map(Into::into),
         scheme: Some(scheme),
         // A key that verified but was refused for its state names a real
         // key; one refused before that names nothing.

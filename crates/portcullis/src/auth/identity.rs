@@ -658,10 +658,10 @@ impl Identity {
             }
         }
         Ok(Ok(Principal {
-            subject: g.subject.clone(),
+            subject: g.subject.as_str().into(),
             kind: g.kind,
             scopes: g.scopes.clone(),
-            credential_id: g.token_id.clone(),
+            credential_id: g.token_id.as_str().into(),
             rate_limit: None,
             issuer: (!g.ours).then(|| g.issuer.clone()),
         }))
@@ -797,7 +797,7 @@ impl Identity {
             });
         }
         let mut p = user_principal(&s.row.username, scopes, "session");
-        p.credential_id = format!("sess_{}", hash.fingerprint());
+        p.credential_id = format!("sess_{}", hash.fingerprint()).into();
         Ok(Ok(p))
     }
 
@@ -835,10 +835,10 @@ impl Identity {
 
 fn user_principal(username: &str, scopes: Scopes, via: &str) -> Principal {
     Principal {
-        subject: username.to_owned(),
+        subject: username.into(),
         kind: PrincipalKind::User,
         scopes,
-        credential_id: format!("{via}:{username}"),
+        credential_id: format!("{via}:{username}").into(),
         rate_limit: None,
         issuer: None,
     }

@@ -100,7 +100,7 @@ impl StaticKey {
     /// assert_eq!(k.principal().subject, "demo");
     /// ```
     pub fn owner(mut self, owner: impl Into<String>) -> StaticKey {
-        self.principal.subject = owner.into();
+        self.principal.subject = owner.into().into();
         self
     }
 
@@ -113,7 +113,7 @@ impl StaticKey {
     /// assert_eq!(k.principal().credential_id, "env-key");
     /// ```
     pub fn id(mut self, id: impl Into<String>) -> StaticKey {
-        self.principal.credential_id = id.into();
+        self.principal.credential_id = id.into().into();
         self
     }
 

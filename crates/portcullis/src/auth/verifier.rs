@@ -106,14 +106,14 @@ pub enum KeyRejection {
     /// Known but not usable now.
     State {
         /// The key's id (safe to log).
-        key_id: String,
+        key_id: portcullis_core::shared_str::SharedStr,
         /// Why.
         state: KeyState,
     },
     /// Its uses are spent until the next refill.
     Exhausted {
         /// The key's id (safe to log).
-        key_id: String,
+        key_id: portcullis_core::shared_str::SharedStr,
         /// Seconds until the refill.
         retry_after_secs: u64,
     },
@@ -811,7 +811,10 @@ impl Verifier {
         let mut batch = Vec::new();
         while let Ok(c) = rx.try_recv() {
             c.pending_touch.store(false, Ordering::Release);
-            batch.push((c.grant.key_id.clone(), c.last_used.load(Ordering::Relaxed)));
+            batch.push((
+                c.grant.key_id.to_string(),
+                c.last_used.load(Ordering::Relaxed),
+            ));
         }
         drop(rx);
         if let Err(e) = self.store.touch_last_used(&batch).await {

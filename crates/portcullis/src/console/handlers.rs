@@ -175,7 +175,7 @@ pub(crate) async fn sign_in(
     };
     let now = st.now();
     let s = Session {
-        key_id,
+        key_id: key_id.to_string(),
         sid,
         issued: now,
         seen: now,

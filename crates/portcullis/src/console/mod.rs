@@ -241,8 +241,8 @@ impl Ctx {
 /// rule the verifier applies ([`KeyGrant::state`]) and holding `admin`.
 pub(crate) fn key_state(r: &KeyRecord, now: i64) -> KeyState {
     let grant = KeyGrant {
-        key_id: r.id.clone(),
-        owner: r.owner.clone(),
+        key_id: r.id.as_str().into(),
+        owner: r.owner.as_str().into(),
         scopes: Scopes::parse(&r.scopes).unwrap_or_default(),
         expires_at: r.expires_at,
         revoked_at: r.revoked_at,

@@ -10,7 +10,7 @@
 //! use portcullis::core::Scheme;
 //!
 //! # async fn f(pc: Portcullis) -> Result<(), portcullis::require::LayerError> {
-//! async fn reset(Authenticated(who): Authenticated) -> String { who.subject }
+//! async fn reset(Authenticated(who): Authenticated) -> String { who.subject.into() }
 //! let app: Router = Router::new()
 //!     .route("/public", get(|| async { "open" }))
 //!     // one protected route in an otherwise open router

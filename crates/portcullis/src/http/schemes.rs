@@ -268,7 +268,7 @@ extractor!(OAuth2PasswordBearer);
 /// ```
 /// use portcullis::{Verified, schemes::Session};
 /// async fn orders(who: Verified<Session>) -> String {
-///     who.subject.clone()
+///     who.subject.to_string()
 /// }
 /// ```
 #[derive(Debug, Clone)]

@@ -115,7 +115,7 @@ impl<St: Send + Sync> FromRequestParts<St> for SecurityScopes {
 /// ```
 /// use portcullis::Authenticated;
 /// async fn handler(Authenticated(who): Authenticated) -> String {
-///     who.subject
+///     who.subject.into()
 /// }
 /// ```
 #[derive(Debug, Clone)]
@@ -169,11 +169,11 @@ impl<St: Send + Sync> OptionalFromRequestParts<St> for Authenticated {
 ///     let who = bearer.map(Verified::into_principal)
 ///         .or(key.map(Verified::into_principal))
 ///         .ok_or_else(|| Rejection::not_authenticated(Some("Bearer, APIKey")))?;
-///     Ok(who.subject)
+///     Ok(who.subject.into())
 /// }
 ///
 /// async fn me(who: Verified<HttpBearer, Me>) -> String {
-///     who.subject.clone()
+///     who.subject.to_string()
 /// }
 /// ```
 pub struct Verified<S, Sc = ()> {

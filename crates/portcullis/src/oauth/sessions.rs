@@ -170,7 +170,7 @@ pub(super) async fn logout(
         ..Head::new(req.method(), req.headers(), None)
     };
     if let Err(d) = guard.check(&policy, &head).await {
-        out.credential_id = d.credential_id;
+        out.credential_id = d.credential_id.map(String::from);
         return problem(d.problem, ctx, out);
     }
     if let Some(c) = session_cookie(guard, req.headers())

@@ -101,10 +101,10 @@ pub struct Refused {
     /// The log's reason for it.
     pub reason: &'static str,
     /// The credential's public id, when known.
-    pub credential_id: Option<String>,
+    pub credential_id: Option<portcullis_core::shared_str::SharedStr>,
     /// The caller, when the refusal came after the credential verified
     /// (a rate limit, a spent quota).
-    pub subject: Option<String>,
+    pub subject: Option<portcullis_core::shared_str::SharedStr>,
     /// The scheme the credential came by, when one was presented.
     pub scheme: Option<Scheme>,
     /// What the credential is, when known (see [`super::Decision::kind`]).

@@ -150,7 +150,7 @@ impl Pipeline {
                 Ok(g) => g.principal.map(|p| p.credential_id),
                 Err(d) => d.credential_id,
             }
-            .or_else(|| basic_user(self.guard.names(), headers));
+            .or_else(|| basic_user(self.guard.names(), headers).map(Into::into));
             tracing::warn!(
                 request_id = request_id.unwrap_or(""),
                 peer = %client.map_or_else(String::new, |c| c.to_string()),
@@ -158,7 +158,7 @@ impl Pipeline {
                 exposed = true,
                 "a credential was sent over plain HTTP; treat it as exposed and rotate it"
             );
-            return refuse(credential_over_http(), id);
+            return refuse(credential_over_http(), id.map(String::from));
         }
         if !matches!(*method, Method::GET | Method::HEAD) {
             return refuse(Problem::new(ErrorCode::HttpsRequired), None);

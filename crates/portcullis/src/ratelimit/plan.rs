@@ -6,6 +6,7 @@ use super::{Check, Pool, Subject, Verdict};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use portcullis_core::ratelimit::Policy;
 use portcullis_core::{Principal, PrincipalKind};
+use smallvec::SmallVec;
 use std::net::IpAddr;
 
 /// Whose allowance a route's limit counts.
@@ -41,7 +42,9 @@ impl std::str::FromStr for LimitBy {
 /// The counters of one request.
 #[derive(Debug)]
 pub struct Plan<'a> {
-    checks: Vec<Check<'a>>,
+    /// Inline up to four: a key's own limit and a route's two or three
+    /// need no heap allocation per request.
+    checks: SmallVec<[Check<'a>; 4]>,
     /// How many of `checks` (at the front) are the key's own limits.
     own: usize,
 }
@@ -62,7 +65,7 @@ impl<'a> Plan<'a> {
         client: IpAddr,
     ) -> Plan<'a> {
         let client = portcullis_core::net::counted_address(client);
-        let mut checks = Vec::new();
+        let mut checks = SmallVec::new();
         let own = principal.and_then(|p| p.rate_limit.as_deref().map(|l| (p, l)));
         if let Some((p, l)) = own {
             for limit in l.limits() {

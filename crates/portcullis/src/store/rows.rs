@@ -151,8 +151,8 @@ pub(crate) fn key_state(r: &impl Cells) -> Result<KeyState, StoreError> {
 
 pub(crate) fn key_grant(r: &impl Cells) -> Result<KeyGrant, StoreError> {
     Ok(KeyGrant {
-        key_id: r.get("id")?,
-        owner: r.get("owner")?,
+        key_id: r.text("id")?.into(),
+        owner: r.text("owner")?.into(),
         scopes: Scopes::parse(r.text("scopes")?)
             .map_err(|_| StoreError::Corrupt("api_keys.scopes"))?,
         expires_at: r.get("expires_at")?,

@@ -144,7 +144,7 @@ async fn expiry_follows_the_injected_clock() {
     assert_eq!(
         r,
         KeyRejection::State {
-            key_id: created.record.id.clone(),
+            key_id: created.record.id.as_str().into(),
             state: KeyState::Expired
         }
     );
