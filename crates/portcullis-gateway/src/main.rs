@@ -19,6 +19,7 @@ mod proxy;
 mod serve;
 mod tls;
 mod trace_ids;
+mod upstream;
 mod wiring;
 
 use std::process::ExitCode;

@@ -6,9 +6,6 @@ use crate::config::{Route, Upstream};
 use axum::body::Body;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use portcullis::auth::identity::CSRF_COOKIE;
 use portcullis_core::credential::{CredentialNames, strip_cookie, strip_query_param};
 use portcullis_core::trace::{TRACEPARENT, TRACESTATE, TraceContext};
@@ -17,7 +14,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use thread_local::ThreadLocal;
 use tokio::sync::Semaphore;
 
 /// Identity headers Portcullis sets; any a client sends are dropped.
@@ -39,29 +35,27 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 /// Response bytes buffered per upstream connection.
 pub const UPSTREAM_READ_BUF: usize = 64 * 1024;
 
-/// The upstream clients, and each upstream's connection budget.
+/// The upstreams' connections, and each upstream's connection budget.
 ///
-/// One client (and so one connection pool) per thread: an event loop
-/// reuses only the upstream connections it opened, which live on its own
-/// runtime, so a request never waits on another thread's pool lock or
-/// wakes another thread to write to its connection.
+/// One pool per thread (`upstream::Pools`): an event loop reuses only the
+/// upstream connections it opened, which live on its own runtime, so a
+/// request never waits on another thread's pool or wakes another thread
+/// to write to its connection.
 #[derive(Clone)]
 pub struct Proxy {
-    clients: Arc<ThreadLocal<Client<HttpConnector, Body>>>,
-    connect_timeout: Duration,
-    /// Idle connections each thread's pool keeps to one upstream: the
-    /// budget shared out, so all threads together keep no more idle
-    /// connections than `max_connections`.
-    idle_per_thread: usize,
-    /// Requests in flight per upstream origin, at most the budget (one
-    /// HTTP/1.1 connection each). Built once; read without a lock.
-    budgets: Arc<HashMap<String, Arc<Semaphore>>>,
+    pools: Arc<crate::upstream::Pools>,
+    /// Each upstream origin's number in `pools` and its budget: requests
+    /// in flight, at most `max_connections` (one HTTP/1.1 connection
+    /// each). Built once; read without a lock.
+    budgets: Arc<HashMap<String, (usize, Arc<Semaphore>), foldhash::fast::RandomState>>,
     queue_timeout: Duration,
 }
 
 impl Proxy {
-    /// A client with the given connect timeout, and `max_connections` to
-    /// each of `origins` (requests beyond wait `queue_timeout`, then 503).
+    /// Connections with the given connect timeout, and `max_connections`
+    /// to each of `origins` (requests beyond wait `queue_timeout`, then
+    /// 503). Each thread's pool keeps its share of the budget: all
+    /// threads together keep no more connections than `max_connections`.
     pub fn new<'a>(
         connect_timeout: Duration,
         origins: impl IntoIterator<Item = &'a str>,
@@ -69,31 +63,26 @@ impl Proxy {
         queue_timeout: Duration,
         threads: usize,
     ) -> Proxy {
-        let budgets = origins
-            .into_iter()
-            .map(|o| (o.to_owned(), Arc::new(Semaphore::new(max_connections))))
-            .collect();
+        let mut budgets = HashMap::default();
+        let mut numbered = Vec::new();
+        for o in origins {
+            if !budgets.contains_key(o) {
+                budgets.insert(
+                    o.to_owned(),
+                    (numbered.len(), Arc::new(Semaphore::new(max_connections))),
+                );
+                numbered.push(o);
+            }
+        }
         Proxy {
-            clients: Arc::new(ThreadLocal::new()),
-            connect_timeout,
-            idle_per_thread: max_connections.div_ceil(threads.max(1)).max(1),
+            pools: Arc::new(crate::upstream::Pools::new(
+                numbered,
+                connect_timeout,
+                max_connections.div_ceil(threads.max(1)).max(1),
+            )),
             budgets: Arc::new(budgets),
             queue_timeout,
         }
-    }
-
-    fn client(connect_timeout: Duration, max_idle: usize) -> Client<HttpConnector, Body> {
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(connect_timeout));
-        conn.set_nodelay(true);
-        conn.enforce_http(true);
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(max_idle)
-            // What one upstream connection buffers for a response its
-            // client is not reading (hyper's default is about 400 KiB).
-            .http1_max_buf_size(UPSTREAM_READ_BUF)
-            .build(conn)
     }
 
     /// Sends the prepared request to `origin` within its budget; maps
@@ -105,50 +94,47 @@ impl Proxy {
         origin: &str,
         timeout: Duration,
     ) -> Result<Response<Body>, Problem> {
-        let permit = match self.budgets.get(origin) {
-            None => None,
-            Some(sem) => match sem.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    match tokio::time::timeout(self.queue_timeout, sem.clone().acquire_owned())
-                        .await
-                    {
-                        Ok(Ok(p)) => Some(p),
-                        _ => {
-                            crate::metrics::upstream_error(crate::metrics::UpstreamError::Busy);
-                            tracing::warn!(upstream = origin, "upstream connection budget spent");
-                            return Err(Problem::new(ErrorCode::UpstreamBusy)
-                                .retry_after(1)
-                                .log_reason("upstream_busy"));
-                        }
+        let Some((number, sem)) = self.budgets.get(origin) else {
+            // Every route's origin was numbered at start.
+            tracing::error!(upstream = origin, "an upstream the proxy was not told of");
+            return Err(
+                Problem::new(ErrorCode::UpstreamUnavailable).log_reason("upstream_unavailable")
+            );
+        };
+        let permit = match sem.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                match tokio::time::timeout(self.queue_timeout, sem.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        crate::metrics::upstream_error(crate::metrics::UpstreamError::Busy);
+                        tracing::warn!(upstream = origin, "upstream connection budget spent");
+                        return Err(Problem::new(ErrorCode::UpstreamBusy)
+                            .retry_after(1)
+                            .log_reason("upstream_busy"));
                     }
                 }
-            },
+            }
         };
-        let client = self
-            .clients
-            .get_or(|| Self::client(self.connect_timeout, self.idle_per_thread));
-        match tokio::time::timeout(timeout, client.request(req)).await {
+        match tokio::time::timeout(timeout, self.pools.send(*number, req)).await {
             Err(_) => {
                 crate::metrics::upstream_error(crate::metrics::UpstreamError::Timeout);
                 Err(Problem::new(ErrorCode::UpstreamTimeout).log_reason("upstream_timeout"))
             }
             Ok(Err(e)) => {
-                crate::metrics::upstream_error(if e.is_connect() {
+                let connect = matches!(e, crate::upstream::SendError::Connect(_));
+                crate::metrics::upstream_error(if connect {
                     crate::metrics::UpstreamError::Connect
                 } else {
                     crate::metrics::UpstreamError::Request
                 });
-                tracing::warn!(error = %e, connect = e.is_connect(), "upstream request failed");
+                tracing::warn!(error = %e, connect, "upstream request failed");
                 Err(Problem::new(ErrorCode::UpstreamUnavailable).log_reason("upstream_unavailable"))
             }
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                let body = match permit {
-                    Some(p) => Body::new(crate::body::Hold::new(body, p)),
-                    None => Body::new(body),
-                };
+                let body = Body::new(crate::body::Hold::new(body, permit));
                 Ok(Response::from_parts(parts, body))
             }
         }
@@ -369,32 +355,34 @@ pub fn prepare(
         q => q,
     };
     let len = path.len() + query.map_or(0, |q| q.len() + 1);
-    let uri = if let Upstream::Http {
-        origin,
-        base_path,
-        host,
-    } = &route.upstream
-    {
-        // One buffer, exactly sized, handed to `Uri` without a copy.
-        let mut target = Vec::with_capacity(origin.len() + base_path.len() + len);
-        target.extend_from_slice(origin.as_bytes());
-        target.extend_from_slice(base_path.as_bytes());
-        push_target(&mut target, path, query);
-        let uri = Uri::from_maybe_shared(bytes::Bytes::from(target)).map_err(|_| {
-            Problem::new(ErrorCode::BadRequest).detail("the request target cannot be forwarded")
-        })?;
+    // Origin-form (`/path?query`): the connection is already the
+    // upstream's, and `Host` names it. One buffer, exactly sized, handed
+    // to `Uri` without a copy.
+    let cannot =
+        || Problem::new(ErrorCode::BadRequest).detail("the request target cannot be forwarded");
+    if !path.starts_with('/') {
+        return Err(cannot());
+    }
+    let base = base_path_of(route);
+    let mut target = Vec::with_capacity(base.len() + len);
+    target.extend_from_slice(base.as_bytes());
+    push_target(&mut target, path, query);
+    let uri = Uri::from_maybe_shared(bytes::Bytes::from(target)).map_err(|_| cannot())?;
+    if let Upstream::Http { host, .. } = &route.upstream {
         req.headers_mut().insert(header::HOST, host.clone());
         // HTTP/2 clients arrive as HTTP/2; the upstream pool speaks HTTP/1.1.
         *req.version_mut() = http::Version::HTTP_11;
-        uri
-    } else {
-        let mut target = Vec::with_capacity(len);
-        push_target(&mut target, path, query);
-        Uri::from_maybe_shared(bytes::Bytes::from(target))
-            .map_err(|_| Problem::new(ErrorCode::BadRequest))?
-    };
+    }
     *req.uri_mut() = uri;
     Ok(())
+}
+
+/// The prefix a route adds to the request path ("" for the demo).
+fn base_path_of(route: &Route) -> &str {
+    match &route.upstream {
+        Upstream::Http { base_path, .. } => base_path,
+        Upstream::Demo => "",
+    }
 }
 
 fn push_target(out: &mut Vec<u8>, path: &str, query: Option<&str>) {
