@@ -236,6 +236,131 @@ fn place(origin: &str) -> Option<Place> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An upstream that answers every request on a connection with `body`
+    /// (closing after `per_connection` answers), counting connections.
+    async fn upstream(body: &'static str, per_connection: usize) -> (String, Arc<AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", l.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let a = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                a.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for _ in 0..per_connection {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let mut b = [0u8; 1024];
+                            match s.read(&mut b).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&b[..n]),
+                            }
+                        }
+                        buf.clear();
+                        let r = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(r.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (origin, accepted)
+    }
+
+    fn get() -> Request<Body> {
+        Request::builder()
+            .uri("/x")
+            .header(http::header::HOST, "up")
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    async fn text(r: Response<Incoming>) -> String {
+        String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_is_reused_once_its_body_is_read() {
+        let (origin, accepted) = upstream("ok", usize::MAX).await;
+        let pools = Pools::new([origin.as_str()], Duration::from_secs(2), 4);
+        for _ in 0..5 {
+            let r = pools.send(0, get()).await.unwrap();
+            assert_eq!(text(r).await, "ok");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// A body far bigger than one read: hyper reads it only as it is
+    /// taken, so its connection stays busy until then. (A small body
+    /// arrives whole with its head, and its connection is free at once.)
+    fn big() -> &'static str {
+        Box::leak("x".repeat(1 << 20).into_boxed_str())
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_whose_body_is_unread_is_not_taken() {
+        let body = big();
+        let (origin, accepted) = upstream(body, usize::MAX).await;
+        let pools = Pools::new([origin.as_str()], Duration::from_secs(2), 4);
+        let held = pools.send(0, get()).await.unwrap();
+        let r = pools.send(0, get()).await.unwrap();
+        assert_eq!(text(r).await.len(), body.len());
+        assert_eq!(text(held).await.len(), body.len());
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_the_upstream_closed_is_not_used_again() {
+        // One answer per connection, then the upstream closes it.
+        let (origin, accepted) = upstream("ok", 1).await;
+        let pools = Pools::new([origin.as_str()], Duration::from_secs(2), 4);
+        for _ in 0..3 {
+            let r = pools.send(0, get()).await.unwrap();
+            assert_eq!(text(r).await, "ok");
+            // Let the connection's task see the close.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_pool_keeps_at_most_its_share() {
+        let body = big();
+        let (origin, accepted) = upstream(body, usize::MAX).await;
+        let pools = Pools::new([origin.as_str()], Duration::from_secs(2), 1);
+        let a = pools.send(0, get()).await.unwrap();
+        let b = pools.send(0, get()).await.unwrap();
+        assert_eq!(text(a).await.len(), body.len());
+        assert_eq!(text(b).await.len(), body.len());
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(pools.mine().borrow()[0].len(), 1, "the second was not kept");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_refused_connection_is_a_connect_error() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let origin = format!("http://{}", l.local_addr().unwrap());
+        drop(l);
+        let pools = Pools::new([origin.as_str()], Duration::from_secs(2), 1);
+        let e = pools.send(0, get()).await.unwrap_err();
+        assert!(matches!(e, SendError::Connect(_)), "{e}");
+        let bad = Pools::new(["not a url"], Duration::from_secs(2), 1);
+        assert!(matches!(
+            bad.send(0, get()).await.unwrap_err(),
+            SendError::Connect(_)
+        ));
+    }
 
     #[test]
     fn origins_name_their_places() {
