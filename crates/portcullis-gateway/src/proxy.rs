@@ -79,6 +79,7 @@ impl Proxy {
                 numbered,
                 connect_timeout,
                 max_connections.div_ceil(threads.max(1)).max(1),
+                max_connections,
             )),
             budgets: Arc::new(budgets),
             queue_timeout,
@@ -305,6 +306,9 @@ pub fn prepare(
     if !hop.keep_tracestate {
         h.remove(TRACESTATE);
     }
+    // The client's `100-continue` was answered by reading its body here;
+    // the upstream gets the body at once, with nothing to wait for.
+    h.remove(header::EXPECT);
     // A trusted proxy's chain is extended with the proxy itself (as
     // nginx's $proxy_add_x_forwarded_for does); anyone else's was removed
     // above, and the chain starts at the client.

@@ -14,7 +14,12 @@
 //!
 //! A connection goes back to its pool as soon as its response's head
 //! arrives and is taken again only once hyper says it is ready (the
-//! previous body read to its end); a closed one is dropped when met.
+//! previous exchange finished both ways); a closed one is dropped when
+//! met. A connection that answered before its request's body was all
+//! read is never reused: were the upstream to leave the rest of that
+//! body unread, its bytes would be parsed as the next client's request.
+//! Each thread's pool is swept every `IDLE_TIMEOUT / 2` for connections
+//! unused that long.
 
 use crate::proxy::UPSTREAM_READ_BUF;
 use axum::body::Body;
@@ -24,6 +29,10 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use thread_local::ThreadLocal;
 
@@ -46,8 +55,12 @@ pub struct Pools {
     places: Vec<Place>,
     pools: ThreadLocal<RefCell<Vec<Vec<Idle>>>>,
     connect_timeout: Duration,
-    /// Connections each thread keeps to one upstream, busy or idle.
+    /// Idle connections each thread keeps to one upstream: its share of
+    /// the upstream's budget.
     max_idle: usize,
+    /// Connections each thread keeps to one upstream, busy or idle: the
+    /// whole budget (busy ones are bounded by it already).
+    max_kept: usize,
 }
 
 struct Idle {
@@ -76,11 +89,12 @@ impl std::fmt::Display for SendError {
 
 impl Pools {
     /// Pools for `origins` (numbered in this order), keeping at most
-    /// `max_idle` connections per thread to each.
+    /// `max_idle` idle and `max_kept` in all per thread to each.
     pub fn new<'a>(
         origins: impl IntoIterator<Item = &'a str>,
         connect_timeout: Duration,
         max_idle: usize,
+        max_kept: usize,
     ) -> Pools {
         Pools {
             places: origins
@@ -90,6 +104,7 @@ impl Pools {
             pools: ThreadLocal::new(),
             connect_timeout,
             max_idle: max_idle.max(1),
+            max_kept: max_kept.max(max_idle).max(1),
         }
     }
 
@@ -98,14 +113,32 @@ impl Pools {
     /// a pooled connection could not take (it closed meanwhile) is sent
     /// on the next, never one that may have reached the upstream.
     pub async fn send(
-        &self,
+        self: &Arc<Self>,
         i: usize,
-        mut req: Request<Body>,
+        req: Request<Body>,
     ) -> Result<Response<Incoming>, SendError> {
+        // Whether the request's body was read to its end when the answer
+        // came; a bodyless request's always was.
+        let (mut req, sent) = if http_body::Body::is_end_stream(req.body()) {
+            (req, None)
+        } else {
+            let done = Arc::new(AtomicBool::new(false));
+            let (parts, body) = req.into_parts();
+            let body = Body::new(Watched {
+                inner: body,
+                done: done.clone(),
+            });
+            (Request::from_parts(parts, body), Some(done))
+        };
+        let reusable = |sent: &Option<Arc<AtomicBool>>| {
+            sent.as_ref().is_none_or(|d| d.load(Ordering::Acquire))
+        };
         while let Some(mut tx) = self.take(i) {
             match tx.try_send_request(req).await {
                 Ok(resp) => {
-                    self.give(i, tx);
+                    if reusable(&sent) {
+                        self.give(i, tx);
+                    }
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
@@ -116,13 +149,16 @@ impl Pools {
         }
         let mut tx = self.connect(i).await?;
         let resp = tx.send_request(req).await.map_err(SendError::Request)?;
-        self.give(i, tx);
+        if reusable(&sent) {
+            self.give(i, tx);
+        }
         Ok(resp)
     }
 
-    /// This thread's pools, made on first use.
-    fn mine(&self) -> &RefCell<Vec<Vec<Idle>>> {
+    /// This thread's pools, made on first use, with their sweeper.
+    fn mine(self: &Arc<Self>) -> &RefCell<Vec<Vec<Idle>>> {
         self.pools.get_or(|| {
+            tokio::spawn(sweep(Arc::downgrade(self)));
             RefCell::new(
                 std::iter::repeat_with(Vec::new)
                     .take(self.places.len())
@@ -133,7 +169,7 @@ impl Pools {
 
     /// The most recently returned ready connection to `i`; closed and
     /// long-unused ones met on the way are dropped.
-    fn take(&self, i: usize) -> Option<http1::SendRequest<Body>> {
+    fn take(self: &Arc<Self>, i: usize) -> Option<http1::SendRequest<Body>> {
         // Never re-entered: nothing below calls back into the pool.
         let mut pools = self.mine().try_borrow_mut().ok()?;
         let list = pools.get_mut(i)?;
@@ -157,17 +193,34 @@ impl Pools {
     }
 
     /// Returns a connection to `i`'s pool (busy until its response's body
-    /// is read), or drops it when the pool is full.
-    fn give(&self, i: usize, tx: http1::SendRequest<Body>) {
+    /// is read), or drops it when the pool is full. Past this thread's
+    /// share, the oldest idle connections make room: busy ones are
+    /// bounded by the upstream's budget, and dropping them would only
+    /// open new connections for the next requests.
+    fn give(self: &Arc<Self>, i: usize, tx: http1::SendRequest<Body>) {
         if tx.is_closed() {
             return;
         }
         let Ok(mut pools) = self.mine().try_borrow_mut() else {
             return;
         };
-        if let Some(list) = pools.get_mut(i)
-            && list.len() < self.max_idle
-        {
+        let Some(list) = pools.get_mut(i) else {
+            return;
+        };
+        if list.len() >= self.max_idle {
+            list.retain(|c| !c.tx.is_closed());
+            let mut idle = list.iter().filter(|c| c.tx.is_ready()).count();
+            let mut at = 0;
+            while idle >= self.max_idle && at < list.len() {
+                if list[at].tx.is_ready() {
+                    list.remove(at);
+                    idle -= 1;
+                } else {
+                    at += 1;
+                }
+            }
+        }
+        if list.len() < self.max_kept {
             list.push(Idle {
                 tx,
                 since: Instant::now(),
@@ -216,6 +269,66 @@ impl Pools {
     }
 }
 
+/// Closes, every `IDLE_TIMEOUT / 2`, this thread's connections that are
+/// closed or were idle for `IDLE_TIMEOUT`, so a quiet loop does not keep
+/// them open for the upstream; ends with the pools.
+async fn sweep(pools: Weak<Pools>) {
+    let mut tick = tokio::time::interval(IDLE_TIMEOUT / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once.
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(p) = pools.upgrade() else {
+            return;
+        };
+        let Some(mine) = p.pools.get() else {
+            return;
+        };
+        let Ok(mut lists) = mine.try_borrow_mut() else {
+            continue;
+        };
+        let now = Instant::now();
+        for list in lists.iter_mut() {
+            list.retain(|c| {
+                let unused =
+                    c.tx.is_ready() && now.saturating_duration_since(c.since) >= IDLE_TIMEOUT;
+                !(c.tx.is_closed() || unused)
+            });
+        }
+    }
+}
+
+/// A request body that says when it was read to its end.
+struct Watched {
+    inner: Body,
+    done: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Watched {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(r, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.done.store(true, Ordering::Release);
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Where `http://host:port` connects: an address when the host is one,
 /// else the name (resolved at each connect).
 fn place(origin: &str) -> Option<Place> {
@@ -237,8 +350,7 @@ fn place(origin: &str) -> Option<Place> {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// An upstream that answers every request on a connection with `body`
@@ -292,7 +404,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_connection_is_reused_once_its_body_is_read() {
         let (origin, accepted) = upstream("ok", usize::MAX).await;
-        let pools = Pools::new([origin.as_str()], Duration::from_secs(2), 4);
+        let pools = Arc::new(Pools::new([origin.as_str()], Duration::from_secs(2), 4, 8));
         for _ in 0..5 {
             let r = pools.send(0, get()).await.unwrap();
             assert_eq!(text(r).await, "ok");
@@ -312,7 +424,7 @@ mod tests {
     async fn a_connection_whose_body_is_unread_is_not_taken() {
         let body = big();
         let (origin, accepted) = upstream(body, usize::MAX).await;
-        let pools = Pools::new([origin.as_str()], Duration::from_secs(2), 4);
+        let pools = Arc::new(Pools::new([origin.as_str()], Duration::from_secs(2), 4, 8));
         let held = pools.send(0, get()).await.unwrap();
         let r = pools.send(0, get()).await.unwrap();
         assert_eq!(text(r).await.len(), body.len());
@@ -324,7 +436,7 @@ mod tests {
     async fn a_connection_the_upstream_closed_is_not_used_again() {
         // One answer per connection, then the upstream closes it.
         let (origin, accepted) = upstream("ok", 1).await;
-        let pools = Pools::new([origin.as_str()], Duration::from_secs(2), 4);
+        let pools = Arc::new(Pools::new([origin.as_str()], Duration::from_secs(2), 4, 8));
         for _ in 0..3 {
             let r = pools.send(0, get()).await.unwrap();
             assert_eq!(text(r).await, "ok");
@@ -335,16 +447,72 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn the_pool_keeps_at_most_its_share() {
+    async fn busy_connections_are_kept_and_idle_ones_to_the_share() {
         let body = big();
         let (origin, accepted) = upstream(body, usize::MAX).await;
-        let pools = Pools::new([origin.as_str()], Duration::from_secs(2), 1);
+        // One idle connection per thread, four in all.
+        let pools = Arc::new(Pools::new([origin.as_str()], Duration::from_secs(2), 1, 4));
         let a = pools.send(0, get()).await.unwrap();
         let b = pools.send(0, get()).await.unwrap();
+        assert_eq!(pools.mine().borrow()[0].len(), 2, "both busy ones are kept");
         assert_eq!(text(a).await.len(), body.len());
         assert_eq!(text(b).await.len(), body.len());
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
-        assert_eq!(pools.mine().borrow()[0].len(), 1, "the second was not kept");
+        tokio::task::yield_now().await;
+        // Both idle now: the next request takes one, and giving it back
+        // trims the idle ones to the share.
+        let c = pools.send(0, get()).await.unwrap();
+        assert_eq!(text(c).await.len(), body.len());
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "no third connection");
+        assert_eq!(pools.mine().borrow()[0].len(), 1);
+    }
+
+    /// A body whose chunks come down a channel; it ends when the sender
+    /// is dropped.
+    struct Chan(tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>);
+
+    impl http_body::Body for Chan {
+        type Data = bytes::Bytes;
+        type Error = axum::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|b| b.map(|b| Ok(http_body::Frame::data(b))))
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_that_answered_before_the_body_ended_is_not_reused() {
+        // The upstream answers on the head alone and never reads the body.
+        // The body, sent after that answer, is the start of a request
+        // whose head the next request on the connection would complete:
+        // reused, that connection would give the next request the answer
+        // to the smuggled one.
+        let (origin, accepted) = upstream("early", usize::MAX).await;
+        let pools = Arc::new(Pools::new([origin.as_str()], Duration::from_secs(2), 4, 8));
+        let smuggled: &[u8] = b"GET /smuggled HTTP/1.1\r\nX: ";
+        let (more, rx) = tokio::sync::mpsc::unbounded_channel();
+        let req = Request::builder()
+            .method("POST")
+            .uri("/x")
+            .header(http::header::HOST, "up")
+            .header(http::header::CONTENT_LENGTH, smuggled.len())
+            .body(Body::new(Chan(rx)))
+            .unwrap();
+        let r = pools.send(0, req).await.unwrap();
+        assert_eq!(text(r).await, "early");
+        more.send(bytes::Bytes::from_static(smuggled)).unwrap();
+        drop(more);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let r = pools.send(0, get()).await.unwrap();
+        assert_eq!(text(r).await, "early");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "the first connection was reused after answering early"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -352,10 +520,10 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let origin = format!("http://{}", l.local_addr().unwrap());
         drop(l);
-        let pools = Pools::new([origin.as_str()], Duration::from_secs(2), 1);
+        let pools = Arc::new(Pools::new([origin.as_str()], Duration::from_secs(2), 1, 1));
         let e = pools.send(0, get()).await.unwrap_err();
         assert!(matches!(e, SendError::Connect(_)), "{e}");
-        let bad = Pools::new(["not a url"], Duration::from_secs(2), 1);
+        let bad = Arc::new(Pools::new(["not a url"], Duration::from_secs(2), 1, 1));
         assert!(matches!(
             bad.send(0, get()).await.unwrap_err(),
             SendError::Connect(_)
