@@ -86,12 +86,22 @@ impl Proxy {
         }
     }
 
+    /// Places of `origin`'s budget in use (for tests).
+    #[cfg(test)]
+    pub fn in_use(&self, origin: &str, max_connections: usize) -> usize {
+        self.budgets
+            .get(origin)
+            .map_or(0, |(_, s)| max_connections - s.available_permits())
+    }
+
     /// Sends the prepared request to `origin` within its budget; maps
     /// failures to problems. The budget's place is held until the
-    /// response body ends.
+    /// response body ends, and the request body too: an upstream may
+    /// answer before it has read the body, which then still occupies the
+    /// connection.
     pub async fn send(
         &self,
-        req: Request<Body>,
+        mut req: Request<Body>,
         origin: &str,
         timeout: Duration,
     ) -> Result<Response<Body>, Problem> {
@@ -117,6 +127,14 @@ impl Proxy {
                 }
             }
         };
+        let permit = if http_body::Body::is_end_stream(req.body()) {
+            Permit::One(permit)
+        } else {
+            let shared = Arc::new(permit);
+            let body = std::mem::take(req.body_mut());
+            *req.body_mut() = Body::new(crate::body::Hold::new(body, shared.clone()));
+            Permit::Shared(shared)
+        };
         match tokio::time::timeout(timeout, self.pools.send(*number, req)).await {
             Err(_) => {
                 crate::metrics::upstream_error(crate::metrics::UpstreamError::Timeout);
@@ -140,6 +158,15 @@ impl Proxy {
             }
         }
     }
+}
+
+/// A place in an upstream's budget: the response body's alone, or shared
+/// with the request body (released when both have ended). Held only to be
+/// dropped.
+#[expect(dead_code, reason = "a permit is held for its drop, never read")]
+enum Permit {
+    One(tokio::sync::OwnedSemaphorePermit),
+    Shared(Arc<tokio::sync::OwnedSemaphorePermit>),
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including any named in

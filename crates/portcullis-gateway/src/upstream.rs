@@ -516,6 +516,41 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn an_early_answer_keeps_its_budget_place_until_the_request_body_ends() {
+        let (origin, _) = upstream("early", usize::MAX).await;
+        let proxy = crate::proxy::Proxy::new(
+            Duration::from_secs(2),
+            [origin.as_str()],
+            4,
+            Duration::from_secs(1),
+            1,
+        );
+        let (more, rx) = tokio::sync::mpsc::unbounded_channel();
+        let req = Request::builder()
+            .method("POST")
+            .uri("/x")
+            .header(http::header::HOST, "up")
+            .header(http::header::CONTENT_LENGTH, 3)
+            .body(Body::new(Chan(rx)))
+            .unwrap();
+        let r = proxy
+            .send(req, &origin, Duration::from_secs(2))
+            .await
+            .unwrap();
+        let got = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&got[..], b"early");
+        assert_eq!(
+            proxy.in_use(&origin, 4),
+            1,
+            "the request body still holds its place"
+        );
+        more.send(bytes::Bytes::from_static(b"abc")).unwrap();
+        drop(more);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(proxy.in_use(&origin, 4), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn a_refused_connection_is_a_connect_error() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let origin = format!("http://{}", l.local_addr().unwrap());
