@@ -8,8 +8,8 @@
 //! Why not hyper-util's legacy client, which this replaces: per request
 //! it hashed its pool key with SipHash a byte at a time (`Authority`'s
 //! `Hash`) three times, boxed a 3 KB future, put two `Extensions` entries
-//! and a pool waiter on the heap — about a twelfth of the gateway's
-//! instructions and five of its allocations per proxied request
+//! and a pool waiter on the heap — about a ninth of the gateway's
+//! instructions and six of its allocations per proxied request
 //! (docs/benchmarks.md, "Our own upstream pool").
 //!
 //! A connection goes back to its pool as soon as its response's head
@@ -37,7 +37,8 @@ use std::time::{Duration, Instant};
 use thread_local::ThreadLocal;
 
 /// How long a connection may sit unused in a pool before it is closed
-/// (when next met; the upstream usually closes it sooner).
+/// (by the next sweep or the next request to its upstream; the upstream
+/// usually closes it sooner).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where an upstream is: an address, or a name resolved at each connect
