@@ -94,14 +94,17 @@ fn start(env: &Env) -> (String, String, Server) {
 }
 
 /// Five unknown keys from `c`, each refused 401: the threshold of `CFG`.
+/// `url` asked with the `i`th made-up key.
+fn send_unknown(c: &Client, url: &str, i: u8) -> reqwest::blocking::Response {
+    c.get(url)
+        .header("X-API-Key", unknown_key(i))
+        .send()
+        .unwrap()
+}
+
 fn five_unknown_keys(c: &Client, url: &str) {
     for i in 0..5 {
-        let r = c
-            .get(url)
-            .header("X-API-Key", unknown_key(i))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 401);
+        assert_eq!(send_unknown(c, url, i).status(), 401);
     }
 }
 
@@ -121,13 +124,7 @@ fn a_flood_from_one_address_is_refused_before_any_lookup_and_others_are_served()
     let lookups = sample(&before, "portcullis_store_key_lookups_total");
     assert!(lookups >= 5.0, "{before}");
     for i in 5..40 {
-        assert_blocked(
-            flood
-                .get(&url)
-                .header("X-API-Key", unknown_key(i))
-                .send()
-                .unwrap(),
-        );
+        assert_blocked(send_unknown(&flood, &url, i));
     }
     // Even a valid key from the blocked address waits out the block.
     assert_blocked(flood.get(&url).header("X-API-Key", &valid).send().unwrap());
@@ -173,11 +170,7 @@ fn a_blocked_address_that_ignores_its_429s_has_its_connections_held_at_accept() 
     // Its 429s, each ending its connection (the next is a new one):
     // `threshold` (5) of them while blocked, then it ignores Retry-After.
     for i in 5..10 {
-        let r = flood
-            .get(&url)
-            .header("X-API-Key", unknown_key(i))
-            .send()
-            .unwrap();
+        let r = send_unknown(&flood, &url, i);
         assert_eq!(r.status(), 429);
         assert_eq!(r.headers()["connection"], "close");
         let retry: u64 = r.headers()["retry-after"]
@@ -245,11 +238,7 @@ fn a_blocked_address_that_waits_is_answered_and_public_routes_stay_open() {
     let url = env.url("/data");
     five_unknown_keys(&flood, &url);
     for i in 5..8 {
-        let r = flood
-            .get(&url)
-            .header("X-API-Key", unknown_key(i))
-            .send()
-            .unwrap();
+        let r = send_unknown(&flood, &url, i);
         assert_eq!(r.status(), 429);
         let r = flood.get(env.url("/public")).send().unwrap();
         assert_eq!(r.status(), 200);
@@ -304,11 +293,7 @@ fn turned_off_no_address_is_blocked() {
     let _s = env.serve();
     let c = client_from("127.0.0.5");
     for i in 0..10 {
-        let r = c
-            .get(env.url("/data"))
-            .header("X-API-Key", unknown_key(i))
-            .send()
-            .unwrap();
+        let r = send_unknown(&c, &env.url("/data"), i);
         assert_eq!(r.status(), 401);
     }
 }
@@ -409,11 +394,7 @@ fn a_blocked_address_is_refused_at_every_endpoint_that_checks_a_credential() {
     let _s = env.serve();
     let c = client_from("127.0.0.2");
     for i in 0..5 {
-        let r = c
-            .get(env.url("/data"))
-            .header("X-API-Key", unknown_key(i))
-            .send()
-            .unwrap();
+        let r = send_unknown(&c, &env.url("/data"), i);
         assert_eq!(r.status(), 401);
     }
     let form = [("token", "pca_nothing")];
