@@ -219,11 +219,14 @@ fn parse_limit(item: &str) -> Result<Limit, PolicyError> {
     // would be counted as 1 ns apart, a billion a second (+43 %). Refuse a
     // limit the rounding over-admits by more than 1 % (the remainder of
     // period / count, over the period), with the ceiling that counts it
-    // within that. Every count of up to 7 digits passes at any period of
-    // a second or more (the remainder is below the count, under 1 % of
-    // 10^9 ns), which is what the admin API's pattern takes.
+    // within that: the rate counted is count × P / (P − r) for a period of
+    // P ns and a remainder r, at most 1 % over while 101·r ≤ P (100·r ≤ P
+    // would let it reach 1.0101×, which a property test found). Every count
+    // of up to 7 digits passes at any period of a second or more (P is at
+    // least 100 counts plus r, and r is below the count, so P > 101·r),
+    // which is what the admin API's pattern takes.
     let period_ns = period_ms.saturating_mul(1_000_000);
-    if (period_ns % u64::from(count)).saturating_mul(100) > period_ns {
+    if (period_ns % u64::from(count)).saturating_mul(101) > period_ns {
         return Err(PolicyError(format!(
             "{item:?}: counted in whole nanoseconds per request, this rate would admit more \
              than 1 % over what it says; use at most 10000000 per second, or a count that \
@@ -394,6 +397,8 @@ mod tests {
         let e = Policy::parse("700000000/second").unwrap_err().to_string();
         assert!(e.contains("more than 1 %"), "{e}");
         for bad in [
+            // 1.0101× by the old check (100·r ≤ P); found by the property test.
+            "3561044777/241 seconds",
             "4294967295/minute",
             "4294967295/5 seconds",
             "600000000/second",
