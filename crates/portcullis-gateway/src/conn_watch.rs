@@ -125,16 +125,17 @@ pub struct InFlight {
 
 impl InFlight {
     fn set_waiting(&mut self, w: bool) {
+        let now = self.act.now_ms();
         if self.waiting != w {
             self.waiting = w;
             let mut waits = self.act.waits.lock().unwrap_or_else(|p| p.into_inner());
             if w {
-                waits.push((self.id, self.act.now_ms()));
+                waits.push((self.id, now));
             } else {
                 waits.retain(|&(id, _)| id != self.id);
             }
         }
-        self.act.touch();
+        self.act.last_ms.store(now, Ordering::Relaxed);
     }
 }
 

@@ -473,6 +473,9 @@ impl App {
         let mut resp = self
             .forward(req, &route, admitted.principal.as_ref(), cx)
             .await;
+        // Room for the rate-limit fields, the request id and the headers
+        // `finish` sets, in one growth of a map sized for the upstream's.
+        let _ = resp.headers_mut().try_reserve(8);
         admitted.write_headers(resp.headers_mut());
         resp
     }

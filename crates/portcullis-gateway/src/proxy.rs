@@ -31,6 +31,7 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Response bytes buffered per upstream connection.
 pub const UPSTREAM_READ_BUF: usize = 64 * 1024;
@@ -241,6 +242,10 @@ pub const OVERRIDE_HEADERS: [&str; 6] = [
     "x-override-url",
 ];
 
+/// How many headers `prepare` may add to a request (the five identity
+/// headers, request id, traceparent, the four forwarding headers, Host).
+const ADDED_UPSTREAM: usize = 12;
+
 /// Rewrites a request for the upstream: credential out, identity in,
 /// forwarding headers rebuilt, and the URI pointed at the route's upstream.
 ///
@@ -266,6 +271,11 @@ pub fn prepare(
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         .or_else(|| req.headers().get(header::HOST).cloned());
     let h = req.headers_mut();
+    // Room for what is added below (identity, request id, trace context,
+    // forwarding headers, Host) in one growth, not one rehash per
+    // doubling of a map sized for the client's few headers. Past the
+    // map's limit it grows as it goes, as without this.
+    let _ = h.try_reserve(ADDED_UPSTREAM);
     strip_hop_by_hop(h);
     strip_client_headers(
         h,
@@ -361,7 +371,7 @@ pub fn prepare(
         h.insert(X_FORWARDED_FOR, v);
     }
     if let Some(v) = client {
-        h.insert(HeaderName::from_static("x-real-ip"), v);
+        h.insert(X_REAL_IP, v);
     }
     if !(hop.trusted_peer && h.contains_key(X_FORWARDED_HOST))
         && let Some(a) = authority

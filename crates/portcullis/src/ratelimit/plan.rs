@@ -132,6 +132,13 @@ impl<'a> Plan<'a> {
     }
 }
 
+// Constants, so the names are checked when compiling, not per request.
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
 /// Writes `RateLimit-Policy` and `RateLimit`
 /// (draft-ietf-httpapi-ratelimit-headers) for the deciding limit, and
 /// `X-RateLimit-Limit / -Remaining / -Reset` when `legacy` is set.
@@ -148,26 +155,17 @@ pub fn write_headers(h: &mut HeaderMap, label: (char, usize), v: &Verdict, legac
     line.num(u64::from(v.limit.count));
     line.push(b";w=");
     line.num(v.limit.period_ms.div_ceil(1000));
-    line.put(h, HeaderName::from_static("ratelimit-policy"));
+    line.put(h, RATELIMIT_POLICY);
     line.len = name_len;
     line.push(b"r=");
     line.num(u64::from(v.remaining));
     line.push(b";t=");
     line.num(v.reset_secs);
-    line.put(h, HeaderName::from_static("ratelimit"));
+    line.put(h, RATELIMIT);
     if legacy {
-        h.insert(
-            HeaderName::from_static("x-ratelimit-limit"),
-            HeaderValue::from(v.limit.count),
-        );
-        h.insert(
-            HeaderName::from_static("x-ratelimit-remaining"),
-            HeaderValue::from(v.remaining),
-        );
-        h.insert(
-            HeaderName::from_static("x-ratelimit-reset"),
-            HeaderValue::from(v.reset_secs),
-        );
+        h.insert(X_RATELIMIT_LIMIT, HeaderValue::from(v.limit.count));
+        h.insert(X_RATELIMIT_REMAINING, HeaderValue::from(v.remaining));
+        h.insert(X_RATELIMIT_RESET, HeaderValue::from(v.reset_secs));
     }
 }
 
