@@ -74,7 +74,11 @@ impl Activity {
     }
 
     fn touch(&self) {
-        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.touch_at(self.now_ms());
+    }
+
+    fn touch_at(&self, now_ms: u64) {
+        self.last_ms.store(now_ms, Ordering::Relaxed);
     }
 
     /// A request arrived; the guard ends it.
@@ -135,7 +139,7 @@ impl InFlight {
                 waits.retain(|&(id, _)| id != self.id);
             }
         }
-        self.act.last_ms.store(now, Ordering::Relaxed);
+        self.act.touch_at(now);
     }
 }
 

@@ -55,8 +55,10 @@ pub struct Proxy {
 impl Proxy {
     /// Connections with the given connect timeout, and `max_connections`
     /// to each of `origins` (requests beyond wait `queue_timeout`, then
-    /// 503). Each thread's pool keeps its share of the budget: all
-    /// threads together keep no more connections than `max_connections`.
+    /// 503). Requests in flight hold a place in the budget, so no more
+    /// than `max_connections` are busy at once; each thread keeps at most
+    /// its share of them idle, trimmed when it next gives one back and by
+    /// its sweeper every 15 s.
     pub fn new<'a>(
         connect_timeout: Duration,
         origins: impl IntoIterator<Item = &'a str>,

@@ -210,16 +210,8 @@ impl Pools {
         };
         if list.len() >= self.max_idle {
             list.retain(|c| !c.tx.is_closed());
-            let mut idle = list.iter().filter(|c| c.tx.is_ready()).count();
-            let mut at = 0;
-            while idle >= self.max_idle && at < list.len() {
-                if list[at].tx.is_ready() {
-                    list.remove(at);
-                    idle -= 1;
-                } else {
-                    at += 1;
-                }
-            }
+            // Room for this one among the idle (max_idle is at least 1).
+            trim_idle(list, self.max_idle - 1);
         }
         if list.len() < self.max_kept {
             list.push(Idle {
@@ -272,7 +264,9 @@ impl Pools {
 
 /// Closes, every `IDLE_TIMEOUT / 2`, this thread's connections that are
 /// closed or were idle for `IDLE_TIMEOUT`, so a quiet loop does not keep
-/// them open for the upstream; ends with the pools.
+/// them open for the upstream, and trims the idle ones to this thread's
+/// share (busy connections that finished since they were given back are
+/// otherwise trimmed only at the next `give`); ends with the pools.
 async fn sweep(pools: Weak<Pools>) {
     let mut tick = tokio::time::interval(IDLE_TIMEOUT / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -296,8 +290,26 @@ async fn sweep(pools: Weak<Pools>) {
                     c.tx.is_ready() && now.saturating_duration_since(c.since) >= IDLE_TIMEOUT;
                 !(c.tx.is_closed() || unused)
             });
+            trim_idle(list, p.max_idle);
         }
     }
+}
+
+/// Drops the oldest idle connections in `list` (they sit at the front)
+/// until at most `keep` are idle; busy ones stay.
+fn trim_idle(list: &mut Vec<Idle>, keep: usize) {
+    let mut extra = list
+        .iter()
+        .filter(|c| c.tx.is_ready())
+        .count()
+        .saturating_sub(keep);
+    list.retain(|c| {
+        let drop = extra > 0 && c.tx.is_ready();
+        if drop {
+            extra -= 1;
+        }
+        !drop
+    });
 }
 
 /// A request body that says when it was read to its end.

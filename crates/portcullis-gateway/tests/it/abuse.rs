@@ -93,7 +93,6 @@ fn start(env: &Env) -> (String, String, Server) {
     (admin, valid, env.serve())
 }
 
-/// Five unknown keys from `c`, each refused 401: the threshold of `CFG`.
 /// `url` asked with the `i`th made-up key.
 fn send_unknown(c: &Client, url: &str, i: u8) -> reqwest::blocking::Response {
     c.get(url)
@@ -102,6 +101,7 @@ fn send_unknown(c: &Client, url: &str, i: u8) -> reqwest::blocking::Response {
         .unwrap()
 }
 
+/// Five unknown keys from `c`, each refused 401: the threshold of `CFG`.
 fn five_unknown_keys(c: &Client, url: &str) {
     for i in 0..5 {
         assert_eq!(send_unknown(c, url, i).status(), 401);

@@ -18,13 +18,13 @@ pub use redis::{RedisLimitError, RedisLimiter, RedisSettings};
 
 use portcullis_core::ratelimit::Limit;
 use portcullis_core::{ErrorCode, Problem};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Whose allowance a counter holds. Never a secret: key ids, owners,
 /// user names, client ids, addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subject<'a> {
     /// A named caller: `(kind, name)`, e.g. `("api_key", "alice")`.
     Named(&'a str, &'a str),
@@ -47,7 +47,7 @@ pub struct Check<'a> {
 }
 
 /// Which pool a counter belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pool<'a> {
     /// One route's own counters.
     Route(u32),
